@@ -1,0 +1,139 @@
+"""Tiny real media for tests and for users' own tests: encoded mp4 clips, wav files, tokenizers.
+
+Everything here writes real files (h264/AAC through PyAV's bundled FFmpeg, a WordPiece tokenizer
+trained with `tokenizers`), so tests exercise the same decoders users run.
+"""
+
+from __future__ import annotations
+
+import io
+import wave
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+def encode_mp4(
+    frames: np.ndarray,
+    fps: float = 10.0,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    crf: int = 23,
+) -> bytes:
+    """Encode uint8 RGB frames `[T, H, W, 3]` (H, W even) and optional mono float audio `[S]` in
+    [-1, 1] as an mp4 with an h264 video track and an AAC audio track."""
+    import av
+    from fractions import Fraction
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3]; got {frames.dtype} {frames.shape}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"frame height and width must be even for yuv420p; got {frames.shape[1:3]}")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        rate = Fraction(fps).limit_denominator(1000)
+        video = out.add_stream("libx264", rate=rate)
+        video.width, video.height = int(frames.shape[2]), int(frames.shape[1])
+        video.pix_fmt = "yuv420p"
+        video.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+        video.codec_context.thread_count = 1
+        sound = None
+        if audio is not None:
+            sound = out.add_stream("aac", rate=sample_rate)
+            sound.layout = "mono"
+        for frame in frames:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in video.encode(vf):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+        if sound is not None and audio is not None:
+            wave_ = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+            step = 1024
+            for start in range(0, len(wave_), step):
+                af = av.AudioFrame.from_ndarray(
+                    wave_[None, start : start + step].copy(), format="fltp", layout="mono"
+                )
+                af.sample_rate = sample_rate
+                af.pts = start
+                for packet in sound.encode(af):
+                    out.mux(packet)
+            for packet in sound.encode():
+                out.mux(packet)
+    return buf.getvalue()
+
+
+def encode_wav(audio: np.ndarray, sample_rate: int = 16000) -> bytes:
+    """Encode mono float audio `[S]` in [-1, 1] as 16-bit PCM wav bytes."""
+    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """Serialise an array as .npy bytes (never pickled)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def moving_square_clip(
+    seed: int, frames: int = 20, size: int = 32, fps: float = 10.0, seconds_audio: float | None = 2.0,
+    sample_rate: int = 16000,
+) -> bytes:
+    """A deterministic mp4: a bright square moving over a dark background, with a tone whose
+    pitch depends on `seed`; each frame's mean brightness encodes its index (for order checks)."""
+    rng = np.random.default_rng(seed)
+    video = np.zeros((frames, size, size, 3), dtype=np.uint8)
+    side = max(4, size // 4)
+    x0, y0 = rng.integers(0, size - side, size=2)
+    for t in range(frames):
+        video[t] = 8 * (t % 16)
+        x = int((x0 + t) % (size - side))
+        video[t, y0 : y0 + side, x : x + side] = 255
+    audio = None
+    if seconds_audio:
+        n = int(seconds_audio * sample_rate)
+        freq = 220.0 + 40.0 * (seed % 10)
+        audio = 0.4 * np.sin(2 * np.pi * freq * np.arange(n) / sample_rate)
+    return encode_mp4(video, fps=fps, audio=audio, sample_rate=sample_rate)
+
+
+def make_tokenizer(directory: str | Path, corpus: Iterable[str] | None = None) -> Path:
+    """Train a small WordPiece tokenizer with `tokenizers` and save it as a transformers
+    tokenizer directory (loadable offline with `AutoTokenizer.from_pretrained(directory)`)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    words = list(corpus) if corpus is not None else [
+        "zero one two three four five six seven eight nine",
+        "a photo of a handwritten digit spoken aloud",
+        "the quick brown fox jumps over the lazy dog",
+    ]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(words, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+    )
+    fast.save_pretrained(str(directory))
+    return directory

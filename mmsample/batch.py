@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-Data = Union[torch.Tensor, dict[str, torch.Tensor]]
+Data = torch.Tensor | dict[str, torch.Tensor]
 
 
 def _map(data: Data, fn: Any) -> Data:
@@ -112,7 +112,9 @@ class MultimodalBatch:
             labels=pin(self.labels),
             mask=pin(self.mask),
             names=self.names,
-            modalities={k: Rows(pin(r.rows), _map(r.data, pin)) for k, r in self.modalities.items()},
+            modalities={
+                k: Rows(pin(r.rows), _map(r.data, pin)) for k, r in self.modalities.items()
+            },
             keys=list(self.keys),
         )
 
@@ -133,8 +135,10 @@ def collate(samples: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Multi
             continue
         missing = [samples[i].get("key", samples[i]["id"]) for i in rows if name not in samples[i]]
         if missing:
-            raise ValueError(f"collate: samples {missing[:5]} have modality {name!r} in their mask "
-                             "but no decoded value for it")
+            raise ValueError(
+                f"collate: samples {missing[:5]} have modality {name!r} in their mask "
+                "but no decoded value for it"
+            )
         modalities[name] = Rows(
             torch.tensor(rows, dtype=torch.long), _stack([samples[i][name] for i in rows])
         )

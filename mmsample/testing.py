@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .shards.format import Manifest
 
 
 def encode_mp4(
@@ -23,14 +27,17 @@ def encode_mp4(
 ) -> bytes:
     """Encode uint8 RGB frames `[T, H, W, 3]` (H, W even) and optional mono float audio `[S]` in
     [-1, 1] as an mp4 with an h264 video track and an AAC audio track."""
-    import av
     from fractions import Fraction
+
+    import av
 
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 [T, H, W, 3]; got {frames.dtype} {frames.shape}")
     if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(f"frame height and width must be even for yuv420p; got {frames.shape[1:3]}")
+        raise ValueError(
+            f"frame height and width must be even for yuv420p; got {frames.shape[1:3]}"
+        )
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         rate = Fraction(fps).limit_denominator(1000)
@@ -85,7 +92,11 @@ def encode_npy(array: np.ndarray) -> bytes:
 
 
 def moving_square_clip(
-    seed: int, frames: int = 20, size: int = 32, fps: float = 10.0, seconds_audio: float | None = 2.0,
+    seed: int,
+    frames: int = 20,
+    size: int = 32,
+    fps: float = 10.0,
+    seconds_audio: float | None = 2.0,
     sample_rate: int = 16000,
 ) -> bytes:
     """A deterministic mp4: a bright square moving over a dark background, with a tone whose
@@ -115,25 +126,81 @@ def make_tokenizer(directory: str | Path, corpus: Iterable[str] | None = None) -
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    words = list(corpus) if corpus is not None else [
-        "zero one two three four five six seven eight nine",
-        "a photo of a handwritten digit spoken aloud",
-        "the quick brown fox jumps over the lazy dog",
-    ]
+    words = (
+        list(corpus)
+        if corpus is not None
+        else [
+            "zero one two three four five six seven eight nine",
+            "a photo of a handwritten digit spoken aloud",
+            "the quick brown fox jumps over the lazy dog",
+        ]
+    )
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(words, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    tok.train_from_iterator(
+        words, trainers.WordPieceTrainer(vocab_size=200, special_tokens=special)
+    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     tok.decoder = decoders.WordPiece()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-        sep_token="[SEP]", mask_token="[MASK]",
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
     )
     fast.save_pretrained(str(directory))
     return directory
+
+
+def tiny_sample_fields(index: int, fields: Iterable[str], seed: int = 0) -> dict[str, bytes]:
+    """Payloads of sample `index` of the tiny dataset: a moving-square mp4 (with audio), a tone
+    wav, a short caption and an 8-float npy, each deterministic in (seed, index)."""
+    rng = np.random.default_rng([seed, index])
+    out: dict[str, bytes] = {}
+    for name in fields:
+        if name == "mp4":
+            out[name] = moving_square_clip(seed * 1000 + index, frames=20, size=32)
+        elif name == "wav":
+            t = np.arange(16000) / 16000
+            out[name] = encode_wav(0.3 * np.sin(2 * np.pi * (200 + 25 * (index % 13)) * t))
+        elif name == "txt":
+            out[name] = f"sample {index} says digit {index % 10}".encode()
+        elif name == "npy":
+            out[name] = encode_npy(rng.standard_normal(8).astype(np.float32))
+        else:
+            raise ValueError(f"tiny datasets know fields mp4, wav, txt, npy; got {name!r}")
+    return out
+
+
+def write_tiny_dataset(
+    root: str | Path,
+    n: int = 12,
+    num_classes: int = 3,
+    fields: Iterable[str] = ("mp4", "wav", "txt", "npy"),
+    samples_per_shard: int = 4,
+    seed: int = 0,
+    missing: dict[str, set[int]] | None = None,
+) -> Manifest:
+    """Write a small real sharded dataset (keys `s000000`..., label = index % num_classes) and
+    return its manifest; `missing[field]` lists sample indices that lack that field."""
+    from .shards.writer import write_samples
+
+    fields = tuple(fields)
+    missing = missing or {}
+    classes = [f"class{c}" for c in range(num_classes)]
+
+    def samples() -> Iterator[tuple[str, int, dict[str, bytes]]]:
+        for i in range(n):
+            keep = [f for f in fields if i not in missing.get(f, set())]
+            yield f"s{i:06d}", i % num_classes, tiny_sample_fields(i, keep, seed)
+
+    return write_samples(root, samples(), classes, samples_per_shard)

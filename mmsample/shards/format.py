@@ -1,0 +1,176 @@
+"""The on-disk format every shard writer and reader agrees on: names, manifest, offset index.
+
+A dataset directory holds `shard-NNNNNN.tar` files (plain WebDataset tars: members `KEY.EXT`),
+one `shard-NNNNNN.idx.npy` offset index per shard, and `manifest.json`. Each sample's members are
+`KEY.id` (its global integer id, ASCII), `KEY.cls` (its class index, ASCII) and one member per
+modality field it carries (`KEY.mp4`, `KEY.wav`, `KEY.txt`, `KEY.npy`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from bisect import bisect_right
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ManifestError
+
+FORMAT = "mmsample-shards/1"
+MANIFEST = "manifest.json"
+ID_FIELD = "id"
+LABEL_FIELD = "cls"
+RESERVED_FIELDS = frozenset({ID_FIELD, LABEL_FIELD})
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
+FIELD_PATTERN = re.compile(r"^[a-z0-9_]+$")
+INDEX_COLUMNS = ("id", "start", "end")
+
+
+def shard_name(number: int) -> str:
+    """File name of shard `number` (`shard-000012.tar`)."""
+    return f"shard-{number:06d}.tar"
+
+
+def index_name(shard: str) -> str:
+    """File name of the offset index that belongs to tar file `shard`."""
+    return shard[: -len(".tar")] + ".idx.npy" if shard.endswith(".tar") else shard + ".idx.npy"
+
+
+def check_key(key: str) -> str:
+    """Return `key` if it is a safe sample key (letters, digits, `_`, `-`), else raise."""
+    if not KEY_PATTERN.match(key):
+        raise ManifestError(
+            f"sample key {key!r} is not allowed: keys may hold only letters, digits, '_' and '-' "
+            "(no dots, slashes or spaces), so that WebDataset groups members correctly and no "
+            "member name can point outside its tar"
+        )
+    return key
+
+
+def check_field(name: str) -> str:
+    """Return field extension `name` if valid (lower-case letters, digits, `_`), else raise."""
+    if not FIELD_PATTERN.match(name) or name in RESERVED_FIELDS:
+        raise ManifestError(
+            f"field name {name!r} is not allowed: use lower-case letters, digits and '_' "
+            f"(a file extension such as 'mp4'), not one of the reserved {sorted(RESERVED_FIELDS)}"
+        )
+    return name
+
+
+@dataclass
+class ShardInfo:
+    """One shard as the manifest records it: name, sample count and the id range it covers."""
+
+    name: str
+    count: int
+    first_id: int
+    last_id: int
+    bytes: int
+    index: str
+    class_counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Manifest:
+    """What a reader needs to know about a sharded dataset, stored as `manifest.json`."""
+
+    classes: list[str]
+    fields: list[str]
+    shards: list[ShardInfo]
+    num_rows: int
+    samples_per_shard: int
+    skipped: int = 0
+    format: str = FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples actually stored (rows minus skipped ones)."""
+        return sum(s.count for s in self.shards)
+
+    @property
+    def id_space(self) -> int:
+        """One past the largest possible global id (ids are input row numbers)."""
+        return self.num_rows
+
+    def class_counts(self) -> dict[str, int]:
+        """Samples per class over all shards."""
+        total = dict.fromkeys(self.classes, 0)
+        for s in self.shards:
+            for name, n in s.class_counts.items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    def shard_of(self, sample_id: int) -> int:
+        """Position in `shards` of the shard whose id range holds `sample_id`."""
+        firsts = [s.first_id for s in self.shards]
+        pos = bisect_right(firsts, sample_id) - 1
+        if pos < 0 or sample_id > self.shards[pos].last_id:
+            raise KeyError(f"sample id {sample_id} is in no shard of this dataset")
+        return pos
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = MANIFEST) -> Manifest:
+        if data.get("format") != FORMAT:
+            raise ManifestError(f"{where}: format is {data.get('format')!r}, expected {FORMAT!r}")
+        try:
+            shards = [ShardInfo(**s) for s in data["shards"]]
+            rest = {k: v for k, v in data.items() if k != "shards"}
+            return cls(shards=shards, **rest)
+        except (KeyError, TypeError) as err:
+            raise ManifestError(f"{where}: malformed manifest ({err})") from err
+
+    def save(self, root: str | Path) -> Path:
+        """Write `manifest.json` into `root` atomically."""
+        path = Path(root) / MANIFEST
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, root: str | Path) -> Manifest:
+        """Read `manifest.json` from a dataset directory (or the file itself)."""
+        path = Path(root)
+        if path.is_dir():
+            path = path / MANIFEST
+        if not path.exists():
+            raise ManifestError(
+                f"no {MANIFEST} at {path}: shard the data with `mmsample shard` or rebuild the "
+                "manifest of existing shards with `mmsample index`"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{path}: not valid JSON ({err})") from err
+        return cls.from_json(data, str(path))
+
+
+def write_index(path: str | Path, rows: np.ndarray) -> None:
+    """Write an offset index `[n, 3]` int64 (global id, byte start, byte end) atomically."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1, len(INDEX_COLUMNS))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, rows, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def read_index(path: str | Path) -> np.ndarray:
+    """Read an offset index written by `write_index` (never unpickles)."""
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ManifestError(f"{path}: unreadable offset index ({err})") from err
+    if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape[1] != len(INDEX_COLUMNS):
+        raise ManifestError(
+            f"{path}: offset index must be int64 [n, 3]; got {rows.dtype} {rows.shape}"
+        )
+    return rows

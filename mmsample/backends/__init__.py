@@ -1,0 +1,177 @@
+"""Decoder backends for video, audio and images: a registry keyed by name, and the choice of one.
+
+Place in the data flow: `mmsample.spec` turns shard member bytes into tensors through a backend
+chosen here (torchcodec, PyAV or decord). The choice is automatic (the fastest installed one) and
+overridable per spec (`Video(backend="pyav")`) or per process (env var `MMSAMPLE_BACKEND`); it is
+made once per process and cached. Backends hold no per-sample state; every call opens the bytes it
+is given, so a spec only carries the backend's *name* into DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, Protocol
+
+import torch
+
+__all__ = [
+    "BACKEND_ENV_VAR",
+    "KNOWN_BACKENDS",
+    "VIDEO_BACKENDS",
+    "DecodedVideo",
+    "MediaKind",
+    "Timestamps",
+    "VideoBackend",
+    "available_backends",
+    "check_backend_name",
+    "get_backend",
+    "resolve_times",
+]
+
+BACKEND_ENV_VAR = "MMSAMPLE_BACKEND"
+
+MediaKind = Literal["video", "audio", "image"]
+
+# Timestamps in seconds from the start of the video stream, or a function of the clip duration
+# (seconds) that returns them: the spec computes timestamps from the duration with one open.
+Timestamps = Sequence[float] | Callable[[float], Sequence[float]]
+
+
+class DecodedVideo(NamedTuple):
+    """Frames decoded at the requested times, with the clip duration they were computed from."""
+
+    frames: torch.Tensor  # uint8 [T, 3, H, W]
+    duration: float  # seconds: end of the last frame minus start of the first
+    times: list[float]  # the timestamps used, seconds from the start of the stream
+
+
+class VideoBackend(Protocol):
+    """What a decoder backend offers; every method takes the encoded bytes of one file."""
+
+    name: str
+
+    def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
+        """Frames played at `times` (seconds from the stream start), uint8 [T, 3, H, W]."""
+        ...
+
+    def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
+        """The first audio stream resampled to `sample_rate`, float32 [C, S] (C = 1 if mono)."""
+        ...
+
+    def image(self, data: bytes) -> torch.Tensor:
+        """A still image (png, jpeg, ...) as uint8 [3, H, W] RGB."""
+        ...
+
+    def probe(self, data: bytes, kind: MediaKind) -> None:
+        """Cheaply check the bytes hold a decodable stream of `kind`; raise ValueError if not."""
+        ...
+
+
+# name -> (module under mmsample.backends, package users install). Order = fastest first, as
+# measured on this project's machines (torchcodec, then PyAV; decord is legacy). "torchcodec-cuda"
+# is GPU decoding; it is never chosen automatically and only listed when CUDA is available.
+KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
+    "torchcodec": ("torchcodec", "torchcodec"),
+    "pyav": ("pyav", "av"),
+    "decord": ("decord", "decord"),
+    "torchcodec-cuda": ("torchcodec", "torchcodec"),
+}
+
+# name -> backend class, for the backends whose package imports in this process. Filled lazily:
+# a backend's package is imported the first time that backend is asked for (importing torchcodec
+# loads the FFmpeg libraries, which takes seconds), so `import mmsample` stays light and
+# `MMSAMPLE_BACKEND=pyav` never loads torchcodec. `available_backends()` imports them all.
+VIDEO_BACKENDS: dict[str, type[VideoBackend]] = {}
+_IMPORT_ERRORS: dict[str, str] = {}
+_INSTANCES: dict[str, VideoBackend] = {}
+_DEFAULT: list[str] = []  # the process-wide default, once chosen
+
+
+def _load(name: str) -> None:
+    """Import the module of backend `name`; register its classes, or remember why it failed."""
+    if name in VIDEO_BACKENDS or name in _IMPORT_ERRORS or name not in KNOWN_BACKENDS:
+        return
+    module_name = KNOWN_BACKENDS[name][0]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    classes: dict[str, type[VideoBackend]] = module.BACKENDS
+    for other, (other_module, _package) in KNOWN_BACKENDS.items():
+        if other_module != module_name:
+            continue
+        if other in classes:
+            VIDEO_BACKENDS[other] = classes[other]
+        else:
+            _IMPORT_ERRORS[other] = str(module.IMPORT_ERROR)
+
+
+def available_backends() -> list[str]:
+    """Names of the usable backends in this process, fastest first (CUDA decoding last)."""
+    for name in KNOWN_BACKENDS:
+        _load(name)
+    names = [n for n in KNOWN_BACKENDS if n in VIDEO_BACKENDS and n != "torchcodec-cuda"]
+    if "torchcodec-cuda" in VIDEO_BACKENDS and torch.cuda.is_available():
+        names.append("torchcodec-cuda")
+    return names
+
+
+def check_backend_name(name: str, *, argument: str = "backend") -> None:
+    """Raise ValueError for an unknown name, ImportError when its package is missing here."""
+    if name not in KNOWN_BACKENDS:
+        raise ValueError(
+            f"The '{argument}' parameter must be one of {sorted(KNOWN_BACKENDS)} or None; "
+            f"got {name!r}."
+        )
+    _load(name)
+    if name not in VIDEO_BACKENDS:
+        package = KNOWN_BACKENDS[name][1]
+        raise ImportError(
+            f"The {name!r} decoder backend needs the {package!r} package, which did not import "
+            f"in this process ({_IMPORT_ERRORS.get(name, 'not installed')}). Install it "
+            f"(pip install {package}) or pick one of the available backends "
+            f"{available_backends()}."
+        )
+    if name == "torchcodec-cuda" and not torch.cuda.is_available():
+        raise ImportError(
+            "The 'torchcodec-cuda' backend decodes on the GPU, but CUDA is not available in this "
+            f"process; use one of {available_backends()}."
+        )
+
+
+def get_backend(name: str | None = None) -> VideoBackend:
+    """The backend `name`; None means `$MMSAMPLE_BACKEND` if set, else the fastest available.
+
+    The default is chosen once per process and cached, as is each backend instance.
+    """
+    if name is None:
+        if not _DEFAULT:
+            env = os.environ.get(BACKEND_ENV_VAR) or None
+            if env is not None:
+                check_backend_name(env, argument=BACKEND_ENV_VAR)
+                _DEFAULT.append(env)
+            else:
+                names = available_backends()
+                if not names:
+                    raise ImportError(
+                        "No video/audio decoder backend is installed: install torchcodec "
+                        "(with the system FFmpeg libraries) or av (PyAV, bundles FFmpeg)."
+                    )
+                _DEFAULT.append(names[0])
+        name = _DEFAULT[0]
+    instance = _INSTANCES.get(name)
+    if instance is None:
+        check_backend_name(name)
+        instance = VIDEO_BACKENDS[name]()
+        _INSTANCES[name] = instance
+    return instance
+
+
+def resolve_times(times: Timestamps, duration: float) -> list[float]:
+    """Evaluate `times` against the clip duration and check each lies in [0, duration)."""
+    values = [float(t) for t in (times(duration) if callable(times) else times)]
+    for t in values:
+        if not 0.0 <= t < duration:
+            raise ValueError(
+                f"Requested a frame at {t:.6f} s, outside the clip [0, {duration:.6f}) s."
+            )
+    return values

@@ -1,0 +1,114 @@
+"""k-means++ seeding over rank-one gradient embeddings, without ever forming them.
+
+BMMAL and BADGE pick the samples to label by k-means++ seeding over last-layer gradient
+embeddings `g_i = a_i (x) z_i` (`gradient_embedding_factors`). At VGGSound scale the materialised
+`[N, K*D]` matrix needs over 200 GB; because every g is an outer product,
+`||a (x) b - c (x) d||^2 = |a|^2 |b|^2 + |c|^2 |d|^2 - 2 (a.c)(b.d)`, so each pick costs two
+mat-vecs (`a @ a_c`, `z @ z_c`): one read of the factors, the memory-bandwidth bound.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .checks import describe
+
+__all__ = ["kmeans_pp", "rank_one_sq_distances"]
+
+
+def _check_factors(a: Tensor, z: Tensor, function: str) -> None:
+    for name, t in (("a", a), ("z", z)):
+        if not isinstance(t, Tensor) or not t.is_floating_point() or t.ndim != 2:
+            got = describe(t)
+            raise ValueError(
+                f"The '{name}' argument of {function} must be a floating tensor [N, {name.upper()}"
+                f" dim]; got {got}."
+            )
+    if a.shape[0] != z.shape[0] or a.dtype != z.dtype or a.device != z.device:
+        raise ValueError(
+            f"The 'a' and 'z' arguments of {function} must have the same N, dtype and device; "
+            f"got a {a.dtype} {tuple(a.shape)} on {a.device}, z {z.dtype} {tuple(z.shape)} "
+            f"on {z.device}."
+        )
+
+
+def _sq_norms(t: Tensor) -> Tensor:
+    # a reduction kernel: no [N, D] temporary (a * a would double the peak memory)
+    return torch.linalg.vector_norm(t, dim=1).square()
+
+
+def _distances_to(a: Tensor, z: Tensor, self_sq: Tensor, center: Tensor) -> Tensor:
+    """Squared distances `[N]` from every g_i to g_center; center is a 1-element long tensor."""
+    a_c = a.index_select(0, center).squeeze(0)
+    z_c = z.index_select(0, center).squeeze(0)
+    dist = torch.addcmul(self_sq, torch.mv(a, a_c), torch.mv(z, z_c), value=-2.0)
+    dist.add_(self_sq.index_select(0, center))
+    return dist.clamp_(min=0.0)  # rounding can leave tiny negatives at (near) duplicates
+
+
+def _draw(weight: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index i (1-element long tensor) with probability weight_i / sum(weight), by inverse
+    CDF: the first i whose float64 cumulative sum exceeds u ~ U[0, total). A zero weight leaves
+    the cumulative sum unchanged, so it is never drawn."""
+    cdf = torch.cumsum(weight, dim=0, dtype=torch.float64)
+    total = cdf[-1:]
+    u = torch.rand(1, generator=generator, dtype=torch.float64, device=weight.device) * total
+    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # u < total always
+    return torch.searchsorted(cdf, u, right=True)
+
+
+def rank_one_sq_distances(a: Tensor, z: Tensor, center: int | Tensor) -> Tensor:
+    """`||a_i (x) z_i - a_c (x) z_c||^2` for every i `[N]`, from the factors alone."""
+    _check_factors(a, z, "rank_one_sq_distances")
+    c = torch.as_tensor(center, dtype=torch.long, device=a.device).reshape(1)
+    self_sq = _sq_norms(a) * _sq_norms(z)
+    return _distances_to(a, z, self_sq, c)
+
+
+def kmeans_pp(a: Tensor, z: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """Indices (long `[n]`, on a's device) of n k-means++ seeds over `g_i = a_i (x) z_i`.
+
+    First pick: the largest `||g_i|| = ||a_i|| ||z_i||` (ties: lowest index). Then each pick draws
+    i with probability D_i^2 / sum D^2, D_i the distance to the nearest chosen seed, never a chosen
+    index twice. When every unchosen point has D = 0 (n exceeds the number of distinct points) the
+    pick is uniform over the unchosen. Draws use `generator` (on a's device) or the global RNG.
+    Per pick: two mat-vecs and a few passes over `[N]` vectors; no `[N, K*D]`, no host sync.
+    """
+    _check_factors(a, z, "kmeans_pp")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"The 'n' parameter of kmeans_pp must be an int; got {type(n).__name__}.")
+    num = a.shape[0]
+    if not 0 <= n <= num:
+        raise ValueError(
+            f"The 'n' parameter of kmeans_pp must be in [0, N] = [0, {num}] (picks never "
+            f"repeat); got {n}."
+        )
+    if generator is not None and generator.device.type != a.device.type:
+        raise ValueError(
+            f"The 'generator' of kmeans_pp must be on the factors' device ({a.device}); "
+            f"got a generator on {generator.device}."
+        )
+    picks = torch.empty(n, dtype=torch.long, device=a.device)
+    if n == 0:
+        return picks
+    self_sq = _sq_norms(a) * _sq_norms(z)
+    if not bool(torch.isfinite(self_sq).all()):  # the one host sync: bad rows name themselves
+        bad = torch.nonzero(~torch.isfinite(self_sq)).flatten()[:5].tolist()
+        raise ValueError(
+            f"The 'a' and 'z' arguments of kmeans_pp must be finite; rows {bad} have a NaN or "
+            "infinite embedding norm (check the logits and features of those samples)."
+        )
+    center = self_sq.argmax().reshape(1)
+    picks[0:1] = center
+    # 1 for unchosen, 0 for chosen: the fallback law when every unchosen point has D = 0
+    unchosen = torch.ones(num, dtype=a.dtype, device=a.device)
+    nearest = torch.full((num,), float("inf"), dtype=a.dtype, device=a.device)
+    for k in range(1, n):
+        unchosen.index_fill_(0, center, 0.0)
+        torch.minimum(nearest, _distances_to(a, z, self_sq, center), out=nearest)
+        nearest.index_fill_(0, center, 0.0)  # chosen stay at 0: distances are >= 0
+        weight = torch.where(nearest.sum() > 0, nearest, unchosen)  # no host sync
+        center = _draw(weight, generator)
+        picks[k : k + 1] = center
+    return picks

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from .errors import ManifestError, SampleError
 from .shards.format import MANIFEST, Manifest
-from .shards.tool import SKIPPED_REPORT, read_classes, rebuild, shard_dataset
+from .shards.rebuild import rebuild
+from .shards.table import SKIPPED_REPORT, read_classes
+from .shards.tool import shard_dataset
 from .shards.verify import verify_dataset, verify_shards
 
 

@@ -1,8 +1,9 @@
 """Re-read shards and check them against their manifest and offset index (`--verify`).
 
 Place in the data flow: after the sharding tool (and by `mmsample index`, which rebuilds the
-index from `scan_tar`). Reads tars with the standard library `tarfile` only: member names and the
-small `.id` / `.cls` payloads; nothing is extracted to disk and nothing is ever unpickled.
+index from `scan_tar`, `count_classes` and `record_ids`). Reads tars with the standard library
+`tarfile` only: member names and the small `.id` / `.cls` payloads; nothing is extracted to disk
+and nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from .format import (
     ShardInfo,
     read_index,
 )
+from .table import SKIPPED_REPORT
 
 BLOCK = 512
 _MAX_SMALL = 64  # bytes: an .id or .cls member is a short ASCII integer
@@ -108,6 +111,33 @@ def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:
         return [], [SampleError(f"not a readable tar file ({err})", shard=path.name)]
 
 
+def count_classes(samples: Iterable[TarSample], classes: Sequence[str]) -> dict[str, int]:
+    """Samples per class name, in class-index order; a sample without a valid label is left
+    out (what a manifest's `class_counts` records for one shard)."""
+    counts = Counter(
+        s.label for s in samples if s.label is not None and 0 <= s.label < len(classes)
+    )
+    return {classes[k]: n for k, n in sorted(counts.items())}
+
+
+def record_ids(
+    owner: dict[int, str], shard: str, samples: Iterable[TarSample]
+) -> list[SampleError]:
+    """Record in `owner` (id -> shard name) that `shard` holds each sample's id; an id that is
+    already recorded is a problem, since ids are unique across a dataset."""
+    problems: list[SampleError] = []
+    for s in samples:
+        if s.sample_id is not None:
+            if s.sample_id in owner:
+                problems.append(
+                    SampleError(
+                        f"id {s.sample_id} also in {owner[s.sample_id]}", shard=shard, key=s.key
+                    )
+                )
+            owner[s.sample_id] = shard
+    return problems
+
+
 def _parse_range(f: io.BufferedReader, start: int, end: int) -> tuple[list[str], int | None]:
     """Member names (and the `.id` value) of the tar bytes [start, end) parsed on their own."""
     f.seek(start)
@@ -145,7 +175,6 @@ def verify_shard(
     samples, found = scan_tar(path)
     problems += found
     allowed = {ID_FIELD, LABEL_FIELD, *fields}
-    counts: dict[str, int] = {}
     for s in samples:
         odd = [m for m in s.members if m not in allowed]
         if odd:
@@ -174,12 +203,11 @@ def verify_shard(
             problems.append(
                 SampleError(f"label {s.label} is not a class index", shard=name, key=s.key)
             )
-        else:
-            counts[classes[s.label]] = counts.get(classes[s.label], 0) + 1
     if len(samples) != info.count:
         problems.append(
             SampleError(f"{len(samples)} samples, manifest says {info.count}", shard=name)
         )
+    counts = count_classes(samples, classes)
     if counts != info.class_counts:
         problems.append(
             SampleError(f"class counts {counts}, manifest says {info.class_counts}", shard=name)
@@ -252,18 +280,8 @@ def verify_shards(
         if info.first_id <= last:
             problems.append(SampleError("id range overlaps the previous shard's", shard=info.name))
         last = info.last_id
-        for s in samples:
-            if s.sample_id is not None:
-                if s.sample_id in ids:
-                    problems.append(
-                        SampleError(
-                            f"id {s.sample_id} also in {ids[s.sample_id]}",
-                            shard=info.name,
-                            key=s.key,
-                        )
-                    )
-                ids[s.sample_id] = info.name
-                expected.append((s.key, s.sample_id))
+        problems += record_ids(ids, info.name, samples)
+        expected += [(s.key, s.sample_id) for s in samples if s.sample_id is not None]
     if webdataset and not problems and infos:
         try:
             got = _read_webdataset([Path(root) / i.name for i in infos])
@@ -305,7 +323,7 @@ def verify_dataset(root: str | Path, *, webdataset: bool = True) -> list[SampleE
                 f"{len(ids)} stored + {manifest.skipped} skipped != {manifest.num_rows} input rows"
             )
         )
-    report = root / "skipped.jsonl"
+    report = root / SKIPPED_REPORT
     if report.exists():
         rows = [json.loads(line)["row"] for line in report.read_text().splitlines() if line]
         both = sorted(set(rows) & set(ids))

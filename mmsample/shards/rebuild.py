@@ -1,0 +1,113 @@
+"""`mmsample index`: rebuild the offset indexes and manifest.json of a directory of tars.
+
+Place in the data flow: beside the sharding tool (`mmsample.shards.tool`), for shards whose
+manifest or indexes are lost, or tars written by another tool. Ids and labels come from the `.id`
+/ `.cls` members (`mmsample.shards.verify.scan_tar`); where the shard sidecars of a finished
+`mmsample shard` job match the tars, the manifest is written from them exactly as that job would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ManifestError
+from .format import ID_FIELD, LABEL_FIELD, MANIFEST, Manifest, ShardInfo, index_name, write_index
+from .tool import load_sidecar, remove_stale, save_manifest, sidecar_numbers, write_manifest
+from .verify import TarSample, count_classes, record_ids, scan_tar
+
+
+def _index_shard(tar: Path, samples: list[TarSample], classes: Sequence[str]) -> ShardInfo:
+    """Write the offset index of one scanned tar and describe it (every id and label known)."""
+    rows = np.array([(s.sample_id, s.start, s.end) for s in samples], dtype=np.int64)
+    remove_stale(tar.parent, index_name(tar.name))
+    write_index(tar.parent / index_name(tar.name), rows.reshape(-1, 3))
+    return ShardInfo(
+        name=tar.name,
+        count=len(samples),
+        first_id=int(rows[:, 0].min()) if len(rows) else -1,
+        last_id=int(rows[:, 0].max()) if len(rows) else -1,
+        bytes=tar.stat().st_size,
+        index=index_name(tar.name),
+        class_counts=count_classes(samples, classes),
+    )
+
+
+def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
+    """Rebuild every tar's offset index and manifest.json from the tars in `root` (ids and labels
+    from the `.id` / `.cls` members); class names from `classes`, the sidecars or the old
+    manifest."""
+    root = Path(root)
+    tars = sorted(p for p in root.glob("*.tar") if p.is_file())
+    if not tars:
+        raise ManifestError(f"no .tar shards in {root}: nothing to index")
+    scans, problems = [], []
+    for tar in tars:
+        samples, found = scan_tar(tar)
+        problems += [str(p) for p in found]
+        for s in samples:
+            for member, value in ((ID_FIELD, s.sample_id), (LABEL_FIELD, s.label)):
+                if value is None:
+                    problems.append(f"{tar.name}:{s.key}: no valid {s.key}.{member} member")
+        scans.append(samples)
+    if not problems:
+        owner: dict[int, str] = {}
+        for tar, samples in zip(tars, scans):
+            problems += [str(p) for p in record_ids(owner, tar.name, samples)]
+    if problems:
+        raise ManifestError(
+            f"cannot index {root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:50])
+        )
+    old = Manifest.load(root) if (root / MANIFEST).exists() else None
+    numbers = sidecar_numbers(root)
+    sidecars = [d for d in (load_sidecar(root, n) for n in numbers) if d is not None]
+    ds = sidecars[0]["dataset"] if sidecars else None
+    names = list(classes) if classes else ds["classes"] if ds else old.classes if old else None
+    if names is None:
+        raise ManifestError(
+            f"{root} has no {MANIFEST} or shard sidecars to take class names from: pass "
+            "--classes FILE (one class name a line, in class-index order)"
+        )
+    top = max((s.label or 0) for samples in scans for s in samples)
+    if top >= len(names):
+        raise ManifestError(f"{root}: a .cls member holds class {top}, but only {len(names)} names")
+    infos = [_index_shard(tar, samples, names) for tar, samples in zip(tars, scans)]
+    by_name = {d["info"]["name"]: d["info"] for d in sidecars if d["info"]}
+    if (
+        ds is not None
+        and numbers == list(range(math.ceil(ds["num_rows"] / ds["samples_per_shard"])))
+        and len(sidecars) == len(numbers)
+        and all(d["job"] == ds["extra"]["job"] for d in sidecars)
+        and names == ds["classes"]
+        and sorted(by_name) == [i.name for i in infos]
+        and all(by_name[i.name] == asdict(i) for i in infos)
+    ):
+        return write_manifest(root, sidecars)
+    infos = sorted((i for i in infos if i.count), key=lambda i: i.first_id)
+    for a, b in itertools.pairwise(infos):
+        if b.first_id <= a.last_id:
+            raise ManifestError(
+                f"{root}: shards {a.name} and {b.name} have overlapping id ranges; readers need "
+                "each shard to hold its own id range (shard with `mmsample shard`)"
+            )
+    num_rows = max(max((i.last_id for i in infos), default=-1) + 1, old.num_rows if old else 0)
+    stored = sum(i.count for i in infos)
+    extra = {k: v for k, v in (old.extra if old else {}).items() if k != "job"}
+    manifest = Manifest(
+        classes=list(names),
+        fields=sorted({f for samples in scans for s in samples for f in s.fields}),
+        shards=infos,
+        num_rows=num_rows,
+        samples_per_shard=old.samples_per_shard
+        if old
+        else max((i.count for i in infos), default=1),
+        skipped=num_rows - stored,
+        extra=dict(extra, indexed_by="mmsample index"),
+    )
+    save_manifest(manifest, root)
+    return manifest

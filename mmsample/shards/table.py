@@ -1,0 +1,279 @@
+"""Read the sharding tool's input table and check its rows, before any file is opened.
+
+Place in the data flow: the first step of `mmsample shard` (`mmsample.shards.tool`). A CSV or
+JSONL table (one row per sample: `key`, `label`, one column per modality field) becomes a list of
+`Row`s; every key, label, duplicate key, unknown class and missing file becomes a row problem, and
+a row with problems a `BadRow`, listed in `bad_rows.jsonl` / `skipped.jsonl` and `BadRowsError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import stat
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ManifestError
+from .format import check_field, check_key
+
+SKIPPED_REPORT = "skipped.jsonl"
+DEFAULT_TEXT_FIELDS = ("txt",)
+MAX_ERRORS_SHOWN = 20
+
+
+@dataclass
+class BadRow:
+    """One input row that cannot become a sample, with every reason found (column, reason)."""
+
+    row: int
+    line: int
+    key: str | None
+    reasons: list[tuple[str, str]]
+
+    def describe(self) -> str:
+        """One line: `row 3 (line 5, key 'a'): mp4: file not found: ...`."""
+        why = "; ".join(f"{col}: {reason}" for col, reason in self.reasons)
+        return f"row {self.row} (line {self.line}, key {self.key!r}): {why}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as one JSON object (a line of `bad_rows.jsonl`, an entry of a sidecar)."""
+        reasons = [{"column": c, "reason": r} for c, r in self.reasons]
+        return {"row": self.row, "line": self.line, "key": self.key, "reasons": reasons}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BadRow:
+        """The inverse of `to_json`."""
+        reasons = [(r["column"], r["reason"]) for r in data["reasons"]]
+        return cls(data["row"], data["line"], data["key"], reasons)
+
+
+class BadRowsError(ManifestError):
+    """Rows of the input that cannot be sharded; the shards holding them were not written."""
+
+    def __init__(self, rows: list[BadRow], source: Path, report: Path) -> None:
+        self.rows = rows
+        self.report = report
+        shown = "\n".join("  " + r.describe() for r in rows[:MAX_ERRORS_SHOWN])
+        more = len(rows) - MAX_ERRORS_SHOWN
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        super().__init__(
+            f"{len(rows)} bad row(s) in {source}; the shards holding them were not written "
+            "(the other shards were, and a rerun keeps them). Fix these rows and run again, "
+            f"or pass --skip-bad to leave them out:\n{shown}{tail}\nevery bad row: {report}"
+        )
+
+
+@dataclass
+class Row:
+    """One input row after parsing: field cells hold inline text or a resolved file path."""
+
+    row: int
+    line: int
+    key: str | None
+    label: str
+    cells: dict[str, str]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
+    key_ok: bool = False
+
+    def bad(self, reasons: list[tuple[str, str]]) -> BadRow:
+        """This row as a BadRow with `reasons`."""
+        return BadRow(self.row, self.line, self.key, reasons)
+
+
+@dataclass
+class InputTable:
+    """The parsed input manifest: its rows, field columns and content hash."""
+
+    path: Path
+    sha256: str
+    fields: list[str]
+    text_fields: list[str]
+    rows: list[Row]
+
+
+def bad_rows_jsonl(rows: Iterable[BadRow]) -> str:
+    """The JSON-lines text of `rows` (one `BadRow.to_json` object a line), as `bad_rows.jsonl`
+    and `skipped.jsonl` hold them."""
+    return "".join(json.dumps(b.to_json()) + "\n" for b in rows)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_columns(names: Iterable[str], where: str) -> list[str]:
+    fields = []
+    for name in names:
+        if name in ("key", "label"):
+            continue
+        try:
+            fields.append(check_field(name))
+        except ManifestError as err:
+            raise ManifestError(f"{where}: column {name!r} cannot be a field: {err}") from None
+    return fields
+
+
+def _make_row(
+    n: int, line: int, record: dict[str, Any], fields: list[str], text: set[str], base: Path
+) -> Row:
+    problems: list[tuple[str, str]] = []
+    key, label = record.get("key"), record.get("label")
+    key_ok = False
+    if not isinstance(key, str) or not key.strip():
+        problems.append(("key", "missing or empty key" if not key else f"not a string: {key!r}"))
+        key = None if not isinstance(key, str) else key
+    else:
+        key = key.strip()
+        try:
+            check_key(key)
+            key_ok = True
+        except ManifestError:
+            problems.append(("key", f"{key!r} is not allowed: only letters, digits, '_', '-'"))
+    if isinstance(label, int) and not isinstance(label, bool):
+        label = str(label)
+    if not isinstance(label, str) or not label.strip():
+        problems.append(("label", "missing or empty label"))
+        label = ""
+    cells: dict[str, str] = {}
+    for name in fields:
+        value = record.get(name)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            problems.append(
+                (name, f"must be a string (text or a file path) or empty; got {value!r}")
+            )
+        elif name in text:
+            cells[name] = value
+        else:
+            path = Path(value.strip())
+            cells[name] = str(path if path.is_absolute() else base / path)
+    if not cells and not any(col in fields for col, _ in problems):
+        problems.append(("row", "carries no modality: every field column is empty"))
+    return Row(n, line, key, label.strip(), cells, problems, key_ok=key_ok)
+
+
+def read_input(path: str | Path, text_fields: Sequence[str] = ()) -> InputTable:
+    """Parse a CSV (header row) or JSONL (one object a line) input table into rows; bad cells
+    become row problems, a malformed table raises ManifestError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"The 'input' parameter must be an existing file; got {path}")
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".jsonl", ".ndjson"):
+        raise ManifestError(f"The 'input' file must end in .csv or .jsonl; got {path.name}")
+    text = set(DEFAULT_TEXT_FIELDS) | set(text_fields)
+    base = path.parent
+    records: list[tuple[int, dict[str, Any] | None, str]] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        if kind == ".csv":
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            if "key" not in header or "label" not in header or len(set(header)) != len(header):
+                raise ManifestError(
+                    f"{path}: the header row must name 'key', 'label' and one column per field "
+                    f"(each once); got {header}"
+                )
+            fields = _check_columns(header, str(path))
+            last = reader.line_num
+            for cells in reader:
+                line, last = last + 1, reader.line_num
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    why = f"has {len(cells)} cells; the header has {len(header)}"
+                    records.append((line, dict(zip(header, cells)), why))
+                else:
+                    records.append((line, dict(zip(header, cells)), ""))
+        else:
+            seen: dict[str, None] = {}
+            for line, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    records.append((line, None, f"not valid JSON ({err.msg}, column {err.colno})"))
+                    continue
+                if not isinstance(obj, dict):
+                    records.append((line, None, "not a JSON object"))
+                    continue
+                seen.update(dict.fromkeys(obj))
+                records.append((line, obj, ""))
+            fields = _check_columns(seen, str(path))
+    if not records:
+        raise ManifestError(f"{path}: the input has no rows")
+    fields = sorted(fields)
+    unknown = sorted(set(text_fields) - set(fields))
+    if unknown:
+        raise ManifestError(
+            f"The 'text_fields' parameter names {unknown}, which are not columns of {path} "
+            f"(fields: {fields})"
+        )
+    rows = []
+    for n, (line, record, why) in enumerate(records):
+        row = _make_row(n, line, record or {}, fields, text, base)
+        if why:
+            row.problems.insert(0, ("row", why))
+        rows.append(row)
+    return InputTable(path.resolve(), _sha256(path), fields, sorted(text & set(fields)), rows)
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """Class names from a text file, one per line (blank lines ignored, no duplicates)."""
+    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n]
+    dup = sorted(n for n, k in Counter(names).items() if k > 1)
+    if not names or dup:
+        raise ManifestError(f"{path}: a classes file needs one unique name a line; got {dup or 0}")
+    return names
+
+
+def check_rows(table: InputTable, classes: Sequence[str] | None) -> list[str]:
+    """The cheap pass over every row: duplicate keys and unknown labels; returns the classes."""
+    first: dict[str, int] = {}
+    for r in table.rows:
+        if r.key_ok and r.key is not None:
+            if r.key in first:
+                r.problems.append(("key", f"duplicate key {r.key!r} (first in row {first[r.key]})"))
+            else:
+                first[r.key] = r.row
+    names = list(classes) if classes is not None else sorted({r.label for r in table.rows} - {""})
+    known = set(names)
+    for r in table.rows:
+        if r.label and r.label not in known:
+            shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
+            r.problems.append(
+                ("label", f"{r.label!r} is not one of the {len(names)} classes ({shown})")
+            )
+    return names
+
+
+def stat_files(row: Row, text: Sequence[str]) -> None:
+    """Stat every file cell of `row`: a missing, unreadable or non-regular file is a row problem;
+    a good one records (size, mtime) so that a rerun sees a changed file."""
+    for name, value in row.cells.items():
+        if name in text:
+            continue
+        try:
+            st = os.stat(value)
+        except FileNotFoundError:
+            row.problems.append((name, f"file not found: {value}"))
+        except OSError as err:
+            row.problems.append((name, f"cannot access {value}: {err.strerror or err}"))
+        else:
+            if stat.S_ISREG(st.st_mode):
+                row.stats[name] = (st.st_size, st.st_mtime_ns)
+            else:
+                row.problems.append((name, f"not a regular file: {value}"))

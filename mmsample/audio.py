@@ -204,6 +204,7 @@ def mel_filterbank(
     f_min: float = 0.0,
     f_max: float | None = None,
     scale: MelScale = "htk",
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Triangular mel filters `[n_freqs, n_mels]` over the bins of an rfft (0..sample_rate/2);
     Slaney scale also gets Slaney area normalisation (2 / bandwidth in Hz)."""
@@ -223,4 +224,4 @@ def mel_filterbank(
     fb = torch.clamp(torch.minimum(rising, falling), min=0.0)
     if scale == "slaney":
         fb = fb * (2.0 / (upper - lower))[None, :]
-    return fb.to(torch.float32)
+    return fb.to(dtype)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..audio import hz_to_mel, mel_filterbank, mel_to_hz
+
 __all__ = [
     "FSDD_MFCC",
     "MfccConfig",
@@ -67,31 +69,6 @@ class MfccConfig:
 
 
 FSDD_MFCC = MfccConfig()
-
-
-def hz_to_mel(hz: torch.Tensor | float) -> torch.Tensor:
-    """HTK mel scale: 2595 * log10(1 + f / 700)."""
-    return 2595.0 * torch.log10(1.0 + torch.as_tensor(hz, dtype=torch.float64) / 700.0)
-
-
-def mel_to_hz(mel: torch.Tensor | float) -> torch.Tensor:
-    """Inverse of `hz_to_mel`."""
-    return 700.0 * (10.0 ** (torch.as_tensor(mel, dtype=torch.float64) / 2595.0) - 1.0)
-
-
-def mel_filterbank(
-    n_freqs: int, n_mels: int, sample_rate: int, dtype: torch.dtype = torch.float32
-) -> torch.Tensor:
-    """Triangular HTK mel filters over 0..sample_rate/2, peak 1, no area normalisation:
-    `[n_freqs, n_mels]`, so that `power [T, n_freqs] @ fb` is the mel power."""
-    freqs = torch.linspace(0.0, sample_rate / 2, n_freqs, dtype=torch.float64)
-    top = hz_to_mel(sample_rate / 2)
-    edges = mel_to_hz(torch.linspace(0.0, float(top), n_mels + 2, dtype=torch.float64))
-    width = edges[1:] - edges[:-1]
-    slopes = edges[None, :] - freqs[:, None]
-    down = -slopes[:, :-2] / width[:-1]
-    up = slopes[:, 2:] / width[1:]
-    return torch.clamp(torch.minimum(down, up), min=0.0).to(dtype)
 
 
 def dct_matrix(n_mfcc: int, n_mels: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -171,7 +148,7 @@ def log_mel_spectrogram(waveform: torch.Tensor, cfg: MfccConfig = FSDD_MFCC) -> 
     `top_db` below its maximum over the whole recording (torchaudio's AmplitudeToDB)."""
     x = _check_waveform(waveform, cfg, "log_mel_spectrogram")
     power = _stft(x, cfg).abs().square()  # [F, T]
-    fb = mel_filterbank(power.shape[0], cfg.n_mels, cfg.sample_rate, x.dtype).to(x.device)
+    fb = mel_filterbank(power.shape[0], cfg.sample_rate, cfg.n_mels, dtype=x.dtype).to(x.device)
     db = 10.0 * torch.log10(torch.clamp(power.T @ fb, min=cfg.amin))
     return torch.maximum(db, db.max() - cfg.top_db)
 
@@ -213,7 +190,7 @@ def mfcc_to_waveform(
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"The 'momentum' parameter of {name} must be in [0, 1); got {momentum}.")
     n_freqs = cfg.n_fft // 2 + 1
-    fb = mel_filterbank(n_freqs, cfg.n_mels, cfg.sample_rate, m.dtype).to(m.device)
+    fb = mel_filterbank(n_freqs, cfg.sample_rate, cfg.n_mels, dtype=m.dtype).to(m.device)
     mel = 10.0 ** ((m @ dct_matrix(m.shape[1], cfg.n_mels, m.dtype).to(m.device).T) / 10.0)
     power = _nnls_power(mel, fb, nnls_iter)
     magnitude = power.T.sqrt()  # [F, T]

@@ -1,0 +1,191 @@
+"""The decode stage both readers share: raw sample + item mask -> decoded sample dict.
+
+Sits between tar I/O (`tario`) and collation (`mmsample.batch.collate`). Only the modalities
+an item needs are decoded: those set in the plan's mask AND present in the sample. Randomness
+(random frames, crops) comes from a generator seeded by (seed, epoch, id, item, modality) alone,
+so the streamed and indexed readers give identical tensors for the same item on any worker,
+rank or order, and one modality's draws never depend on which others are decoded.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from ..errors import SampleError
+from ..plan import EveryItem, Plan
+
+if TYPE_CHECKING:
+    from ..spec import Spec
+
+RESERVED_NAMES = frozenset({"id", "label", "key", "shard", "mask"})
+# Extensions whose conventional decoders unpickle (WebDataset's do): never decoded here.
+UNSAFE_FIELDS = frozenset({"pyd", "pickle", "pkl", "pt", "pth"})
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed that depends on every part and their order (splitmix64 chain)."""
+    state = 0
+    for part in parts:
+        state = _splitmix64(state ^ (int(part) & _MASK64))
+    return state >> 1
+
+
+def item_generator(
+    seed: int, epoch: int, sample_id: int, item: int, modality: int
+) -> torch.Generator:
+    """The CPU generator for one modality of one item; the same on every reader and process."""
+    gen = torch.Generator()
+    gen.manual_seed(mix_seed(seed, epoch, sample_id, item, modality))
+    return gen
+
+
+def check_modalities(
+    modalities: Mapping[str, Spec], owner: str, available: list[str] | None = None
+) -> dict[str, Spec]:
+    """Validate an ordered name -> Spec mapping (bit j = j-th name) and return a copy."""
+    if not isinstance(modalities, Mapping) or not modalities:
+        raise ValueError(
+            f"The 'modalities' parameter of {owner} must be a non-empty mapping of modality "
+            f"name -> Spec (e.g. {{'video': Video(), 'audio': Audio()}}); got {modalities!r}."
+        )
+    out: dict[str, Spec] = {}
+    for name, spec in modalities.items():
+        if not isinstance(name, str) or not name or name in RESERVED_NAMES:
+            raise ValueError(
+                f"The 'modalities' parameter of {owner}: modality name {name!r} must be a "
+                f"non-empty string other than {sorted(RESERVED_NAMES)}."
+            )
+        field = getattr(spec, "field", None)
+        if not isinstance(field, str) or not callable(getattr(spec, "decode", None)):
+            raise ValueError(
+                f"The 'modalities' parameter of {owner}: {name!r} must be a Spec (with a "
+                f"'field' and a 'decode' method); got {spec!r}."
+            )
+        if field in UNSAFE_FIELDS:
+            raise ValueError(
+                f"The 'modalities' parameter of {owner}: {name!r} reads field {field!r}, whose "
+                "payloads are pickles; mmsample never unpickles shard members (a shard from a "
+                "stranger could run code). Store arrays as .npy instead."
+            )
+        if available is not None and field not in available:
+            raise ValueError(
+                f"The 'modalities' parameter of {owner}: {name!r} reads field {field!r}, which "
+                f"no sample of this dataset has; the dataset's fields are {sorted(available)}."
+            )
+        out[name] = spec
+    if len(out) > 62:
+        raise ValueError(f"{owner} supports at most 62 modalities; got {len(out)}.")
+    return out
+
+
+class Decoder:
+    """Decode the modalities an item needs from a raw sample, with per-item seeded randomness."""
+
+    def __init__(self, modalities: Mapping[str, Spec], seed: int = 0) -> None:
+        self.specs = check_modalities(modalities, "Decoder")
+        self.names = tuple(self.specs)
+        self.fields = tuple(spec.field for spec in self.specs.values())
+        self.full = (1 << len(self.names)) - 1
+        self.seed = int(seed)
+
+    def present(self, raw: Mapping[str, Any]) -> int:
+        """Bitmask of the modalities whose field the raw sample carries."""
+        have = raw["fields"]
+        return sum(1 << j for j, f in enumerate(self.fields) if f in have)
+
+    def __call__(
+        self, raw: Mapping[str, Any], mask: int, *, epoch: int, item: int
+    ) -> dict[str, Any]:
+        """Decoded sample dict: id, label, key, shard, mask (plan mask AND present) and one
+        entry per modality in that mask."""
+        mask = int(mask) & self.full & self.present(raw)
+        out: dict[str, Any] = {
+            "id": raw["id"],
+            "label": raw["label"],
+            "key": raw["key"],
+            "shard": raw["shard"],
+            "mask": mask,
+        }
+        for j, name in enumerate(self.names):
+            if not mask >> j & 1:
+                continue
+            spec = self.specs[name]
+            gen = item_generator(self.seed, epoch, raw["id"], item, j)
+            try:
+                out[name] = spec.decode(raw["fields"][spec.field], generator=gen)
+            except Exception as err:
+                raise SampleError(
+                    f"cannot decode modality {name!r} from field {spec.field!r}: "
+                    f"{type(err).__name__}: {err}",
+                    shard=raw["shard"],
+                    key=raw["key"],
+                ) from err
+        return out
+
+
+ON_ERROR = ("raise", "skip")
+PlanSource = Plan | Callable[[int], Plan] | None
+
+
+class SkippedSampleWarning(UserWarning):
+    """A reader with `on_error="skip"` replaced a bad item (the message names shard and key)."""
+
+
+def check_on_error(value: str, owner: str) -> str:
+    """Validate an `on_error` policy against ON_ERROR."""
+    if value not in ON_ERROR:
+        raise ValueError(
+            f"The 'on_error' parameter of {owner} must be one of {list(ON_ERROR)}; got {value!r}."
+        )
+    return value
+
+
+def check_plan_source(plan: PlanSource, owner: str) -> PlanSource:
+    """Accept a Plan, a callable epoch -> Plan (e.g. a method's `plan`), or None."""
+    if plan is None or isinstance(plan, Plan) or callable(plan):
+        return plan
+    raise ValueError(
+        f"The 'plan' parameter of {owner} must be a Plan (with items(id)), a callable "
+        f"epoch -> Plan, or None; got {plan!r}."
+    )
+
+
+def resolve_plan(plan: PlanSource, epoch: int, num_modalities: int) -> Plan:
+    """The plan of one epoch: None -> every item once with every modality."""
+    if plan is None:
+        return EveryItem(num_modalities)
+    if isinstance(plan, Plan):
+        return plan
+    made = plan(epoch)
+    if not isinstance(made, Plan):
+        raise ValueError(f"the plan callable returned {made!r} for epoch {epoch}, not a Plan")
+    return made
+
+
+def item_counts(plan: Plan, ids: np.ndarray) -> np.ndarray:
+    """Items per id (`len(plan.items(id))`), int64, in the order of `ids`."""
+    if isinstance(plan, EveryItem):
+        return np.ones(len(ids), dtype=np.int64)
+    return np.fromiter((len(plan.items(int(i))) for i in ids), dtype=np.int64, count=len(ids))
+
+
+def report_skip(owner: str, err: SampleError, replacement: str) -> None:
+    """Warn about one skipped item, naming its shard and key and what replaced it."""
+    warnings.warn(
+        f"{owner} skipped a bad item ({err}); replaced by {replacement}",
+        SkippedSampleWarning,
+        stacklevel=3,
+    )

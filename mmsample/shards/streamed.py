@@ -1,0 +1,335 @@
+"""StreamedDataset: shards read sequentially, split over ranks and workers, shuffled, resumable.
+
+Reader stage of the data flow for iterable loading: the epoch's plan is applied as each sample
+passes (multiplicity and modality mask per id), raw samples are read in file order through the
+offset index, decoded by the shared `Decoder` only for the modalities an item needs, and yielded
+through a seeded shuffle buffer.
+
+Order is computed, not stored: for an epoch it is a pure function of (seed, epoch, plan, shard
+sizes, rank, world size, worker, workers), so a state is two ints and resume skips forward without
+reading or decoding the items already yielded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..errors import SampleError
+from .decode import (
+    Decoder,
+    PlanSource,
+    check_modalities,
+    check_on_error,
+    check_plan_source,
+    item_counts,
+    mix_seed,
+    report_skip,
+    resolve_plan,
+)
+from .tario import RawSample, ShardTable
+
+if TYPE_CHECKING:
+    from ..spec import Spec
+
+STATE_VERSION = 1
+_COMPAT = (
+    *("rank", "world_size", "worker", "num_workers", "seed"),
+    *("shuffle", "shuffle_shards", "equal_split", "modalities", "num_samples"),
+)
+
+
+def resolve_world(rank: int | None, world_size: int | None, owner: str) -> tuple[int, int]:
+    """(rank, world size): explicit values, else torch.distributed if initialised, else the
+    RANK / WORLD_SIZE environment variables, else (0, 1). The one place this context is read."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        found = (dist.get_rank(), dist.get_world_size())
+    else:
+        found = (0, 1)
+        for pos, var in enumerate(("RANK", "WORLD_SIZE")):
+            text = os.environ.get(var)
+            if text is None:
+                continue
+            if not text.strip().isdigit():
+                raise ValueError(f"{owner}: environment variable {var}={text!r} is not an int")
+            found = (int(text), found[1]) if pos == 0 else (found[0], int(text))
+    world = found[1] if world_size is None else world_size
+    rank_ = found[0] if rank is None else rank
+    if not isinstance(world, int) or world < 1:
+        raise ValueError(f"The 'world_size' parameter of {owner} must be >= 1; got {world!r}.")
+    if not isinstance(rank_, int) or not 0 <= rank_ < world:
+        raise ValueError(
+            f"The 'rank' parameter of {owner} must be in [0, world_size={world}); got {rank_!r}."
+        )
+    return rank_, world
+
+
+def buffer_order(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Emission order of a shuffle buffer of `size` slots over items 0..n-1 (size <= 1: in
+    order). The item emitted at step e has index < e + size, so a reader needs to hold at most
+    `size` items read ahead."""
+    if size <= 1 or n <= 1:
+        return np.arange(n, dtype=np.int64)
+    size = min(size, n)
+    out = np.empty(n, dtype=np.int64)
+    buf = list(range(size))
+    picks = rng.integers(0, size, n - size).tolist()
+    for t in range(size, n):
+        j = picks[t - size]
+        out[t - size] = buf[j]
+        buf[j] = t
+    out[n - size :] = np.asarray(buf, dtype=np.int64)[rng.permutation(size)]
+    return out
+
+
+def consumer_range(
+    total: int, rank: int, world: int, worker: int, workers: int, equal_split: bool
+) -> tuple[int, int]:
+    """[start, stop) of one consumer in the epoch's item sequence (positions taken mod total).
+
+    Ranks get contiguous slices; with `equal_split` each has ceil(total / world) items, the
+    last ones padded by wrapping around to the first items of the epoch (as DistributedSampler
+    does); else slices differ by at most one. A rank's slice is cut into `workers` slices of
+    equal size +-1."""
+    if equal_split:
+        each = -(-total // world)
+        lo, hi = rank * each, (rank + 1) * each
+    else:
+        lo, hi = rank * total // world, (rank + 1) * total // world
+    n = hi - lo
+    return lo + worker * n // workers, lo + (worker + 1) * n // workers
+
+
+class StreamedDataset(IterableDataset[dict[str, Any]]):
+    """Iterable reader over a sharded dataset: sequential reads, plan-driven items, seeded.
+
+    Guarantee per epoch: the epoch's item sequence (shards in a seeded order, each sample's plan
+    items in turn) is cut into contiguous slices, one per (rank, worker); every item is yielded
+    exactly once over all consumers, plus with `equal_split=True` up to world_size - 1 padding
+    items (the epoch's first items repeated) so that every rank yields exactly `len(self)`.
+    Call `set_epoch` before each epoch's `iter(loader)` (not with persistent_workers, whose
+    dataset copies never see it). With `on_error="skip"` a bad item is replaced by the next item
+    of this consumer's order that decodes, warned about and counted in `skipped` (per process).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        modalities: Mapping[str, Spec],
+        *,
+        plan: PlanSource = None,
+        shuffle: int = 0,
+        shuffle_shards: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        on_error: str = "raise",
+        equal_split: bool = True,
+    ) -> None:
+        owner = "StreamedDataset"
+        if not isinstance(shuffle, int) or shuffle < 0:
+            raise ValueError(
+                f"The 'shuffle' parameter of {owner} must be an int >= 0 (buffer size, 0 = no "
+                f"shuffle); got {shuffle!r}."
+            )
+        if not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0; got {seed!r}.")
+        self.on_error = check_on_error(on_error, owner)
+        self.table = ShardTable(root)
+        specs = check_modalities(modalities, owner, self.table.manifest.fields)
+        self.decoder = Decoder(specs, seed)
+        self.plan_source = check_plan_source(plan, owner)
+        self.shuffle = shuffle
+        self.shuffle_shards = bool(shuffle_shards)
+        self.seed = seed
+        self.equal_split = bool(equal_split)
+        self.rank, self.world_size = resolve_world(rank, world_size, owner)
+        self.epoch = 0
+        self.plan = resolve_plan(self.plan_source, 0, len(specs))
+        self.skipped = 0
+        self._layout_cache: tuple[Any, ...] | None = None
+        self._yielded = 0
+        self._resume: int | None = None
+        self._consumer = (0, 1)
+
+    # ----- epoch layout (metadata only, no I/O) -----
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: shard order, plan (when `plan` is a callable) and random draws."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
+        self.plan = resolve_plan(self.plan_source, epoch, len(self.decoder.names))
+        self.epoch = epoch
+        self._yielded = 0
+        self._resume = None
+        self._layout_cache = None
+
+    def _layout(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """(rows in epoch order, cumulative item counts, total items) for the current epoch."""
+        key = (self.epoch, id(self.plan))
+        if self._layout_cache is not None and self._layout_cache[0] == key:
+            return self._layout_cache[1]
+        table = self.table
+        shards = np.arange(len(table.names))
+        if self.shuffle_shards:
+            rng = np.random.default_rng(mix_seed(self.seed, self.epoch, 0x5EED))
+            shards = rng.permutation(shards)
+        rows = np.concatenate(
+            [np.arange(table.first_row[s], table.first_row[s + 1]) for s in shards]
+            or [np.zeros(0, dtype=np.int64)]
+        ).astype(np.int64)
+        cum = np.cumsum(item_counts(self.plan, table.ids[rows]))
+        layout = (rows, cum, int(cum[-1]) if len(cum) else 0)
+        self._layout_cache = (key, layout)
+        return layout
+
+    def __len__(self) -> int:
+        """Items this rank yields this epoch, over all its DataLoader workers."""
+        total = self._layout()[2]
+        lo, hi = consumer_range(total, self.rank, self.world_size, 0, 1, self.equal_split)
+        return hi - lo
+
+    # ----- iteration -----
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        self._consumer = (info.id, info.num_workers) if info is not None else (0, 1)
+        start = self._resume or 0
+        self._resume = None
+        self._yielded = start
+        return self._items(start)
+
+    def _items(self, start: int) -> Iterator[dict[str, Any]]:
+        rows, cum, total = self._layout()
+        worker, workers = self._consumer
+        lo, hi = consumer_range(
+            total, self.rank, self.world_size, worker, workers, self.equal_split
+        )
+        if start > hi - lo:
+            raise ValueError(
+                f"StreamedDataset: the state says {start} items were yielded but this consumer "
+                f"has {hi - lo} items in epoch {self.epoch}: the plan or dataset changed"
+            )
+        if total == 0 or start == hi - lo:
+            return
+        pos = np.arange(lo, hi, dtype=np.int64) % total
+        samples = np.searchsorted(cum, pos, side="right")
+        items = pos - np.concatenate([[0], cum[:-1]])[samples]
+        rng = np.random.default_rng(
+            mix_seed(self.seed, self.epoch, self.rank, worker, self.world_size, workers)
+        )
+        order = buffer_order(len(pos), self.shuffle, rng)
+        need = Counter(samples[order[start:]].tolist())
+        loaded: dict[int, RawSample | SampleError] = {}
+        walk = 0
+        for step in range(start, len(order)):
+            u = int(order[step])
+            k = int(samples[u])
+            while k not in loaded:
+                s = int(samples[walk])
+                walk += 1
+                if need[s] > 0 and s not in loaded:
+                    loaded[s] = self._read(int(rows[s]))
+            raw = loaded[k]
+            need[k] -= 1
+            if need[k] == 0:
+                del loaded[k]
+            try:
+                out = self._decode(raw, int(items[u]))
+            except SampleError as err:
+                if self.on_error == "raise":
+                    raise
+                # Deterministic replacement: the next item of this consumer's order that decodes.
+                later = np.roll(order, -step)[1:]
+                out = self._replace(err, [(int(rows[samples[v]]), int(items[v])) for v in later])
+            self._yielded = step + 1
+            yield out
+
+    def _read(self, row: int) -> RawSample | SampleError:
+        try:
+            return self.table.read(row)
+        except SampleError as err:
+            return err
+
+    def _decode(self, raw: RawSample | SampleError, item: int) -> dict[str, Any]:
+        if isinstance(raw, SampleError):
+            raise raw
+        mask = self.plan.items(raw["id"])[item]
+        return self.decoder(raw, mask, epoch=self.epoch, item=item)
+
+    def _replace(self, bad: SampleError, candidates: list[tuple[int, int]]) -> dict[str, Any]:
+        """Count and report a skipped item; return the first (row, item) candidate that decodes."""
+        for row, item in candidates:
+            try:
+                out = self._decode(self._read(row), item)
+            except SampleError:
+                continue
+            self.skipped += 1
+            report_skip(type(self).__name__, bad, f"{out['shard']}:{out['key']}")
+            return out
+        raise SampleError(
+            f"no item of this reader decodes; the first failure: {bad.reason}",
+            shard=bad.shard,
+            key=bad.key,
+        )
+
+    # ----- state -----
+    def _compat(self) -> dict[str, Any]:
+        worker, workers = self._consumer
+        info = get_worker_info()
+        if info is not None:
+            worker, workers = info.id, info.num_workers
+        return {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "worker": worker,
+            "num_workers": workers,
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "shuffle_shards": self.shuffle_shards,
+            "equal_split": self.equal_split,
+            "modalities": list(self.decoder.names),
+            "num_samples": len(self.table),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """This consumer's position: (epoch, items yielded), plus what it is compatible with."""
+        return {
+            "class": type(self).__name__,
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "yielded": self._yielded,
+            **self._compat(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration continues the saved epoch after the saved item count."""
+        if state.get("class") != type(self).__name__ or state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"StreamedDataset.load_state_dict: not a StreamedDataset state (class "
+                f"{state.get('class')!r}, version {state.get('version')!r})"
+            )
+        mine = self._compat()
+        wrong = {k: (state.get(k), mine[k]) for k in _COMPAT if state.get(k) != mine[k]}
+        if wrong:
+            detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in wrong.items())
+            raise ValueError(
+                f"StreamedDataset.load_state_dict: the state was saved by a differently "
+                f"configured reader ({detail}); resume with the same settings"
+            )
+        yielded = state.get("yielded")
+        if not isinstance(yielded, int) or yielded < 0:
+            raise ValueError(f"StreamedDataset.load_state_dict: bad 'yielded' {yielded!r}")
+        epoch = state.get("epoch")
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"StreamedDataset.load_state_dict: bad 'epoch' {epoch!r}")
+        if epoch != self.epoch:
+            self.set_epoch(epoch)
+        self._resume = yielded
+        self._yielded = yielded

@@ -1,0 +1,333 @@
+"""Both readers on real shards of real mp4/wav/txt/npy: same tensors, lazy decoding, errors."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+import shutil
+import tarfile
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mmsample.batch import MultimodalBatch, collate
+from mmsample.errors import SampleError
+from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
+from mmsample.shards.decode import SkippedSampleWarning
+from mmsample.spec import Array, Audio, Spec, Text, Video
+from mmsample.testing import tiny_sample_fields, write_tiny_dataset
+
+N = 10  # samples in shards of 3: 4 shards
+NO_WAV, NO_MP4 = 3, 5
+
+
+def _specs() -> dict[str, Spec]:
+    # Random frame choice and random audio crops: what must agree between the readers.
+    return {
+        "video": Video(frames=4, fps=10.0, random_frames=2),
+        "audio": Audio(field="wav", seconds=0.5, backend="wave"),
+        "text": Text(max_length=16),
+        "feat": Array(),
+    }
+
+
+FULL = 0b1111
+
+
+class TablePlan:
+    """id -> masks; ids not listed yield one full item."""
+
+    def __init__(self, table: dict[int, tuple[int, ...]]) -> None:
+        self.table = table
+
+    def items(self, sample_id: int) -> Sequence[int]:
+        return self.table.get(sample_id, (FULL,))
+
+
+# two items of id 2 with different masks, id 7 dropped, id 4 text-only, id 6 video twice
+PLAN = TablePlan({2: (FULL, 0b0001, 0b0110), 7: (), 4: (0b0100,), 6: (0b0001, 0b0011)})
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("readers")
+    write_tiny_dataset(path, n=N, samples_per_shard=3, missing={"wav": {NO_WAV}, "mp4": {NO_MP4}})
+    # Load the decoder libraries once here, so forked DataLoader workers inherit them (speed).
+    _specs()["video"].decode(tiny_sample_fields(0, ["mp4"])["mp4"])
+    return path
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    return isinstance(a, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+
+
+def _key(item: dict[str, Any], names: Sequence[str]) -> tuple[int, int]:
+    return int(item["id"]), int(item["mask"])
+
+
+def test_streamed_and_indexed_give_identical_tensors(root: Path) -> None:
+    specs = _specs()
+    names = list(specs)
+    streamed = StreamedDataset(root, specs, plan=PLAN, shuffle=4, seed=11)
+    indexed = IndexedDataset(root, specs, plan=PLAN, seed=11)
+    for epoch in (0, 1):
+        streamed.set_epoch(epoch)
+        indexed.set_epoch(epoch)
+        workers = 2 if epoch == 0 else 0  # in DataLoader workers, then in this process
+        loader = DataLoader(streamed, batch_size=None, num_workers=workers)
+        from_stream = {_key(s, names): s for s in loader}
+        from_index = {
+            _key(s, names): s for s in DataLoader(indexed, batch_size=None, num_workers=workers)
+        }
+        # the plan as worked out by hand, with the mask cut to the fields each sample has
+        expected = set()
+        for i in range(N):
+            have = FULL & ~(0b0010 if i == NO_WAV else 0) & ~(0b0001 if i == NO_MP4 else 0)
+            expected |= {(i, m & have) for m in PLAN.items(i)}
+        assert set(from_stream) == set(from_index) == expected
+        assert len(from_index) == len(indexed) == N - 1 + 2 + 1
+        for key, a in from_stream.items():
+            b = from_index[key]
+            assert (a["label"], a["key"], a["shard"]) == (b["label"], b["key"], b["shard"])
+            present = [n for j, n in enumerate(names) if key[1] >> j & 1]
+            assert [n for n in names if n in a] == present == [n for n in names if n in b]
+            for n in present:
+                assert _same(a[n], b[n]), (key, n)
+        if epoch == 0:
+            first = from_index
+    # the random draws are real: another epoch picks other frames / crops for some items
+    changed = [
+        k
+        for k in first
+        if "video" in first[k] and not _same(first[k]["video"], from_index[k]["video"])
+    ]
+    assert changed
+    # and get(id) is item 0 of that id
+    assert _same(indexed.get(8)["video"], from_index[(8, FULL)]["video"])
+
+
+class Counting:
+    """A real Spec that delegates to another and records the digest of every payload decoded."""
+
+    def __init__(self, inner: Spec) -> None:
+        self.inner = inner
+        self.field = inner.field
+        self.calls: Counter[bytes] = Counter()
+
+    def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> Any:
+        self.calls[hashlib.sha1(data).digest()] += 1
+        return self.inner.decode(data, generator=generator)
+
+
+def _calls_per_id(spec: Counting, field: str) -> dict[int, int]:
+    """Decode calls per sample id, matching the recorded payload digests to the payloads."""
+    digests = {hashlib.sha1(tiny_sample_fields(i, [field])[field]).digest(): i for i in range(N)}
+    assert set(spec.calls) <= set(digests)
+    return {digests[d]: n for d, n in spec.calls.items()}
+
+
+@pytest.mark.parametrize("reader", ["streamed", "indexed"])
+def test_only_needed_modalities_are_decoded(root: Path, reader: str) -> None:
+    specs = {name: Counting(spec) for name, spec in _specs().items()}
+    if reader == "streamed":
+        items = list(StreamedDataset(root, specs, plan=PLAN))
+    else:
+        ds = IndexedDataset(root, specs, plan=PLAN)
+        items = [ds[i] for i in range(len(ds))]
+    # Worked by hand from PLAN: id 2 -> masks 1111, 0001, 0110; id 4 -> 0100; id 6 -> 0001,
+    # 0011; id 7 dropped; others 1111; id 3 has no wav, id 5 no mp4.
+    assert _calls_per_id(specs["video"], "mp4") == {0: 1, 1: 1, 2: 2, 3: 1, 6: 2, 8: 1, 9: 1}
+    assert _calls_per_id(specs["audio"], "wav") == {0: 1, 1: 1, 2: 2, 5: 1, 6: 1, 8: 1, 9: 1}
+    assert _calls_per_id(specs["text"], "txt") == {0: 1, 1: 1, 2: 2, 3: 1, 4: 1, 5: 1, 8: 1, 9: 1}
+    assert _calls_per_id(specs["feat"], "npy") == {0: 1, 1: 1, 2: 1, 3: 1, 5: 1, 8: 1, 9: 1}
+    # exactly the decoded modalities are in each item
+    assert all(
+        set(specs) & set(item) == {n for j, n in enumerate(specs) if item["mask"] >> j & 1}
+        for item in items
+    )
+
+
+def test_unrequested_modalities_never_reach_a_decoder(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmsample.backends import get_backend
+
+    backend = type(get_backend(None))
+    seen = Counter[str]()
+    for method in ("audio", "video_frames"):
+        real = getattr(backend, method)
+
+        def counted(
+            self: Any, *args: Any, _real: Any = real, _name: str = method, **kw: Any
+        ) -> Any:
+            seen[_name] += 1
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(backend, method, counted)
+    # the mp4 files have an audio track and there are wav files: only the video is asked for
+    video = {"video": Video(frames=2, fps=10.0)}
+    list(StreamedDataset(root, video))
+    ds = IndexedDataset(root, video)
+    [ds[i] for i in range(len(ds))]
+    assert seen == Counter({"video_frames": 2 * (N - 1)})
+
+
+def _copy(root: Path, dest: Path) -> Path:
+    shutil.copytree(root, dest)
+    return dest
+
+
+def _member_offset(tar_path: Path, member: str) -> int:
+    with tarfile.open(tar_path) as tar:
+        return next(m.offset for m in tar.getmembers() if m.name == member)
+
+
+def _both_raise(
+    root: Path, match: str, sample_id: int, specs: dict[str, Spec] | None = None
+) -> None:
+    specs = specs or _specs()
+    with pytest.raises(SampleError, match=match):
+        list(StreamedDataset(root, specs, shuffle=3))
+    ds = IndexedDataset(root, specs)
+    with pytest.raises(SampleError, match=match):
+        ds.get(sample_id)
+    with pytest.raises(SampleError, match=match):
+        [ds[i] for i in range(len(ds))]
+
+
+def test_corrupt_header_is_named_by_both_readers(root: Path, tmp_path: Path) -> None:
+    bad = _copy(root, tmp_path / "ds")
+    shard = bad / "shard-000001.tar"  # ids 3, 4, 5
+    data = bytearray(shard.read_bytes())
+    at = _member_offset(shard, "s000004.npy")
+    data[at + 124 : at + 130] = b"zzzzzz"
+    shard.write_bytes(bytes(data))
+    _both_raise(bad, r"shard-000001\.tar:s000004: corrupt tar header", 4)
+
+
+def test_truncated_shard_is_named_by_both_readers(root: Path, tmp_path: Path) -> None:
+    bad = _copy(root, tmp_path / "ds")
+    shard = bad / "shard-000002.tar"  # ids 6, 7, 8
+    at = _member_offset(shard, "s000007.mp4")
+    shard.write_bytes(shard.read_bytes()[: at + 512 + 300])
+    _both_raise(bad, r"shard-000002\.tar:s000007: .*truncated", 7)
+
+
+@pytest.fixture(scope="module")
+def garbage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five samples with a video and a caption; sample c2's mp4 payload is garbage."""
+    path = tmp_path_factory.mktemp("garbage")
+
+    def samples() -> Any:
+        for i in range(5):
+            fields = tiny_sample_fields(i, ("mp4", "txt"))
+            if i == 2:
+                fields["mp4"] = b"\x00\x00\x00\x18ftypmp42 not a real movie" * 20
+            yield f"c{i}", i % 2, fields
+
+    write_samples(path, samples(), ["a", "b"], samples_per_shard=2)
+    return path
+
+
+def test_undecodable_clip_is_named_by_both_readers(garbage: Path) -> None:
+    root = garbage
+    specs: dict[str, Spec] = {"video": Video(frames=2, fps=10.0), "text": Text()}
+    _both_raise(
+        root, r"shard-000001\.tar:c2: cannot decode modality 'video' from field 'mp4'", 2, specs
+    )
+    # Through a DataLoader worker too (one case only: torch takes ~5 s per worker to shut
+    # down a loader whose worker raised).
+    loader = DataLoader(StreamedDataset(root, specs), batch_size=None, num_workers=1)
+    with pytest.raises(SampleError, match=r"shard-000001\.tar:c2: cannot decode modality"):
+        list(loader)
+    # The same clip is never opened when the plan leaves the video out.
+    text_only = TablePlan({i: (0b10,) for i in range(5)})
+    assert len(list(StreamedDataset(root, specs, plan=text_only))) == 5
+
+
+def test_skip_replaces_counts_and_reports(garbage: Path) -> None:
+    root = garbage
+    specs: dict[str, Spec] = {"video": Video(frames=2, fps=10.0), "text": Text()}
+    streamed = StreamedDataset(root, specs, on_error="skip", shuffle_shards=False)
+    with pytest.warns(
+        SkippedSampleWarning, match=r"shard-000001\.tar:c2.*replaced by shard-000001\.tar:c3"
+    ):
+        ids = [s["id"] for s in streamed]
+    assert ids == [0, 1, 3, 3, 4] and streamed.skipped == 1
+    indexed = IndexedDataset(root, specs, on_error="skip")
+    with pytest.warns(
+        SkippedSampleWarning, match=r"shard-000001\.tar:c2.*item 3 \(shard-000001\.tar:c3\)"
+    ):
+        assert indexed[2]["id"] == 3
+    assert indexed.skipped == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [indexed[i]["id"] for i in (0, 1, 3, 4)] == [0, 1, 3, 4]
+
+
+def test_pickle_members_never_run(tmp_path: Path) -> None:
+    flag = tmp_path / "pwned"
+
+    class Trap:
+        def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+            return (open, (str(flag), "w"))
+
+    payload = pickle.dumps(Trap())
+    samples = [(f"p{i}", 0, {"txt": b"hi", "pyd": payload, "pickle": payload}) for i in range(3)]
+    write_samples(tmp_path / "ds", samples, ["c"], samples_per_shard=2)
+    text = {"text": Text()}
+    assert len(list(StreamedDataset(tmp_path / "ds", text))) == 3
+    ds = IndexedDataset(tmp_path / "ds", text)
+    assert [ds[i]["id"] for i in range(3)] == [0, 1, 2]
+    for field_ in ("pyd", "pickle"):
+        for cls in (StreamedDataset, IndexedDataset):
+            with pytest.raises(ValueError, match="never unpickles"):
+                cls(tmp_path / "ds", {"x": Array(field=field_)})
+    assert not flag.exists()
+
+
+def test_requested_field_must_exist(root: Path) -> None:
+    for cls in (StreamedDataset, IndexedDataset):
+        with pytest.raises(ValueError, match=r"reads field 'flac'.*fields are \['mp4', 'npy'"):
+            cls(root, {"audio": Audio(field="flac")})
+        with pytest.raises(ValueError, match="must be a non-empty mapping"):
+            cls(root, {})
+        with pytest.raises(ValueError, match="'label' must be a non-empty string other than"):
+            cls(root, {"label": Text()})
+
+
+@pytest.mark.parametrize("reader", ["streamed", "indexed"])
+def test_collate_into_multimodal_batches(root: Path, reader: str) -> None:
+    specs = _specs()
+    names = list(specs)
+    ds: Any = (
+        StreamedDataset(root, specs, plan=PLAN)
+        if reader == "streamed"
+        else IndexedDataset(root, specs, plan=PLAN)
+    )
+    loader = DataLoader(ds, batch_size=4, collate_fn=functools.partial(collate, names=names))
+    batches: list[MultimodalBatch] = list(loader)
+    ids = torch.cat([b.ids for b in batches])
+    assert sorted(ids.tolist()) == sorted([i for i in range(N) if i != 7] + [2, 2, 6])
+    for b in batches:
+        for j, name in enumerate(names):
+            carried = (b.mask >> j & 1).bool()
+            if name in b:
+                assert b.rows(name).tolist() == carried.nonzero().flatten().tolist()
+            else:
+                assert not carried.any()
+        if "video" in b:
+            frames = b["video"]
+            assert isinstance(frames, torch.Tensor)
+            assert frames.shape[1:] == (2, 3, 32, 32) and frames.dtype == torch.uint8
+            dense = b.dense("video")
+            assert isinstance(dense, torch.Tensor) and dense.shape[0] == len(b)

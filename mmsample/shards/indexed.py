@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..epoch import SharedEpoch
 from ..errors import ManifestError, SampleError
 from .decode import (
     Decoder,
@@ -66,14 +67,23 @@ class IndexedDataset(Dataset[dict[str, Any]]):
         self._row_of_id[ids] = np.arange(len(ids), dtype=np.int64)
         self._sorted_rows = np.argsort(ids, kind="stable")
         self.epoch = 0
+        self._shared_epoch = SharedEpoch(0)
         self._expand()
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: re-expands the plan (when `plan` is a callable) and reseeds items."""
+        """Select the epoch: re-expands the plan (when `plan` is a callable) and reseeds items.
+        Reaches persistent DataLoader workers too (through a shared-memory cell)."""
         if not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
+        self._shared_epoch.set(epoch)
         self.epoch = epoch
         self._expand()
+
+    def _follow_epoch(self) -> None:
+        published = self._shared_epoch.get()
+        if published != self.epoch:  # a persistent worker: the main process moved on
+            self.epoch = published
+            self._expand()
 
     def _expand(self) -> None:
         self.plan = resolve_plan(self.plan_source, self.epoch, len(self.decoder.names))
@@ -105,6 +115,7 @@ class IndexedDataset(Dataset[dict[str, Any]]):
         return self.decoder(self.table.read(row), mask, epoch=self.epoch, item=j)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        self._follow_epoch()
         _, mask, j = self.item(i)
         try:
             return self._decode(int(self._item_rows[i]), mask, j)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..epoch import SharedEpoch
 from ..errors import SampleError
 from .decode import (
     Decoder,
@@ -115,8 +116,7 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
     items in turn) is cut into contiguous slices, one per (rank, worker); every item is yielded
     exactly once over all consumers, plus with `equal_split=True` up to world_size - 1 padding
     items (the epoch's first items repeated) so that every rank yields exactly `len(self)`.
-    Call `set_epoch` before each epoch's `iter(loader)` (not with persistent_workers, whose
-    dataset copies never see it). With `on_error="skip"` a bad item is replaced by the next item
+    Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too. With `on_error="skip"` a bad item is replaced by the next item
     of this consumer's order that decodes, warned about and counted in `skipped` (per process).
     """
 
@@ -153,6 +153,7 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
         self.equal_split = bool(equal_split)
         self.rank, self.world_size = resolve_world(rank, world_size, owner)
         self.epoch = 0
+        self._shared_epoch = SharedEpoch(0)
         self.plan = resolve_plan(self.plan_source, 0, len(specs))
         self.skipped = 0
         self._layout_cache: tuple[Any, ...] | None = None
@@ -162,9 +163,14 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
 
     # ----- epoch layout (metadata only, no I/O) -----
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: shard order, plan (when `plan` is a callable) and random draws."""
+        """Select the epoch: shard order, plan (when `plan` is a callable) and random draws.
+        Reaches persistent DataLoader workers too (through a shared-memory cell)."""
         if not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
+        self._shared_epoch.set(epoch)
+        self._select(epoch)
+
+    def _select(self, epoch: int) -> None:
         self.plan = resolve_plan(self.plan_source, epoch, len(self.decoder.names))
         self.epoch = epoch
         self._yielded = 0
@@ -200,6 +206,9 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         self._consumer = (info.id, info.num_workers) if info is not None else (0, 1)
+        published = self._shared_epoch.get()
+        if published != self.epoch:  # a persistent worker: the main process moved on
+            self._select(published)
         start = self._resume or 0
         self._resume = None
         self._yielded = start

@@ -144,3 +144,18 @@ def collate(samples: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Multi
         )
     keys = [str(s.get("key", "")) for s in samples]
     return MultimodalBatch(ids, labels, mask, names, modalities, keys)
+
+
+class Collate:
+    """A picklable `collate_fn` for DataLoader: `DataLoader(ds, collate_fn=Collate(names))`."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        if isinstance(names, str) or len(names) == 0:
+            raise ValueError(
+                f"The 'names' parameter of Collate must be a non-empty sequence of modality "
+                f"names in the reader's order; got {names!r}."
+            )
+        self.names = tuple(names)
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> MultimodalBatch:
+        return collate(samples, self.names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ from mmsample.testing import write_tiny_dataset
 
 
 def _ids(loader: DataLoader) -> list[int]:
+    # Collect garbage before workers fork: a CUDA object left unreachable by an earlier test
+    # (on a GPU machine) must not be finalised inside a forked child, where CUDA cannot run.
+    gc.collect()
     return [int(s["id"]) for s in loader]
 
 

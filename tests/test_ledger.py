@@ -219,6 +219,7 @@ def test_snapshot_is_a_copy_and_accessors_are_live() -> None:
     snap = led.snapshot()
     u = [logits_of([0.5, 0.25, 0.25])] * 2
     led.observe(torch.tensor([2]), torch.tensor([0]), u)
+    led.flush()  # observe only stages: a view taken earlier sees the batch once it is applied
     assert torch.isnan(snap["true_prob"]).all() and snap["seen_count"].sum() == 0
     torch.testing.assert_close(view[2], torch.tensor([0.5, 0.5]))
     snap["true_prob"].fill_(0.0)
@@ -234,6 +235,97 @@ def test_sync_without_distributed_is_a_no_op() -> None:
     after = led.snapshot()
     for key in before:
         torch.testing.assert_close(after[key], before[key], equal_nan=True)
+
+
+# ---- deferral: observe stages, a flush computes; the tables are as if applied one by one ---
+
+
+def test_observe_stages_until_a_read_a_flush_point_or_a_full_ring() -> None:
+    led = Ledger(4, 2, 3, staging=2)
+    raw = led.state_dict()["float"]  # an untouched copy to compare the live table against
+    view = led.true_prob  # a live view: it does not flush by itself
+    u = [logits_of([0.5, 0.25, 0.25])] * 2
+    led.observe(torch.tensor([0]), torch.tensor([0]), u)
+    led.observe(torch.tensor([1]), torch.tensor([0]), u)
+    assert torch.isnan(view).all()  # staged, not applied
+    led.observe(torch.tensor([2]), torch.tensor([0]), u)  # the ring was full: 0 and 1 applied
+    torch.testing.assert_close(view[:2], torch.full((2, 2), 0.5))
+    assert torch.isnan(view[2]).all()
+    assert led.seen_count.tolist() == [1, 1, 1, 0]  # a read through the ledger applies all
+    torch.testing.assert_close(view[2], torch.tensor([0.5, 0.5]))
+    led.observe(torch.tensor([3]), torch.tensor([0]), u)
+    led.set_epoch(1)  # a flush point
+    torch.testing.assert_close(view[3], torch.tensor([0.5, 0.5]))
+    assert torch.isnan(raw).all() and led.step == 4
+
+
+def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-for-bit equal, NaN where the other has NaN."""
+    if a.is_floating_point() and not torch.equal(a.isnan(), b.isnan()):
+        return False
+    return torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
+READS = {
+    "labels": lambda led: led.labels,
+    "true_prob": lambda led: led.true_prob,
+    "fused_loss": lambda led: led.fused_loss,
+    "values": lambda led: led.values,
+    "seen_count": lambda led: led.seen_count,
+    "staleness": lambda led: led.staleness(9),
+    "snapshot": lambda led: led.snapshot()["similarity"],
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_deferred_tables_equal_batch_by_batch_and_reads_see_everything(data: Any) -> None:
+    """Any sequence of batches (duplicate ids within and across batches, with and without fused
+    logits and values, float32 and float64, changing sizes and epochs, refused batches, reads
+    in between) gives the table of applying each batch on its own, in order: for each id and
+    column group the last occurrence wins; seen_count counts every occurrence."""
+    n, m, k = 6, data.draw(st.integers(2, 3)), data.draw(st.integers(2, 5))
+    deferred = Ledger(n, m, k, staging=data.draw(st.integers(1, 5)))
+    stepwise = Ledger(n, m, k)
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31 - 1)))
+    last: dict[int, tuple[int, int, int]] = {}  # id -> (label, epoch, step) of its last row
+    count, step = [0] * n, 0
+    for _ in range(data.draw(st.integers(1, 9))):
+        b = data.draw(st.integers(1, 10))
+        dtype = data.draw(st.sampled_from([torch.float32, torch.float64]))
+        batch: dict[str, Any] = {
+            "ids": torch.randint(0, n, (b,), generator=g),
+            "labels": torch.randint(0, k, (b,), generator=g),
+            "unimodal_logits": [torch.randn(b, k, generator=g, dtype=dtype) for _ in range(m)],
+            "fused_logits": torch.randn(b, k, generator=g) if data.draw(st.booleans()) else None,
+            "values": torch.randn(b, 1 << m, generator=g) if data.draw(st.booleans()) else None,
+            "epoch": data.draw(st.none() | st.integers(0, 3)),
+        }
+        if data.draw(st.integers(0, 5)) == 0:  # a refused batch changes nothing
+            batch["unimodal_logits"][-1][b - 1, 0] = math.nan
+            for led in (deferred, stepwise):
+                with pytest.raises(ValueError, match=rf"'unimodal_logits\[{m - 1}\]' .* NaN"):
+                    led.observe(**batch)
+            continue
+        for led in (deferred, stepwise):
+            led.observe(**batch)
+        stepwise.flush()
+        step += 1
+        epoch = 0 if batch["epoch"] is None else batch["epoch"]
+        for i, y in zip(batch["ids"].tolist(), batch["labels"].tolist()):
+            last[i], count[i] = (y, epoch, step), count[i] + 1
+        read = data.draw(st.sampled_from([None, *READS]))
+        if read is not None:  # the read itself sees every batch observed so far
+            assert same(READS[read](deferred), READS[read](stepwise)), read
+    got, want = deferred.state_dict(), stepwise.state_dict()
+    for key in ("float", "bool", "int", "count", "step"):
+        assert same(torch.as_tensor(got[key]), torch.as_tensor(want[key])), key
+    # the winners, worked out here: the label, epoch and stamp of each id's last row
+    assert deferred.seen_count.tolist() == count
+    assert deferred.labels.tolist() == [last[i][0] if i in last else -1 for i in range(n)]
+    assert deferred.last_seen.tolist() == [last[i][1] if i in last else -1 for i in range(n)]
+    stamps = [((last[i][1] + 1) << 40) | last[i][2] if i in last else 0 for i in range(n)]
+    assert got["int"][:, 2].tolist() == stamps  # the unimodal group's (epoch, step) stamp
 
 
 # ---- validation --------------------------------------------------------------------------
@@ -407,8 +499,9 @@ def test_persistent_workers_see_updates_made_after_they_started(context: str) ->
         multiprocessing_context=context,
     )
     ids, labels = torch.arange(4), torch.zeros(4, dtype=torch.long)
-    for p in (0.5, 0.2):  # the value for epoch e is observed before epoch e is read
+    for epoch, p in enumerate((0.5, 0.2)):  # the value for epoch e is observed before it is read
         led.observe(ids, labels, [logits_of(*[[p, (1 - p) / 2, (1 - p) / 2]] * 4)] * 2)
+        led.set_epoch(epoch)  # a flush point: this epoch's workers read all observed so far
         rows, refused = zip(*[(r, f) for batch in loader for r, f in zip(*batch)])
         torch.testing.assert_close(torch.stack(rows), torch.full((4, 2), p))
         assert all(refused)

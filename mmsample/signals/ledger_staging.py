@@ -1,0 +1,268 @@
+"""The staging ring: observed batches wait in preallocated host memory until the Ledger reduces
+them all at once.
+
+Place in the data flow: `Ledger.observe` copies each batch's stacked logits (and subset values,
+and ids / labels given on a device) into the ring: from a CUDA device asynchronously into pinned
+memory (no host sync), on the CPU with one copy. When the Ledger flushes, it drains the ring:
+waits for the copies, runs the checks that needed the values of device tensors, and gets the
+rows of every batch that passed, in observation order, to reduce in one go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .ledger_checks import all_finite, finite_error, range_error
+
+__all__ = ["Drained", "StagedBatch", "StagingRing"]
+
+RING_BYTES = 1 << 23  # the logits buffer (cache-sized) holds no more, unless one batch needs it
+
+
+@dataclass(eq=False, slots=True)
+class StagedBatch:
+    """Rows `start:stop` of the ring: one observed batch and what is known about it."""
+
+    start: int
+    stop: int
+    stamp: int  # (epoch + 1) << STEP_BITS | step, see ledger_table.py
+    fused: bool  # its fused logits are in head M (else head M is not written)
+    has_values: bool
+    ids: list[int] | Tensor | None  # given on the CPU (checked); None: in the ring (unchecked)
+    labels: list[int] | Tensor | None
+    finite: bool  # logits and values already checked for NaN / inf
+    event: Any = None  # torch.cuda.Event recorded after the copies from the device
+
+
+@dataclass
+class Drained:
+    """The rows of the staged batches that passed their checks, in observation order."""
+
+    z: Tensor  # [n, R', K] logits (R' = M + 1 if any batch had fused logits, else M); scratch
+    ids: Tensor  # [n] int64
+    labels: Tensor  # [n] int64
+    stamp: Tensor  # [n] int64
+    fused: bool | Tensor  # every row has fused logits / none has / a [n] bool mask
+    values: Tensor  # [n, 2**M] subset values (undefined in rows without)
+    has_values: bool | Tensor
+    error: ValueError | None  # the first failed check; that batch is left out
+    distinct: bool  # known: no id repeats (else unknown)
+
+
+class StagingRing:
+    """Preallocated host buffers for up to `batches` observed batches (`heads` = M + 1 logits
+    of `classes` each, `width` subset values): pinned when a batch comes from a CUDA device."""
+
+    def __init__(self, heads: int, classes: int, width: int, batches: int) -> None:
+        self.heads, self.classes, self.width, self.max_batches = heads, classes, width, batches
+        self.z = torch.empty(0, heads, classes)
+        self.values = torch.empty(0, width)
+        self.ints = torch.empty(2, 0, dtype=torch.int64)  # ids | labels given on a device
+        self.pinned = False
+        self._slots: dict[tuple[int, int], Tensor] = {}
+        self._clear()
+
+    def _clear(self) -> None:
+        self.batches: list[StagedBatch] = []
+        self.rows = 0
+        # kept up to date by `commit`, so that a drain does little per batch
+        self.fused = self.with_values = 0  # batches with fused logits, with values
+        self.unchecked: list[StagedBatch] = []
+        self.events: list[Any] = []
+        self.id_lists: list[list[int]] | None = []  # None: some ids are not Python ints
+        self.label_lists: list[list[int]] | None = []
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def fits(self, b: int, dtype: torch.dtype, pinned: bool) -> bool:
+        """Whether a batch of `b` rows can be staged now (an empty ring is reallocated to fit);
+        False: drain the ring first."""
+        if (
+            self.z.dtype == dtype
+            and (self.pinned or not pinned)
+            and len(self.batches) < self.max_batches
+            and self.rows + b <= self.z.shape[0]
+        ):
+            return True
+        if self.batches:
+            return False
+        row = self.heads * self.classes * dtype.itemsize
+        cap = max(b, min(b * self.max_batches, RING_BYTES // row))
+        self.z = torch.empty(cap, self.heads, self.classes, dtype=dtype, pin_memory=pinned)
+        self.values = torch.empty(cap, self.width, dtype=dtype, pin_memory=pinned)
+        self.ints = torch.empty(2, cap, dtype=torch.int64, pin_memory=pinned)
+        self.pinned = pinned
+        self._slots = {}
+        return True
+
+    def slot(self, b: int) -> Tensor:
+        """The logits `[b, M + 1, K]` of the next `b` rows (see `values_slot`, `ints_slot`)."""
+        key = (self.rows, b)
+        view = self._slots.get(key)
+        if view is None:  # the views of a ring of equal batches are made once
+            if len(self._slots) > 4 * self.max_batches:  # batch sizes vary: keep it small
+                self._slots.clear()
+            view = self._slots[key] = self.z[self.rows : self.rows + b]
+        return view
+
+    def values_slot(self, b: int) -> Tensor:
+        """The subset values `[b, 2**M]` of the next `b` rows."""
+        return self.values[self.rows : self.rows + b]
+
+    def ints_slot(self, b: int) -> Tensor:
+        """The ids and labels `[2, b]` of the next `b` rows (for ids / labels on a device)."""
+        return self.ints[:, self.rows : self.rows + b]
+
+    def commit(self, batch: StagedBatch) -> None:
+        """Keep the batch just written into `slot`."""
+        self.batches.append(batch)
+        self.rows = batch.stop
+        self.fused += batch.fused
+        self.with_values += batch.has_values
+        if batch.ids is None or batch.labels is None or not batch.finite:
+            self.unchecked.append(batch)
+        if batch.event is not None:
+            self.events.append(batch.event)
+        if self.id_lists is not None and isinstance(batch.ids, list):
+            self.id_lists.append(batch.ids)
+        else:
+            self.id_lists = None
+        if self.label_lists is not None and isinstance(batch.labels, list):
+            self.label_lists.append(batch.labels)
+        else:
+            self.label_lists = None
+
+    def discard(self) -> None:
+        """Drop every staged batch (letting copies in flight finish first)."""
+        for event in self.events:
+            event.synchronize()
+        self._clear()
+
+    def drain(self, num_samples: int, num_classes: int, head_names: Sequence[str]) -> Drained:
+        """Empty the ring: wait for its copies, check what was not checked at observe time, and
+        return the rows of the batches that passed. The returned logits are views of the ring:
+        use them before the next batch is staged."""
+        batches, n, m, count = self.batches, self.rows, self.heads - 1, len(self.batches)
+        fused, with_values, unchecked = self.fused, self.with_values, self.unchecked
+        id_lists, label_lists = self.id_lists, self.label_lists
+        for event in self.events:
+            event.synchronize()
+        self._clear()
+        if 0 < fused < count:  # head M of batches without fused logits: a harmless 0
+            for batch in batches:
+                if not batch.fused:
+                    self.z[batch.start : batch.stop, m].zero_()
+        z = self.z[:n] if fused else self.z[:n, :m]
+        ids = _column(id_lists, [b.ids for b in batches], self.ints[0], batches)
+        labels = _column(label_lists, [b.labels for b in batches], self.ints[1], batches)
+        distinct = id_lists is not None and len(set(chain.from_iterable(id_lists))) == n
+        error, rejected = None, []
+        if unchecked and not self._all_pass(z, ids, labels, unchecked, num_samples, num_classes):
+            for batch in unchecked:
+                err = self._check(batch, ids, labels, num_samples, num_classes, head_names)
+                if err is not None:
+                    rejected.append(batch)
+                    error = error or err
+        if rejected:
+            batches = [b for b in batches if all(b is not r for r in rejected)]
+        sizes = np.array([b.stop - b.start for b in batches], dtype=np.int64)
+        stamps = np.array([b.stamp for b in batches], dtype=np.int64)
+        stamp = torch.from_numpy(stamps.repeat(sizes))
+        values = self.values[:n]
+        if rejected:
+            keep = [torch.arange(b.start, b.stop) for b in batches]
+            rows = torch.cat(keep) if keep else torch.empty(0, dtype=torch.int64)
+            z, ids, labels, values = z[rows], ids[rows], labels[rows], values[rows]
+            fused = sum(b.fused for b in batches)
+            with_values = sum(b.has_values for b in batches)
+        return Drained(
+            z=z,
+            ids=ids,
+            labels=labels,
+            stamp=stamp,
+            fused=_rows_where(fused, batches, "fused", sizes),
+            values=values,
+            has_values=_rows_where(with_values, batches, "has_values", sizes),
+            error=error,
+            distinct=distinct and not rejected,
+        )
+
+    def _check(
+        self,
+        batch: StagedBatch,
+        ids: Tensor,
+        labels: Tensor,
+        num_samples: int,
+        num_classes: int,
+        names: Sequence[str],
+    ) -> ValueError | None:
+        """The first failed check of one batch, in the order observe checks a CPU batch."""
+        s, e = batch.start, batch.stop
+        rows_ids, rows_labels = ids[s:e], labels[s:e]
+        if batch.ids is None and _out_of_range(rows_ids, num_samples):
+            return range_error("ids", rows_ids, rows_ids, num_samples)
+        if batch.labels is None and _out_of_range(rows_labels, num_classes):
+            return range_error("labels", rows_labels, rows_ids, num_classes)
+        heads = self.heads if batch.fused else self.heads - 1
+        z = self.z[s:e, :heads]
+        if not batch.finite and not all_finite(z):
+            return finite_error(rows_ids, torch.isfinite(z).all(-1), names)
+        v = self.values[s:e]
+        if not batch.finite and batch.has_values and not all_finite(v):
+            return finite_error(rows_ids, torch.isfinite(v).all(-1, keepdim=True), ["values"])
+        return None
+
+    def _all_pass(
+        self, z: Tensor, ids: Tensor, labels: Tensor, unchecked: list[StagedBatch], n: int, k: int
+    ) -> bool:
+        """Whether every staged row is in range and finite (checked rows pass by construction;
+        one reduction each, values batch by batch as they are rare)."""
+        if _out_of_range(ids, n) or _out_of_range(labels, k) or not all_finite(z):
+            return False
+        return all(all_finite(self.values[b.start : b.stop]) for b in unchecked if b.has_values)
+
+
+def _out_of_range(t: Tensor, high: int) -> bool:
+    lo, hi = torch.aminmax(t)
+    return lo.item() < 0 or hi.item() >= high
+
+
+def _column(
+    lists: list[list[int]] | None,
+    given: list[list[int] | Tensor | None],
+    ring: Tensor,
+    batches: list[StagedBatch],
+) -> Tensor:
+    """The ids (or labels) of all staged rows `[n]`: from the Python ints of every batch, or
+    per batch from its ints, its copy, or the ring (given on a device)."""
+    if lists is not None:
+        flat = np.fromiter(chain.from_iterable(lists), dtype=np.int64)
+        return torch.from_numpy(flat)
+    pieces = [
+        torch.tensor(g, dtype=torch.int64)
+        if isinstance(g, list)
+        else g
+        if g is not None
+        else ring[batch.start : batch.stop]
+        for batch, g in zip(batches, given)
+    ]
+    return torch.cat(pieces)
+
+
+def _rows_where(
+    count: int, batches: list[StagedBatch], flag: str, sizes: np.ndarray
+) -> bool | Tensor:
+    """Whether rows have a per-batch `flag`: True (every row), False (none), or a bool mask."""
+    if count == len(batches):
+        return True
+    if count == 0:
+        return False
+    return torch.from_numpy(np.array([getattr(b, flag) for b in batches]).repeat(sizes))

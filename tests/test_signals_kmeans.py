@@ -167,3 +167,23 @@ def test_non_finite_rows_are_named() -> None:
     z[4, 1] = float("nan")
     with pytest.raises(ValueError, match=r"finite; rows \[4\]"):
         kmeans_pp(a, z, 2)
+
+
+def test_row_split_matvecs_equal_whole_matvecs() -> None:
+    from mmsample.signals.kmeans import SPLIT_ROWS, paired_matvecs
+
+    g = torch.Generator().manual_seed(7)
+    n = SPLIT_ROWS + 1001  # odd size: the parts have unequal lengths
+    a = torch.randn(n, 3, generator=g, dtype=torch.float64)
+    z = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    a_c, z_c = a[17], z[17]
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            got_a, got_z = paired_matvecs(a, a_c, z, z_c)
+            # independent reference: elementwise products summed per row
+            assert torch.allclose(got_a, (a * a_c).sum(1), rtol=1e-12, atol=1e-12)
+            assert torch.allclose(got_z, (z * z_c).sum(1), rtol=1e-12, atol=1e-12)
+    finally:
+        torch.set_num_threads(before)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import pickle
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,10 @@ from mmsample.errors import ManifestError
 from mmsample.shards import IndexedDataset, ShardWriter
 from mmsample.shards.format import Manifest, ShardInfo, index_name
 from mmsample.spec import Array, Spec, Text, Video
-from mmsample.testing import tiny_sample_fields, write_tiny_dataset
+from mmsample.testing import TablePlan, tiny_sample_fields, write_tiny_dataset
 
 N = 11
 MODS: dict[str, Spec] = {"text": Text(max_length=8), "feat": Array()}
-
-
-class TablePlan:
-    """id -> masks; ids not listed yield one full item."""
-
-    def __init__(self, table: dict[int, tuple[int, ...]], full: int = 0b11) -> None:
-        self.table, self.full = table, full
-
-    def items(self, sample_id: int) -> Sequence[int]:
-        return self.table.get(sample_id, (self.full,))
 
 
 @pytest.fixture(scope="module")

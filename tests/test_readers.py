@@ -22,7 +22,7 @@ from mmsample.errors import SampleError
 from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
 from mmsample.shards.decode import SkippedSampleWarning
 from mmsample.spec import Array, Audio, Spec, Text, Video
-from mmsample.testing import tiny_sample_fields, write_tiny_dataset
+from mmsample.testing import TablePlan, tiny_sample_fields, write_tiny_dataset
 
 N = 10  # samples in shards of 3: 4 shards
 NO_WAV, NO_MP4 = 3, 5
@@ -41,18 +41,8 @@ def _specs() -> dict[str, Spec]:
 FULL = 0b1111
 
 
-class TablePlan:
-    """id -> masks; ids not listed yield one full item."""
-
-    def __init__(self, table: dict[int, tuple[int, ...]]) -> None:
-        self.table = table
-
-    def items(self, sample_id: int) -> Sequence[int]:
-        return self.table.get(sample_id, (FULL,))
-
-
 # two items of id 2 with different masks, id 7 dropped, id 4 text-only, id 6 video twice
-PLAN = TablePlan({2: (FULL, 0b0001, 0b0110), 7: (), 4: (0b0100,), 6: (0b0001, 0b0011)})
+PLAN = TablePlan({2: (FULL, 0b0001, 0b0110), 7: (), 4: (0b0100,), 6: (0b0001, 0b0011)}, full=FULL)
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +240,7 @@ def test_undecodable_clip_is_named_by_both_readers(garbage: Path) -> None:
     with pytest.raises(SampleError, match=r"shard-000001\.tar:c2: cannot decode modality"):
         list(loader)
     # The same clip is never opened when the plan leaves the video out.
-    text_only = TablePlan({i: (0b10,) for i in range(5)})
+    text_only = TablePlan({i: (0b10,) for i in range(5)}, full=FULL)
     assert len(list(StreamedDataset(root, specs, plan=text_only))) == 5
 
 

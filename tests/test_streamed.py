@@ -6,7 +6,6 @@ import copy
 import itertools
 import json
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,10 @@ from mmsample.resume_check import check_resume
 from mmsample.shards import StreamedDataset
 from mmsample.shards.streamed import buffer_order, consumer_range
 from mmsample.spec import Array, Spec, Text
-from mmsample.testing import write_tiny_dataset
+from mmsample.testing import TablePlan, write_tiny_dataset
 
 N = 23  # samples: 6 shards of 4 (the last of 3)
 MODS: dict[str, Spec] = {"text": Text(max_length=8), "feat": Array()}
-
-
-class TablePlan:
-    """A plan given as a table: id -> masks; ids not listed yield one full item."""
-
-    def __init__(self, table: dict[int, tuple[int, ...]], full: int = 0b11) -> None:
-        self.table, self.full = table, full
-
-    def items(self, sample_id: int) -> Sequence[int]:
-        return self.table.get(sample_id, (self.full,))
 
 
 @pytest.fixture(scope="module")

@@ -8,32 +8,22 @@ yields for the same item). Shuffling and rank splitting are the Sampler's job.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..epoch import SharedEpoch
 from ..errors import ManifestError, SampleError
-from .decode import (
-    Decoder,
-    PlanSource,
-    check_modalities,
-    check_on_error,
-    check_plan_source,
-    item_counts,
-    report_skip,
-    resolve_plan,
-)
-from .tario import ShardTable
+from .decode import PlanSource, item_counts, resolve_plan
+from .source import ShardSource
 
 if TYPE_CHECKING:
     from ..spec import Spec
 
 
-class IndexedDataset(Dataset[dict[str, Any]]):
+class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     """Map-style reader: `ds[i]` is item i of the epoch's expanded plan, decoded.
 
     With `on_error="skip"` a bad item is replaced by the next item in the expanded order that
@@ -49,16 +39,7 @@ class IndexedDataset(Dataset[dict[str, Any]]):
         seed: int = 0,
         on_error: str = "raise",
     ) -> None:
-        owner = "IndexedDataset"
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0; got {seed!r}.")
-        self.on_error = check_on_error(on_error, owner)
-        self.table = ShardTable(root)
-        specs = check_modalities(modalities, owner, self.table.manifest.fields)
-        self.decoder = Decoder(specs, seed)
-        self.plan_source = check_plan_source(plan, owner)
-        self.seed = seed
-        self.skipped = 0
+        self._open(root, modalities, plan, seed, on_error)
         ids = self.table.ids
         if len(np.unique(ids)) != len(ids):
             raise ManifestError(f"dataset at {root}: the offset indices list some id twice")
@@ -66,21 +47,17 @@ class IndexedDataset(Dataset[dict[str, Any]]):
         self._row_of_id = np.full(space, -1, dtype=np.int64)
         self._row_of_id[ids] = np.arange(len(ids), dtype=np.int64)
         self._sorted_rows = np.argsort(ids, kind="stable")
-        self.epoch = 0
-        self._shared_epoch = SharedEpoch(0)
         self._expand()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: re-expands the plan (when `plan` is a callable) and reseeds items.
         Reaches persistent DataLoader workers too (through a shared-memory cell)."""
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
-        self._shared_epoch.set(epoch)
+        self._publish_epoch(epoch)
         self.epoch = epoch
         self._expand()
 
     def _follow_epoch(self) -> None:
-        published = self._shared_epoch.get()
+        published = self._published_epoch()
         if published != self.epoch:  # a persistent worker: the main process moved on
             self.epoch = published
             self._expand()
@@ -116,29 +93,22 @@ class IndexedDataset(Dataset[dict[str, Any]]):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         self._follow_epoch()
-        _, mask, j = self.item(i)
         try:
-            return self._decode(int(self._item_rows[i]), mask, j)
+            return self._attempt(i)()
         except SampleError as err:
             if self.on_error == "raise":
                 raise
-            bad = err
-        n = len(self)
-        for later in range(1, n):
-            k = (int(i) + later) % n
-            _, other_mask, other_j = self.item(k)
-            try:
-                out = self._decode(int(self._item_rows[k]), other_mask, other_j)
-            except SampleError:
-                continue
-            self.skipped += 1
-            report_skip("IndexedDataset", bad, f"item {k} ({out['shard']}:{out['key']})")
-            return out
-        raise SampleError(
-            f"no item of this dataset decodes; the first failure: {bad.reason}",
-            shard=bad.shard,
-            key=bad.key,
-        )
+            n = len(self)
+            # Deterministic replacement: the next item in the expanded order that decodes.
+            later = ((int(i) + k) % n for k in range(1, n))
+            return self._replace(err, ((f"item {j}", self._attempt(j)) for j in later))
+
+    def _attempt(self, i: int) -> Callable[[], dict[str, Any]]:
+        def run() -> dict[str, Any]:
+            _, mask, j = self.item(i)
+            return self._decode(int(self._item_rows[i]), mask, j)
+
+        return run
 
     def get(self, sample_id: int, mask: int | None = None, item: int = 0) -> dict[str, Any]:
         """Decode the sample with global id `sample_id` (all its modalities unless `mask`);

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,20 +22,15 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..epoch import SharedEpoch
 from ..errors import SampleError
 from .decode import (
-    Decoder,
     PlanSource,
-    check_modalities,
-    check_on_error,
-    check_plan_source,
     item_counts,
     mix_seed,
-    report_skip,
     resolve_plan,
 )
-from .tario import RawSample, ShardTable
+from .source import ShardSource
+from .tario import RawSample
 
 if TYPE_CHECKING:
     from ..spec import Spec
@@ -109,7 +104,7 @@ def consumer_range(
     return lo + worker * n // workers, lo + (worker + 1) * n // workers
 
 
-class StreamedDataset(IterableDataset[dict[str, Any]]):
+class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     """Iterable reader over a sharded dataset: sequential reads, plan-driven items, seeded.
 
     Guarantee per epoch: the epoch's item sequence (shards in a seeded order, each sample's plan
@@ -134,28 +129,17 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
         on_error: str = "raise",
         equal_split: bool = True,
     ) -> None:
-        owner = "StreamedDataset"
         if not isinstance(shuffle, int) or shuffle < 0:
             raise ValueError(
-                f"The 'shuffle' parameter of {owner} must be an int >= 0 (buffer size, 0 = no "
-                f"shuffle); got {shuffle!r}."
+                "The 'shuffle' parameter of StreamedDataset must be an int >= 0 (buffer size, "
+                f"0 = no shuffle); got {shuffle!r}."
             )
-        if not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0; got {seed!r}.")
-        self.on_error = check_on_error(on_error, owner)
-        self.table = ShardTable(root)
-        specs = check_modalities(modalities, owner, self.table.manifest.fields)
-        self.decoder = Decoder(specs, seed)
-        self.plan_source = check_plan_source(plan, owner)
+        self._open(root, modalities, plan, seed, on_error)
         self.shuffle = shuffle
         self.shuffle_shards = bool(shuffle_shards)
-        self.seed = seed
         self.equal_split = bool(equal_split)
-        self.rank, self.world_size = resolve_world(rank, world_size, owner)
-        self.epoch = 0
-        self._shared_epoch = SharedEpoch(0)
-        self.plan = resolve_plan(self.plan_source, 0, len(specs))
-        self.skipped = 0
+        self.rank, self.world_size = resolve_world(rank, world_size, "StreamedDataset")
+        self.plan = resolve_plan(self.plan_source, 0, len(self.decoder.names))
         self._layout_cache: tuple[Any, ...] | None = None
         self._yielded = 0
         self._resume: int | None = None
@@ -165,9 +149,7 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch: shard order, plan (when `plan` is a callable) and random draws.
         Reaches persistent DataLoader workers too (through a shared-memory cell)."""
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
-        self._shared_epoch.set(epoch)
+        self._publish_epoch(epoch)
         self._select(epoch)
 
     def _select(self, epoch: int) -> None:
@@ -206,7 +188,7 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         self._consumer = (info.id, info.num_workers) if info is not None else (0, 1)
-        published = self._shared_epoch.get()
+        published = self._published_epoch()
         if published != self.epoch:  # a persistent worker: the main process moved on
             self._select(published)
         start = self._resume or 0
@@ -256,7 +238,9 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
                     raise
                 # Deterministic replacement: the next item of this consumer's order that decodes.
                 later = np.roll(order, -step)[1:]
-                out = self._replace(err, [(int(rows[samples[v]]), int(items[v])) for v in later])
+                out = self._replace(
+                    err, (("", self._attempt(int(rows[samples[v]]), int(items[v]))) for v in later)
+                )
             self._yielded = step + 1
             yield out
 
@@ -272,21 +256,8 @@ class StreamedDataset(IterableDataset[dict[str, Any]]):
         mask = self.plan.items(raw["id"])[item]
         return self.decoder(raw, mask, epoch=self.epoch, item=item)
 
-    def _replace(self, bad: SampleError, candidates: list[tuple[int, int]]) -> dict[str, Any]:
-        """Count and report a skipped item; return the first (row, item) candidate that decodes."""
-        for row, item in candidates:
-            try:
-                out = self._decode(self._read(row), item)
-            except SampleError:
-                continue
-            self.skipped += 1
-            report_skip(type(self).__name__, bad, f"{out['shard']}:{out['key']}")
-            return out
-        raise SampleError(
-            f"no item of this reader decodes; the first failure: {bad.reason}",
-            shard=bad.shard,
-            key=bad.key,
-        )
+    def _attempt(self, row: int, item: int) -> Callable[[], dict[str, Any]]:
+        return lambda: self._decode(self._read(row), item)
 
     # ----- state -----
     def _compat(self) -> dict[str, Any]:

@@ -37,16 +37,7 @@ def sync(device: torch.device) -> None:
 def timed(fn: Callable[[], object], device: torch.device, reps: int, warmup: int = 2) -> float:
     """Fastest wall time of `fn` in seconds over `reps` runs after `warmup` runs (the minimum is
     the estimate least disturbed by other processes on a shared machine)."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(timed_all(fn, device, reps, warmup))
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import describe
+from .checks import check_labels, describe
 
 __all__ = [
     "BALANCE_SCORES",
@@ -81,18 +81,7 @@ def balance_loss(
             f"The 'fused_logits' argument of balance_loss must be [B, K] = {tuple(shape)}; "
             f"got {got}."
         )
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != shape[:1]
-        or labels.is_floating_point()
-        or labels.dtype == torch.bool
-    ):
-        got = describe(labels)
-        raise ValueError(
-            f"The 'labels' argument of balance_loss must be integer class indices [B] = "
-            f"[{shape[0]}]; got {got}."
-        )
-    labels = labels.long()
+    labels = check_labels(labels, shape[0], "balance_loss")
     unimodal = torch.stack(
         [F.cross_entropy(t, labels, reduction="none") for t in unimodal_logits]
     ).sum(dim=0)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import describe
+from .checks import check_labels, describe
 
 __all__ = ["CumulativeMean", "discrepancy", "ogm_coefficients"]
 
@@ -26,17 +26,7 @@ def discrepancy(logits: Tensor, labels: Tensor) -> Tensor:
         raise ValueError(
             f"The 'logits' argument of discrepancy must be a floating tensor [B, K]; got {got}."
         )
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != logits.shape[:1]
-        or labels.is_floating_point()
-        or labels.dtype == torch.bool
-    ):
-        got = describe(labels)
-        raise ValueError(
-            f"The 'labels' argument of discrepancy must be integer class indices [B] = "
-            f"[{logits.shape[0]}]; got {got}."
-        )
+    labels = check_labels(labels, logits.shape[0], "discrepancy")
     probs = torch.softmax(logits, dim=1)
     return probs.gather(1, labels.long()[:, None]).sum()
 

@@ -73,14 +73,18 @@ def encode_mp4(
 
 
 def encode_wav(audio: np.ndarray, sample_rate: int = 16000) -> bytes:
-    """Encode mono float audio `[S]` in [-1, 1] as 16-bit PCM wav bytes."""
-    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767).astype("<i2")
+    """Encode float audio in [-1, 1], mono `[S]` or channels-first `[C, S]`, as 16-bit PCM wav."""
+    wave_ = np.asarray(audio, dtype=np.float64)
+    channels = wave_[None] if wave_.ndim == 1 else wave_
+    if channels.ndim != 2:
+        raise ValueError(f"audio must be [S] or [C, S]; got shape {wave_.shape}")
+    pcm = (np.clip(channels, -1.0, 1.0) * 32767).astype("<i2").T  # interleaved frames
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels.shape[0])
         w.setsampwidth(2)
         w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
+        w.writeframes(np.ascontiguousarray(pcm).tobytes())
     return buf.getvalue()
 
 

@@ -11,7 +11,6 @@ import io
 import os
 import subprocess
 import sys
-import wave
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -89,14 +88,7 @@ def _encode_flac(samples: np.ndarray, sr: int = 16000) -> bytes:
 
 
 def _stereo_wav(left: np.ndarray, right: np.ndarray, sr: int = 16000) -> bytes:
-    pcm = (np.stack([left, right], axis=1) * 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(sr)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
+    return encode_wav(np.stack([left, right]), sr)
 
 
 @pytest.fixture(scope="module")

@@ -19,44 +19,50 @@ if TYPE_CHECKING:
 
 
 def encode_mp4(
-    frames: np.ndarray,
+    frames: np.ndarray | None,
     fps: float = 10.0,
     audio: np.ndarray | None = None,
     sample_rate: int = 16000,
     crf: int = 23,
 ) -> bytes:
     """Encode uint8 RGB frames `[T, H, W, 3]` (H, W even) and optional mono float audio `[S]` in
-    [-1, 1] as an mp4 with an h264 video track and an AAC audio track."""
+    [-1, 1] as an mp4 with an h264 video track and an AAC audio track. `frames=None` writes an
+    audio-only mp4 (a clip without a video stream, for error-path tests)."""
     from fractions import Fraction
 
     import av
 
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3]; got {frames.dtype} {frames.shape}")
-    if frames.shape[1] % 2 or frames.shape[2] % 2:
-        raise ValueError(
-            f"frame height and width must be even for yuv420p; got {frames.shape[1:3]}"
-        )
+    if frames is None and audio is None:
+        raise ValueError("encode_mp4 needs frames, audio or both")
+    if frames is not None:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(
+                f"frames must be uint8 [T, H, W, 3]; got {frames.dtype} {frames.shape}"
+            )
+        if frames.shape[1] % 2 or frames.shape[2] % 2:
+            raise ValueError(
+                f"frame height and width must be even for yuv420p; got {frames.shape[1:3]}"
+            )
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
-        rate = Fraction(fps).limit_denominator(1000)
-        video = out.add_stream("libx264", rate=rate)
-        video.width, video.height = int(frames.shape[2]), int(frames.shape[1])
-        video.pix_fmt = "yuv420p"
-        video.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
-        video.codec_context.thread_count = 1
-        sound = None
+        if frames is not None:
+            video = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+            video.width, video.height = int(frames.shape[2]), int(frames.shape[1])
+            video.pix_fmt = "yuv420p"
+            video.options = {"crf": str(crf), "preset": "veryfast", "tune": "zerolatency"}
+            video.codec_context.thread_count = 1
         if audio is not None:
             sound = out.add_stream("aac", rate=sample_rate)
             sound.layout = "mono"
-        for frame in frames:
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            for packet in video.encode(vf):
+        if frames is not None:
+            for frame in frames:
+                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                for packet in video.encode(vf):
+                    out.mux(packet)
+            for packet in video.encode():
                 out.mux(packet)
-        for packet in video.encode():
-            out.mux(packet)
-        if sound is not None and audio is not None:
+        if audio is not None:
             wave_ = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
             step = 1024
             for start in range(0, len(wave_), step):

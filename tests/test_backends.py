@@ -25,7 +25,7 @@ from mmsample.backends import (
     get_backend,
 )
 from mmsample.media_probe import npy_header, parse_wav, probe
-from mmsample.testing import encode_npy, encode_wav, moving_square_clip
+from mmsample.testing import encode_mp4, encode_npy, encode_wav, moving_square_clip
 
 BACKENDS = available_backends()
 CPU_BACKENDS = [b for b in BACKENDS if b != "torchcodec-cuda"]
@@ -206,20 +206,9 @@ def test_times_outside_the_clip_and_bad_bytes_are_refused(backend: str, clip: by
         impl.video_frames(clip, [-0.01])
     with pytest.raises(ValueError, match=backend.replace("pyav", "PyAV")):
         impl.video_frames(b"\x00\x01garbage" * 50, [0.0])
-    audio_only = io.BytesIO()
-    import av
-
-    with av.open(audio_only, "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(
-            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
-        )
-        frame.sample_rate = 16000
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
+    audio_only = encode_mp4(None, audio=np.zeros(1024))
     with pytest.raises(ValueError, match="video"):
-        impl.video_frames(audio_only.getvalue(), [0.0])
+        impl.video_frames(audio_only, [0.0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -348,21 +337,10 @@ def test_probe_refuses_object_npy_without_unpickling() -> None:
 
 
 def test_probe_rejects_mp4_without_video() -> None:
-    import av
-
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(
-            np.zeros((1, 2048), np.float32), format="fltp", layout="mono"
-        )
-        frame.sample_rate = 16000
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
+    audio_only = encode_mp4(None, audio=np.zeros(2048))
     with pytest.raises(ValueError, match="video"):
-        probe(buf.getvalue(), "mp4")
-    probe(buf.getvalue(), "m4a")
+        probe(audio_only, "mp4")
+    probe(audio_only, "m4a")
 
 
 def test_header_parsers_read_hand_built_headers() -> None:

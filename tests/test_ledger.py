@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmsample.signals.ledger import Ledger, mean_pairwise_cosine, per_sample_statistics
+from mmsample.ledger import Ledger, mean_pairwise_cosine, per_sample_statistics
 
 NAN = float("nan")
 

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmsample.signals.ledger import Ledger
+from mmsample.ledger import Ledger
 
 N, K = 6, 3
 

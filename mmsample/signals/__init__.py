@@ -18,7 +18,7 @@ from .balance import (
 from .bmmal import bmmal_weights, gradient_embedding_factors
 from .discrepancy import CumulativeMean, discrepancy, ogm_coefficients
 from .kmeans import kmeans_pp, rank_one_sq_distances
-from .ledger import Ledger
+from ..ledger import Ledger
 from .shapley import shapley, shapley_matrix
 from .smv import (
     SMV_PROBABILITY,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .ledger_checks import all_finite, finite_error, range_error
+from .checks import all_finite, finite_error, range_error
 
 __all__ = ["Drained", "StagedBatch", "StagingRing"]
 
@@ -32,7 +32,7 @@ class StagedBatch:
 
     start: int
     stop: int
-    stamp: int  # (epoch + 1) << STEP_BITS | step, see ledger_table.py
+    stamp: int  # (epoch + 1) << STEP_BITS | step, see table.py
     fused: bool  # its fused logits are in head M (else head M is not written)
     has_values: bool
     ids: list[int] | Tensor | None  # given on the CPU (checked); None: in the ring (unchecked)

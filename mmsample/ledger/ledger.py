@@ -11,9 +11,9 @@ Every observation carries a stamp `(epoch + 1) << 40 | step` (step = observe cal
 separately for three groups of columns: the unimodal statistics, the fused statistics and the
 subset values. An observe without `fused_logits` (or `values`) leaves that group as it was.
 
-Deferral: `observe` only checks a batch and copies it into a staging ring (ledger_staging.py;
+Deferral: `observe` only checks a batch and copies it into a staging ring (staging.py;
 from CUDA asynchronously, without a host sync); the statistics of all staged batches are computed
-at once (ledger_stats.py) and written to the table when the ledger is flushed: on any read
+at once (stats.py) and written to the table when the ledger is flushed: on any read
 through the ledger (accessors, `snapshot`, `staleness`), `flush()`, `set_epoch()`, `sync()`,
 `state_dict()`, pickling, or when an observe finds `staging` batches waiting. Flushing gives the
 same table as applying each batch on its own, in observation order: for an id observed several
@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .ledger_checks import (
+from .checks import (
     all_finite,
     check_batch,
     check_int,
@@ -40,14 +40,14 @@ from .ledger_checks import (
     checked_ints,
     finite_error,
 )
-from .ledger_staging import StagedBatch, StagingRing
-from .ledger_stats import (
+from .staging import StagedBatch, StagingRing
+from .stats import (
     head_statistics,
     mean_pairwise_cosine,
     per_sample_statistics,
 )
-from .ledger_sync import merge_tables
-from .ledger_table import STEP_BITS, Tables
+from .sync import merge_tables
+from .table import STEP_BITS, Tables
 
 __all__ = ["Ledger", "head_statistics", "mean_pairwise_cosine", "per_sample_statistics"]
 
@@ -105,7 +105,7 @@ class Ledger:
         self.device = None if device is None else torch.device(device)
         self.staging = staging
         m = num_modalities
-        self._t = Tables.empty(num_samples, m)  # shared memory; layout in ledger_table.py
+        self._t = Tables.empty(num_samples, m)  # shared memory; layout in table.py
         self._epoch = 0
         self._step = 0
         self._owner = os.getpid()

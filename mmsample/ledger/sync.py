@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .ledger_table import Tables
+from .table import Tables
 
 __all__ = ["merge_tables"]
 

@@ -2,7 +2,7 @@
 
 Place in the data flow: the tables live in shared memory (DataLoader workers read them); the
 Ledger writes a flush's drained rows with `Tables.write` (for an id seen in several rows, the last
-row wins, per column group), merges them across ranks (ledger_sync.py) and checkpoints them.
+row wins, per column group), merges them across ranks (sync.py) and checkpoints them.
 
 Layout, for M modalities and R = M + 1 heads (the last one fused): `f` float32
 [true_prob M | fused_true_prob | unimodal_loss M | fused_loss | similarity | values 2**M] (NaN:
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .ledger_staging import Drained
-from .ledger_stats import last_occurrence
+from .staging import Drained
+from .stats import last_occurrence
 
 __all__ = ["STEP_BITS", "Tables"]
 

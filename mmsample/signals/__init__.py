@@ -7,6 +7,7 @@ Every function takes and returns tensors on any device, keeps the input dtype, a
 number of modalities M >= 2; a subset of modalities is an integer bitmask (bit j = modality j).
 """
 
+from ..ledger import Ledger
 from .balance import (
     BALANCE_SCORES,
     balance_loss,
@@ -18,7 +19,6 @@ from .balance import (
 from .bmmal import bmmal_weights, gradient_embedding_factors
 from .discrepancy import CumulativeMean, discrepancy, ogm_coefficients
 from .kmeans import kmeans_pp, rank_one_sq_distances
-from ..ledger import Ledger
 from .shapley import shapley, shapley_matrix
 from .smv import (
     SMV_PROBABILITY,

@@ -177,3 +177,19 @@ def finite_error(ids: Tensor, finite: Tensor, names: Sequence[str]) -> ValueErro
         f"{int(bad.sum())} sample(s), ids {ids.cpu()[bad][:SHOWN].tolist()}; check the "
         f"model's outputs (a diverged loss, an fp16 overflow) before observing."
     )
+
+
+def check_present(present: object, ids: Tensor, m: int, device: torch.device) -> Tensor:
+    """The `present` argument of `observe`: a bool tensor `[B, M]` on the CPU or on the logits'
+    device (`MultimodalBatch.present(name)` gives one column per modality)."""
+    b = ids.shape[0]
+    if not isinstance(present, Tensor) or present.shape != (b, m) or present.dtype != torch.bool:
+        raise arg_error(
+            "present",
+            f"a bool tensor of shape [{b}, {m}] (which modalities each row carried, e.g. "
+            "torch.stack([batch.present(name) for name in names], 1))",
+            present,
+        )
+    if present.device != device and present.device.type != "cpu":
+        raise arg_error("present", f"a bool tensor on the CPU or on {device}", present)
+    return present

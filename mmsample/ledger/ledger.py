@@ -37,6 +37,7 @@ from .checks import (
     check_batch,
     check_int,
     check_names,
+    check_present,
     checked_ints,
     finite_error,
 )
@@ -46,13 +47,13 @@ from .stats import (
     mean_pairwise_cosine,
     per_sample_statistics,
 )
-from .sync import merge_tables
+from .sync import collective_device, merge_tables
 from .table import STEP_BITS, Tables
 
 __all__ = ["Ledger", "head_statistics", "mean_pairwise_cosine", "per_sample_statistics"]
 
 _FORMAT = "mmsample.signals.Ledger"
-_VERSION = 1
+_VERSION = 2
 _MAX_EPOCH = (1 << (63 - STEP_BITS)) - 2
 # the per-sample tables `snapshot()` copies (plus the masks seen, fused_seen, values_seen)
 _SNAPSHOT_KEYS = (
@@ -112,6 +113,11 @@ class Ledger:
         self._heads = [f"unimodal_logits[{j}]" for j in range(m)] + ["fused_logits"]
         self._ring = StagingRing(m + 1, num_classes, 1 << m, staging)
         self._scratch = torch.zeros(num_samples, dtype=torch.int64)
+        # DUS's cumulative discrepancy: the sum over observe calls of each call's per-modality
+        # sum of p^(j) at the label, the number of calls, and the value merged by `sync()`
+        self._disc_sum = torch.zeros(m, dtype=torch.float64)
+        self._disc_calls = 0
+        self._disc_synced: Tensor | None = None
 
     # ---- reading -------------------------------------------------------------------------
     # Accessors return live views of the shared table (clone to keep a copy; never write them).
@@ -138,6 +144,18 @@ class Ledger:
         """Number of `observe` calls that recorded something (after `sync`: the max over ranks)."""
         return self._step
 
+    @property
+    def cumulative_discrepancy(self) -> Tensor:
+        """`[M]` float64: DUS's cumulative discrepancy `S^(j)` (seed 002): the running mean over
+        observe calls of each call's `s^(j) = sum_i p^(j)_{i, y_i}` over the rows carrying j
+        (`S_t = (t-1)/t S_{t-1} + s_t / t`, i.e. the mean of the calls' sums; zeros before any
+        call). After `sync()` under torch.distributed: the sum over ranks of each rank's running
+        mean, as of that sync (every rank holds the same value)."""
+        self._read()
+        if self._disc_synced is not None:
+            return self._disc_synced.clone()
+        return self._disc_sum / max(self._disc_calls, 1)
+
     def staleness(self, epoch: int) -> Tensor:
         """`[N]` int64 epochs since each sample was last observed: `epoch - last_seen`
         (never observed: `epoch + 1`)."""
@@ -146,12 +164,16 @@ class Ledger:
 
     def snapshot(self) -> dict[str, Tensor]:
         """A consistent copy of the whole table as a plain dict of CPU tensors, plus masks
-        `seen`, `fused_seen`, `values_seen`: what a method reads to make its plan."""
+        `modality_seen` `[N, M]` (modality j's statistics were written), `seen` (any modality),
+        `paired_seen` (the similarity, from a row carrying every modality), `fused_seen`,
+        `values_seen`: what a method reads to make its plan."""
         self._read()
         out = {k: getattr(self, k).clone() for k in _SNAPSHOT_KEYS.split()}
-        seen = self._t.i[:, 2:5] > 0
-        out.update(seen=seen[:, 0].clone(), fused_seen=seen[:, 1].clone())
-        out["values_seen"] = seen[:, 2].clone()
+        m = self.num_modalities
+        stamped = self._t.i[:, 2:] > 0
+        out.update(modality_seen=stamped[:, :m].clone(), seen=stamped[:, :m].any(1))
+        out.update(paired_seen=stamped[:, m].clone(), fused_seen=stamped[:, m + 1].clone())
+        out["values_seen"] = stamped[:, m + 2].clone()
         return out
 
     # ---- writing -------------------------------------------------------------------------
@@ -171,9 +193,17 @@ class Ledger:
         fused_logits: Tensor | None = None,
         values: Tensor | None = None,
         epoch: int | None = None,
+        present: Tensor | None = None,
     ) -> None:
         """Record one batch of the training forward pass: ids `[B]`, labels `[B]`, M unimodal
         logits `[B, K]`, optional fused logits `[B, K]` and subset values `[B, 2**M]`.
+
+        `present` (bool `[B, M]`, default all True; `MultimodalBatch.present(name)` gives each
+        column) says which modalities each row carried: modality j's statistics are written only
+        for rows that carry j; the similarity, fused statistics and `values` only for rows that
+        carry every modality, so a row whose other inputs were zeroed (a DUS row, an SMV extra
+        item) never overwrites a sample's statistics with outputs of zeroed input. It also
+        feeds `cumulative_discrepancy` (rows carrying j count for modality j).
 
         Checks the batch and copies it into the staging ring; the statistics are computed at the
         next flush (see the module docstring). CPU batches are checked at once (one reduction
@@ -197,8 +227,10 @@ class Ledger:
             self.names,
             self.device,
         )
+        if present is not None:
+            present = check_present(present, ids, self.num_modalities, heads[0].device)
         if ids.shape[0] != 0:
-            self._stage(heads, ids, labels, values, epoch)
+            self._stage(heads, ids, labels, values, epoch, present)
 
     def flush(self) -> None:
         """Compute and apply the statistics of every staged batch (waits for their copies only).
@@ -212,7 +244,9 @@ class Ledger:
             log_true, correct, sim = head_statistics(
                 rows.z, rows.labels, self.num_modalities, overwrite=True
             )
-            record = torch.cat([log_true.exp(), log_true.neg(), sim.unsqueeze(1)], 1)
+            true_prob = log_true.exp()
+            record = torch.cat([true_prob, log_true.neg(), sim.unsqueeze(1)], 1)
+            self._count_discrepancy(true_prob[:, : self.num_modalities], rows.present, rows.batch)
             self._t.write(rows, record.float(), correct, self._scratch)
         if rows.error is not None:
             raise rows.error
@@ -226,11 +260,13 @@ class Ledger:
         A no-op without torch.distributed or with one process."""
         self._require_owner("sync")
         self.flush()
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if dist.get_world_size(group) == 1:
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+            self._disc_synced = None
             return
         self._step = merge_tables(self._t, self._step, group)
+        mean = (self._disc_sum / max(self._disc_calls, 1)).to(collective_device(group))
+        dist.all_reduce(mean, group=group)
+        self._disc_synced = mean.cpu()
 
     # ---- checkpoints ---------------------------------------------------------------------
 
@@ -253,6 +289,9 @@ class Ledger:
             "int": self._t.i.clone(),
             "count": self._t.count.clone(),
             "count_base": self._t.count_base.clone(),
+            "discrepancy_sum": self._disc_sum.clone(),
+            "discrepancy_calls": self._disc_calls,
+            "discrepancy_synced": None if self._disc_synced is None else self._disc_synced.clone(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -304,12 +343,25 @@ class Ledger:
                     f"Ledger state entry {key!r} must be a {target.dtype} tensor of shape "
                     f"{tuple(target.shape)}; got {got}."
                 )
-        for key in ("epoch", "step"):
+        for key in ("epoch", "step", "discrepancy_calls"):
             check_int(key, state.get(key), 0, where="Ledger.load_state_dict (state entry)")
+        for key in ("discrepancy_sum", "discrepancy_synced"):
+            given = state.get(key)
+            if given is None and key == "discrepancy_synced":
+                continue
+            if not isinstance(given, Tensor) or given.shape != (self.num_modalities,):
+                raise ValueError(
+                    f"Ledger state entry {key!r} must be a float64 tensor of shape "
+                    f"[{self.num_modalities}]; got {type(given).__name__}."
+                )
         self._ring.discard()  # superseded by the loaded table
         for key, target in targets.items():
             target.copy_(state[key])
         self._epoch, self._step = int(state["epoch"]), int(state["step"])
+        self._disc_sum = state["discrepancy_sum"].to(torch.float64, copy=True)
+        self._disc_calls = int(state["discrepancy_calls"])
+        synced = state["discrepancy_synced"]
+        self._disc_synced = None if synced is None else synced.to(torch.float64, copy=True)
 
     # ---- pickling: a copy in another process (a loader worker) is a reader -------------------
 
@@ -333,6 +385,15 @@ class Ledger:
             self.flush()
         return self
 
+    def _count_discrepancy(self, true_prob: Tensor, present: bool | Tensor, batch: Tensor) -> None:
+        """Add the drained calls' per-modality sums of p^(j) at the label (rows carrying j)."""
+        p = true_prob.double()
+        if present is not True:
+            p = p * present.to(p.device)  # type: ignore[union-attr]
+        calls = int(batch[-1]) + 1
+        self._disc_sum += p.sum(0).cpu()
+        self._disc_calls += calls
+
     def _require_owner(self, what: str) -> None:
         if os.getpid() != self._owner:
             raise RuntimeError(
@@ -342,7 +403,13 @@ class Ledger:
             )
 
     def _stage(
-        self, heads: list[Tensor], ids: Tensor, labels: Tensor, values: Tensor | None, epoch: int
+        self,
+        heads: list[Tensor],
+        ids: Tensor,
+        labels: Tensor,
+        values: Tensor | None,
+        epoch: int,
+        present: Tensor | None,
     ) -> None:
         """Check a batch as far as its device allows without a host sync, copy it into the
         staging ring and keep it there (flushing the ring first when it is full)."""
@@ -378,6 +445,8 @@ class Ledger:
                 v.copy_(values)
                 if not all_finite(v):
                     raise finite_error(ids, torch.isfinite(v).all(-1, keepdim=True), ["values"])
+            if present is not None:
+                ring.present_slot(b).copy_(present)
         else:  # asynchronous copies into pinned memory; checked at flush
             if not fused:
                 heads = [*heads, torch.zeros_like(heads[0])]
@@ -385,6 +454,8 @@ class Ledger:
             if values is not None:
                 v = ring.values_slot(b)
                 v.copy_(values.to(v.dtype), non_blocking=True)
+            if present is not None:
+                ring.present_slot(b).copy_(present, non_blocking=True)
             ints = ring.ints_slot(b)
             for row, t in enumerate((ids, labels)):
                 if not t.is_cpu:
@@ -395,6 +466,15 @@ class Ledger:
         stamp = ((epoch + 1) << STEP_BITS) | self._step
         start = ring.rows
         batch = StagedBatch(
-            start, start + b, stamp, fused, values is not None, id_rows, labels_rows, on_cpu, event
+            start,
+            start + b,
+            stamp,
+            fused,
+            values is not None,
+            present is not None,
+            id_rows,
+            labels_rows,
+            on_cpu,
+            event,
         )
         ring.commit(batch)

@@ -35,6 +35,7 @@ class StagedBatch:
     stamp: int  # (epoch + 1) << STEP_BITS | step, see table.py
     fused: bool  # its fused logits are in head M (else head M is not written)
     has_values: bool
+    has_present: bool  # rows say which modalities they carried (else: all of them)
     ids: list[int] | Tensor | None  # given on the CPU (checked); None: in the ring (unchecked)
     labels: list[int] | Tensor | None
     finite: bool  # logits and values already checked for NaN / inf
@@ -52,6 +53,8 @@ class Drained:
     fused: bool | Tensor  # every row has fused logits / none has / a [n] bool mask
     values: Tensor  # [n, 2**M] subset values (undefined in rows without)
     has_values: bool | Tensor
+    present: bool | Tensor  # True: every row carried every modality; else a [n, M] bool mask
+    batch: Tensor  # [n] int64: the index of each row's batch among the drained batches
     error: ValueError | None  # the first failed check; that batch is left out
     distinct: bool  # known: no id repeats (else unknown)
 
@@ -64,6 +67,7 @@ class StagingRing:
         self.heads, self.classes, self.width, self.max_batches = heads, classes, width, batches
         self.z = torch.empty(0, heads, classes)
         self.values = torch.empty(0, width)
+        self.present = torch.empty(0, heads - 1, dtype=torch.bool)
         self.ints = torch.empty(2, 0, dtype=torch.int64)  # ids | labels given on a device
         self.pinned = False
         self._slots: dict[tuple[int, int], Tensor] = {}
@@ -73,7 +77,8 @@ class StagingRing:
         self.batches: list[StagedBatch] = []
         self.rows = 0
         # kept up to date by `commit`, so that a drain does little per batch
-        self.fused = self.with_values = 0  # batches with fused logits, with values
+        # batches with fused logits, with values, with a `present` mask
+        self.fused = self.with_values = self.with_present = 0
         self.unchecked: list[StagedBatch] = []
         self.events: list[Any] = []
         self.id_lists: list[list[int]] | None = []  # None: some ids are not Python ints
@@ -98,6 +103,7 @@ class StagingRing:
         cap = max(b, min(b * self.max_batches, RING_BYTES // row))
         self.z = torch.empty(cap, self.heads, self.classes, dtype=dtype, pin_memory=pinned)
         self.values = torch.empty(cap, self.width, dtype=dtype, pin_memory=pinned)
+        self.present = torch.empty(cap, self.heads - 1, dtype=torch.bool, pin_memory=pinned)
         self.ints = torch.empty(2, cap, dtype=torch.int64, pin_memory=pinned)
         self.pinned = pinned
         self._slots = {}
@@ -117,6 +123,10 @@ class StagingRing:
         """The subset values `[b, 2**M]` of the next `b` rows."""
         return self.values[self.rows : self.rows + b]
 
+    def present_slot(self, b: int) -> Tensor:
+        """The modalities carried `[b, M]` (bool) of the next `b` rows."""
+        return self.present[self.rows : self.rows + b]
+
     def ints_slot(self, b: int) -> Tensor:
         """The ids and labels `[2, b]` of the next `b` rows (for ids / labels on a device)."""
         return self.ints[:, self.rows : self.rows + b]
@@ -127,6 +137,7 @@ class StagingRing:
         self.rows = batch.stop
         self.fused += batch.fused
         self.with_values += batch.has_values
+        self.with_present += batch.has_present
         if batch.ids is None or batch.labels is None or not batch.finite:
             self.unchecked.append(batch)
         if batch.event is not None:
@@ -152,6 +163,7 @@ class StagingRing:
         use them before the next batch is staged."""
         batches, n, m, count = self.batches, self.rows, self.heads - 1, len(self.batches)
         fused, with_values, unchecked = self.fused, self.with_values, self.unchecked
+        with_present = self.with_present
         id_lists, label_lists = self.id_lists, self.label_lists
         for event in self.events:
             event.synchronize()
@@ -177,12 +189,19 @@ class StagingRing:
         stamps = np.array([b.stamp for b in batches], dtype=np.int64)
         stamp = torch.from_numpy(stamps.repeat(sizes))
         values = self.values[:n]
+        present = self.present[:n]
+        if with_present and with_present < count:  # rows of batches without a mask: all True
+            for batch in batches:
+                if not batch.has_present:
+                    present[batch.start : batch.stop] = True
         if rejected:
             keep = [torch.arange(b.start, b.stop) for b in batches]
             rows = torch.cat(keep) if keep else torch.empty(0, dtype=torch.int64)
             z, ids, labels, values = z[rows], ids[rows], labels[rows], values[rows]
+            present = present[rows]
             fused = sum(b.fused for b in batches)
             with_values = sum(b.has_values for b in batches)
+            with_present = sum(b.has_present for b in batches)
         return Drained(
             z=z,
             ids=ids,
@@ -191,6 +210,8 @@ class StagingRing:
             fused=_rows_where(fused, batches, "fused", sizes),
             values=values,
             has_values=_rows_where(with_values, batches, "has_values", sizes),
+            present=present if with_present else True,
+            batch=torch.from_numpy(np.arange(len(batches), dtype=np.int64).repeat(sizes)),
             error=error,
             distinct=distinct and not rejected,
         )

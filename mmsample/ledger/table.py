@@ -6,9 +6,13 @@ row wins, per column group), merges them across ranks (sync.py) and checkpoints 
 
 Layout, for M modalities and R = M + 1 heads (the last one fused): `f` float32
 [true_prob M | fused_true_prob | unimodal_loss M | fused_loss | similarity | values 2**M] (NaN:
-never observed); `b` bool [correct M | fused_correct]; `i` int64 [label | last_seen | stamp of
-the unimodal, fused and values column groups] (-1 / 0: never); `count` int64 observations, of
-which `count_base` were already merged across ranks.
+never observed); `b` bool [correct M | fused_correct]; `i` int64 [label | last_seen | stamps]
+(-1 / 0: never), one stamp per column group: each modality's statistics (M groups), the
+similarity (rows that carried every modality), the fused statistics and the subset values;
+`count` int64 observations, of which `count_base` were already merged across ranks.
+
+A row that did not carry modality j (`present`) leaves modality j's group as it was; the
+similarity, fused statistics and values are written only from rows that carried every modality.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from torch import Tensor
 from .staging import Drained
 from .stats import last_occurrence
 
-__all__ = ["STEP_BITS", "Tables"]
+__all__ = ["STEP_BITS", "Tables", "stamp_groups"]
 
 STEP_BITS = 40  # stamp = (epoch + 1) << 40 | step: epochs below 2**23 - 1, steps below 2**40
 
@@ -41,7 +45,7 @@ class Tables:
     def empty(cls, n: int, m: int) -> Tables:
         """Tables of `n` samples never observed, in shared memory."""
         r = m + 1
-        i = torch.zeros((n, 5), dtype=torch.int64)
+        i = torch.zeros((n, 2 + stamp_groups(m)), dtype=torch.int64)
         i[:, :2] = -1
         return cls(
             f=torch.full((n, 2 * r + 1 + (1 << m)), math.nan),
@@ -60,37 +64,65 @@ class Tables:
     def write(self, rows: Drained, record: Tensor, correct: Tensor, scratch: Tensor) -> None:
         """Write drained rows: `record` `[n, 2R'+1]` is [true_prob R' | loss R' | similarity]
         and `correct` `[n, R']` (R' = M, or R when some row has fused logits). Per id and
-        column group the last row wins; `scratch` is an int64 `[N]` work buffer."""
+        column group the last row that writes the group wins; `scratch` is an int64 `[N]` work
+        buffer."""
         m = self.b.shape[1] - 1
-        r, f = m + 1, self.f
+        r, f, i = m + 1, self.f, self.i
         ids, stamp, distinct = rows.ids, rows.stamp, rows.distinct
+        w = correct.shape[1]  # R'
         self.count.index_add_(0, ids, torch.ones_like(ids))
-        ints = torch.stack([rows.labels, (stamp >> STEP_BITS) - 1, stamp, stamp], 1)
+        ints = torch.stack([rows.labels, (stamp >> STEP_BITS) - 1], 1)
         pick = _last(ids, True, distinct, scratch)
-        u_ids, u_rec, u_ok, u_ints = _take(pick, ids, record, correct, ints)
-        if rows.fused is True:  # every row: the record is the first 2R + 1 columns
-            f[:, : 2 * r + 1].index_copy_(0, u_ids, u_rec)
-            self.b.index_copy_(0, u_ids, u_ok)
-            self.i[:, :4].index_copy_(0, u_ids, u_ints)
-        else:
-            w = correct.shape[1]  # R'
+        u_ids, u_ints = _take(pick, ids, ints)
+        i[:, :2].index_copy_(0, u_ids, u_ints)
+        present = rows.present
+        if not isinstance(
+            present, Tensor
+        ):  # every modality of every row: one write for all  # every modality of every row: one write for all M groups
+            u_rec, u_ok, u_stamp = _take(pick, record, correct, stamp)
             f[:, :m].index_copy_(0, u_ids, u_rec[:, :m])
             f[:, r : r + m].index_copy_(0, u_ids, u_rec[:, w : w + m])
-            f[:, 2 * r].index_copy_(0, u_ids, u_rec[:, 2 * w])
             self.b[:, :m].index_copy_(0, u_ids, u_ok[:, :m])
-            self.i[:, :3].index_copy_(0, u_ids, u_ints[:, :3])
-        if isinstance(rows.fused, Tensor):  # some rows: R' = R
-            pick = _last(ids, rows.fused, distinct, scratch)
+            i[:, 2 : 2 + m].index_copy_(0, u_ids, u_stamp.unsqueeze(1).expand(-1, m))
+        else:
+            for j in range(m):
+                pick_j = _last(ids, present[:, j], distinct, scratch)
+                j_ids, j_rec, j_ok, j_stamp = _take(pick_j, ids, record, correct, stamp)
+                f[:, j].index_copy_(0, j_ids, j_rec[:, j])
+                f[:, r + j].index_copy_(0, j_ids, j_rec[:, w + j])
+                self.b[:, j].index_copy_(0, j_ids, j_ok[:, j])
+                i[:, 2 + j].index_copy_(0, j_ids, j_stamp)
+        full: bool | Tensor = present.all(1) if isinstance(present, Tensor) else True
+        pick = _last(ids, full, distinct, scratch)
+        s_ids, s_rec, s_stamp = _take(pick, ids, record, stamp)
+        f[:, 2 * r].index_copy_(0, s_ids, s_rec[:, 2 * w])
+        i[:, 2 + m].index_copy_(0, s_ids, s_stamp)
+        if rows.fused is not False:
+            pick = _last(ids, _both(rows.fused, full), distinct, scratch)
             f_ids, f_rec, f_ok, f_stamp = _take(pick, ids, record, correct, stamp)
             f[:, m].index_copy_(0, f_ids, f_rec[:, m])
             f[:, r + m].index_copy_(0, f_ids, f_rec[:, r + m])
             self.b[:, m].index_copy_(0, f_ids, f_ok[:, m])
-            self.i[:, 3].index_copy_(0, f_ids, f_stamp)
+            i[:, 3 + m].index_copy_(0, f_ids, f_stamp)
         if rows.has_values is not False:
-            pick = _last(ids, rows.has_values, distinct, scratch)
+            pick = _last(ids, _both(rows.has_values, full), distinct, scratch)
             v_ids, v_values, v_stamp = _take(pick, ids, rows.values, stamp)
             f[:, 2 * r + 1 :].index_copy_(0, v_ids, v_values.float())
-            self.i[:, 4].index_copy_(0, v_ids, v_stamp)
+            i[:, 4 + m].index_copy_(0, v_ids, v_stamp)
+
+
+def stamp_groups(m: int) -> int:
+    """Column groups with a stamp of their own: M modalities, similarity, fused, values."""
+    return m + 3
+
+
+def _both(a: bool | Tensor, b: bool | Tensor) -> bool | Tensor:
+    """Rows selected by both (True: all rows; a bool mask otherwise)."""
+    if a is True:
+        return b
+    if b is True:
+        return a
+    return a & b
 
 
 def _last(ids: Tensor, rows: bool | Tensor, distinct: bool, scratch: Tensor) -> Tensor | None:
@@ -98,9 +130,16 @@ def _last(ids: Tensor, rows: bool | Tensor, distinct: bool, scratch: Tensor) -> 
     those rows, ascending; None: all rows, no id repeats (`distinct`: known not to)."""
     if rows is True:
         return None if distinct else last_occurrence(ids, scratch)
-    sel = rows.nonzero().squeeze(1)  # type: ignore[union-attr]
+    if rows is False:
+        return rows_none(ids)
+    sel = rows.nonzero().squeeze(1)
     keep = None if distinct else last_occurrence(ids[sel], scratch)
     return sel if keep is None else sel[keep]
+
+
+def rows_none(ids: Tensor) -> Tensor:
+    """No rows: an empty selection."""
+    return torch.zeros(0, dtype=torch.int64, device=ids.device)
 
 
 def _take(rows: Tensor | None, *tensors: Tensor) -> list[Tensor]:

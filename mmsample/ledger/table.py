@@ -76,9 +76,7 @@ class Tables:
         u_ids, u_ints = _take(pick, ids, ints)
         i[:, :2].index_copy_(0, u_ids, u_ints)
         present = rows.present
-        if not isinstance(
-            present, Tensor
-        ):  # every modality of every row: one write for all  # every modality of every row: one write for all M groups
+        if not isinstance(present, Tensor):  # every row carried every modality: one write
             u_rec, u_ok, u_stamp = _take(pick, record, correct, stamp)
             f[:, :m].index_copy_(0, u_ids, u_rec[:, :m])
             f[:, r : r + m].index_copy_(0, u_ids, u_rec[:, w : w + m])

@@ -3,13 +3,21 @@
 A plan says, for one epoch, how many items each global sample id yields and which modalities
 each item carries (an integer bitmask, bit j = modality j in the dataset's modality order).
 Streamed readers ask `items(id)` as each sample passes; indexed readers expand it into an
-exact order with `expand`.
+exact order with `expand`. A plan may also fix the epoch's sequence with `order()` (int64 ids,
+each id as often as it has items; its k-th occurrence is its item k): the indexed loader yields
+exactly that order.
+
+`ArrayPlan` is the public way to build one (every method returns one): per-id item counts and
+the items' masks as arrays, so a plan of 200,000 ids is a few numpy arrays that reach loader
+workers without Python objects per id.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 
 @runtime_checkable
@@ -34,3 +42,122 @@ class EveryItem:
 def expand(plan: Plan, ids: Iterable[int]) -> list[tuple[int, int]]:
     """Expand a plan over ids into the exact (id, mask) item list an indexed reader serves."""
     return [(i, m) for i in ids for m in plan.items(i)]
+
+
+class ArrayPlan:
+    """A plan held as arrays: `counts[id]` items for each id below `len(counts)` (ids beyond:
+    none), their masks `masks[offsets[id]:offsets[id + 1]]` in item order, and optionally the
+    epoch's sequence `order` (int64 ids; each id exactly `counts[id]` times).
+
+    Raises ValueError for negative counts, a `masks` length other than `counts.sum()`, negative
+    masks, or an `order` that does not list each id exactly `counts[id]` times.
+
+    Example: ids 0..3, id 1 dropped, id 2 twice (the second item carrying modality 1 only)::
+
+        ArrayPlan(counts=[1, 0, 2, 1], masks=[3, 3, 2, 3])
+    """
+
+    def __init__(
+        self,
+        counts: Sequence[int] | np.ndarray,
+        masks: Sequence[int] | np.ndarray,
+        order: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        c = np.ascontiguousarray(counts, dtype=np.int64)
+        m = np.ascontiguousarray(masks, dtype=np.int64)
+        if c.ndim != 1 or (len(c) and int(c.min()) < 0):
+            raise ValueError(
+                f"The 'counts' parameter of ArrayPlan must be a 1-D array of item counts >= 0; "
+                f"got shape {c.shape}, min {int(c.min()) if c.size else None}."
+            )
+        total = int(c.sum())
+        if m.shape != (total,):
+            raise ValueError(
+                f"The 'masks' parameter of ArrayPlan must hold counts.sum() = {total} masks (one "
+                f"per item, ids in ascending order); got shape {m.shape}."
+            )
+        if total and int(m.min()) < 0:
+            raise ValueError("The 'masks' parameter of ArrayPlan must hold masks >= 0.")
+        self._counts = c
+        self._masks = m
+        self._offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(c)])
+        self._order: np.ndarray | None = None
+        if order is not None:
+            o = np.ascontiguousarray(order, dtype=np.int64)
+            inside = o.ndim == 1 and (o.size == 0 or (int(o.min()) >= 0 and int(o.max()) < len(c)))
+            if not inside or not np.array_equal(np.bincount(o, minlength=len(c)), c):
+                raise ValueError(
+                    "The 'order' parameter of ArrayPlan must list every id exactly counts[id] "
+                    f"times ({total} entries, ids in [0, {len(c)})); got {o.size} entries."
+                )
+            self._order = o
+
+    @classmethod
+    def from_items(cls, items: Mapping[int, Sequence[int]], num_ids: int) -> ArrayPlan:
+        """The plan of an explicit `{id: (mask, ...)}` mapping over ids `0..num_ids-1` (ids not
+        in the mapping yield nothing)."""
+        counts = np.zeros(num_ids, dtype=np.int64)
+        for i, masks in items.items():
+            counts[int(i)] = len(masks)
+        flat = [int(mk) for i in sorted(items) for mk in items[i]]
+        return cls(counts, np.asarray(flat, dtype=np.int64))
+
+    @property
+    def num_ids(self) -> int:
+        """Length of the id range the plan covers (ids at or beyond it yield nothing)."""
+        return len(self._counts)
+
+    @property
+    def masks(self) -> np.ndarray:
+        """int64 `[items]`: every item's mask, ids ascending, items in order (read-only view)."""
+        view = self._masks.view()
+        view.flags.writeable = False
+        return view
+
+    def items(self, sample_id: int) -> Sequence[int]:
+        if not 0 <= sample_id < len(self._counts):
+            return ()
+        lo, hi = self._offsets[sample_id], self._offsets[sample_id + 1]
+        return tuple(self._masks[lo:hi].tolist())
+
+    def counts(self, ids: np.ndarray) -> np.ndarray:
+        """int64 items per id for an array of ids (vectorised `len(items(id))`)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        inside = (ids >= 0) & (ids < len(self._counts))
+        out = np.zeros(len(ids), dtype=np.int64)
+        out[inside] = self._counts[ids[inside]]
+        return out
+
+    def first_items(self, ids: np.ndarray) -> np.ndarray:
+        """int64 position in `masks` of each id's first item (vectorised; ids must be covered)."""
+        return self._offsets[np.asarray(ids, dtype=np.int64)]
+
+    def order(self) -> np.ndarray | None:
+        """The epoch's sequence of ids (read-only), or None: the loader chooses the order."""
+        if self._order is None:
+            return None
+        view = self._order.view()
+        view.flags.writeable = False
+        return view
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The plan as plain arrays (`ArrayPlan(**plan.arrays())` rebuilds it)."""
+        out = {"counts": self._counts, "masks": self._masks}
+        if self._order is not None:
+            out["order"] = self._order
+        return out
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, ArrayPlan):
+            return NotImplemented
+        mine, theirs = self.arrays(), other.arrays()
+        return mine.keys() == theirs.keys() and all(
+            np.array_equal(mine[k], theirs[k]) for k in mine
+        )
+
+    def __hash__(self) -> int:
+        return hash((len(self._counts), int(self._masks.sum()), len(self._masks)))
+
+    def __repr__(self) -> str:
+        ordered = "" if self._order is None else ", ordered"
+        return f"ArrayPlan(ids={len(self._counts)}, items={len(self._masks)}{ordered})"

@@ -1,8 +1,16 @@
 """Balancing methods: small objects fed by the model's outputs that shape what the loader yields.
 
-OGM-GE is the training-side companion (a gradient hook called between backward and step).
+The data-side methods (`DUS`, `BSS`, `SMV`) read a `Ledger` and return each epoch's plan
+(DUS also per-modality batch sizes); OGM-GE is the training-side companion (a gradient hook
+called between backward and step). `METHODS` maps the command-line names to classes.
 """
 
+from .base import Method
+from .bss import BSS
+from .dus import DUS
 from .ogmge import OGMGE, OGMGE_NOISE, OGMGE_PARAMS
+from .smv import SMV
 
-__all__ = ["OGMGE", "OGMGE_NOISE", "OGMGE_PARAMS"]
+METHODS: dict[str, type[Method]] = {"dus": DUS, "bss": BSS, "smv": SMV}
+
+__all__ = ["BSS", "DUS", "METHODS", "OGMGE", "OGMGE_NOISE", "OGMGE_PARAMS", "SMV", "Method"]

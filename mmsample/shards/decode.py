@@ -179,6 +179,9 @@ def item_counts(plan: Plan, ids: np.ndarray) -> np.ndarray:
     """Items per id (`len(plan.items(id))`), int64, in the order of `ids`."""
     if isinstance(plan, EveryItem):
         return np.ones(len(ids), dtype=np.int64)
+    counts = getattr(plan, "counts", None)
+    if callable(counts):  # a vectorised plan (ArrayPlan)
+        return np.asarray(counts(ids), dtype=np.int64)
     return np.fromiter((len(plan.items(int(i))) for i in ids), dtype=np.int64, count=len(ids))
 
 

@@ -1,0 +1,229 @@
+"""What every data-side method shares: the Ledger it reads, the ids it plans over, the epoch
+snapshot, the plan cache and the one state contract.
+
+Place in the data flow: ledger -> **method** -> plan -> reader. The loader calls `ledger.sync()`
+and then `method.set_epoch(e)` on every rank; the method takes what it needs from the ledger
+there (or at the first `plan(e)` if `set_epoch(e)` was not called) and from then on its plan of
+epoch e is a pure function of (seed, epoch, its state), identical on every rank. Subclasses
+implement `_take(epoch, snapshot)`, `_plan(epoch)`, `_stats(epoch)` and list the fields they save.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..ledger import Ledger
+from ..plan import ArrayPlan
+from ..shards.decode import mix_seed
+
+STATE_VERSION = 1
+
+
+def check_choice(owner: str, name: str, value: object, choices: Mapping[str, Any]) -> None:
+    """ValueError unless `value` is a key of the registry `choices`."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be one of {sorted(choices)}; got {value!r}."
+        )
+
+
+def check_number(
+    owner: str,
+    name: str,
+    value: object,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    integer: bool = False,
+) -> None:
+    """ValueError unless `value` is a (finite) number in the range, naming the parameter."""
+    kind = int if integer else (int, float)
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok:
+        v = float(value)  # type: ignore[arg-type]
+        ok = math.isfinite(v) or (high == math.inf and v == math.inf)
+        ok = ok and (v > low if low_open else v >= low) and v <= high
+    if not ok:
+        lo = f"({low}" if low_open else f"[{low}"
+        hi = "inf)" if high == math.inf else f"{high}]"
+        what = "an int" if integer else "a number"
+        raise ValueError(
+            f"The '{name}' parameter of {owner} must be {what} in {lo}, {hi}; got {value!r}."
+        )
+
+
+def rng_for(seed: int, epoch: int, tag: int) -> np.random.Generator:
+    """The numpy generator of one (seed, epoch, purpose): the same on every rank and process."""
+    return np.random.default_rng(mix_seed(seed, epoch, tag))
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    """A short digest of an id set, saved in states so a state refuses another id set."""
+    return hashlib.sha1(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+class Method:
+    """Base of DUS, BSS and SMV (see the module docstring for the life cycle)."""
+
+    # fields of the subclass saved by state_dict (tensors and arrays are copied)
+    _SAVED: ClassVar[tuple[str, ...]] = ()
+    _COMPAT: ClassVar[tuple[str, ...]] = ()  # constructor settings a state must match
+
+    def __init__(self, ledger: Ledger, seed: int) -> None:
+        owner = type(self).__name__
+        if not isinstance(ledger, Ledger):
+            raise ValueError(
+                f"The 'ledger' parameter of {owner} must be a mmsample.ledger.Ledger sized with "
+                f"the dataset's manifest.id_space; got {type(ledger).__name__}."
+            )
+        check_number(owner, "seed", seed, low=0, integer=True)
+        self.ledger = ledger
+        self.seed = int(seed)
+        self.names: tuple[str, ...] = tuple(ledger.names)
+        self.num_modalities = len(self.names)
+        self.full = (1 << self.num_modalities) - 1
+        self._ids = np.arange(ledger.num_samples, dtype=np.int64)
+        self._taken: int | None = None
+        self._cache: tuple[int, ArrayPlan] | None = None
+
+    # ---- ids -----------------------------------------------------------------------------
+    @property
+    def ids(self) -> np.ndarray:
+        """int64 `[N]`, ascending: the ids the reader yields (default: every id of the ledger).
+        "N" in every formula is `len(ids)`."""
+        view = self._ids.view()
+        view.flags.writeable = False
+        return view
+
+    def set_ids(self, ids: np.ndarray | torch.Tensor | list[int]) -> None:
+        """Plan over these ids (the loader passes the reader's ids: shard holes and a split
+        filter leave ids out). Raises ValueError for ids outside the ledger or repeated ids."""
+        owner = type(self).__name__
+        arr = np.asarray(ids, dtype=np.int64).ravel()
+        if arr.size == 0:
+            raise ValueError(f"The 'ids' argument of {owner}.set_ids must not be empty.")
+        arr = np.sort(arr)
+        if int(arr[0]) < 0 or int(arr[-1]) >= self.ledger.num_samples:
+            raise ValueError(
+                f"The 'ids' argument of {owner}.set_ids holds ids outside the ledger's "
+                f"[0, {self.ledger.num_samples}) (ids {int(arr[0])}..{int(arr[-1])}); size the "
+                f"Ledger with the dataset's manifest.id_space."
+            )
+        if np.any(arr[1:] == arr[:-1]):
+            raise ValueError(f"The 'ids' argument of {owner}.set_ids repeats some id.")
+        if not np.array_equal(arr, self._ids):
+            self._ids = arr
+            self._taken = None
+            self._cache = None
+            self._reset()
+
+    # ---- life cycle ----------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Take what epoch `epoch` needs from the ledger (once per epoch; a repeated call for
+        the same epoch, or one after `load_state_dict` restored it, changes nothing)."""
+        check_number(type(self).__name__, "epoch", epoch, low=0, integer=True)
+        if self._taken == epoch:
+            return
+        self._take(epoch, self.ledger.snapshot())
+        self._taken = epoch
+        self._cache = None
+
+    def plan(self, epoch: int) -> ArrayPlan:
+        """The plan of `epoch`: which ids, how many items each and their modality masks (and
+        the sequence, where the method fixes one). Equal plans for equal calls."""
+        self.set_epoch(epoch)
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, self._plan(epoch))
+        return self._cache[1]
+
+    def stats(self, epoch: int) -> dict[str, float]:
+        """A flat dict for the JSONL log: `items/<modality>` and what the method adds."""
+        plan = self.plan(epoch)
+        masks = plan.masks
+        out = {f"items/{n}": float(((masks >> j) & 1).sum()) for j, n in enumerate(self.names)}
+        out["items"] = float(len(masks))
+        out["ids"] = float(len(self._ids))
+        out.update(self._stats(epoch))
+        return out
+
+    def scoring_ids(self, epoch: int) -> np.ndarray | None:
+        """Ids the method wants scored by a scoring pass before `set_epoch(epoch)` (None: none);
+        the loader runs `mmsample.scoring.score` on them when it is given a scorer."""
+        return None
+
+    # ---- state ---------------------------------------------------------------------------
+    def _compat(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "samples": self.ledger.num_samples,
+            "modalities": list(self.names),
+            "ids": ids_digest(self._ids),
+            **{k: getattr(self, k) for k in self._COMPAT},
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the ledger cannot give back later (the epoch's snapshot-derived state), plus what
+        the state is compatible with (class, seed, samples, modalities, ids, settings)."""
+        saved = {k: _copy(getattr(self, k)) for k in self._SAVED}
+        return {**self._compat(), "taken": self._taken, "saved": saved}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore from `state_dict()`; refuses a state of another class, seed, ledger, id set
+        or setting (ValueError naming each). Never modifies `state`."""
+        owner = type(self).__name__
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{owner}.load_state_dict expects a dict from state_dict().")
+        mine = self._compat()
+        wrong = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if wrong:
+            detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in wrong.items())
+            raise ValueError(
+                f"{owner}.load_state_dict: the state was saved by a differently configured method "
+                f"({detail}); build the method (and call set_ids) as when it was saved."
+            )
+        saved = state.get("saved")
+        if not isinstance(saved, Mapping) or set(saved) != set(self._SAVED):
+            raise ValueError(f"{owner}.load_state_dict: the state's 'saved' entry is malformed.")
+        for k in self._SAVED:
+            setattr(self, k, _copy(saved[k]))
+        taken = state.get("taken")
+        self._taken = None if taken is None else int(taken)
+        self._cache = None
+
+    # ---- subclass hooks ------------------------------------------------------------------
+    def _reset(self) -> None:
+        """Forget snapshot-derived state (the id set changed)."""
+
+    def _take(self, epoch: int, snapshot: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def _plan(self, epoch: int) -> ArrayPlan:
+        raise NotImplementedError
+
+    def _stats(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def _every_id_once(self, mask: int | None = None, order: np.ndarray | None = None) -> ArrayPlan:
+        """The plan yielding each of `ids` once with `mask` (default: every modality)."""
+        counts = np.zeros(self.ledger.num_samples, dtype=np.int64)
+        counts[self._ids] = 1
+        masks = np.full(len(self._ids), self.full if mask is None else mask, dtype=np.int64)
+        return ArrayPlan(counts, masks, order)
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return copy.deepcopy(value)

@@ -1,0 +1,208 @@
+"""DUS: per-modality batch sizes from the cumulative discrepancy (seed 002).
+
+Place in the data flow: ledger (`cumulative_discrepancy`, S^(j)) -> **DUS** -> per-modality rows
+per batch -> the loader builds batches of `max_j n_j` rows in which modality j is carried by
+exactly n_j rows (seeded positions), so the decoder of modality j runs n_j times per batch.
+
+Heuristic (METHODS.md "DUS"): the dominant modality (largest S; ties go to the lowest index) gets
+`round(beta * exp(alpha * T) * N_B)` rows at epoch T = e + 1 (epochs counted from 0), the others
+N_B, with `alpha = ln(1 / beta) / E`, so the sizes meet at the last epoch E - 1. Python's `round`
+(half to even) rounds; sizes are clamped to [1, N_B]. Before any observation every modality gets
+N_B.
+
+RL policy (no public code exists; these are our choices): the state is S normalised to sum 1
+(uniform before any observation); the policy is a linear layer M -> M (float64, initialised to
+zero, so its mean action is uniform) giving the mean of Gaussian logits with a fixed standard
+deviation `policy_std`; the action `a_hat = softmax(logits)` gives modality j
+`max(1, round(N_B * a_hat_j))` rows (N_B = `batch_size` is the total). The first epoch uses the
+initial action N_B / M each. Each later epoch, the reward of the previous action,
+`r = (1/M) sum_j 1[S^(j) != max_k S^(k)] log(a_hat_j)` on the new S, makes one REINFORCE step
+(loss `-r * log pi(logits | state)`, Adam, learning rate `lr` = 1e-4), then a new action is drawn
+from a generator seeded by (seed, epoch). Sizes are fixed within an epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..ledger import Ledger
+from ..plan import ArrayPlan
+from ..shards.decode import mix_seed
+from .base import Method, check_choice, check_number
+
+_TAG_ACTION = 0xD05
+
+
+def heuristic_sizes(
+    s: np.ndarray, batch_size: int, epoch: int, epochs: int, beta: float
+) -> list[int]:
+    """DUS heuristic rows per modality at 0-based `epoch` from the cumulative discrepancy `s`."""
+    m = len(s)
+    sizes = [batch_size] * m
+    dominant = int(np.argmax(s))  # ties: the lowest index
+    alpha = math.log(1.0 / beta) / epochs
+    n = round(beta * math.exp(alpha * (epoch + 1)) * batch_size)
+    sizes[dominant] = min(batch_size, max(1, n))
+    return sizes
+
+
+def rl_reward(s: np.ndarray, action: np.ndarray) -> float:
+    """`(1/M) sum_j 1[S_j != max S] log(a_hat_j)`: high when the non-dominant modalities get a
+    large share of the batch (seed 002)."""
+    weak = s != s.max()
+    return float(np.sum(np.log(action[weak]))) / len(s)
+
+
+POLICIES: dict[str, str] = {"heuristic": "sizes from the schedule", "rl": "REINFORCE policy"}
+
+
+class DUS(Method):
+    """Per-modality batch sizes (seed 002); `batch_sizes(epoch)` -> `{modality: rows}`.
+
+    Args:
+        ledger: the Ledger the training pass feeds (its `cumulative_discrepancy` is S).
+        batch_size: N_B, rows per batch of the non-dominant modalities (heuristic) or the
+            total over modalities (RL). int >= 1.
+        epochs: E, the epochs the schedule spans (heuristic: sizes meet at epoch E - 1).
+        beta: the dominant modality's starting fraction, in (0, 1].
+        policy: "heuristic" or "rl".
+        seed: seeds the batch positions of each modality and the RL actions.
+        lr: the RL policy's learning rate (Adam). policy_std: std of the Gaussian logits.
+
+    Raises ValueError naming the parameter for a bad setting.
+    """
+
+    _SAVED = ("_sizes", "_s", "_policy_state", "_optim_state", "_last", "_reward")
+    _COMPAT = ("batch_size", "epochs", "beta", "policy")
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        batch_size: int = 64,
+        epochs: int = 1,
+        beta: float = 0.5,
+        policy: str = "heuristic",
+        seed: int = 0,
+        *,
+        lr: float = 1e-4,
+        policy_std: float = 0.5,
+    ) -> None:
+        super().__init__(ledger, seed)
+        check_number("DUS", "batch_size", batch_size, low=1, integer=True)
+        check_number("DUS", "epochs", epochs, low=1, integer=True)
+        check_number("DUS", "beta", beta, low=0, high=1, low_open=True)
+        check_choice("DUS", "policy", policy, POLICIES)
+        check_number("DUS", "lr", lr, low=0, low_open=True)
+        check_number("DUS", "policy_std", policy_std, low=0, low_open=True)
+        if policy == "rl" and batch_size < self.num_modalities:
+            raise ValueError(
+                f"The 'batch_size' parameter of DUS must be >= the number of modalities "
+                f"({self.num_modalities}) with policy='rl' (it is the total); got {batch_size}."
+            )
+        self.batch_size, self.epochs, self.beta, self.policy = batch_size, epochs, beta, policy
+        self.lr, self.policy_std = lr, policy_std
+        self._net = torch.nn.Linear(self.num_modalities, self.num_modalities, dtype=torch.float64)
+        torch.nn.init.zeros_(self._net.weight)
+        torch.nn.init.zeros_(self._net.bias)
+        self._optim = torch.optim.Adam(self._net.parameters(), lr=lr)
+        self._sizes: list[int] = self._initial()
+        self._s: list[float] = [0.0] * self.num_modalities
+        self._last: dict[str, list[float]] | None = None  # previous RL action: state, logits
+        self._reward = math.nan
+
+    # policy and optimizer live in torch modules; their states are what is saved
+    @property
+    def _policy_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self._net.state_dict().items()}
+
+    @_policy_state.setter
+    def _policy_state(self, value: dict[str, torch.Tensor]) -> None:
+        self._net.load_state_dict(value)
+
+    @property
+    def _optim_state(self) -> dict[str, Any]:
+        return self._optim.state_dict()
+
+    @_optim_state.setter
+    def _optim_state(self, value: dict[str, Any]) -> None:
+        self._optim.load_state_dict(value)
+
+    def _initial(self) -> list[int]:
+        if self.policy == "rl":
+            return [max(1, round(self.batch_size / self.num_modalities))] * self.num_modalities
+        return [self.batch_size] * self.num_modalities
+
+    def _reset(self) -> None:
+        self._sizes = self._initial()
+
+    # ---- the schedule --------------------------------------------------------------------
+    def batch_sizes(self, epoch: int) -> dict[str, int]:
+        """`{modality name: rows carrying it per batch}` for `epoch` (fixed within it); a batch
+        has `max` of them rows."""
+        self.set_epoch(epoch)
+        return dict(zip(self.names, self._sizes))
+
+    def rows_per_batch(self, epoch: int) -> int:
+        """Rows of each batch of `epoch`: the largest per-modality size."""
+        return max(self.batch_sizes(epoch).values())
+
+    def _take(self, epoch: int, snapshot: dict[str, torch.Tensor]) -> None:
+        s = self.ledger.cumulative_discrepancy.numpy().astype(np.float64)
+        observed = self.ledger.step > 0
+        self._s = s.tolist()
+        take: Callable[[int, np.ndarray, bool], list[int]] = (
+            self._take_rl if self.policy == "rl" else self._take_heuristic
+        )
+        self._sizes = take(epoch, s, observed)
+
+    def _take_heuristic(self, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
+        if not observed:
+            return [self.batch_size] * self.num_modalities
+        return heuristic_sizes(s, self.batch_size, epoch, self.epochs, self.beta)
+
+    def _take_rl(self, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
+        m = self.num_modalities
+        if not observed:
+            self._last, self._reward = None, math.nan
+            return self._initial()
+        state = torch.from_numpy(s / s.sum() if s.sum() > 0 else np.full(m, 1.0 / m))
+        if self._last is not None:  # REINFORCE on the previous action, rewarded by the new S
+            prev_state = torch.tensor(self._last["state"], dtype=torch.float64)
+            prev_logits = torch.tensor(self._last["logits"], dtype=torch.float64)
+            action = torch.softmax(prev_logits, 0).numpy()
+            self._reward = rl_reward(s, action)
+            dist = torch.distributions.Normal(self._net(prev_state), self.policy_std)
+            loss = -self._reward * dist.log_prob(prev_logits).sum()
+            self._optim.zero_grad()
+            loss.backward()
+            self._optim.step()
+        else:
+            self._reward = math.nan
+        gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, _TAG_ACTION))
+        with torch.no_grad():
+            mean = self._net(state)
+            logits = mean + self.policy_std * torch.randn(m, generator=gen, dtype=torch.float64)
+        self._last = {"state": state.tolist(), "logits": logits.tolist()}
+        share = torch.softmax(logits, 0).numpy()
+        return [max(1, round(self.batch_size * float(a))) for a in share]
+
+    # ---- plan and stats ------------------------------------------------------------------
+    def _plan(self, epoch: int) -> ArrayPlan:
+        return self._every_id_once()  # the rows' modalities are chosen by batch position
+
+    def _stats(self, epoch: int) -> dict[str, float]:
+        rows = max(self._sizes)
+        batches = -(-len(self._ids) // rows)
+        out: dict[str, float] = {"rows_per_batch": float(rows), "batches": float(batches)}
+        for name, n, s in zip(self.names, self._sizes, self._s):
+            out[f"batch_size/{name}"] = float(n)
+            out[f"items/{name}"] = float(n * batches)
+            out[f"discrepancy/{name}"] = float(s)
+        if self.policy == "rl":
+            out["reward"] = self._reward
+        return out

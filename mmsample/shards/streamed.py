@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import SampleError
+from ..plan import Plan
 from .decode import (
     PlanSource,
     item_counts,
@@ -87,21 +88,30 @@ def buffer_order(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def consumer_range(
-    total: int, rank: int, world: int, worker: int, workers: int, equal_split: bool
+    total: int,
+    rank: int,
+    world: int,
+    worker: int,
+    workers: int,
+    equal_split: bool,
+    granule: int = 1,
 ) -> tuple[int, int]:
     """[start, stop) of one consumer in the epoch's item sequence (positions taken mod total).
 
-    Ranks get contiguous slices; with `equal_split` each has ceil(total / world) items, the
-    last ones padded by wrapping around to the first items of the epoch (as DistributedSampler
-    does); else slices differ by at most one. A rank's slice is cut into `workers` slices of
-    equal size +-1."""
+    Ranks get contiguous slices; with `equal_split` each has ceil(total / world) items rounded
+    up to a multiple of `granule` (a batch, for loaders that need whole batches), the last ones
+    padded by wrapping around to the first items of the epoch (as DistributedSampler does); else
+    slices differ by at most one. A rank's slice is cut into `workers` slices of equal size +-1
+    granule."""
     if equal_split:
         each = -(-total // world)
+        each = -(-each // granule) * granule
         lo, hi = rank * each, (rank + 1) * each
     else:
         lo, hi = rank * total // world, (rank + 1) * total // world
-    n = hi - lo
-    return lo + worker * n // workers, lo + (worker + 1) * n // workers
+        granule = 1
+    k = (hi - lo) // granule
+    return lo + worker * k // workers * granule, lo + (worker + 1) * k // workers * granule
 
 
 class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
@@ -144,6 +154,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         self._yielded = 0
         self._resume: int | None = None
         self._consumer = (0, 1)
+        self.granule = 1  # consumers' slices are whole multiples of this (a loader's batch)
 
     # ----- epoch layout (metadata only, no I/O) -----
     def set_epoch(self, epoch: int) -> None:
@@ -151,6 +162,15 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         Reaches persistent DataLoader workers too (through a shared-memory cell)."""
         self._publish_epoch(epoch)
         self._select(epoch)
+
+    def use_plan(self, epoch: int, plan: Plan) -> None:
+        """Serve `plan` as epoch `epoch` (for a loader that computed the epoch's plan itself and
+        iterates with `stream`)."""
+        if self.epoch != epoch or self.plan is not plan:
+            self.plan, self.epoch = plan, epoch
+            self._yielded = 0
+            self._resume = None
+            self._layout_cache = None
 
     def _select(self, epoch: int) -> None:
         self.plan = resolve_plan(self.plan_source, epoch, len(self.decoder.names))
@@ -181,7 +201,9 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     def __len__(self) -> int:
         """Items this rank yields this epoch, over all its DataLoader workers."""
         total = self._layout()[2]
-        lo, hi = consumer_range(total, self.rank, self.world_size, 0, 1, self.equal_split)
+        lo, hi = consumer_range(
+            total, self.rank, self.world_size, 0, 1, self.equal_split, self.granule
+        )
         return hi - lo
 
     # ----- iteration -----
@@ -194,13 +216,27 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         start = self._resume or 0
         self._resume = None
         self._yielded = start
-        return self._items(start)
+        return self.stream(start)
 
-    def _items(self, start: int) -> Iterator[dict[str, Any]]:
+    def consumer_items(self) -> int:
+        """Items the current consumer (rank, DataLoader worker) yields this epoch."""
+        total = self._layout()[2]
+        worker, workers = self._consumer
+        lo, hi = consumer_range(
+            total, self.rank, self.world_size, worker, workers, self.equal_split, self.granule
+        )
+        return hi - lo
+
+    def stream(
+        self, start: int = 0, position_mask: Callable[[int], int] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """The current consumer's decoded items from its `start`-th on (what iteration yields).
+        `position_mask(step)`, if given, further restricts the modalities of the consumer's
+        item at position `step` (a loader assigning modalities by batch position, as DUS does)."""
         rows, cum, total = self._layout()
         worker, workers = self._consumer
         lo, hi = consumer_range(
-            total, self.rank, self.world_size, worker, workers, self.equal_split
+            total, self.rank, self.world_size, worker, workers, self.equal_split, self.granule
         )
         if start > hi - lo:
             raise ValueError(
@@ -231,15 +267,20 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
             need[k] -= 1
             if need[k] == 0:
                 del loaded[k]
+            restrict = -1 if position_mask is None else int(position_mask(step))
             try:
-                out = self._decode(raw, int(items[u]))
+                out = self._decode(raw, int(items[u]), restrict)
             except SampleError as err:
                 if self.on_error == "raise":
                     raise
                 # Deterministic replacement: the next item of this consumer's order that decodes.
                 later = np.roll(order, -step)[1:]
                 out = self._replace(
-                    err, (("", self._attempt(int(rows[samples[v]]), int(items[v]))) for v in later)
+                    err,
+                    (
+                        ("", self._attempt(int(rows[samples[v]]), int(items[v]), restrict))
+                        for v in later
+                    ),
                 )
             self._yielded = step + 1
             yield out
@@ -250,14 +291,16 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         except SampleError as err:
             return err
 
-    def _decode(self, raw: RawSample | SampleError, item: int) -> dict[str, Any]:
+    def _decode(
+        self, raw: RawSample | SampleError, item: int, restrict: int = -1
+    ) -> dict[str, Any]:
         if isinstance(raw, SampleError):
             raise raw
-        mask = self.plan.items(raw["id"])[item]
+        mask = self.plan.items(raw["id"])[item] & restrict
         return self.decoder(raw, mask, epoch=self.epoch, item=item)
 
-    def _attempt(self, row: int, item: int) -> Callable[[], dict[str, Any]]:
-        return lambda: self._decode(self._read(row), item)
+    def _attempt(self, row: int, item: int, restrict: int = -1) -> Callable[[], dict[str, Any]]:
+        return lambda: self._decode(self._read(row), item, restrict)
 
     # ----- state -----
     def _compat(self) -> dict[str, Any]:

@@ -1,0 +1,12 @@
+"""Loaders that apply a balancing method's plans: `balanced_loader` over shards, `wrap` around
+an existing map-style DataLoader. Both return a `BalancedLoader` (a torchdata
+`StatefulDataLoader` yielding `MultimodalBatch`); `loader.set_epoch(e)` reaches the ledger, the
+method, the reader and persistent workers in one call.
+"""
+
+from .dataset import BalancedDataset
+from .loader import BalancedLoader, balanced_loader
+from .log import StatsLog
+from .wrap import wrap
+
+__all__ = ["BalancedDataset", "BalancedLoader", "StatsLog", "balanced_loader", "wrap"]

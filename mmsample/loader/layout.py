@@ -1,0 +1,99 @@
+"""How an epoch's plan becomes batches on every rank and worker: pure functions of integers.
+
+Place in the data flow: plan -> **layout** -> the loader's batches. The epoch's item sequence is
+cut into one contiguous slice per rank, each of the same length (the last ranks padded by
+wrapping around to the first items of the sequence, as DistributedSampler does), so every rank
+yields the same number of batches whatever a method drops or repeats; with DUS every slice is a
+whole number of batches. A rank's batches go to DataLoader workers round-robin (indexed mode, so
+the loader's output keeps the sequence) or in contiguous runs (streamed mode, so reads stay
+sequential).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..plan import ArrayPlan, Plan
+from ..shards.decode import item_counts, mix_seed
+
+_TAG_SHUFFLE, _TAG_ROWS = 0x10AD, 0x2035
+
+
+def rank_slice(total: int, rank: int, world: int, granule: int = 1) -> tuple[int, int]:
+    """[lo, hi) of rank `rank` in an epoch of `total` items (positions taken mod total): every
+    rank gets `ceil(total / world)` items, rounded up to a multiple of `granule`."""
+    each = -(-total // world)
+    each = -(-each // granule) * granule
+    return rank * each, (rank + 1) * each
+
+
+def batch_count(items: int, batch: int) -> int:
+    """Batches of at most `batch` rows holding `items` items."""
+    return -(-items // batch)
+
+
+def worker_batches(batches: int, worker: int, workers: int, contiguous: bool) -> np.ndarray:
+    """The batch indices (of a rank's `batches`) that DataLoader worker `worker` yields, in
+    order: round-robin (`contiguous=False`, the DataLoader's output then keeps the batch order)
+    or a contiguous run of equal size +-1."""
+    if contiguous:
+        return np.arange(worker * batches // workers, (worker + 1) * batches // workers)
+    return np.arange(worker, batches, workers)
+
+
+def item_sequence(
+    plan: Plan, ids: np.ndarray, seed: int, epoch: int, shuffle: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The epoch's item sequence for random access: (sample ids, item index within the id), both
+    int64 `[items]`. A plan with `order()` fixes it (the k-th occurrence of an id is its item
+    k); otherwise every item of the plan in id order, permuted by a generator seeded by
+    (seed, epoch) when `shuffle`."""
+    order_fn = getattr(plan, "order", None)
+    order = order_fn() if callable(order_fn) else None
+    if order is not None:
+        seq = np.asarray(order, dtype=np.int64)
+    else:
+        counts = item_counts(plan, ids)
+        seq = np.repeat(ids, counts)
+        if shuffle and len(seq) > 1:
+            rng = np.random.default_rng(mix_seed(seed, epoch, _TAG_SHUFFLE))
+            seq = seq[rng.permutation(len(seq))]
+    return seq, occurrence_index(seq)
+
+
+def occurrence_index(seq: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same id (0 for the first)."""
+    if len(seq) == 0:
+        return np.zeros(0, dtype=np.int64)
+    by_id = np.argsort(seq, kind="stable")
+    sorted_ids = seq[by_id]
+    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+    run = np.repeat(starts, np.diff(np.r_[starts, len(seq)]))
+    out = np.empty(len(seq), dtype=np.int64)
+    out[by_id] = np.arange(len(seq)) - run
+    return out
+
+
+def item_masks(plan: Plan, seq: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """int64 mask of each (id, item index) of a sequence."""
+    if isinstance(plan, ArrayPlan):
+        return plan.masks[plan.first_items(seq) + k] if len(seq) else np.zeros(0, np.int64)
+    return np.fromiter(
+        (plan.items(int(i))[int(j)] for i, j in zip(seq, k)), dtype=np.int64, count=len(seq)
+    )
+
+
+def dus_row_masks(sizes: Sequence[int], rows: int, seed: int, *key: int) -> np.ndarray:
+    """int64 `[rows]` masks of one DUS batch: modality j is carried by exactly `sizes[j]` rows,
+    at positions drawn by a generator seeded by (seed, *key); a modality with `rows` rows (the
+    largest) is carried by every row, so no row is empty."""
+    rng = np.random.default_rng(mix_seed(seed, *key, _TAG_ROWS))
+    out = np.zeros(rows, dtype=np.int64)
+    for j, n in enumerate(sizes):
+        if n >= rows:
+            out |= 1 << j
+        else:
+            out[rng.choice(rows, size=n, replace=False)] |= 1 << j
+    return out

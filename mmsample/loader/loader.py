@@ -1,0 +1,306 @@
+"""`balanced_loader` and `BalancedLoader`: a method's plans read from shards, as a torchdata
+`StatefulDataLoader` yielding `MultimodalBatch`.
+
+Place in the data flow: shards -> reader -> **loader** (plan applied, batches formed) -> the
+training step -> ledger -> method -> plan. One call per epoch, `loader.set_epoch(e)`, reaches
+the ledger (`sync`, `set_epoch`), the method, the reader and the workers (persistent ones too).
+
+Guarantees: the plan is global and identical on every rank; every rank yields the same number
+of batches whatever the method drops or repeats (its slice is padded by wrapping around to the
+epoch's first items); `state_dict()` nests the method's and the ledger's states, and a loader
+restored from it in a fresh process continues the same batches (same ids, masks and order).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from ..batch import Collate
+from ..shards.indexed import IndexedDataset
+from ..shards.streamed import StreamedDataset, resolve_world
+from .control import EpochControl, Scorer
+from .dataset import MODES, BalancedDataset
+from .log import StatsLog
+
+_FORMAT = "mmsample.BalancedLoader"
+_VERSION = 1
+
+
+class BalancedLoader(StatefulDataLoader):
+    """A StatefulDataLoader over a `BalancedDataset` (build it with `balanced_loader` or
+    `wrap`). `set_epoch(e)` starts epoch e everywhere; `state_dict()` = the loader's position +
+    the method's and the ledger's states."""
+
+    dataset: BalancedDataset
+
+    def __init__(self, dataset: BalancedDataset, control: EpochControl, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_size=None, **kwargs)
+        self.control = control
+
+    @property
+    def method(self) -> Any:
+        """The balancing method (None: plain reading)."""
+        return self.control.method
+
+    @property
+    def ledger(self) -> Any:
+        """The method's Ledger (None without a method)."""
+        return self.control.ledger
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch`: sync the ledger, let the method take its snapshot and plan,
+        publish the plan to the workers (restarting persistent ones if the plan outgrew the
+        shared buffers) and log the method's stats. Call it on every rank before iterating."""
+        grown = self.dataset.set_epoch(epoch)
+        running: Any = getattr(self, "_iterator", None)
+        if grown and running is not None and self.persistent_workers:
+            shutdown = getattr(running, "_shutdown_workers", None)
+            if callable(shutdown):
+                shutdown()
+            self._iterator = None
+
+    def _ensure_epoch(self) -> None:
+        if self.dataset.shared.epoch < 0:
+            self.set_epoch(0)
+
+    def __iter__(self) -> Any:
+        self._ensure_epoch()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        """Batches this rank yields in the published epoch."""
+        self._ensure_epoch()
+        return self.dataset.batches(self.num_workers)
+
+    def state_dict(self) -> dict[str, Any]:
+        self._ensure_epoch()
+        method, ledger = self.method, self.ledger
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "epoch": self.dataset.epoch if self.dataset.epoch >= 0 else self.dataset.shared.epoch,
+            "loader": super().state_dict(),
+            "method": None if method is None else method.state_dict(),
+            "ledger": None if ledger is None else ledger.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the ledger, the method and the position; the next iteration continues the
+        saved epoch. Refuses a state of another configuration; never modifies `state`."""
+        if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
+            raise ValueError(
+                "BalancedLoader.load_state_dict expects a dict from BalancedLoader.state_dict()."
+            )
+        if state.get("version") != _VERSION:
+            raise ValueError(f"BalancedLoader state version {state.get('version')!r} unsupported")
+        for key, part in (("method", self.method), ("ledger", self.ledger)):
+            if (state.get(key) is None) != (part is None):
+                raise ValueError(
+                    f"BalancedLoader.load_state_dict: the state has {'no ' * (part is not None)}"
+                    f"{key} state but this loader has {'no ' * (part is None)}{key}."
+                )
+        if self.ledger is not None:
+            self.ledger.load_state_dict(state["ledger"])
+        if self.method is not None:
+            self.method.load_state_dict(state["method"])
+        self.dataset.set_epoch(int(state["epoch"]))
+        super().load_state_dict(dict(state["loader"]))
+
+
+class IndexedFetch:
+    """`fetch(id, mask, item, epoch)` through an `IndexedDataset` (picklable for workers)."""
+
+    def __init__(self, reader: IndexedDataset) -> None:
+        self.reader = reader
+
+    def __call__(self, sample_id: int, mask: int, item: int, epoch: int) -> dict[str, Any]:
+        self.reader.epoch = epoch  # the per-item random draws follow the loader's epoch
+        return self.reader.get(sample_id, mask, item)
+
+
+def check_method(method: Any, names: tuple[str, ...], id_space: int, owner: str) -> None:
+    """The method's ledger must cover the id space and have the loader's modalities."""
+    if method is None:
+        return
+    if not (callable(getattr(method, "plan", None)) and hasattr(method, "ledger")):
+        raise ValueError(
+            f"The 'method' parameter of {owner} must be a balancing method (DUS, BSS, SMV from "
+            f"mmsample.methods) or None; got {type(method).__name__}."
+        )
+    ledger = method.ledger
+    if ledger.num_samples < id_space:
+        raise ValueError(
+            f"The 'method' parameter of {owner}: its ledger holds {ledger.num_samples} ids but "
+            f"the dataset's id space is {id_space}; size the Ledger with manifest.id_space."
+        )
+    default = tuple(f"m{j}" for j in range(ledger.num_modalities))
+    if ledger.num_modalities != len(names) or (
+        tuple(ledger.names) != default and tuple(ledger.names) != names
+    ):
+        raise ValueError(
+            f"The 'method' parameter of {owner}: its ledger has modalities "
+            f"{list(ledger.names)} but the loader reads {list(names)}; build the Ledger with "
+            f"names={list(names)} (same order)."
+        )
+
+
+def balanced_loader(
+    source: str | os.PathLike[str] | StreamedDataset | IndexedDataset,
+    method: Any = None,
+    *,
+    modalities: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    mode: str | None = None,
+    num_workers: int = 0,
+    seed: int = 0,
+    shuffle: bool = True,
+    shuffle_buffer: int = 1000,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    prefetch_factor: int | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    on_error: str = "raise",
+    log: str | os.PathLike[str] | None = None,
+    scorer: Scorer | None = None,
+    **dataloader_kwargs: Any,
+) -> BalancedLoader:
+    """A loader that applies `method`'s plans to a sharded dataset.
+
+    Args:
+        source: a shard folder (then `modalities` is required) or a `StreamedDataset` /
+            `IndexedDataset` (its modalities, seed and error policy are used).
+        method: a `DUS`, `BSS` or `SMV` built on a Ledger sized with `manifest.id_space`
+            and named like the modalities, or None (plain reading, for comparison).
+        modalities: ordered `{name: Spec}`; bit j of every mask is the j-th name.
+        batch_size: rows per batch (default 64; DUS: the method's rows, which change by epoch).
+        mode: "streamed" (sequential shard reads; the plan's items, not its order) or "indexed"
+            (random access in the plan's exact order). Default: the reader's kind, or streamed.
+        num_workers, pin_memory, persistent_workers, prefetch_factor: as in DataLoader.
+        seed: the readers' and the loader's seed (orders, DUS row positions).
+        shuffle: indexed mode without a plan order: permute the epoch's items (seeded).
+        shuffle_buffer: streamed mode: the shuffle buffer size (0: shard order).
+        rank, world_size: default torch.distributed, else RANK / WORLD_SIZE, else 0, 1.
+        on_error: "raise" or "skip" (bad items replaced deterministically, counted).
+        log: a JSONL path: rank 0 appends each epoch's `method.stats(e)`.
+        scorer: `scorer(ids)` runs a scoring pass over those ids (e.g. a
+            `functools.partial(mmsample.scoring.score, model, reader, ledger)`); the loader calls
+            it at `set_epoch` for the ids `method.scoring_ids(epoch)` asks for.
+
+    Returns a `BalancedLoader` (a torchdata `StatefulDataLoader`). Raises ValueError naming the
+    argument for bad settings (no modalities for a path, an unknown mode, a ledger smaller than
+    the id space or with other modalities, batch_size < 1).
+    """
+    rank_, world = resolve_world(rank, world_size, "balanced_loader")
+    if isinstance(source, StreamedDataset | IndexedDataset):
+        reader: Any = source
+        kind = "streamed" if isinstance(source, StreamedDataset) else "indexed"
+        if mode is not None and mode != kind:
+            raise ValueError(
+                f"The 'mode' parameter of balanced_loader is {mode!r} but the source is a "
+                f"{type(source).__name__} ({kind}); pass a shard path to choose the mode."
+            )
+        mode = kind
+        seed = reader.seed
+    else:
+        if not isinstance(source, str | os.PathLike):
+            raise ValueError(
+                "The 'source' parameter of balanced_loader must be a shard folder or a "
+                f"StreamedDataset / IndexedDataset; got {type(source).__name__}."
+            )
+        if modalities is None:
+            raise ValueError(
+                "The 'modalities' parameter of balanced_loader is required when the source is a "
+                "shard path: an ordered {name: Spec} mapping, e.g. {'audio': Audio(), "
+                "'video': Video()}."
+            )
+        mode = "streamed" if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(
+                f"The 'mode' parameter of balanced_loader must be one of {list(MODES)}; "
+                f"got {mode!r}."
+            )
+        if mode == "streamed":
+            if not isinstance(shuffle_buffer, int) or shuffle_buffer < 0:
+                raise ValueError(
+                    "The 'shuffle_buffer' parameter of balanced_loader must be an int >= 0; "
+                    f"got {shuffle_buffer!r}."
+                )
+            reader = StreamedDataset(
+                Path(source),
+                modalities,
+                shuffle=shuffle_buffer if shuffle else 0,
+                shuffle_shards=shuffle,
+                seed=seed,
+                rank=rank_,
+                world_size=world,
+                on_error=on_error,
+            )
+        else:
+            reader = IndexedDataset(Path(source), modalities, seed=seed, on_error=on_error)
+    if mode == "streamed" and (reader.rank, reader.world_size) != (rank_, world):
+        raise ValueError(
+            f"balanced_loader: the StreamedDataset was built for rank {reader.rank} of "
+            f"{reader.world_size}, the loader runs as rank {rank_} of {world}."
+        )
+    names = tuple(reader.decoder.names)
+    manifest = reader.table.manifest
+    id_space = max(int(manifest.id_space), int(reader.table.ids.max(initial=-1)) + 1)
+    check_method(method, names, id_space, "balanced_loader")
+    batch_size = _batch_size(batch_size, method, "balanced_loader")
+    ids = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
+    if method is not None:
+        method.set_ids(ids)
+    num_ids = method.ledger.num_samples if method is not None else id_space
+    control = EpochControl(
+        method,
+        ids=ids,
+        num_ids=num_ids,
+        names=names,
+        batch_size=batch_size,
+        scorer=scorer,
+        log=None if log is None else StatsLog(log),
+        rank=rank_,
+    )
+    dataset = BalancedDataset(
+        mode=mode,
+        reader=reader,
+        fetch=IndexedFetch(reader) if mode == "indexed" else None,
+        ids=ids,
+        names=names,
+        collate=Collate(names),
+        epoch_hook=control,
+        num_ids=num_ids,
+        seed=seed,
+        rank=rank_,
+        world_size=world,
+        shuffle=shuffle,
+        replace=reader._replace if reader.on_error == "skip" else None,
+    )
+    extra: dict[str, Any] = dict(dataloader_kwargs)
+    if prefetch_factor is not None:
+        extra["prefetch_factor"] = prefetch_factor
+    return BalancedLoader(
+        dataset,
+        control,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
+        **extra,
+    )
+
+
+def _batch_size(batch_size: int | None, method: Any, owner: str) -> int:
+    if batch_size is None:
+        batch_size = int(getattr(method, "batch_size", 64)) if method is not None else 64
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(
+            f"The 'batch_size' parameter of {owner} must be an int >= 1; got {batch_size!r}."
+        )
+    return batch_size

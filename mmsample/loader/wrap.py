@@ -1,0 +1,176 @@
+"""`wrap`: a balancing method around a user's existing map-style Dataset / DataLoader.
+
+Place in the data flow: the user's `Dataset.__getitem__` (their own decoding) -> **wrap**
+(plan applied by dataset index = sample id) -> `MultimodalBatch`. The loader keeps the user's
+batch size, workers, pin_memory, persistent_workers, worker_init_fn and collate function (applied
+to each modality's values), and splits ranks itself. A modality a row does not carry is left
+out of that modality's rows (`batch.dense(name)` gives zeros); no decode is saved, since the
+user's dataset decodes every field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data._utils.collate import default_collate
+
+from ..batch import MultimodalBatch, Rows
+from ..shards.streamed import resolve_world
+from .control import EpochControl, Scorer
+from .dataset import BalancedDataset
+from .loader import BalancedLoader, check_method
+from .log import StatsLog
+
+LABEL = "label"
+
+
+class DatasetFetch:
+    """`fetch(id, mask, item, epoch)` from a map-style dataset returning tuples or dicts."""
+
+    def __init__(self, dataset: Any, fields: Mapping[str, int | str], names: Sequence[str]):
+        self.dataset, self.fields, self.names = dataset, dict(fields), tuple(names)
+
+    def __call__(self, sample_id: int, mask: int, item: int, epoch: int) -> dict[str, Any]:
+        raw = self.dataset[sample_id]
+        try:
+            label = raw[self.fields[LABEL]]
+            out: dict[str, Any] = {
+                "id": sample_id,
+                "label": int(label),
+                "mask": mask,
+                "key": str(sample_id),
+            }
+            for j, name in enumerate(self.names):
+                if mask >> j & 1:
+                    out[name] = raw[self.fields[name]]
+        except (KeyError, IndexError, TypeError) as err:
+            kind = type(raw).__name__
+            raise ValueError(
+                f"wrap: sample {sample_id} of the dataset is a {kind} without the field the "
+                f"'fields' argument names ({err}); fields = {self.fields}"
+            ) from err
+        return out
+
+
+class WrapCollate:
+    """Samples -> MultimodalBatch, each modality's values collated with the user's function."""
+
+    def __init__(self, names: Sequence[str], collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.names, self.collate_fn = tuple(names), collate_fn
+
+    def __call__(self, samples: list[dict[str, Any]]) -> MultimodalBatch:
+        ids = torch.tensor([s["id"] for s in samples], dtype=torch.long)
+        labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
+        mask = torch.tensor([s["mask"] for s in samples], dtype=torch.long)
+        modalities: dict[str, Rows] = {}
+        for j, name in enumerate(self.names):
+            rows = [i for i, s in enumerate(samples) if s["mask"] >> j & 1]
+            if rows:
+                data = self.collate_fn([samples[i][name] for i in rows])
+                modalities[name] = Rows(torch.tensor(rows, dtype=torch.long), data)
+        keys = [s["key"] for s in samples]
+        return MultimodalBatch(ids, labels, mask, self.names, modalities, keys)
+
+
+def wrap(
+    dataloader: DataLoader[Any],
+    method: Any = None,
+    *,
+    fields: Mapping[str, int | str],
+    seed: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    log: str | os.PathLike[str] | None = None,
+    scorer: Scorer | None = None,
+) -> BalancedLoader:
+    """Put `method` around an existing DataLoader over a map-style Dataset.
+
+    Args:
+        dataloader: a DataLoader whose dataset returns a tuple or a dict per index (the index is
+            the sample id), with a SequentialSampler (shuffle=False) or RandomSampler
+            (shuffle=True; the wrapped loader then permutes each epoch by (seed, epoch)).
+        method: DUS, BSS or SMV on a Ledger with `len(dataset)` ids or more, or None.
+        fields: `{modality name: tuple position or dict key, ..., "label": position or key}`;
+            modality bit j is the j-th modality listed.
+        seed, rank, world_size, log, scorer: as in `balanced_loader`.
+
+    Raises ValueError naming the argument for an iterable dataset, a custom sampler, a missing
+    label field or a ledger that does not fit.
+    """
+    if not isinstance(dataloader, DataLoader):
+        raise ValueError(
+            f"The 'dataloader' parameter of wrap must be a torch DataLoader; got "
+            f"{type(dataloader).__name__}."
+        )
+    dataset = dataloader.dataset
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            "The 'dataloader' parameter of wrap must be over a map-style Dataset (with __len__ "
+            "and __getitem__: the index is the sample id); for shards use balanced_loader."
+        )
+    sampler = dataloader.sampler
+    if not isinstance(sampler, SequentialSampler | RandomSampler):
+        raise ValueError(
+            f"The 'dataloader' parameter of wrap has a {type(sampler).__name__}; wrap supports "
+            "shuffle=True or False only (it splits ranks itself: drop any DistributedSampler)."
+        )
+    if dataloader.batch_size is None:
+        raise ValueError("The 'dataloader' parameter of wrap must have a batch_size.")
+    if not isinstance(fields, Mapping) or LABEL not in fields or len(fields) < 2:
+        raise ValueError(
+            "The 'fields' parameter of wrap must map each modality name to its tuple position "
+            f"or dict key, plus 'label'; e.g. {{'audio': 0, 'image': 1, 'label': 2}}; got {fields!r}."
+        )
+    names = tuple(k for k in fields if k != LABEL)
+    n = len(dataset)
+    check_method(method, names, n, "wrap")
+    rank_, world = resolve_world(rank, world_size, "wrap")
+    ids = np.arange(n, dtype=np.int64)
+    if method is not None:
+        method.set_ids(ids)
+    num_ids = method.ledger.num_samples if method is not None else n
+    batch_size = int(dataloader.batch_size)
+    control = EpochControl(
+        method,
+        ids=ids,
+        num_ids=num_ids,
+        names=names,
+        batch_size=batch_size,
+        scorer=scorer,
+        log=None if log is None else StatsLog(log),
+        rank=rank_,
+    )
+    collate_fn = dataloader.collate_fn if dataloader.collate_fn is not None else default_collate
+    ds = BalancedDataset(
+        mode="indexed",
+        reader=dataset,
+        fetch=DatasetFetch(dataset, fields, names),
+        ids=ids,
+        names=names,
+        collate=WrapCollate(names, collate_fn),
+        epoch_hook=control,
+        num_ids=num_ids,
+        seed=seed,
+        rank=rank_,
+        world_size=world,
+        shuffle=isinstance(sampler, RandomSampler),
+    )
+    extra: dict[str, Any] = {}
+    if dataloader.num_workers > 0:
+        extra["prefetch_factor"] = dataloader.prefetch_factor
+        extra["persistent_workers"] = dataloader.persistent_workers
+    return BalancedLoader(
+        ds,
+        control,
+        num_workers=dataloader.num_workers,
+        pin_memory=dataloader.pin_memory,
+        timeout=dataloader.timeout,
+        worker_init_fn=dataloader.worker_init_fn,
+        multiprocessing_context=dataloader.multiprocessing_context,
+        **extra,
+    )

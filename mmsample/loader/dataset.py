@@ -144,7 +144,9 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
                 return int(cache[b][step % rows])
 
         buffer: list[dict[str, Any]] = []
-        for sample in reader.stream(start * rows, position_mask):
+        # only a consumer's last batch can be short: past it, everything was yielded
+        first = min(start * rows, reader.consumer_items())
+        for sample in reader.stream(first, position_mask):
             buffer.append(sample)
             if len(buffer) == rows:
                 self._yielded += 1

@@ -1,0 +1,189 @@
+"""balanced_loader on real shards: every method's plan reaches the batches exactly."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from mmsample.ledger import Ledger
+from mmsample.loader import balanced_loader
+from mmsample.methods import DUS, SMV
+from mmsample.resume_check import check_resume
+
+from .loader_helpers import (
+    METHODS,
+    NAMES,
+    Counted,
+    N,
+    fed_ledger,
+    items,
+    make_loader,
+    modalities,
+    write_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("shards")
+    write_dataset(path)
+    return path
+
+
+def plan_items(loader: Any, epoch: int) -> Counter:
+    """The multiset of (id, mask) items of the method's plan (the loader's own source)."""
+    method = loader.method
+    ids = range(N)
+    if method is None:
+        return Counter((i, 3) for i in ids)
+    plan = method.plan(epoch)
+    return Counter((i, m) for i in ids for m in plan.items(i))
+
+
+@pytest.mark.parametrize("mode", ["streamed", "indexed"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_dus_batches_carry_the_scheduled_rows_and_decode_only_them(
+    root: Path, mode: str, workers: int
+) -> None:
+    specs = {"audio": Counted(modalities()["audio"]), "feat": Counted(modalities()["feat"])}
+    loader = make_loader(root, "dus", mode=mode, workers=workers, specs=specs)
+    sizes = loader.method.batch_sizes(0)
+    # audio dominates: round(0.5 * 2**(1/3) * 6) = 4 rows of audio, 6 of feat
+    assert sizes == {"audio": 4, "feat": 6}
+    batches = list(loader)
+    assert len(batches) == len(loader) == math.ceil(N / 6)  # the epoch wraps to whole batches
+    for b in batches:
+        assert len(b) == 6
+        assert int(b.present("audio").sum()) == 4 and int(b.present("feat").sum()) == 6
+        assert b["audio"].shape[0] == 4 and b.rows("audio").tolist() == (
+            b.present("audio").nonzero().squeeze(1).tolist()
+        )
+        assert b.paired().sum() == 4
+    seen = Counter(i for b in batches for i in b.ids.tolist())
+    assert set(seen) == set(range(N)) and sum(seen.values()) == 6 * len(batches)
+    # every decoder ran exactly once per row carrying its modality (count the calls)
+    assert int(specs["audio"].calls) == 4 * len(batches)
+    assert int(specs["feat"].calls) == 6 * len(batches)
+
+
+def test_dus_masks_differ_by_batch_and_follow_the_seed(root: Path) -> None:
+    a = [b.mask.tolist() for b in make_loader(root, "dus", mode="indexed")]
+    b = [b.mask.tolist() for b in make_loader(root, "dus", mode="indexed")]
+    assert a == b
+    assert len({tuple(m) for m in a}) > 1  # positions are drawn per batch
+
+
+@pytest.mark.parametrize("name", ["none", "bss", "bss-learned", "smv", "smv-modality"])
+def test_streamed_and_indexed_yield_the_plan_items(root: Path, name: str) -> None:
+    got = {}
+    for mode in ("streamed", "indexed"):
+        loader = make_loader(root, name, mode=mode, epoch=1)
+        got[mode] = Counter(x for b in loader for x in items(b))
+        assert got[mode] == plan_items(loader, 1), mode
+        # an extra item decodes only its own modality
+        for b in make_loader(root, name, mode=mode, epoch=1):
+            for j, m in enumerate(NAMES):
+                assert (
+                    b.rows(m).tolist() == ((b.mask >> j) & 1).nonzero().squeeze(1).tolist()
+                    if m in b
+                    else True
+                )
+    assert got["streamed"] == got["indexed"]
+
+
+@pytest.mark.parametrize("name", ["bss", "bss-learned"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_indexed_mode_yields_exactly_the_plan_order(root: Path, name: str, workers: int) -> None:
+    loader = make_loader(root, name, mode="indexed", workers=workers, epoch=2)
+    order = loader.method.plan(2).order().tolist()
+    assert [i for b in loader for i in b.ids.tolist()] == order
+
+
+def test_smv_extra_items_carry_one_modality_and_dense_zero_fills(root: Path) -> None:
+    loader = make_loader(root, "smv", mode="indexed")
+    extra = 0
+    for b in loader:
+        for row, m in enumerate(b.mask.tolist()):
+            if m != 3:
+                extra += 1
+                assert m in (1, 2)
+                other = "feat" if m == 1 else "audio"
+                if other in b:
+                    assert torch.count_nonzero(b.dense(other)[row]) == 0
+    assert extra == int(loader.method.copies(0).sum()) > 0
+
+
+@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("mode", ["streamed", "indexed"])
+def test_resume_every_method(root: Path, name: str, workers: int, mode: str) -> None:
+    if workers == 2 and mode == "indexed" and name in ("none", "smv-modality", "dus-rl"):
+        pytest.skip("covered by the streamed and 0-worker cases (keeps the suite short)")
+
+    def make(epoch: int) -> Any:
+        return make_loader(root, name, mode=mode, workers=workers, epoch=epoch)
+
+    rng = np.random.default_rng(abs(hash((name, workers, mode))) % 1000)
+    total = len(make(0))
+    stops = sorted({0, int(rng.integers(1, total)), total})
+    check_resume(make, items, stops=stops)
+
+
+def test_log_has_each_epochs_stats(root: Path, tmp_path: Path) -> None:
+    import json
+
+    log = tmp_path / "log.jsonl"
+    loader = make_loader(root, "dus", log=log, epoch=1)
+    loader.set_epoch(1)  # again: no second line
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [0, 1]
+    assert lines[0]["batch_size/audio"] == 4 and lines[0]["batch_size/feat"] == 6
+    assert lines[0]["method"] == "DUS" and "items/audio" in lines[0]
+
+
+def test_bad_settings_name_the_argument(root: Path) -> None:
+    small = Ledger(N - 1, 2, 3, names=list(NAMES))
+    with pytest.raises(ValueError, match="ledger holds 21 ids but the dataset's id space is 22"):
+        balanced_loader(root, SMV(small), modalities=modalities())
+    other = Ledger(N, 2, 3, names=["video", "text"])
+    with pytest.raises(ValueError, match=r"modalities \['video', 'text'\]"):
+        balanced_loader(root, SMV(other), modalities=modalities())
+    with pytest.raises(ValueError, match="'modalities' parameter of balanced_loader is required"):
+        balanced_loader(root, SMV(fed_ledger()))
+    with pytest.raises(ValueError, match="'batch_size' parameter of balanced_loader"):
+        balanced_loader(root, SMV(fed_ledger()), modalities=modalities(), batch_size=0)
+    with pytest.raises(ValueError, match="'mode' parameter of balanced_loader"):
+        balanced_loader(root, None, modalities=modalities(), mode="random")
+    with pytest.raises(ValueError, match="reads field 'mp4'"):
+        from mmsample.spec import Video
+
+        balanced_loader(
+            root, None, modalities={"video": Video(field="mp4"), "feat": modalities()["feat"]}
+        )
+    led = fed_ledger()
+    with pytest.raises(ValueError, match="'ids' argument of Ledger.observe"):
+        z = torch.zeros(1, 3)
+        led.observe(torch.tensor([N]), torch.tensor([0]), [z, z])
+
+
+def test_state_refuses_another_method(root: Path) -> None:
+    state = make_loader(root, "smv").state_dict()
+    with pytest.raises(ValueError, match="class: saved 'SMV', now 'BSS'"):
+        make_loader(root, "bss").load_state_dict(state)
+    with pytest.raises(ValueError, match="no method"):
+        make_loader(root, "none").load_state_dict(state)
+
+
+def test_dus_method_ids_and_stats_follow_the_reader(root: Path) -> None:
+    led = Ledger(N + 5, 2, 3, names=list(NAMES))  # a ledger larger than the id space is fine
+    dus = DUS(led, batch_size=5, epochs=2)
+    loader = balanced_loader(root, dus, modalities=modalities(), num_workers=0)
+    assert dus.ids.tolist() == list(range(N))
+    assert loader.method is dus and loader.ledger is led
+    assert sum(len(b) for b in loader) == 5 * math.ceil(N / 5)

@@ -167,7 +167,7 @@ def test_bad_settings_name_the_argument(root: Path) -> None:
             root, None, modalities={"video": Video(field="mp4"), "feat": modalities()["feat"]}
         )
     led = fed_ledger()
-    with pytest.raises(ValueError, match="'ids' argument of Ledger.observe"):
+    with pytest.raises(ValueError, match=r"'ids' argument of Ledger\.observe"):
         z = torch.zeros(1, 3)
         led.observe(torch.tensor([N]), torch.tensor([0]), [z, z])
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from mmsample.backends import available_backends, get_backend, presentation_window
-from mmsample.backends.container import check_boxes
+from mmsample.backends.container import check_complete
 from mmsample.errors import SampleError
 from mmsample.media_probe import probe
 from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
@@ -273,6 +273,7 @@ def _truncations(faststart: bytes) -> dict[str, bytes]:
     at, size = _last_video_packet(faststart)
     plain = _grey_clip(100)
     with_audio = _grey_clip(100, faststart=True, audio=True)
+    mkv = _grey_clip(100, container="matroska")
     return {
         "faststart cut to 60%": faststart[: len(faststart) * 6 // 10],
         "faststart cut to 20%": faststart[: len(faststart) * 2 // 10],
@@ -283,6 +284,8 @@ def _truncations(faststart: bytes) -> dict[str, bytes]:
         "faststart with audio cut to 60%": with_audio[: len(with_audio) * 6 // 10],
         "index at the end, cut to 60%": plain[: len(plain) * 6 // 10],
         "index at the end, cut to 90%": plain[: len(plain) * 9 // 10],
+        "matroska cut to 60%": mkv[: len(mkv) * 6 // 10],
+        "matroska, last byte missing": mkv[:-1],
     }
 
 
@@ -295,8 +298,14 @@ def test_truncated_clips_of_every_kind_are_refused(backend: str, faststart: byte
         assert "truncated" in str(caught.value) or "index at the end" in name, name
         with pytest.raises(ValueError, match=r"truncated|could not open"):
             impl.probe(data, "video")
-    # The whole clips pass, with and without audio, index at the front or the end.
-    for whole in (faststart, _grey_clip(100), _grey_clip(100, faststart=True, audio=True)):
+    # The whole clips pass, with and without audio, index at the front or the end, Matroska.
+    wholes = (
+        faststart,
+        _grey_clip(100),
+        _grey_clip(100, faststart=True, audio=True),
+        _grey_clip(100, container="matroska"),
+    )
+    for whole in wholes:
         decoded = impl.video_frames(whole, [0.0, 3.99])
         assert _indices(decoded.frames) == [0, 99] and decoded.duration == pytest.approx(4.0)
         impl.probe(whole, "video")
@@ -392,21 +401,31 @@ def test_box_walk_hand_built_files() -> None:
         return (8 + len(body)).to_bytes(4, "big") + kind + body
 
     whole = box(b"ftyp", b"isom" * 2) + box(b"moov", b"\x00" * 20) + box(b"mdat", b"\x01" * 30)
-    check_boxes(whole)
+    check_complete(whole)
     with pytest.raises(
         ValueError, match=r"'mdat' box at byte 44 declares 38 bytes, 37 are present"
     ):
-        check_boxes(whole[:-1])
+        check_complete(whole[:-1])
     large = box(b"ftyp", b"isom") + (1).to_bytes(4, "big") + b"mdat" + (26).to_bytes(8, "big")
-    check_boxes(large + b"\x00" * 10)  # 64-bit size: 16-byte header + 10 bytes
+    check_complete(large + b"\x00" * 10)  # 64-bit size: 16-byte header + 10 bytes
     with pytest.raises(ValueError, match=r"'mdat' box .*\(1 missing\)"):
-        check_boxes(large + b"\x00" * 9)
-    check_boxes(box(b"ftyp", b"isom") + (0).to_bytes(4, "big") + b"mdat" + b"\x00" * 5)  # to EOF
+        check_complete(large + b"\x00" * 9)
+    check_complete(box(b"ftyp", b"isom") + (0).to_bytes(4, "big") + b"mdat" + b"\x00" * 5)  # to EOF
     with pytest.raises(ValueError, match="not a whole box header"):
-        check_boxes(whole + b"\x00\x00\x00")
+        check_complete(whole + b"\x00\x00\x00")
     with pytest.raises(ValueError, match="corrupt"):
-        check_boxes(box(b"ftyp", b"isom") + (4).to_bytes(4, "big") + b"mdat")
-    check_boxes(b"\x1aE\xdf\xa3 matroska bytes are not checked here")
+        check_complete(box(b"ftyp", b"isom") + (4).to_bytes(4, "big") + b"mdat")
+    # Matroska: EBML header (id 1A45DFA3, 1-byte size 0x84 = 4) then a Segment (id 18538067)
+    # of 8-byte size 0x01 00..05 = 5, or of unknown size (all ones: a live recording).
+    ebml = bytes.fromhex("1a45dfa384") + b"abcd"
+    segment = bytes.fromhex("185380670100000000000005") + b"12345"
+    check_complete(ebml + segment)
+    with pytest.raises(ValueError, match=r"element 0x18538067 at byte 9 declares 5 bytes, 4 are"):
+        check_complete(ebml + segment[:-1])
+    with pytest.raises(ValueError, match="truncated"):
+        check_complete(ebml[:-1])
+    check_complete(ebml + bytes.fromhex("1853806701ffffffffffffff") + b"123")
+    check_complete(b"RIFF....AVI other containers are not checked here")
 
 
 # ---------------------------------------------------------------- item 5: display rotation

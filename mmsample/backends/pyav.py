@@ -31,7 +31,7 @@ from mmsample.backends import (
     presentation_window,
     resolve_times,
 )
-from mmsample.backends.container import check_boxes
+from mmsample.backends.container import check_complete
 
 try:
     import av
@@ -110,7 +110,7 @@ class PyAVBackend:
     def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
         """Frames a player shows at `times` seconds after the first presented frame, uint8
         [T, 3, H, W] in display orientation; ValueError if truncated or undecodable."""
-        check_boxes(data)
+        check_complete(data)
         with _open(data, "video") as container:
             stream = _stream(container, "video")
             tb = float(stream.time_base)

@@ -3,21 +3,22 @@ frame decoding (on sparse 1 fps sampling it and PyAV measured within ~15% of eac
 
 Place in the data flow: `mmsample.spec` calls it (through `mmsample.backends.get_backend`) on
 shard member bytes inside DataLoader workers. Each call opens the bytes with one FFmpeg thread
-(`num_ffmpeg_threads=1`: one decoder thread per worker was fastest here), in seek mode
-"exact": the open scans the packets (demuxing only, no decoding) for the presentation timeline
-and the truncation check (`mmsample.backends.presentation_window`), and frames are then
-frame-accurate. One exception: when packets were discarded (an mp4 edit list starting after
-them), a second, "approximate" open decodes the frames, seeking through FFmpeg's own index. The
-exact-mode index leaves out the discarded packets, so on a clip cut by
-stream copy (`ffmpeg -ss 1.3 -i src.mp4 -c copy`) it seeks to the first *presented* keyframe and
-returns frame 50 where a player shows frame 33 (torchcodec 0.13). FFmpeg's seek starts from the
-discarded keyframe and the decoder drops the discarded frames, which is what players do. Time
-queries are frame-accurate in both modes ("approximate" only concerns index-based access, and
-needs a duration in the header, which an mp4 always has), so the frames equal PyAV's. torchcodec applies the display rotation itself (frames come
-back in display orientation, as from PyAV). Importing torchcodec without the FFmpeg libraries
-raises RuntimeError or OSError, not ImportError, so all three are caught and the backend is then
-not registered. "torchcodec-cuda" decodes video on the GPU (`device="cuda"`, NVDEC) and returns
-CUDA tensors; audio and images stay on the CPU; it is never picked automatically.
+(`num_ffmpeg_threads=1`: one decoder thread per worker was fastest here) in seek mode "exact":
+the open scans the packets (demuxing only, no decoding) for the presentation timeline and the
+truncation check (`mmsample.backends.presentation_window`), and frames are then frame-accurate.
+One exception: when packets were discarded (an mp4 edit list starting after them), a second,
+"approximate" open decodes the frames, seeking through FFmpeg's own index. The exact-mode index
+leaves out the discarded packets, so on a clip cut by stream copy (`ffmpeg -ss 1.3 -i src.mp4
+-c copy`) it seeks to the first *presented* keyframe and returns frame 50 where a player shows
+frame 33 (torchcodec 0.13); FFmpeg's seek starts from the discarded keyframe and the decoder
+drops the discarded frames, as players do. Time queries are frame-accurate in both modes
+("approximate" only concerns index-based access, and needs a duration in the header, which an
+mp4 always has), so the frames equal PyAV's. torchcodec (>= 0.11) applies the display rotation
+itself: frames come back in display orientation, as from PyAV. Importing torchcodec without the
+FFmpeg libraries raises RuntimeError or OSError, not ImportError, so all three are caught and
+the backend is then not registered. "torchcodec-cuda" decodes video on the GPU (`device="cuda"`,
+NVDEC) and returns CUDA tensors; audio and images stay on the CPU; it is never picked
+automatically.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from mmsample.backends import (
     presentation_window,
     resolve_times,
 )
-from mmsample.backends.container import check_boxes
+from mmsample.backends.container import check_complete
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"  # the packet scan (and images)
-VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # decoding video frames
+VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # frames after discarded packets
 
 try:
     from torchcodec.decoders import AudioDecoder, VideoDecoder
@@ -61,7 +62,11 @@ class TorchcodecBackend:
     device = "cpu"
 
     def _video_decoder(
-        self, data: bytes, *, mode: str = VIDEO_SEEK_MODE, device: str = "cpu"
+        self,
+        data: bytes,
+        *,
+        mode: Literal["exact", "approximate"] = VIDEO_SEEK_MODE,
+        device: str = "cpu",
     ) -> Any:
         try:
             return VideoDecoder(data, num_ffmpeg_threads=1, seek_mode=mode, device=device)
@@ -75,10 +80,13 @@ class TorchcodecBackend:
         the frames unless packets were discarded (fewer presented frames than the header
         declares, truncation being refused already): then an approximate-mode decoder does.
         """
-        check_boxes(data)
+        check_complete(data)
         decoder = self._video_decoder(data, mode=SEEK_MODE, device=device)
         meta = decoder.metadata
-        if meta.begin_stream_seconds_from_content is None or meta.end_stream_seconds is None:
+        if (
+            meta.begin_stream_seconds_from_content is None
+            or meta.end_stream_seconds_from_content is None
+        ):
             raise ValueError("torchcodec found no presented frame in the video stream")
         presented = int(meta.num_frames_from_content or 0)
         begin, duration = presentation_window(

@@ -344,6 +344,10 @@ def test_truncated_clip_in_a_shard_is_a_sample_error_or_a_counted_skip(
     with pytest.warns(SkippedSampleWarning, match=r"shard-000001\.tar:c2"):
         ids = [int(s["id"]) for s in streamed]
     assert ids == [0, 1, 3, 3] and streamed.skipped == 1
+    indexed = IndexedDataset(root, specs, on_error="skip")
+    with pytest.warns(SkippedSampleWarning, match=r"shard-000001\.tar:c2"):
+        assert int(indexed[2]["id"]) == 3
+    assert indexed.skipped == 1
 
 
 def test_the_sharding_tool_refuses_a_truncated_clip_and_keeps_valid_cuts(
@@ -453,6 +457,8 @@ def test_rotation_metadata_gives_display_orientation_on_every_backend(rotation: 
         assert tuple(decoded.frames.shape) == expected_shape, backend
         assert (decoded.frames.int() - want.int()).abs().max() <= 1, backend  # chroma rounding
         assert decoded.duration == pytest.approx(0.4)  # 10 frames at 25 fps
+        empty = get_backend(backend).video_frames(data, []).frames  # no frame: display H, W
+        assert tuple(empty.shape) == (0, *expected_shape[1:]), backend
         resized = Video(frames=2, fps=10.0, size=(16, 8), backend=backend).decode(data)
         assert resized.shape == (2, 3, 16, 8)
         results.append(decoded.frames)

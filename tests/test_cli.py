@@ -125,7 +125,10 @@ def test_inspect_reports_counts_and_decoded_shapes(
     assert shapes["mp4"] == {"shape": [10, 3, SIZE, SIZE], "dtype": "uint8"}  # Video(): 10 frames
     assert shapes["npy"] == {"shape": [8], "dtype": "float32"}
     assert shapes["txt"] == {
-        "input_ids": {"shape": [64], "dtype": "int64"},  # Text(): max_length 64, padded
+        "input_ids": {
+            "shape": [64],
+            "dtype": "int64",
+        },  # Text(byte_ids=True): max_length 64, padded
         "attention_mask": {"shape": [64], "dtype": "int64"},
     }
     assert shapes["wav"]["dtype"] == "float32"

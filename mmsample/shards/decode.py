@@ -154,7 +154,15 @@ def check_on_error(value: str, owner: str) -> str:
 
 
 def check_plan_source(plan: PlanSource, owner: str) -> PlanSource:
-    """Accept a Plan, a callable epoch -> Plan (e.g. a method's `plan`), or None."""
+    """Accept a Plan, a callable epoch -> Plan (e.g. a method's `plan`), or None. A mapping
+    (which has an `items` method too) is refused with the fix: wrap it in a TablePlan."""
+    if isinstance(plan, Mapping):
+        raise ValueError(
+            f"The 'plan' parameter of {owner} must be a Plan, not a {type(plan).__name__}: "
+            "wrap a table id -> item masks as mmsample.plan.TablePlan(table, full=<mask of "
+            "every modality>) (ids not in the table yield one full item), or give an object "
+            "whose items(sample_id) returns that id's tuple of masks."
+        )
     if plan is None or isinstance(plan, Plan) or callable(plan):
         return plan
     raise ValueError(
@@ -170,8 +178,12 @@ def resolve_plan(plan: PlanSource, epoch: int, num_modalities: int) -> Plan:
     if isinstance(plan, Plan):
         return plan
     made = plan(epoch)
-    if not isinstance(made, Plan):
-        raise ValueError(f"the plan callable returned {made!r} for epoch {epoch}, not a Plan")
+    if isinstance(made, Mapping) or not isinstance(made, Plan):
+        raise ValueError(
+            f"The 'plan' callable returned a {type(made).__name__} for epoch {epoch}, not a "
+            "Plan; return an object with items(sample_id) -> tuple of masks, e.g. "
+            "mmsample.plan.TablePlan(table, full=<mask of every modality>) for a table."
+        )
     return made
 
 

@@ -39,6 +39,8 @@ from .ledger_checks import (
     check_names,
     checked_ints,
     finite_error,
+    usable_logit_rows,
+    usable_logits,
 )
 from .ledger_staging import StagedBatch, StagingRing
 from .ledger_stats import (
@@ -371,8 +373,8 @@ class Ledger:
         if on_cpu:
             z = z if fused else z[:, :m]
             torch.stack(heads, 1, out=z)
-            if not all_finite(z):
-                raise finite_error(ids, torch.isfinite(z).all(-1), self._heads)
+            if not usable_logits(z):
+                raise finite_error(ids, usable_logit_rows(z), self._heads)
             if values is not None:
                 v = ring.values_slot(b)
                 v.copy_(values)

@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from ..batch import SAMPLE_KEYS
 from ..errors import SampleError
 from ..plan import EveryItem, Plan
 
 if TYPE_CHECKING:
     from ..spec import Spec
 
-RESERVED_NAMES = frozenset({"id", "label", "key", "shard", "mask"})
+RESERVED_NAMES = SAMPLE_KEYS  # the keys of a decoded sample that are not modalities
 # Extensions whose conventional decoders unpickle (WebDataset's do): never decoded here.
 UNSAFE_FIELDS = frozenset({"pyd", "pickle", "pkl", "pt", "pth"})
 _MASK64 = (1 << 64) - 1
@@ -109,8 +110,8 @@ class Decoder:
     def __call__(
         self, raw: Mapping[str, Any], mask: int, *, epoch: int, item: int
     ) -> dict[str, Any]:
-        """Decoded sample dict: id, label, key, shard, mask (plan mask AND present) and one
-        entry per modality in that mask."""
+        """Decoded sample dict: id, label, key, shard, mask (plan mask AND present), names (the
+        modality names, bit j = names[j]) and one entry per modality in that mask."""
         mask = int(mask) & self.full & self.present(raw)
         out: dict[str, Any] = {
             "id": raw["id"],
@@ -118,6 +119,7 @@ class Decoder:
             "key": raw["key"],
             "shard": raw["shard"],
             "mask": mask,
+            "names": self.names,  # so collate can check it was given the same names
         }
         for j, name in enumerate(self.names):
             if not mask >> j & 1:

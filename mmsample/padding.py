@@ -60,7 +60,8 @@ def pad_stack(
     top = sizes.amax(0).tolist()
     out = first.new_full((len(tensors), *top), pad)
     for i, t in enumerate(tensors):
-        out[(i, *(slice(0, d) for d in t.shape))] = t
+        where: tuple[int | slice, ...] = (i, *(slice(0, d) for d in t.shape))
+        out[where] = t
     return out, sizes
 
 

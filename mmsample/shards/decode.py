@@ -27,6 +27,7 @@ RESERVED_NAMES = SAMPLE_KEYS  # the keys of a decoded sample that are not modali
 # Extensions whose conventional decoders unpickle (WebDataset's do): never decoded here.
 UNSAFE_FIELDS = frozenset({"pyd", "pickle", "pkl", "pt", "pth"})
 _MASK64 = (1 << 64) - 1
+SKIP_SALT = 0x5C1B  # mix_seed(seed, epoch, position, SKIP_SALT): where replacements start
 
 
 def _splitmix64(x: int) -> int:

@@ -17,7 +17,15 @@ from torch.utils.data import Dataset
 
 from ..errors import ManifestError, SampleError
 from ..skips import replacement_positions
-from .decode import SKIP_SALT, PlanSource, item_counts, mix_seed, resolve_plan
+from .decode import (
+    MAIN_PROCESS_DECODE_THREADS,
+    SKIP_SALT,
+    PlanSource,
+    check_decode_threads,
+    item_counts,
+    mix_seed,
+    resolve_plan,
+)
 from .source import ShardSource
 
 if TYPE_CHECKING:
@@ -31,6 +39,8 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     `mmsample.skips.replacement_positions(i, len(self), ...)` (seeded by seed, epoch and i, so
     the same in every worker); each skip is warned about (naming the bad and the replacing
     item) and counted in `skipped`, over this process and its DataLoader workers.
+    `decode_threads` (default 1; None: torch's own count): torch intra-op threads while an item
+    decodes in the main process (num_workers=0); the caller's count is restored after each item.
     """
 
     def __init__(
@@ -41,8 +51,11 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         plan: PlanSource = None,
         seed: int = 0,
         on_error: str = "raise",
+        decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
     ) -> None:
+        threads = check_decode_threads(decode_threads, "IndexedDataset")
         self._open(root, modalities, plan, seed, on_error)
+        self.decoder.threads = threads
         ids = self.table.ids
         if len(np.unique(ids)) != len(ids):
             raise ManifestError(f"dataset at {root}: the offset indices list some id twice")

@@ -25,8 +25,10 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..errors import SampleError
 from ..skips import replacement_positions
 from .decode import (
+    MAIN_PROCESS_DECODE_THREADS,
     SKIP_SALT,
     PlanSource,
+    check_decode_threads,
     item_counts,
     mix_seed,
     resolve_plan,
@@ -120,6 +122,8 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     worker whose whole slice is bad still yields its count); each skip is warned about (naming
     the bad and the replacing item) and counted in `skipped`, over this process and its
     DataLoader workers. The replacement is a second copy of another item of the epoch.
+    `decode_threads` (default 1; None: torch's own count): torch intra-op threads while an item
+    decodes in the main process (num_workers=0); the caller's count is restored after each item.
     """
 
     def __init__(
@@ -135,13 +139,16 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         world_size: int | None = None,
         on_error: str = "raise",
         equal_split: bool = True,
+        decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
     ) -> None:
         if not isinstance(shuffle, int) or shuffle < 0:
             raise ValueError(
                 "The 'shuffle' parameter of StreamedDataset must be an int >= 0 (buffer size, "
                 f"0 = no shuffle); got {shuffle!r}."
             )
+        threads = check_decode_threads(decode_threads, "StreamedDataset")
         self._open(root, modalities, plan, seed, on_error)
+        self.decoder.threads = threads
         self.shuffle = shuffle
         self.shuffle_shards = bool(shuffle_shards)
         self.equal_split = bool(equal_split)

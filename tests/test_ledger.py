@@ -657,3 +657,18 @@ def test_cuda_batches_merged_at_flush_keep_order_epochs_and_errors() -> None:
     expected, got = host.snapshot(), dev.snapshot()
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], equal_nan=True, rtol=1e-5, atol=1e-5)
+
+
+@cuda
+def test_cuda_minus_inf_logits_are_accepted_and_nan_refused_at_flush() -> None:
+    """Issue 7 item 18 on the deferred (device) path: checked when the ring is drained."""
+    masked = [torch.tensor([[0.0, -INF, 0.0], [-INF, -INF, 5.0]]).cuda()] * 2
+    host, dev = Ledger(5, 2, 3), Ledger(5, 2, 3, staging=8)
+    for led, logits in ((host, [t.cpu() for t in masked]), (dev, masked)):
+        led.observe(torch.tensor([2, 4]), torch.tensor([0, 2]), logits)
+    torch.testing.assert_close(dev.true_prob, host.true_prob, equal_nan=True)
+    torch.testing.assert_close(dev.true_prob[[2, 4]].cpu(), torch.tensor([[0.5, 0.5], [1.0, 1.0]]))
+    bad = [masked[0], torch.tensor([[0.0, -INF, NAN], [0.0, 1.0, 2.0]]).cuda()]
+    dev.observe(torch.tensor([2, 4]), torch.tensor([0, 2]), bad)
+    with pytest.raises(ValueError, match=r"'unimodal_logits\[1\]' .* 1 sample\(s\), ids \[2\]"):
+        dev.flush()

@@ -178,7 +178,14 @@ def usable_logit_rows(z: Tensor) -> Tensor:
 
 
 def usable_logits(z: Tensor) -> bool:
-    """Whether every row of the logits `z` `[..., K]` is usable (see `usable_logit_rows`)."""
+    """Whether every row of the logits `z` `[..., K]` is usable (see `usable_logit_rows`). One
+    reduction when every logit is finite (the common case, as cheap as `all_finite`); the row
+    maxima only when some logit is -inf."""
+    lo, hi = (v.item() for v in torch.aminmax(z))  # NaN propagates into both
+    if math.isfinite(lo) and math.isfinite(hi):
+        return True
+    if math.isnan(lo) or math.isnan(hi) or hi == math.inf:
+        return False
     return bool(usable_logit_rows(z).all())
 
 

@@ -75,6 +75,7 @@ def _specs(text: Text | None = None) -> dict[str, Spec]:
         "mfcc": Array(field="npy"),
         "image": Image(size=None),
         "audio": Audio(field="wav", mono=False, spectrogram=None, backend="wave"),
+        "spec": Audio(field="wav", mono=False, backend="wave"),  # log STFT [C, 257, frames]
     }
 
 
@@ -135,6 +136,15 @@ def test_every_variable_modality_pads_to_the_longest(root: Path, reader: str) ->
         expected = torch.from_numpy(pcm.astype(np.int16).astype(np.float32) / 32768.0)
         assert torch.equal(audio[i, :c, :n], expected)
         assert not audio[i, c:].any() and not audio[i, :, n:].any()
+    # log spectrograms of the same mix: channels and frames (1 + S // hop 159) both padded
+    frames = [1 + n // 159 for n in samples]
+    spec = batch["spec"]
+    assert isinstance(spec, torch.Tensor) and spec.shape == (3, 2, 257, max(frames))
+    assert batch.sizes("spec").tolist() == [[c, 257, f] for c, f in zip(CHANNELS, frames)]  # type: ignore[union-attr]
+    assert batch.lengths("spec", dim=2).tolist() == frames
+    valid = batch.valid("spec")
+    assert not spec[~valid].any() and torch.isfinite(spec).all()
+    assert int(valid.sum()) == 257 * sum(c * f for c, f in zip(CHANNELS, frames))
 
 
 def test_tokenizer_text_lengths_and_pad_values(root: Path, tmp_path: Path) -> None:
@@ -164,7 +174,7 @@ def test_tokenizer_text_lengths_and_pad_values(root: Path, tmp_path: Path) -> No
 def test_padded_batch_moves_and_densifies(root: Path) -> None:
     batch = _batch(root, "indexed")
     moved = batch.to("cpu")
-    for name in ("text", "mfcc", "image", "audio"):
+    for name in ("text", "mfcc", "image", "audio", "spec"):
         assert torch.equal(moved.lengths(name), batch.lengths(name))
     dense = moved.dense("image")
     assert isinstance(dense, torch.Tensor) and dense.shape == (4, 3, 12, 20)
@@ -210,24 +220,28 @@ def test_collate_names_must_be_the_readers(root: Path) -> None:
     samples = [IndexedDataset(root, specs)[i] for i in range(4)]
     fix = r"Collate's names must be the reader's modality names in the reader's order"
     for names in (
-        ["text", "mfcc", "image", "video"],  # 'video' instead of 'audio'
-        ["text", "mfcc", "image", "audio", "video"],  # one more than the reader has
-        ["mfcc", "text", "image", "audio"],  # the reader's names in another order
-        ["text", "mfcc", "image"],  # one fewer
+        ["text", "mfcc", "image", "video", "spec"],  # 'video' instead of 'audio'
+        ["text", "mfcc", "image", "audio", "spec", "video"],  # one more than the reader has
+        ["mfcc", "text", "image", "audio", "spec"],  # the reader's names in another order
+        ["text", "mfcc", "image", "audio"],  # one fewer
     ):
         with pytest.raises(ValueError, match=fix) as info:
             Collate(names)(samples)
-        assert "reader whose modalities are ['text', 'mfcc', 'image', 'audio']" in str(info.value)
+        assert "reader whose modalities are ['text', 'mfcc', 'image', 'audio', 'spec']" in str(
+            info.value
+        )
     # hand-made samples (no 'names' entry) are checked against their mask and values
     bare = [{k: v for k, v in s.items() if k != "names"} for s in samples]
     with pytest.raises(ValueError, match=rf"'v0' carries modalities \['audio'\], .*{fix}"):
-        Collate(["text", "mfcc", "image", "video"])(bare)
+        Collate(["text", "mfcc", "image", "video", "spec"])(bare)
     with pytest.raises(
         ValueError, match=r"'v3' has mask 0b11, which means modalities \['image', 'mfcc'\] .*"
     ):
-        Collate(["image", "mfcc", "text", "audio"])(bare[3:])
-    with pytest.raises(ValueError, match=r"'v0' carries mask 0b1111 \(bits beyond 3\)"):
-        Collate(["text", "mfcc", "image"])([{k: v for k, v in bare[0].items() if k != "audio"}])
+        Collate(["image", "mfcc", "text", "audio", "spec"])(bare[3:])
+    with pytest.raises(ValueError, match=r"'v0' carries mask 0b11111 \(bits beyond 4\)"):
+        Collate(["text", "mfcc", "image", "spec"])(
+            [{k: v for k, v in bare[0].items() if k != "audio"}]
+        )
     with pytest.raises(ValueError, match=r"'pad' parameter of Collate names modality 'video'"):
         Collate(specs, pad={"video": 0})
     with pytest.raises(ValueError, match=r"pad\['text'\] must be a number or None; got '0'"):

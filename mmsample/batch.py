@@ -33,7 +33,8 @@ def _map(data: Data, fn: Any) -> Data:
 
 
 def _constant_sizes(x: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(x.shape[1:], dtype=torch.long).expand(x.shape[0], x.dim() - 1)
+    shape = torch.tensor(x.shape[1:], dtype=torch.long, device=x.device)
+    return shape.expand(x.shape[0], x.dim() - 1)
 
 
 def _stack(values: Sequence[Any], name: str, pad: PadValue) -> tuple[Data, Data | None]:

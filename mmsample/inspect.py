@@ -30,7 +30,7 @@ def inspect_dataset(
     """Summarise the dataset at `root` (samples, shards, bytes, fields, class counts) and decode
     one sample (default: the first stored id) with the default spec of each field."""
     from .shards.indexed import IndexedDataset
-    from .spec import default_spec
+    from .spec import DEFAULT_SPECS, default_spec
 
     root = Path(root)
     manifest = Manifest.load(root)
@@ -48,10 +48,10 @@ def inspect_dataset(
     }
     specs = {}
     for name in manifest.fields:
-        try:
-            specs[name] = default_spec(name, tokenizer=str(tokenizer) if tokenizer else None)
-        except ValueError:
+        if name.rsplit(".", 1)[-1].lower() not in DEFAULT_SPECS:
             report["not_decoded"].append(name)
+            continue  # a bad --tokenizer is an error, never a silently undecoded field
+        specs[name] = default_spec(name, tokenizer=str(tokenizer) if tokenizer else None)
     if not manifest.shards or not specs:
         return report
     if sample_id is None:

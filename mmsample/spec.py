@@ -15,6 +15,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -338,21 +339,73 @@ def _mel_filterbank(n_freqs: int, sample_rate: int, n_mels: int, scale: str) -> 
     return audio_ops.mel_filterbank(n_freqs, sample_rate, n_mels, scale=scale)  # type: ignore[arg-type]
 
 
+# Files of which a transformers tokenizer directory holds at least one.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+def _check_tokenizer(tokenizer: object, byte_ids: object) -> None:
+    """A Text tokenizer is an existing local directory holding a tokenizer, never a hub name."""
+    if not isinstance(byte_ids, bool):
+        raise _bad("Text", "byte_ids", "a bool", byte_ids)
+    if tokenizer is None:
+        if not byte_ids:
+            raise ValueError(
+                "Text needs a tokenizer: give 'tokenizer' (a local transformers tokenizer "
+                "directory, e.g. one saved with tokenizer.save_pretrained(dir)) or "
+                "byte_ids=True for one id per UTF-8 byte (0..255, no vocabulary)."
+            )
+        return
+    if byte_ids:
+        raise ValueError(
+            f"The 'byte_ids' parameter of Text must be False when a 'tokenizer' is given "
+            f"(got tokenizer={tokenizer!r}); choose one of the two."
+        )
+    if not isinstance(tokenizer, str | Path):
+        raise _bad("Text", "tokenizer", "None or a local tokenizer directory (str)", tokenizer)
+    path = Path(tokenizer)
+    if not path.is_dir():
+        what = "is a file, not a directory" if path.exists() else "does not exist"
+        raise ValueError(
+            f"The 'tokenizer' parameter of Text must be a local tokenizer directory; "
+            f"{str(path)!r} {what} (resolved: {path.resolve()}). mmsample never downloads: "
+            f"save the tokenizer once with AutoTokenizer.from_pretrained(name)"
+            f".save_pretrained(dir) and pass that dir."
+        )
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"The 'tokenizer' parameter of Text must be a local tokenizer directory; "
+            f"{str(path)!r} holds none of {list(TOKENIZER_FILES)}. Pass the directory that "
+            f"tokenizer.save_pretrained(dir) wrote."
+        )
+
+
 @functools.cache
 def _tokenizer(path: str) -> Any:
-    """Load a transformers tokenizer from a local directory, once per process, never the hub."""
+    """Load a transformers tokenizer from a local directory, once per process, never the hub
+    (an absolute path of an existing directory, and local_files_only)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(Path(path).resolve()), local_files_only=True)
 
 
 @dataclass
 class Text:
     """UTF-8 text -> {"input_ids": long [L], "attention_mask": long [L]}.
 
-    With `tokenizer` (a local transformers tokenizer directory): its ids, truncated/padded as
-    transformers does. With tokenizer=None: byte-level ids, one per UTF-8 byte (0..255), padded
-    with id 0 / mask 0, so the output has the same form either way.
+    Give exactly one of `tokenizer` (a local transformers tokenizer directory, checked at
+    construction; never looked up on a model hub) or `byte_ids=True` (one id per UTF-8 byte,
+    0..255, no vocabulary); neither raises ValueError. Ids are truncated to `max_length` (with
+    `truncation`) and, with padding="max_length", padded with the tokenizer's pad id (byte ids:
+    0) and mask 0, so L = max_length; with "longest" or "do_not_pad" L is the text's own length
+    and `mmsample.batch.Collate` pads a batch to its longest text (pad id 0, mask 0).
     """
 
     field: str = "txt"
@@ -360,13 +413,13 @@ class Text:
     max_length: int = 64
     padding: Literal["max_length", "longest", "do_not_pad"] = "max_length"
     truncation: bool = True
+    byte_ids: bool = False
 
     def __post_init__(self) -> None:
         _check_field("Text", self.field)
-        if self.tokenizer is not None and not isinstance(self.tokenizer, str):
-            raise _bad(
-                "Text", "tokenizer", "None or a local tokenizer directory (str)", self.tokenizer
-            )
+        _check_tokenizer(self.tokenizer, self.byte_ids)
+        if isinstance(self.tokenizer, Path):
+            self.tokenizer = str(self.tokenizer)
         if (
             not isinstance(self.max_length, int)
             or isinstance(self.max_length, bool)
@@ -381,7 +434,8 @@ class Text:
     def decode(
         self, data: bytes, *, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """Tokenize one text (deterministic; generator unused)."""
+        """Tokenize one text (deterministic; generator unused). Raises ValueError on text that
+        is not valid UTF-8."""
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -436,7 +490,8 @@ class Array:
 
 
 def _default_text(field: str, tokenizer: str | None) -> Spec:
-    return Text(field=field, tokenizer=tokenizer)
+    # `mmsample inspect` without --tokenizer: byte ids, asked for explicitly
+    return Text(field=field, tokenizer=tokenizer, byte_ids=tokenizer is None)
 
 
 # extension -> factory(field, tokenizer) of the spec `mmsample inspect` uses without configuration.

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .plan import TablePlan as TablePlan  # re-exported; public in mmsample.plan
+
 if TYPE_CHECKING:
     from .shards.format import Manifest
 
@@ -214,13 +216,3 @@ def write_tiny_dataset(
             yield f"s{i:06d}", i % num_classes, tiny_sample_fields(i, keep, seed)
 
     return write_samples(root, samples(), classes, samples_per_shard)
-
-
-class TablePlan:
-    """A plan written out as a table: id -> item masks; ids not listed yield one `full` item."""
-
-    def __init__(self, table: dict[int, tuple[int, ...]], full: int = 0b11) -> None:
-        self.table, self.full = dict(table), full
-
-    def items(self, sample_id: int) -> tuple[int, ...]:
-        return self.table.get(sample_id, (self.full,))

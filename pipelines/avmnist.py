@@ -55,7 +55,7 @@ def decoded_sample(root: Path, sample_id: int) -> dict[str, Any]:
         "audio": Audio(field="mp4"),
         "mfcc": Array(field="npy"),
         "digit": Image(field="png"),
-        "caption": Text(field="txt", tokenizer=None),
+        "caption": Text(field="txt", byte_ids=True),
     }
     return dict(IndexedDataset(root, modalities).get(sample_id))
 

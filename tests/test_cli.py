@@ -125,7 +125,10 @@ def test_inspect_reports_counts_and_decoded_shapes(
     assert shapes["mp4"] == {"shape": [10, 3, SIZE, SIZE], "dtype": "uint8"}  # Video(): 10 frames
     assert shapes["npy"] == {"shape": [8], "dtype": "float32"}
     assert shapes["txt"] == {
-        "input_ids": {"shape": [64], "dtype": "int64"},  # Text(): max_length 64, padded
+        "input_ids": {
+            "shape": [64],
+            "dtype": "int64",
+        },  # Text(byte_ids=True): max_length 64, padded
         "attention_mask": {"shape": [64], "dtype": "int64"},
     }
     assert shapes["wav"]["dtype"] == "float32"
@@ -144,3 +147,15 @@ def test_inspect_text_and_the_id_option(dataset: Path, capsys: pytest.CaptureFix
         assert f"    {name:<4}  {count}" in text
     assert main(["inspect", str(dataset), "--id", "7"]) == 1
     assert "7 is not in" in capsys.readouterr().err
+
+
+def test_inspect_with_a_missing_tokenizer_names_the_option_not_a_shard(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 7 item 14: a tokenizer path that does not exist was tried as a hub repo id and the
+    failure blamed a shard; now it is an error about the tokenizer path, before any decoding."""
+    for name in (str(tmp_path / "no-such-tokenizer"), "bert-base-uncased"):
+        assert main(["inspect", str(dataset), "--tokenizer", name]) == 1
+        err = capsys.readouterr().err
+        assert "The 'tokenizer' parameter of Text must be a local tokenizer directory" in err
+        assert "does not exist" in err and "save_pretrained" in err and "shard-" not in err

@@ -20,7 +20,8 @@ def _dataset(root: Path) -> StreamedDataset:
     # Sample 1 lacks its caption: the batch must carry text only for the rows that have it.
     write_tiny_dataset(root, n=10, fields=("npy", "txt"), samples_per_shard=4, missing={"txt": {1}})
     return StreamedDataset(
-        root, {"features": Array(field="npy"), "text": Text(field="txt", max_length=16)}
+        root,
+        {"features": Array(field="npy"), "text": Text(field="txt", max_length=16, byte_ids=True)},
     )
 
 

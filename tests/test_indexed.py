@@ -20,7 +20,7 @@ from mmsample.spec import Array, Spec, Text, Video
 from mmsample.testing import TablePlan, tiny_sample_fields, write_tiny_dataset
 
 N = 11
-MODS: dict[str, Spec] = {"text": Text(max_length=8), "feat": Array()}
+MODS: dict[str, Spec] = {"text": Text(max_length=8, byte_ids=True), "feat": Array()}
 
 
 @pytest.fixture(scope="module")
@@ -150,4 +150,4 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
         infos.append(ShardInfo(name, 1, 7, 7, 0, index_name(name)))
     Manifest(["a"], ["txt"], infos, num_rows=8, samples_per_shard=1).save(tmp_path)
     with pytest.raises(ManifestError, match="list some id twice"):
-        IndexedDataset(tmp_path, {"text": Text()})
+        IndexedDataset(tmp_path, {"text": Text(byte_ids=True)})

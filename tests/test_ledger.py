@@ -328,6 +328,66 @@ def test_deferred_tables_equal_batch_by_batch_and_reads_see_everything(data: Any
     assert got["int"][:, 2].tolist() == stamps  # the unimodal group's (epoch, step) stamp
 
 
+INF = math.inf
+
+
+def test_minus_inf_logits_are_masked_classes() -> None:
+    """Issue 7 item 18: models mask classes with -inf; such a class gets probability 0 (its
+    cross-entropy, as the label, is +inf) and the other classes share the probability."""
+    led = Ledger(5, 2, 3, names=["audio", "video"])
+    led.observe(
+        ids=torch.tensor([2, 4]),
+        labels=torch.tensor([0, 2]),
+        unimodal_logits=[
+            torch.tensor([[0.0, -INF, 0.0], [-INF, -INF, 5.0]]),
+            torch.tensor([[-INF, 0.0, math.log(3.0)], [0.0, 0.0, 0.0]]),
+        ],
+        fused_logits=torch.tensor([[math.log(2.0), -INF, 0.0], [-INF, 1.0, -INF]]),
+    )
+    # sample 2, label 0: audio p = (.5, 0, .5), video p = (0, .25, .75), fused (2/3, 0, 1/3)
+    # sample 4, label 2: audio p = (0, 0, 1), video p = (1/3, 1/3, 1/3), fused (0, 1, 0)
+    tp = torch.tensor([[0.5, 0.0], [1.0, 1 / 3]])
+    torch.testing.assert_close(led.true_prob[[2, 4]], tp)
+    torch.testing.assert_close(
+        led.unimodal_loss[[2, 4]], torch.tensor([[math.log(2.0), INF], [0.0, math.log(3.0)]])
+    )
+    torch.testing.assert_close(led.fused_true_prob[[2, 4]], torch.tensor([2 / 3, 0.0]))
+    torch.testing.assert_close(led.fused_loss[[2, 4]], torch.tensor([math.log(1.5), INF]))
+    # argmax == label: a tie goes to the first maximal class (class 0 of (.5, 0, .5))
+    assert led.correct[[2, 4]].tolist() == [[True, False], [True, False]]
+    assert led.fused_correct[[2, 4]].tolist() == [True, False]
+    # cosines: .375 / sqrt(.5 * .625) = 3 / (2 sqrt 5); (1/3) / sqrt(1/3) = sqrt(1/3)
+    torch.testing.assert_close(
+        led.similarity[[2, 4]], torch.tensor([3 / (2 * math.sqrt(5.0)), math.sqrt(1 / 3)])
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_nan_and_plus_inf_are_refused_beside_minus_inf(dtype: torch.dtype) -> None:
+    ok = torch.tensor([[0.0, -INF, 1.0], [2.0, 0.0, -INF]], dtype=dtype)
+    led = Ledger(5, 2, 3)
+    led.observe(torch.tensor([2, 4]), torch.tensor([0, 1]), [ok, ok], fused_logits=ok)
+    assert led.seen_count.tolist() == [0, 0, 1, 0, 1]
+    bad_rows = {
+        "NaN beside -inf": torch.tensor([[0.0, -INF, NAN], [2.0, 0.0, -INF]]),
+        "+inf": torch.tensor([[0.0, -INF, 1.0], [INF, 0.0, -INF]]),
+        "-inf for every class": torch.tensor([[-INF, -INF, -INF], [2.0, 0.0, -INF]]),
+    }
+    for what, bad in bad_rows.items():
+        bad = bad.to(dtype)
+        row = 4 if what == "+inf" else 2
+        with pytest.raises(
+            ValueError, match=rf"'unimodal_logits\[1\]' .* 1 sample\(s\), ids \[{row}\]"
+        ):
+            led.observe(torch.tensor([2, 4]), torch.tensor([0, 1]), [ok, bad])
+        with pytest.raises(ValueError, match=rf"'fused_logits' .* 1 sample\(s\), ids \[{row}\]"):
+            led.observe(torch.tensor([2, 4]), torch.tensor([0, 1]), [ok, ok], fused_logits=bad)
+    assert led.seen_count.tolist() == [0, 0, 1, 0, 1]  # the refused batches wrote nothing
+    with pytest.raises(ValueError, match=r"'values' argument .* NaN or inf for 1 sample"):
+        values = torch.tensor([[0.0, 1.0, 1.0, 2.0], [0.0, -INF, 1.0, 2.0]], dtype=dtype)
+        led.observe(torch.tensor([2, 4]), torch.tensor([0, 1]), [ok, ok], values=values)
+
+
 # ---- validation --------------------------------------------------------------------------
 
 
@@ -364,15 +424,15 @@ U1: torch.Tensor = hand_batch()["unimodal_logits"][1]
         ({"labels": torch.tensor([0, 3])}, r"'labels' argument .* \[0, 3\).*\[3\] at ids \[4\]"),
         (
             {"unimodal_logits": [U0, U1.index_fill(1, torch.tensor([1]), NAN)]},
-            r"'unimodal_logits\[1\]' argument .* NaN or inf for 2 sample\(s\), ids \[2, 4\]",
+            r"'unimodal_logits\[1\]' argument .* NaN or \+inf .* for 2 sample\(s\), ids \[2, 4\]",
         ),
         (
             {"unimodal_logits": [U0.index_fill(0, torch.tensor([1]), -math.inf), U1]},
-            r"'unimodal_logits\[0\]' argument .* NaN or inf for 1 sample\(s\), ids \[4\]",
+            r"'unimodal_logits\[0\]' .* \(or -inf for every class\) for 1 sample\(s\), ids \[4\]",
         ),
         (
             {"fused_logits": torch.tensor([[0.0, math.inf, 0.0], [0.0, 0.0, 0.0]])},
-            r"'fused_logits' argument .* NaN or inf for 1 sample\(s\), ids \[2\]",
+            r"'fused_logits' argument .* NaN or \+inf .* for 1 sample\(s\), ids \[2\]",
         ),
         (
             {"values": torch.tensor([[0.0, 0, 0, 0], [0, NAN, 0, 0]])},
@@ -597,3 +657,18 @@ def test_cuda_batches_merged_at_flush_keep_order_epochs_and_errors() -> None:
     expected, got = host.snapshot(), dev.snapshot()
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], equal_nan=True, rtol=1e-5, atol=1e-5)
+
+
+@cuda
+def test_cuda_minus_inf_logits_are_accepted_and_nan_refused_at_flush() -> None:
+    """Issue 7 item 18 on the deferred (device) path: checked when the ring is drained."""
+    masked = [torch.tensor([[0.0, -INF, 0.0], [-INF, -INF, 5.0]]).cuda()] * 2
+    host, dev = Ledger(5, 2, 3), Ledger(5, 2, 3, staging=8)
+    for led, logits in ((host, [t.cpu() for t in masked]), (dev, masked)):
+        led.observe(torch.tensor([2, 4]), torch.tensor([0, 2]), logits)
+    torch.testing.assert_close(dev.true_prob, host.true_prob, equal_nan=True)
+    torch.testing.assert_close(dev.true_prob[[2, 4]].cpu(), torch.tensor([[0.5, 0.5], [1.0, 1.0]]))
+    bad = [masked[0], torch.tensor([[0.0, -INF, NAN], [0.0, 1.0, 2.0]]).cuda()]
+    dev.observe(torch.tensor([2, 4]), torch.tensor([0, 2]), bad)
+    with pytest.raises(ValueError, match=r"'unimodal_logits\[1\]' .* 1 sample\(s\), ids \[2\]"):
+        dev.flush()

@@ -243,3 +243,37 @@ def test_cuda() -> None:
     hook(model, alpha=0.8, generator=g)(scores, epoch=0)
     with pytest.raises(ValueError, match=r"'generator'"):
         hook(model, alpha=0.8, generator=torch.Generator())(scores, epoch=0)
+
+
+def test_per_sample_logits_are_refused_with_the_fix() -> None:
+    """Issue 7 item 14: logits [16, 5] given where a score belongs (was: shape '[]' is invalid
+    for input of size 80); per-sample values [16] and stacked logits are the same mistake."""
+    torch.manual_seed(0)
+    model = AVModel()
+    a, v, y = torch.randn(16, 1, 8, 8), torch.randn(16, 3, 8, 8), torch.randint(0, 5, (16,))
+    out, out_a, out_v = model(a, v)
+    nn.functional.cross_entropy(out, y).backward()
+    before = {n: grad(p).clone() for n, p in model.named_parameters()}
+    h = hook(model, alpha=0.8, ge=False)
+    mistakes = [
+        ({"audio": out_a, "visual": out_v}, r"scores\['audio'\] is a tensor of shape \[16, 5\]"),
+        (
+            {"audio": discrepancy(out_a, y), "visual": torch.softmax(out_v, 1)[:, 0]},
+            r"scores\['visual'\] is a tensor of shape \[16\]",
+        ),
+        (torch.stack([out_a, out_v]), r"got torch.float32 \(2, 16, 5\)"),
+    ]
+    for scores, message in mistakes:
+        with pytest.raises(ValueError, match=message) as info:
+            h(scores, epoch=0)  # type: ignore[arg-type]
+        assert "mmsample.signals.discrepancy(logits, labels)" in str(info.value)
+    with pytest.raises(ValueError, match=r"scores\['audio'\] is a str"):
+        h({"audio": "0.5", "visual": 1.0}, epoch=0)  # type: ignore[dict-item]
+    for name, p in model.named_parameters():  # a refused call modulates nothing
+        assert torch.equal(grad(p), before[name])
+    # the fix: one discrepancy score per modality (a 1-element tensor is a score too)
+    s_a, s_v = discrepancy(out_a, y).detach(), discrepancy(out_v, y).detach()
+    got = h({"audio": s_a.reshape(1), "visual": s_v}, epoch=0)
+    expected = hand_coefficients({"audio": s_a.item(), "visual": s_v.item()}, alpha=0.8)
+    assert got["audio"].item() == pytest.approx(expected["audio"])
+    assert got["visual"].item() == pytest.approx(expected["visual"])

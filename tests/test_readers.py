@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import pickle
+import re
 import shutil
 import tarfile
 import warnings
@@ -33,7 +34,7 @@ def _specs() -> dict[str, Spec]:
     return {
         "video": Video(frames=4, fps=10.0, random_frames=2),
         "audio": Audio(field="wav", seconds=0.5, backend="wave"),
-        "text": Text(max_length=16),
+        "text": Text(max_length=16, byte_ids=True),
         "feat": Array(),
     }
 
@@ -230,7 +231,7 @@ def garbage(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_undecodable_clip_is_named_by_both_readers(garbage: Path) -> None:
     root = garbage
-    specs: dict[str, Spec] = {"video": Video(frames=2, fps=10.0), "text": Text()}
+    specs: dict[str, Spec] = {"video": Video(frames=2, fps=10.0), "text": Text(byte_ids=True)}
     _both_raise(
         root, r"shard-000001\.tar:c2: cannot decode modality 'video' from field 'mp4'", 2, specs
     )
@@ -246,18 +247,22 @@ def test_undecodable_clip_is_named_by_both_readers(garbage: Path) -> None:
 
 def test_skip_replaces_counts_and_reports(garbage: Path) -> None:
     root = garbage
-    specs: dict[str, Spec] = {"video": Video(frames=2, fps=10.0), "text": Text()}
+    specs: dict[str, Spec] = {"video": Video(frames=2, fps=10.0), "text": Text(byte_ids=True)}
     streamed = StreamedDataset(root, specs, on_error="skip", shuffle_shards=False)
-    with pytest.warns(
-        SkippedSampleWarning, match=r"shard-000001\.tar:c2.*replaced by shard-000001\.tar:c3"
-    ):
+    with pytest.warns(SkippedSampleWarning) as caught:
         ids = [s["id"] for s in streamed]
-    assert ids == [0, 1, 3, 3, 4] and streamed.skipped == 1
+    (warning,) = caught
+    # c2 is replaced by another item of the epoch, named in the warning
+    r = ids[2]
+    assert ids[:2] + ids[3:] == [0, 1, 3, 4] and r in (0, 1, 3, 4) and streamed.skipped == 1
+    assert re.search(
+        rf"shard-000001\.tar:c2: cannot decode .* replaced by epoch item {r} \(shard-00000"
+        rf"{r // 2}\.tar:c{r}\)",
+        str(warning.message),
+    )
     indexed = IndexedDataset(root, specs, on_error="skip")
-    with pytest.warns(
-        SkippedSampleWarning, match=r"shard-000001\.tar:c2.*item 3 \(shard-000001\.tar:c3\)"
-    ):
-        assert indexed[2]["id"] == 3
+    with pytest.warns(SkippedSampleWarning, match=rf"c2.*item {r} \(shard-00000{r // 2}\.tar:c{r}"):
+        assert indexed[2]["id"] == r  # the same epoch order, so the same replacement
     assert indexed.skipped == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -274,7 +279,7 @@ def test_pickle_members_never_run(tmp_path: Path) -> None:
     payload = pickle.dumps(Trap())
     samples = [(f"p{i}", 0, {"txt": b"hi", "pyd": payload, "pickle": payload}) for i in range(3)]
     write_samples(tmp_path / "ds", samples, ["c"], samples_per_shard=2)
-    text = {"text": Text()}
+    text = {"text": Text(byte_ids=True)}
     assert len(list(StreamedDataset(tmp_path / "ds", text))) == 3
     ds = IndexedDataset(tmp_path / "ds", text)
     assert [ds[i]["id"] for i in range(3)] == [0, 1, 2]
@@ -292,7 +297,7 @@ def test_requested_field_must_exist(root: Path) -> None:
         with pytest.raises(ValueError, match="must be a non-empty mapping"):
             cls(root, {})
         with pytest.raises(ValueError, match="'label' must be a non-empty string other than"):
-            cls(root, {"label": Text()})
+            cls(root, {"label": Text(byte_ids=True)})
 
 
 @pytest.mark.parametrize("reader", ["streamed", "indexed"])
@@ -321,3 +326,41 @@ def test_collate_into_multimodal_batches(root: Path, reader: str) -> None:
             assert frames.shape[1:] == (2, 3, 32, 32) and frames.dtype == torch.uint8
             dense = b.dense("video")
             assert isinstance(dense, torch.Tensor) and dense.shape[0] == len(b)
+
+
+def test_plan_given_as_a_dict_names_the_fix(root: Path) -> None:
+    """Issue 7 item 14: a dict has an `items` method, so it passed as a Plan and failed inside
+    the reader with "dict.items() takes no arguments"."""
+    from mmsample.plan import TablePlan
+
+    table = {2: (FULL, 0b0001), 7: ()}
+    for cls in (StreamedDataset, IndexedDataset):
+        for plan in (table, dict(table), {}):
+            with pytest.raises(ValueError) as info:
+                cls(root, _specs(), plan=plan)  # type: ignore[arg-type]
+            message = str(info.value)
+            assert message.startswith(f"The 'plan' parameter of {cls.__name__} must be a Plan")
+            assert "mmsample.plan.TablePlan(table, full=" in message
+        with pytest.raises(ValueError, match=r"'plan' callable returned a dict for epoch 0.*Table"):
+            cls(root, _specs(), plan=lambda epoch: table)  # type: ignore[arg-type, return-value]
+    # the fix works: id 2 twice, id 7 dropped, every other id once
+    expected = sorted([i for i in range(N) if i != 7] + [2])
+    fixed = TablePlan(table, full=FULL)
+    assert sorted(int(s["id"]) for s in StreamedDataset(root, _specs(), plan=fixed)) == expected
+    indexed = IndexedDataset(root, _specs(), plan=fixed)
+    assert sorted(indexed.item(i)[0] for i in range(len(indexed))) == expected
+
+
+def test_table_plan_checks_its_table() -> None:
+    from mmsample.plan import TablePlan
+
+    with pytest.raises(ValueError, match=r"table\[3\] must be a tuple of item masks, e.g. \(5,\)"):
+        TablePlan({3: 5})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"'table' parameter of TablePlan must map int ids"):
+        TablePlan({"a": (1,)})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match=r"ints >= 0 .* got 1: \(-1,\)"):
+        TablePlan({1: (-1,)})
+    with pytest.raises(ValueError, match=r"'full' parameter of TablePlan must be an int >= 1"):
+        TablePlan({}, full=0)
+    assert TablePlan({1: [3, 1]}, full=7).items(1) == (3, 1)
+    assert TablePlan({1: [3, 1]}, full=7).items(0) == (7,)

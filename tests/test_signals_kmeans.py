@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -187,3 +191,43 @@ def test_row_split_matvecs_equal_whole_matvecs() -> None:
             assert torch.allclose(got_z, (z * z_c).sum(1), rtol=1e-12, atol=1e-12)
     finally:
         torch.set_num_threads(before)
+
+
+def _native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _process_cpu_seconds() -> float:
+    return sum(os.times()[:2])
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux /proc")
+def test_no_thread_started_by_kmeans_pp_outlives_it() -> None:
+    """Issue 7 item 15: a pool of helper threads (and the OpenMP teams their torch calls start)
+    left behind by kmeans_pp slowed the caller's next calls; after it returns, nothing it started
+    may still run or spin."""
+    from mmsample.signals.kmeans import SPLIT_ROWS
+
+    before_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # the row split needs >= 2 intra-op threads
+        g = torch.Generator().manual_seed(3)
+        a = torch.randn(SPLIT_ROWS + 500, 4, generator=g)
+        z = torch.randn(SPLIT_ROWS + 500, 8, generator=g)
+        torch.mv(a, a[0]).add_(1.0).sum()  # torch's own intra-op team exists before we count
+        python_before = set(threading.enumerate())
+        native_before = _native_threads()
+        for _ in range(2):  # a second call must not add threads either
+            picks = kmeans_pp(a, z, 4, generator=g)
+            assert len(set(picks.tolist())) == 4
+            assert set(threading.enumerate()) == python_before
+        deadline = time.monotonic() + 2.0  # native threads may take a moment to exit
+        while _native_threads() > native_before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _native_threads() <= native_before
+        # nothing spins: the process burns (almost) no CPU while this thread sleeps
+        cpu = _process_cpu_seconds()
+        time.sleep(0.5)
+        assert _process_cpu_seconds() - cpu < 0.1
+    finally:
+        torch.set_num_threads(before_threads)

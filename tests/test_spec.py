@@ -325,15 +325,57 @@ def test_text_with_a_local_tokenizer(tokenizer_dir: str) -> None:
 
 
 def test_text_without_tokenizer_is_byte_level() -> None:
-    out = Text(max_length=8).decode("héllo".encode())
+    out = Text(max_length=8, byte_ids=True).decode("héllo".encode())
     assert out["input_ids"].tolist() == [104, 0xC3, 0xA9, 108, 108, 111, 0, 0]
     assert out["attention_mask"].tolist() == [1, 1, 1, 1, 1, 1, 0, 0]
-    assert Text(max_length=3).decode(b"abcdef")["input_ids"].tolist() == [97, 98, 99]
-    assert Text(max_length=3, truncation=False, padding="longest").decode(b"abcdef")[
+    assert Text(max_length=3, byte_ids=True).decode(b"abcdef")["input_ids"].tolist() == [97, 98, 99]
+    assert Text(max_length=3, truncation=False, padding="longest", byte_ids=True).decode(b"abcdef")[
         "input_ids"
     ].shape == (6,)
     with pytest.raises(ValueError, match="UTF-8"):
-        Text().decode(b"\xff\xfe")
+        Text(byte_ids=True).decode(b"\xff\xfe")
+
+
+def test_text_needs_an_explicit_tokenizer_or_byte_ids(tokenizer_dir: str) -> None:
+    with pytest.raises(
+        ValueError, match=r"Text needs a tokenizer: give 'tokenizer' .* byte_ids=True"
+    ):
+        Text()
+    with pytest.raises(ValueError, match="'byte_ids' parameter of Text must be False when"):
+        Text(tokenizer=tokenizer_dir, byte_ids=True)
+    with pytest.raises(ValueError, match="'byte_ids' parameter of Text must be a bool"):
+        Text(byte_ids=1)  # type: ignore[arg-type]
+
+
+def test_missing_tokenizer_is_an_error_at_construction_never_a_hub_lookup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmsample.spec import _tokenizer
+
+    monkeypatch.chdir(tmp_path)  # one-word names resolve against an empty directory
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    loaded = _tokenizer.cache_info().misses
+    cases = {
+        str(tmp_path / "no" / "such" / "tokenizer"): "does not exist",
+        "bert-base-uncased": "does not exist",  # a hub name: never looked up
+        "google-bert/bert-base-uncased": "does not exist",  # the hub's repo-id form
+        str(tmp_path / "vocab.txt"): "is a file, not a directory",
+        str(tmp_path / "empty"): "holds none of ['tokenizer.json'",
+    }
+    for path, why in cases.items():
+        with pytest.raises(ValueError) as info:
+            Text(tokenizer=path)
+        message = str(info.value)
+        assert message.startswith("The 'tokenizer' parameter of Text must be a local tokenizer")
+        assert why in message and "save_pretrained" in message, message
+    assert _tokenizer.cache_info().misses == loaded  # nothing was loaded
+
+
+def test_tokenizer_given_as_a_path_object(tokenizer_dir: str) -> None:
+    spec = Text(tokenizer=Path(tokenizer_dir), max_length=4)  # type: ignore[arg-type]
+    assert spec.tokenizer == tokenizer_dir and spec == Text(tokenizer=tokenizer_dir, max_length=4)
+    assert spec.decode(b"one")["attention_mask"].tolist() == [1, 1, 1, 0]  # [CLS] one [SEP]
 
 
 def test_array_round_trips_and_casts() -> None:
@@ -382,8 +424,8 @@ def test_parameters_are_validated_with_named_messages() -> None:
         (lambda: Audio(seconds=0), "'seconds' parameter of Audio"),
         (lambda: Audio(win_length=1024), "'win_length' parameter of Audio"),
         (lambda: Audio(backend="sox"), "'wave'"),
-        (lambda: Text(padding="left"), "'padding' parameter of Text"),  # type: ignore[arg-type]
-        (lambda: Text(max_length=0), "'max_length' parameter of Text"),
+        (lambda: Text(padding="left", byte_ids=True), "'padding' parameter of Text"),  # type: ignore[arg-type]
+        (lambda: Text(max_length=0, byte_ids=True), "'max_length' parameter of Text"),
         (lambda: Array(dtype="complex_thing"), "'dtype' parameter of Array"),
         (lambda: Image(field=".png"), "'field' parameter of Image"),
     ]
@@ -422,7 +464,7 @@ def test_default_specs_by_extension(tokenizer_dir: str) -> None:
         assert type(spec) is cls and spec.field == ext
     assert default_spec("left.MP4").field == "left.MP4"
     assert default_spec("txt", tokenizer=tokenizer_dir) == Text(tokenizer=tokenizer_dir)
-    assert default_spec("txt") == Text(tokenizer=None)
+    assert default_spec("txt") == Text(byte_ids=True)
     with pytest.raises(ValueError, match="must be one of"):
         default_spec("xyz")
     assert set(expected) <= set(DEFAULT_SPECS)

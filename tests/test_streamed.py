@@ -24,7 +24,7 @@ from mmsample.spec import Array, Spec, Text
 from mmsample.testing import TablePlan, write_tiny_dataset
 
 N = 23  # samples: 6 shards of 4 (the last of 3)
-MODS: dict[str, Spec] = {"text": Text(max_length=8), "feat": Array()}
+MODS: dict[str, Spec] = {"text": Text(max_length=8, byte_ids=True), "feat": Array()}
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,9 @@ def test_state_refuses_a_different_configuration(root: Path) -> None:
     with pytest.raises(ValueError, match=r"world_size: saved 1, now 2"):
         StreamedDataset(root, MODS, shuffle=5, seed=3, rank=0, world_size=2).load_state_dict(state)
     with pytest.raises(ValueError, match="modalities"):
-        StreamedDataset(root, {"text": Text()}, shuffle=5, seed=3).load_state_dict(state)
+        StreamedDataset(root, {"text": Text(byte_ids=True)}, shuffle=5, seed=3).load_state_dict(
+            state
+        )
     with pytest.raises(ValueError, match="not a StreamedDataset state"):
         ds.load_state_dict({"class": "IndexedDataset"})
     assert state == saved

@@ -2,7 +2,9 @@
 
 Place in the data flow: `Ledger.observe` runs the metadata checks (shapes, dtypes, devices) and
 the range checks of CPU ids and labels on every call; the staging ring runs the checks that need
-the values of device tensors (ranges, NaN / inf) when it is drained. Errors name the argument
+the values of device tensors (ranges, NaN / inf) when it is drained. Logits may hold -inf (a class
+the model masks out) but never NaN or +inf, and every row needs one finite logit; `values` must be
+finite. Errors name the argument
 (and, for bad values, the offending global sample ids) so a user can find the batch.
 """
 
@@ -168,14 +170,36 @@ def all_finite(t: Tensor) -> bool:
     return math.isfinite(lo.item()) and math.isfinite(hi.item())
 
 
+def usable_logit_rows(z: Tensor) -> Tensor:
+    """Bool `[...]` for logits `z` `[..., K]`: whether each row has no NaN, no +inf and at least
+    one finite logit. -inf is a masked class (probability 0), so it is allowed; one reduction
+    (the row maximum is NaN, +inf or -inf exactly when the row is unusable)."""
+    return torch.isfinite(z.amax(-1))
+
+
+def usable_logits(z: Tensor) -> bool:
+    """Whether every row of the logits `z` `[..., K]` is usable (see `usable_logit_rows`). One
+    reduction when every logit is finite (the common case, as cheap as `all_finite`); the row
+    maxima only when some logit is -inf."""
+    lo, hi = (v.item() for v in torch.aminmax(z))  # NaN propagates into both
+    if math.isfinite(lo) and math.isfinite(hi):
+        return True
+    if math.isnan(lo) or math.isnan(hi) or hi == math.inf:
+        return False
+    return bool(usable_logit_rows(z).all())
+
+
 def finite_error(ids: Tensor, finite: Tensor, names: Sequence[str]) -> ValueError:
-    """`finite` `[B, R]`: whether head (column) r of row i was finite; `names` name the heads."""
+    """`finite` `[B, R]`: whether head (column) r of row i passed (`usable_logit_rows` for
+    logits, all finite for `values`); `names` name the heads."""
     col = int((~finite).any(0).nonzero()[0])
     bad = ~finite[:, col].cpu()
+    what = "NaN or inf" if names[col] == "values" else "NaN or +inf (or -inf for every class)"
     return ValueError(
-        f"The '{names[col]}' argument of Ledger.observe holds NaN or inf for "
+        f"The '{names[col]}' argument of Ledger.observe holds {what} for "
         f"{int(bad.sum())} sample(s), ids {ids.cpu()[bad][:SHOWN].tolist()}; check the "
-        f"model's outputs (a diverged loss, an fp16 overflow) before observing."
+        f"model's outputs (a diverged loss, an fp16 overflow) before observing. -inf logits "
+        f"are accepted (a masked class gets probability 0)."
     )
 
 

@@ -40,6 +40,8 @@ from .checks import (
     check_present,
     checked_ints,
     finite_error,
+    usable_logit_rows,
+    usable_logits,
 )
 from .staging import StagedBatch, StagingRing
 from .stats import (
@@ -438,8 +440,8 @@ class Ledger:
         if on_cpu:
             z = z if fused else z[:, :m]
             torch.stack(heads, 1, out=z)
-            if not all_finite(z):
-                raise finite_error(ids, torch.isfinite(z).all(-1), self._heads)
+            if not usable_logits(z):
+                raise finite_error(ids, usable_logit_rows(z), self._heads)
             if values is not None:
                 v = ring.values_slot(b)
                 v.copy_(values)

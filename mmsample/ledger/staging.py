@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import all_finite, finite_error, range_error
+from .checks import all_finite, finite_error, range_error, usable_logit_rows, usable_logits
 
 __all__ = ["Drained", "StagedBatch", "StagingRing"]
 
@@ -234,8 +234,8 @@ class StagingRing:
             return range_error("labels", rows_labels, rows_ids, num_classes)
         heads = self.heads if batch.fused else self.heads - 1
         z = self.z[s:e, :heads]
-        if not batch.finite and not all_finite(z):
-            return finite_error(rows_ids, torch.isfinite(z).all(-1), names)
+        if not batch.finite and not usable_logits(z):
+            return finite_error(rows_ids, usable_logit_rows(z), names)
         v = self.values[s:e]
         if not batch.finite and batch.has_values and not all_finite(v):
             return finite_error(rows_ids, torch.isfinite(v).all(-1, keepdim=True), ["values"])
@@ -246,7 +246,7 @@ class StagingRing:
     ) -> bool:
         """Whether every staged row is in range and finite (checked rows pass by construction;
         one reduction each, values batch by batch as they are rare)."""
-        if _out_of_range(ids, n) or _out_of_range(labels, k) or not all_finite(z):
+        if _out_of_range(ids, n) or _out_of_range(labels, k) or not usable_logits(z):
             return False
         return all(all_finite(self.values[b.start : b.stop]) for b in unchecked if b.has_values)
 

@@ -137,7 +137,9 @@ class OGMGE:
                 raise ValueError(
                     f"The 'scores' argument of OGMGE must be a floating tensor [M] = "
                     f"[{len(self.names)}] in encoder order {self.names}, or a mapping by name; "
-                    f"got {scores.dtype} {tuple(scores.shape)}."
+                    f"got {scores.dtype} {tuple(scores.shape)}. Each score is "
+                    f"mmsample.signals.discrepancy(logits, labels) of that modality's unimodal "
+                    f"logits, not the logits themselves."
                 )
             return scores.detach()
         if not isinstance(scores, Mapping) or set(scores) != set(self.names):
@@ -147,6 +149,20 @@ class OGMGE:
                 f"{sorted(self.names)}; got {got}."
             )
         values = [scores[n] for n in self.names]
+        for name, v in zip(self.names, values, strict=True):
+            if isinstance(v, Tensor) and v.numel() != 1:
+                raise ValueError(
+                    f"The 'scores' argument of OGMGE must hold one number per encoder (the "
+                    f"batch's discrepancy score); scores[{name!r}] is a tensor of shape "
+                    f"{list(v.shape)}. Per-sample logits [B, K] are not a score: pass "
+                    f"mmsample.signals.discrepancy(logits, labels) of each modality's unimodal "
+                    f"logits (the sum over the batch of the label's softmax probability)."
+                )
+            if not isinstance(v, Tensor | int | float) or isinstance(v, bool):
+                raise ValueError(
+                    f"The 'scores' argument of OGMGE must hold one number per encoder; "
+                    f"scores[{name!r}] is a {type(v).__name__}."
+                )
         if all(isinstance(v, Tensor) for v in values):
             return torch.stack([torch.as_tensor(v).detach().reshape(()) for v in values])
         return torch.tensor([float(v) for v in values], dtype=torch.float64)

@@ -9,23 +9,27 @@ rank or order, and one modality's draws never depend on which others are decoded
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
+from ..batch import SAMPLE_KEYS
 from ..errors import SampleError
 from ..plan import EveryItem, Plan
 
 if TYPE_CHECKING:
     from ..spec import Spec
 
-RESERVED_NAMES = frozenset({"id", "label", "key", "shard", "mask"})
+RESERVED_NAMES = SAMPLE_KEYS  # the keys of a decoded sample that are not modalities
 # Extensions whose conventional decoders unpickle (WebDataset's do): never decoded here.
 UNSAFE_FIELDS = frozenset({"pyd", "pickle", "pkl", "pt", "pth"})
 _MASK64 = (1 << 64) - 1
+SKIP_SALT = 0x5C1B  # mix_seed(seed, epoch, position, SKIP_SALT): where replacements start
 
 
 def _splitmix64(x: int) -> int:
@@ -91,15 +95,58 @@ def check_modalities(
     return out
 
 
-class Decoder:
-    """Decode the modalities an item needs from a raw sample, with per-item seeded randomness."""
+# torch intra-op threads while a sample decodes in the main process (DataLoader num_workers=0).
+# torch already runs each DataLoader worker with one thread; in the main process its intra-op
+# threads (one per core) compete with the decoder's own FFmpeg thread and with each other on
+# the small tensors of one sample (STFT, resize): see README "Main-process decoding".
+MAIN_PROCESS_DECODE_THREADS = 1
 
-    def __init__(self, modalities: Mapping[str, Spec], seed: int = 0) -> None:
+
+def check_decode_threads(value: object, owner: str) -> int | None:
+    """Validate a `decode_threads` parameter: None (leave torch's setting) or an int >= 1."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(
+            f"The 'decode_threads' parameter of {owner} must be None (torch's own thread "
+            f"count) or an int >= 1; got {value!r}."
+        )
+    return value
+
+
+@contextlib.contextmanager
+def intra_op_threads(limit: int | None) -> Iterator[None]:
+    """Run the block with at most `limit` torch intra-op threads, then restore the caller's
+    `torch.get_num_threads()` (also when the block raises). None, or a limit at or above the
+    current count, changes nothing."""
+    before = torch.get_num_threads()
+    if limit is None or before <= limit:
+        yield
+        return
+    torch.set_num_threads(limit)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Decoder:
+    """Decode the modalities an item needs from a raw sample, with per-item seeded randomness.
+
+    `threads`: torch intra-op threads while an item decodes outside DataLoader workers (None:
+    torch's own setting); the caller's `torch.get_num_threads()` is restored after each item.
+    """
+
+    def __init__(
+        self,
+        modalities: Mapping[str, Spec],
+        seed: int = 0,
+        threads: int | None = MAIN_PROCESS_DECODE_THREADS,
+    ) -> None:
         self.specs = check_modalities(modalities, "Decoder")
         self.names = tuple(self.specs)
         self.fields = tuple(spec.field for spec in self.specs.values())
         self.full = (1 << len(self.names)) - 1
         self.seed = int(seed)
+        self.threads = check_decode_threads(threads, "Decoder")
 
     def present(self, raw: Mapping[str, Any]) -> int:
         """Bitmask of the modalities whose field the raw sample carries."""
@@ -109,8 +156,8 @@ class Decoder:
     def __call__(
         self, raw: Mapping[str, Any], mask: int, *, epoch: int, item: int
     ) -> dict[str, Any]:
-        """Decoded sample dict: id, label, key, shard, mask (plan mask AND present) and one
-        entry per modality in that mask."""
+        """Decoded sample dict: id, label, key, shard, mask (plan mask AND present), names (the
+        modality names, bit j = names[j]) and one entry per modality in that mask."""
         mask = int(mask) & self.full & self.present(raw)
         out: dict[str, Any] = {
             "id": raw["id"],
@@ -118,7 +165,18 @@ class Decoder:
             "key": raw["key"],
             "shard": raw["shard"],
             "mask": mask,
+            "names": self.names,  # so collate can check it was given the same names
         }
+        if mask and get_worker_info() is None:
+            with intra_op_threads(self.threads):
+                self._decode_into(out, raw, mask, epoch, item)
+        else:
+            self._decode_into(out, raw, mask, epoch, item)
+        return out
+
+    def _decode_into(
+        self, out: dict[str, Any], raw: Mapping[str, Any], mask: int, epoch: int, item: int
+    ) -> None:
         for j, name in enumerate(self.names):
             if not mask >> j & 1:
                 continue
@@ -133,7 +191,6 @@ class Decoder:
                     shard=raw["shard"],
                     key=raw["key"],
                 ) from err
-        return out
 
 
 ON_ERROR = ("raise", "skip")
@@ -154,7 +211,15 @@ def check_on_error(value: str, owner: str) -> str:
 
 
 def check_plan_source(plan: PlanSource, owner: str) -> PlanSource:
-    """Accept a Plan, a callable epoch -> Plan (e.g. a method's `plan`), or None."""
+    """Accept a Plan, a callable epoch -> Plan (e.g. a method's `plan`), or None. A mapping
+    (which has an `items` method too) is refused with the fix: wrap it in a TablePlan."""
+    if isinstance(plan, Mapping):
+        raise ValueError(
+            f"The 'plan' parameter of {owner} must be a Plan, not a {type(plan).__name__}: "
+            "wrap a table id -> item masks as mmsample.plan.TablePlan(table, full=<mask of "
+            "every modality>) (ids not in the table yield one full item), or give an object "
+            "whose items(sample_id) returns that id's tuple of masks."
+        )
     if plan is None or isinstance(plan, Plan) or callable(plan):
         return plan
     raise ValueError(
@@ -170,8 +235,12 @@ def resolve_plan(plan: PlanSource, epoch: int, num_modalities: int) -> Plan:
     if isinstance(plan, Plan):
         return plan
     made = plan(epoch)
-    if not isinstance(made, Plan):
-        raise ValueError(f"the plan callable returned {made!r} for epoch {epoch}, not a Plan")
+    if isinstance(made, Mapping) or not isinstance(made, Plan):
+        raise ValueError(
+            f"The 'plan' callable returned a {type(made).__name__} for epoch {epoch}, not a "
+            "Plan; return an object with items(sample_id) -> tuple of masks, e.g. "
+            "mmsample.plan.TablePlan(table, full=<mask of every modality>) for a table."
+        )
     return made
 
 

@@ -16,7 +16,16 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import ManifestError, SampleError
-from .decode import PlanSource, item_counts, resolve_plan
+from ..skips import replacement_positions
+from .decode import (
+    MAIN_PROCESS_DECODE_THREADS,
+    SKIP_SALT,
+    PlanSource,
+    check_decode_threads,
+    item_counts,
+    mix_seed,
+    resolve_plan,
+)
 from .source import ShardSource
 
 if TYPE_CHECKING:
@@ -26,8 +35,12 @@ if TYPE_CHECKING:
 class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     """Map-style reader: `ds[i]` is item i of the epoch's expanded plan, decoded.
 
-    With `on_error="skip"` a bad item is replaced by the next item in the expanded order that
-    decodes (wrapping around); each skip is counted in `skipped` (per process) and warned about.
+    With `on_error="skip"` a bad item i is replaced by the first item that decodes among
+    `mmsample.skips.replacement_positions(i, len(self), ...)` (seeded by seed, epoch and i, so
+    the same in every worker); each skip is warned about (naming the bad and the replacing
+    item) and counted in `skipped`, over this process and its DataLoader workers.
+    `decode_threads` (default 1; None: torch's own count): torch intra-op threads while an item
+    decodes in the main process (num_workers=0); the caller's count is restored after each item.
     """
 
     def __init__(
@@ -38,8 +51,11 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         plan: PlanSource = None,
         seed: int = 0,
         on_error: str = "raise",
+        decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
     ) -> None:
+        threads = check_decode_threads(decode_threads, "IndexedDataset")
         self._open(root, modalities, plan, seed, on_error)
+        self.decoder.threads = threads
         ids = self.table.ids
         if len(np.unique(ids)) != len(ids):
             raise ManifestError(f"dataset at {root}: the offset indices list some id twice")
@@ -99,8 +115,9 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
             if self.on_error == "raise":
                 raise
             n = len(self)
-            # Deterministic replacement: the next item in the expanded order that decodes.
-            later = ((int(i) + k) % n for k in range(1, n))
+            # Deterministic replacement, the same in every worker: see replacement_positions.
+            at = int(i) % n
+            later = replacement_positions(at, n, mix_seed(self.seed, self.epoch, at, SKIP_SALT))
             return self._replace(err, ((f"item {j}", self._attempt(j)) for j in later))
 
     def _attempt(self, i: int) -> Callable[[], dict[str, Any]]:

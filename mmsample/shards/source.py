@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..epoch import SharedEpoch
 from ..errors import SampleError
+from ..skips import SkipCounter
 from .decode import (
     Decoder,
     PlanSource,
@@ -52,9 +53,15 @@ class ShardSource:
         self.decoder = Decoder(specs, seed)
         self.plan_source = check_plan_source(plan, owner)
         self.seed = seed
-        self.skipped = 0
+        self._skips = SkipCounter()
         self.epoch = 0
         self._shared_epoch = SharedEpoch(0)
+
+    @property
+    def skipped(self) -> int:
+        """Items replaced so far with `on_error="skip"`, by this process and its DataLoader
+        workers together (counted in shared memory)."""
+        return self._skips.total()
 
     def _publish_epoch(self, epoch: int) -> None:
         if not isinstance(epoch, int) or epoch < 0:
@@ -69,18 +76,20 @@ class ShardSource:
         self, bad: SampleError, candidates: Iterable[tuple[str, Callable[[], dict[str, Any]]]]
     ) -> dict[str, Any]:
         """Count and report a skipped item; return the first candidate that decodes. Each
-        candidate is (how the report names it, e.g. "item 3", or "", a decode thunk)."""
+        candidate is (how the report names it, e.g. "item 3", a decode thunk); candidates come
+        from `mmsample.skips.replacement_positions`, the same in every process."""
         for where, attempt in candidates:
             try:
                 out = attempt()
             except SampleError:
                 continue
-            self.skipped += 1
+            self._skips.add()
             found = f"{out['shard']}:{out['key']}"
             report_skip(type(self).__name__, bad, f"{where} ({found})" if where else found)
             return out
         raise SampleError(
-            f"no item of this reader decodes; the first failure: {bad.reason}",
+            f"no item of this epoch decodes (on_error='skip' found no replacement); the first "
+            f"failure: {bad.reason}",
             shard=bad.shard,
             key=bad.key,
         )

@@ -24,8 +24,12 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import SampleError
 from ..plan import Plan
+from ..skips import replacement_positions
 from .decode import (
+    MAIN_PROCESS_DECODE_THREADS,
+    SKIP_SALT,
     PlanSource,
+    check_decode_threads,
     item_counts,
     mix_seed,
     resolve_plan,
@@ -121,8 +125,15 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     items in turn) is cut into contiguous slices, one per (rank, worker); every item is yielded
     exactly once over all consumers, plus with `equal_split=True` up to world_size - 1 padding
     items (the epoch's first items repeated) so that every rank yields exactly `len(self)`.
-    Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too. With `on_error="skip"` a bad item is replaced by the next item
-    of this consumer's order that decodes, warned about and counted in `skipped` (per process).
+    Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too.
+    With `on_error="skip"` a bad item at position p of the epoch's item sequence is replaced by
+    the first item that decodes among `mmsample.skips.replacement_positions(p, total, ...)`
+    (seeded by seed, epoch and p: the same replacement for any rank or worker count, so a
+    worker whose whole slice is bad still yields its count); each skip is warned about (naming
+    the bad and the replacing item) and counted in `skipped`, over this process and its
+    DataLoader workers. The replacement is a second copy of another item of the epoch.
+    `decode_threads` (default 1; None: torch's own count): torch intra-op threads while an item
+    decodes in the main process (num_workers=0); the caller's count is restored after each item.
     """
 
     def __init__(
@@ -138,13 +149,16 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         world_size: int | None = None,
         on_error: str = "raise",
         equal_split: bool = True,
+        decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
     ) -> None:
         if not isinstance(shuffle, int) or shuffle < 0:
             raise ValueError(
                 "The 'shuffle' parameter of StreamedDataset must be an int >= 0 (buffer size, "
                 f"0 = no shuffle); got {shuffle!r}."
             )
+        threads = check_decode_threads(decode_threads, "StreamedDataset")
         self._open(root, modalities, plan, seed, on_error)
+        self.decoder.threads = threads
         self.shuffle = shuffle
         self.shuffle_shards = bool(shuffle_shards)
         self.equal_split = bool(equal_split)
@@ -273,14 +287,14 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
             except SampleError as err:
                 if self.on_error == "raise":
                     raise
-                # Deterministic replacement: the next item of this consumer's order that decodes.
-                later = np.roll(order, -step)[1:]
+                # Deterministic replacement from the whole epoch, the same for any worker count.
+                p = int(pos[u])
+                later = replacement_positions(
+                    p, total, mix_seed(self.seed, self.epoch, p, SKIP_SALT)
+                )
                 out = self._replace(
                     err,
-                    (
-                        ("", self._attempt(int(rows[samples[v]]), int(items[v]), restrict))
-                        for v in later
-                    ),
+                    ((f"epoch item {q}", self._attempt_at(q, rows, cum, restrict)) for q in later),
                 )
             self._yielded = step + 1
             yield out
@@ -299,8 +313,14 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         mask = self.plan.items(raw["id"])[item] & restrict
         return self.decoder(raw, mask, epoch=self.epoch, item=item)
 
-    def _attempt(self, row: int, item: int, restrict: int = -1) -> Callable[[], dict[str, Any]]:
-        return lambda: self._decode(self._read(row), item, restrict)
+    def _attempt_at(
+        self, position: int, rows: np.ndarray, cum: np.ndarray, restrict: int = -1
+    ) -> Callable[[], dict[str, Any]]:
+        """Decode thunk of the epoch's item at `position` (of the layout `rows`, `cum`), its
+        modalities further restricted to `restrict`."""
+        s = int(np.searchsorted(cum, position, side="right"))
+        item = position - (int(cum[s - 1]) if s else 0)
+        return lambda: self._decode(self._read(int(rows[s])), item, restrict)
 
     # ----- state -----
     def _compat(self) -> dict[str, Any]:

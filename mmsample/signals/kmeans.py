@@ -9,8 +9,8 @@ mat-vecs (`a @ a_c`, `z @ z_c`): one read of the factors, the memory-bandwidth b
 
 from __future__ import annotations
 
-import functools
-import os
+import contextlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -23,28 +23,52 @@ __all__ = ["kmeans_pp", "rank_one_sq_distances"]
 SPLIT_ROWS = 1 << 16  # CPU mat-vecs over at least this many rows are split across threads
 
 
-@functools.lru_cache(maxsize=4)
-def _pool(threads: int, pid: int) -> ThreadPoolExecutor:
-    # keyed by pid: a pool's threads do not survive fork, so a forked child makes its own
-    return ThreadPoolExecutor(threads, thread_name_prefix="mmsample-mv")
-
-
-def paired_matvecs(a: Tensor, a_c: Tensor, z: Tensor, z_c: Tensor) -> tuple[Tensor, Tensor]:
-    """`(a @ a_c, z @ z_c)`. On CPU the rows are split over torch's intra-op thread count, since
-    BLAS runs one mat-vec on one thread (2 cores: 1.8x the streaming-read time whole, 1.05x split)."""
+@contextlib.contextmanager
+def row_split_pool(a: Tensor) -> Iterator[ThreadPoolExecutor | None]:
+    """The helper threads that split mat-vecs over a's rows, for one library call: None when
+    the rows are not split (not CPU, one intra-op thread, or fewer than SPLIT_ROWS rows), else
+    `torch.get_num_threads() - 1` threads, joined when the block exits. No thread outlives the
+    call, nor the OpenMP team a thread's torch kernels start (it ends with its thread), so the
+    caller's later calls never run beside threads left spinning here."""
     threads = torch.get_num_threads()
-    rows = a.shape[0]
-    if a.device.type != "cpu" or threads < 2 or rows < SPLIT_ROWS:
+    if a.device.type != "cpu" or threads < 2 or a.shape[0] < SPLIT_ROWS:
+        yield None
+        return
+    pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="mmsample-mv")
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True)
+
+
+def paired_matvecs(
+    a: Tensor, a_c: Tensor, z: Tensor, z_c: Tensor, pool: ThreadPoolExecutor | None = None
+) -> tuple[Tensor, Tensor]:
+    """`(a @ a_c, z @ z_c)`. On CPU the rows are split over torch's intra-op thread count, since
+    BLAS runs one mat-vec on one thread (2 cores: 1.8x the streaming-read time whole, 1.05x split):
+    the calling thread takes one part, `pool` (from `row_split_pool`) the others; without a
+    pool, one is made and joined for this call."""
+    if pool is None:
+        with row_split_pool(a) as own:
+            return _paired(a, a_c, z, z_c, own)
+    return _paired(a, a_c, z, z_c, pool)
+
+
+def _paired(
+    a: Tensor, a_c: Tensor, z: Tensor, z_c: Tensor, pool: ThreadPoolExecutor | None
+) -> tuple[Tensor, Tensor]:
+    if pool is None:
         return torch.mv(a, a_c), torch.mv(z, z_c)
+    rows, parts = a.shape[0], torch.get_num_threads()
     out_a, out_z = a.new_empty(rows), z.new_empty(rows)
 
     def part(i: int) -> None:
-        lo, hi = i * rows // threads, (i + 1) * rows // threads
+        lo, hi = i * rows // parts, (i + 1) * rows // parts
         torch.mv(a[lo:hi], a_c, out=out_a[lo:hi])
         torch.mv(z[lo:hi], z_c, out=out_z[lo:hi])
 
     # the calling thread takes part 0 itself: one hand-off fewer per pick
-    others = [_pool(threads - 1, os.getpid()).submit(part, i) for i in range(1, threads)]
+    others = [pool.submit(part, i) for i in range(1, parts)]
     part(0)
     for done in others:
         done.result()
@@ -72,11 +96,13 @@ def _sq_norms(t: Tensor) -> Tensor:
     return torch.linalg.vector_norm(t, dim=1).square()
 
 
-def _distances_to(a: Tensor, z: Tensor, self_sq: Tensor, center: Tensor) -> Tensor:
+def _distances_to(
+    a: Tensor, z: Tensor, self_sq: Tensor, center: Tensor, pool: ThreadPoolExecutor | None
+) -> Tensor:
     """Squared distances `[N]` from every g_i to g_center; center is a 1-element long tensor."""
     a_c = a.index_select(0, center).squeeze(0)
     z_c = z.index_select(0, center).squeeze(0)
-    dist = torch.addcmul(self_sq, *paired_matvecs(a, a_c, z, z_c), value=-2.0)
+    dist = torch.addcmul(self_sq, *_paired(a, a_c, z, z_c, pool), value=-2.0)
     dist.add_(self_sq.index_select(0, center))
     return dist.clamp_(min=0.0)  # rounding can leave tiny negatives at (near) duplicates
 
@@ -97,7 +123,8 @@ def rank_one_sq_distances(a: Tensor, z: Tensor, center: int | Tensor) -> Tensor:
     _check_factors(a, z, "rank_one_sq_distances")
     c = torch.as_tensor(center, dtype=torch.long, device=a.device).reshape(1)
     self_sq = _sq_norms(a) * _sq_norms(z)
-    return _distances_to(a, z, self_sq, c)
+    with row_split_pool(a) as pool:
+        return _distances_to(a, z, self_sq, c, pool)
 
 
 def kmeans_pp(a: Tensor, z: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -108,7 +135,8 @@ def kmeans_pp(a: Tensor, z: Tensor, n: int, generator: torch.Generator | None = 
     index twice. When every unchosen point has D = 0 (n exceeds the number of distinct points) the
     pick is uniform over the unchosen. Draws use `generator` (on a's device) or the global RNG.
     Per pick: two mat-vecs (rows split over CPU threads) and a few passes over `[N]` vectors;
-    no `[N, K*D]`, no host sync.
+    no `[N, K*D]`, no host sync. The helper threads are joined before it returns: no thread it
+    started outlives the call.
     """
     _check_factors(a, z, "kmeans_pp")
     if isinstance(n, bool) or not isinstance(n, int):
@@ -139,11 +167,12 @@ def kmeans_pp(a: Tensor, z: Tensor, n: int, generator: torch.Generator | None = 
     # 1 for unchosen, 0 for chosen: the fallback law when every unchosen point has D = 0
     unchosen = torch.ones(num, dtype=a.dtype, device=a.device)
     nearest = torch.full((num,), float("inf"), dtype=a.dtype, device=a.device)
-    for k in range(1, n):
-        unchosen.index_fill_(0, center, 0.0)
-        torch.minimum(nearest, _distances_to(a, z, self_sq, center), out=nearest)
-        nearest.index_fill_(0, center, 0.0)  # chosen stay at 0: distances are >= 0
-        weight = torch.where(nearest.sum() > 0, nearest, unchosen)  # no host sync
-        center = _draw(weight, generator)
-        picks[k : k + 1] = center
+    with row_split_pool(a) as pool:  # helper threads live for this call only
+        for k in range(1, n):
+            unchosen.index_fill_(0, center, 0.0)
+            torch.minimum(nearest, _distances_to(a, z, self_sq, center, pool), out=nearest)
+            nearest.index_fill_(0, center, 0.0)  # chosen stay at 0: distances are >= 0
+            weight = torch.where(nearest.sum() > 0, nearest, unchosen)  # no host sync
+            center = _draw(weight, generator)
+            picks[k : k + 1] = center
     return picks

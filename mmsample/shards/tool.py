@@ -181,8 +181,9 @@ def _run_task(task: _Task) -> tuple[ShardInfo | None, list[BadRow], bool]:
                 _PROGRESS(1)
             if problems:
                 bad.append(row.bad(problems))
-                if not task.skip_bad and writer is not None:
-                    writer.abort()
+                if not task.skip_bad:  # one bad row: the shard is only checked from here on
+                    if writer is not None:
+                        writer.abort()
                     writer, writing = None, False
                 continue
             if writing:
@@ -433,8 +434,11 @@ def shard_dataset(
     bad_report.unlink(missing_ok=True)
     total = sum(len(t.rows) for t in tasks)
     results = _run_tasks(tasks, workers, progress, total)
+    # Without skip_bad every bad row is an error, whether or not its shard was written: no row
+    # is ever left out silently.
     bad = sorted(
-        (b for _, rows, written in results if not written for b in rows), key=lambda b: b.row
+        (b for _, rows, written in results if not (written and skip_bad) for b in rows),
+        key=lambda b: b.row,
     )
     if bad:
         _write_atomic(bad_report, bad_rows_jsonl(bad))

@@ -149,5 +149,5 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
             writer.write(f"k{s}", 7, 0, {"txt": b"x"})
         infos.append(ShardInfo(name, 1, 7, 7, 0, index_name(name)))
     Manifest(["a"], ["txt"], infos, num_rows=8, samples_per_shard=1).save(tmp_path)
-    with pytest.raises(ManifestError, match="list some id twice"):
+    with pytest.raises(ManifestError, match="list id 7 twice; rebuild"):
         IndexedDataset(tmp_path, {"text": Text()})

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 STATE_VERSION = 1
 _COMPAT = (
     *("rank", "world_size", "worker", "num_workers", "seed"),
-    *("shuffle", "shuffle_shards", "equal_split", "modalities", "num_samples"),
+    *("shuffle", "shuffle_shards", "equal_split", "modalities", "num_samples", "split"),
 )
 
 
@@ -111,7 +111,8 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     items in turn) is cut into contiguous slices, one per (rank, worker); every item is yielded
     exactly once over all consumers, plus with `equal_split=True` up to world_size - 1 padding
     items (the epoch's first items repeated) so that every rank yields exactly `len(self)`.
-    Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too. With `on_error="skip"` a bad item is replaced by the next item
+    Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too.
+    With `split="train"` only the samples of that split are read. With `on_error="skip"` a bad item is replaced by the next item
     of this consumer's order that decodes, warned about and counted in `skipped` (per process).
     """
 
@@ -128,13 +129,14 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         world_size: int | None = None,
         on_error: str = "raise",
         equal_split: bool = True,
+        split: str | None = None,
     ) -> None:
         if not isinstance(shuffle, int) or shuffle < 0:
             raise ValueError(
                 "The 'shuffle' parameter of StreamedDataset must be an int >= 0 (buffer size, "
                 f"0 = no shuffle); got {shuffle!r}."
             )
-        self._open(root, modalities, plan, seed, on_error)
+        self._open(root, modalities, plan, seed, on_error, split)
         self.shuffle = shuffle
         self.shuffle_shards = bool(shuffle_shards)
         self.equal_split = bool(equal_split)
@@ -276,6 +278,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
             "equal_split": self.equal_split,
             "modalities": list(self.decoder.names),
             "num_samples": len(self.table),
+            "split": self.table.split,
         }
 
     def state_dict(self) -> dict[str, Any]:

@@ -79,6 +79,12 @@ def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
         raise ManifestError(
             f"cannot index {root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:50])
         )
+    if not scans:
+        raise ManifestError(
+            f"no samples in {root}: its {len(tars)} .tar file(s) ({_names(tars)}) hold no "
+            "samples; shard the data with `mmsample shard` (or copy in the shards that hold "
+            "samples) and index again"
+        )
     old = Manifest.load(root) if (root / MANIFEST).exists() else None
     numbers = sidecar_numbers(root)
     sidecars = [d for d in (load_sidecar(root, n) for n in numbers) if d is not None]
@@ -88,12 +94,6 @@ def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
         raise ManifestError(
             f"{root} has no {MANIFEST} or shard sidecars to take class names from: pass "
             "--classes FILE (one class name a line, in class-index order)"
-        )
-    if not scans:
-        raise ManifestError(
-            f"no samples in {root}: its {len(tars)} .tar file(s) ({_names(tars)}) hold no "
-            "samples; shard the data with `mmsample shard` (or copy in the shards that hold "
-            "samples) and index again"
         )
     top = max((s.label or 0) for samples in scans for s in samples)
     if top >= len(names):

@@ -18,7 +18,7 @@ import pytest
 from mmsample.cli import main
 from mmsample.errors import SampleError
 from mmsample.shards import IndexedDataset, ShardWriter, StreamedDataset
-from mmsample.shards.format import Manifest, ShardInfo, index_name
+from mmsample.shards.format import Manifest, ShardInfo
 from mmsample.shards.offsets import load_index, read_index, write_index
 from mmsample.spec import Array, Text
 from mmsample.testing import tiny_sample_fields, write_tiny_dataset
@@ -208,7 +208,7 @@ def test_indexes_written_without_keys_still_read(root: Path) -> None:
         got = sorted((s["id"], s["key"], s["text"]["input_ids"].tolist()) for s in iter_all(ds))
         assert got == [(i, f"s{i:06d}", expected[i]) for i in range(8)]
     edit_index(root, 1, lambda r: r.__setitem__((0, 0), 2_000_000_000))
-    with pytest.raises(SampleError, match=re.escape(f"row 0: id 2000000000 is outside")):
+    with pytest.raises(SampleError, match=re.escape("row 0: id 2000000000 is outside")):
         IndexedDataset(root, MODS)
 
 

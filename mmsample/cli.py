@@ -70,6 +70,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(report.written)} shard(s), kept {len(report.kept)} from an earlier run{where}"
     )
+    print(f"classes: {report.classes.describe()}")
     if args.skip_bad:
         skipped = len(report.skipped)
         line = f"skipped {skipped} of {report.rows} rows"
@@ -160,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes",
         type=Path,
         metavar="FILE",
-        help="class names, one a line (default: sorted labels)",
+        help="class names, one a line: class i is line i+1 (default: integer labels are "
+        "their own class index, 0..max; other labels in sorted order)",
     )
     shard.add_argument(
         "--text-field",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
+from .classes import ClassOrder, canonical_label, order_classes
 from .format import check_field, check_key
 
 SKIPPED_REPORT = "skipped.jsonl"
@@ -240,8 +241,9 @@ def read_classes(path: str | Path) -> list[str]:
     return names
 
 
-def check_rows(table: InputTable, classes: Sequence[str] | None) -> list[str]:
-    """The cheap pass over every row: duplicate keys and unknown labels; returns the classes."""
+def check_rows(table: InputTable, classes: Sequence[str] | None) -> ClassOrder:
+    """The cheap pass over every row: duplicate keys and unknown labels; returns the class order
+    (`mmsample.shards.classes`), each row's label set to its class name."""
     first: dict[str, int] = {}
     for r in table.rows:
         if r.key_ok and r.key is not None:
@@ -249,7 +251,10 @@ def check_rows(table: InputTable, classes: Sequence[str] | None) -> list[str]:
                 r.problems.append(("key", f"duplicate key {r.key!r} (first in row {first[r.key]})"))
             else:
                 first[r.key] = r.row
-    names = list(classes) if classes is not None else sorted({r.label for r in table.rows} - {""})
+    order = order_classes((r.label for r in table.rows), classes)
+    for r in table.rows:
+        r.label = canonical_label(r.label, order) if r.label else r.label
+    names = order.names
     known = set(names)
     for r in table.rows:
         if r.label and r.label not in known:
@@ -257,7 +262,7 @@ def check_rows(table: InputTable, classes: Sequence[str] | None) -> list[str]:
             r.problems.append(
                 ("label", f"{r.label!r} is not one of the {len(names)} classes ({shown})")
             )
-    return names
+    return order
 
 
 def stat_files(row: Row, text: Sequence[str]) -> None:

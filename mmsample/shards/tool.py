@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ManifestError
 from ..media_probe import probe
+from .classes import ClassOrder
 from .format import MANIFEST, Manifest, ShardInfo, index_name, shard_name
 from .table import (
     DEFAULT_TEXT_FIELDS,
@@ -86,6 +87,7 @@ class ShardReport:
     dataset: dict[str, Any]
     manifest: Manifest | None
     missing: int
+    classes: ClassOrder
 
 
 # ---------------------------------------------------------------- one shard (runs in a worker)
@@ -375,12 +377,17 @@ def shard_dataset(
     _check_parameters(samples_per_shard, workers, part)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     table = read_input(input, text_fields)
-    names = check_rows(table, classes)
+    order = check_rows(table, classes)
+    names = order.names
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ManifestError(f"The 'out' parameter must be a directory; {out} is a file")
     out.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {"input_sha256": table.sha256, "text_fields": table.text_fields}
+    extra: dict[str, Any] = {
+        "input_sha256": table.sha256,
+        "text_fields": table.text_fields,
+        "class_order": order.rule,
+    }
     job = _digest([extra, names, table.fields, samples_per_shard])
     dataset = {
         "classes": names,
@@ -460,4 +467,5 @@ def shard_dataset(
         dataset=dataset,
         manifest=manifest,
         missing=missing,
+        classes=order,
     )

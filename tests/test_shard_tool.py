@@ -382,9 +382,9 @@ def test_jsonl_nulls_text_fields_and_malformed_lines(media: Path, tmp_path: Path
         "id": b"0",
         "cls": b"2",
         "npy": (media / "media" / "f0.npy").read_bytes(),
-        "caption": b"two",
+        "caption.txt": b"two",  # a text column NAME is field NAME.txt,
     }
-    assert found[3][2] == {"id": b"3", "cls": b"1", "caption": b"one"}
+    assert found[3][2] == {"id": b"3", "cls": b"1", "caption.txt": b"one"}
     assert sorted(found) == [0, 3]
 
 

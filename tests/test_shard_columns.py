@@ -166,6 +166,13 @@ def test_index_rebuilds_the_splits_from_the_tars(src: Path, tmp_path: Path) -> N
     out = tmp_path / "out"
     shard_dataset(src / "in.csv", out, text_fields=["text"], workers=1, samples_per_shard=2)
     before = Manifest.load(out)
+    written = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    # with the shard sidecars: the same files, byte for byte
+    for path in [out / "manifest.json", *out.glob("*.idx.npy")]:
+        path.unlink()
+    assert main(["index", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in sorted(out.iterdir())} == written
+    # from the tars alone
     for path in [out / "manifest.json", *out.glob("*.idx.npy"), *out.glob("shard-*.json")]:
         path.unlink()
     classes = tmp_path / "classes.txt"
@@ -237,6 +244,17 @@ def test_an_explicit_field_types_cells_without_extension(src: Path, tmp_path: Pa
     assert [(c.name, c.kind) for c in report.columns] == [("picture", "meta")]
 
 
+def test_a_column_named_name_ext_is_that_field_once(src: Path, tmp_path: Path) -> None:
+    kite = src / "img/kite.png"
+    table = tmp_path / "in.csv"
+    table.write_text(f"key,label,photo.png\na,x,{kite}\n")
+    report = shard_dataset(table, tmp_path / "o", workers=1)
+    assert [(c.name, c.field) for c in report.columns] == [("photo.png", "photo.png")]
+    table.write_text(f"key,label,photo.png,photo\na,x,{kite},{kite}\n")
+    with pytest.raises(ManifestError, match=re.escape("two columns would fill the same field")):
+        shard_dataset(table, tmp_path / "p", workers=1)
+
+
 def test_a_media_column_of_any_name_is_probed(src: Path, tmp_path: Path) -> None:
     """A column named `video` of .mp4 paths was stored unchecked as field `video`; now it is
     field video.mp4 and every file is probed."""
@@ -276,6 +294,8 @@ def test_a_column_the_cells_do_not_decide_is_refused(
         ({"split_column": "fold"}, "The 'split_column' parameter names ['fold']"),
         ({"meta": ["image"], "fields": {"image": "png"}}, "given two roles"),
         ({"text_fields": ["split"], "split_column": "split"}, "given two roles"),
+        ({"meta": ["split"]}, "column 'split' would be metadata, but metadata keeps the split"),
+        ({"split_column": "text"}, "column 'split' would be metadata"),
     ],
 )
 def test_column_options_are_checked(

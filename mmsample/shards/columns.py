@@ -61,9 +61,9 @@ class Column:
 
 
 def field_name(column: str, ext: str) -> str:
-    """The field of a column of .EXT files or text: `EXT` if the column is named so, else
-    `column.EXT`."""
-    return ext if column == ext else f"{column}.{ext}"
+    """The field of a column of .EXT files or text: the column's name if it is `EXT` or ends in
+    `.EXT`, else `column.EXT`."""
+    return column if column == ext or column.endswith(f".{ext}") else f"{column}.{ext}"
 
 
 def _suffix(value: Any) -> str | None:
@@ -168,6 +168,12 @@ def classify_columns(
             except ManifestError as err:
                 raise ManifestError(f"{where}: column {name!r} cannot be a field: {err}") from None
         out.append(column)
+    if any(c.kind == "meta" and c.name == DEFAULT_SPLIT_COLUMN for c in out):
+        raise ManifestError(
+            f"{where}: column {DEFAULT_SPLIT_COLUMN!r} would be metadata, but metadata keeps the "
+            f"split under that name: let it be the split (drop --split-column / --meta "
+            f"{DEFAULT_SPLIT_COLUMN}) or rename the column"
+        )
     taken = Counter(c.field for c in out if c.field is not None)
     clash = sorted(f for f, k in taken.items() if k > 1)
     if clash:

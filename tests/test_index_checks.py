@@ -20,6 +20,7 @@ from mmsample.errors import SampleError
 from mmsample.shards import IndexedDataset, ShardWriter, StreamedDataset
 from mmsample.shards.format import Manifest, ShardInfo
 from mmsample.shards.offsets import load_index, read_index, write_index
+from mmsample.shards.verify import verify_dataset
 from mmsample.spec import Array, Text
 from mmsample.testing import tiny_sample_fields, write_tiny_dataset
 
@@ -40,14 +41,15 @@ def edit_index(root: Path, shard: int, edit: Callable[[np.ndarray], None]) -> No
     index = load_index(path)
     rows = index.rows.copy()
     edit(rows)
-    write_index(path, rows, None if index.keys is None else [str(k) for k in index.keys])
+    write_index(path, rows, index.key_texts())
 
 
 def test_the_index_keeps_every_key_in_tar_order(root: Path) -> None:
     for shard in range(2):
         index = load_index(root / f"shard-{shard:06d}.idx.npy")
         assert index.keys is not None and index.splits is None
-        assert index.keys.tolist() == [f"s{i:06d}" for i in range(4 * shard, 4 * shard + 4)]
+        assert index.key_texts() == [f"s{i:06d}" for i in range(4 * shard, 4 * shard + 4)]
+        assert index.keys.dtype == np.dtype("S7")  # one byte a key character
         with tarfile.open(root / f"shard-{shard:06d}.tar") as tar:
             ids = [int(tar.extractfile(m).read()) for m in tar if m.name.endswith(".id")]  # type: ignore[union-attr]
             offsets = [m.offset for m in tar if m.name.endswith(".id")]  # a key's first member
@@ -130,8 +132,9 @@ def test_an_index_that_does_not_match_is_refused_on_opening(
 def test_a_row_count_that_does_not_match_the_manifest_is_refused(root: Path) -> None:
     path = root / "shard-000001.idx.npy"
     index = load_index(path)
-    assert index.keys is not None
-    write_index(path, index.rows[:3], [str(k) for k in index.keys[:3]])
+    keys = index.key_texts()
+    assert keys is not None
+    write_index(path, index.rows[:3], keys[:3])
     with pytest.raises(SampleError, match="has 3 rows but the manifest counts 4 samples"):
         IndexedDataset(root, MODS)
 
@@ -183,8 +186,8 @@ def test_errors_name_the_key_the_index_gives(root: Path) -> None:
     # an index whose key disagrees with the tar is refused, naming what the index says
     path = root / "shard-000001.idx.npy"
     index = load_index(path)
-    assert index.keys is not None
-    keys = [str(k) for k in index.keys]
+    keys = index.key_texts()
+    assert keys is not None
     keys[2] = "elsewhere"
     write_index(path, index.rows, keys)
     ds = IndexedDataset(root, MODS)
@@ -193,6 +196,11 @@ def test_errors_name_the_key_the_index_gives(root: Path) -> None:
     assert caught.value.key == "elsewhere"
     assert "hold sample 's000006' but the offset index says 'elsewhere'" in str(caught.value)
     assert REBUILD in str(caught.value)
+    # and `--verify` reports it
+    problems = [str(p) for p in verify_dataset(root, webdataset=False)]
+    assert "shard-000001.tar:s000006: index row 2 gives key 'elsewhere', the tar 's000006'" in (
+        problems
+    )
 
 
 def test_indexes_written_without_keys_still_read(root: Path) -> None:

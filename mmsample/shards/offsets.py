@@ -5,8 +5,9 @@ Place in the data flow: written beside each tar by `ShardWriter` and `mmsample i
 byte range [start, end) of its members, its key and its split ("" for none). Two file layouts:
 
 - `mmsample-shards/1` without keys: an int64 `[n, 3]` array (id, start, end), still read;
-- with keys: a structured array, fields `id`, `start`, `end` (int64), `key` and optionally
-  `split` (fixed-width unicode). Both are plain `.npy` files, loaded without unpickling.
+- with keys: a structured array, fields `id`, `start`, `end` (int64), `key` (fixed-width ASCII
+  bytes: keys are letters, digits, `_`, `-`) and optionally `split` (fixed-width unicode). Both
+  are plain `.npy` files, loaded without unpickling.
 
 Index files may come from strangers: `check_index` refuses one whose ids are outside the
 manifest's id space or the shard's id range, or whose byte ranges are not block-aligned, not
@@ -30,8 +31,9 @@ REBUILD = "this index does not match its tar; rebuild it with `mmsample index`"
 
 @dataclass
 class OffsetIndex:
-    """One shard's index: `rows` int64 `[n, 3]` (id, start, end in bytes); `keys` (str `[n]`)
-    and `splits` (str `[n]`, "" = no split) are None for an index written without them."""
+    """One shard's index: `rows` int64 `[n, 3]` (id, start, end in bytes); `keys` (ASCII bytes
+    `[n]`, 1 byte a character) and `splits` (str `[n]`, "" = no split) are None for an index
+    written without them."""
 
     rows: np.ndarray
     keys: np.ndarray | None = None
@@ -39,6 +41,19 @@ class OffsetIndex:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def key(self, row: int) -> str | None:
+        """The key of row `row`, or None for an index without keys."""
+        return key_at(self.keys, row)
+
+    def key_texts(self) -> list[str] | None:
+        """Every key as text, or None for an index without keys."""
+        return None if self.keys is None else [k.decode("ascii") for k in self.keys.tolist()]
+
+
+def key_at(keys: np.ndarray | None, row: int) -> str | None:
+    """Row `row` of a key column (ASCII bytes) as text; None for no key column."""
+    return None if keys is None else bytes(keys[row]).decode("ascii", "replace")
 
 
 def write_index(
@@ -55,13 +70,14 @@ def write_index(
         if len(keys) != len(rows) or (splits is not None and len(splits) != len(rows)):
             raise ValueError(f"write_index: {len(rows)} rows need as many keys and splits")
         columns = [(c, "<i8") for c in INDEX_COLUMNS]
-        columns.append(("key", f"<U{max((len(k) for k in keys), default=1) or 1}"))
+        encoded = [k.encode("ascii") for k in keys]
+        columns.append(("key", f"S{max((len(k) for k in encoded), default=1) or 1}"))
         if splits is not None:
             columns.append(("split", f"<U{max((len(s) for s in splits), default=1) or 1}"))
         data = np.zeros(len(rows), dtype=np.dtype(columns))
         for j, c in enumerate(INDEX_COLUMNS):
             data[c] = rows[:, j]
-        data["key"] = keys
+        data["key"] = encoded
         if splits is not None:
             data["split"] = splits
     path = Path(path)
@@ -87,10 +103,12 @@ def load_index(path: str | Path) -> OffsetIndex:
         return OffsetIndex(data)
     fields = data.dtype.fields or {}
     ok = data.ndim == 1 and all(c in fields and fields[c][0] == np.int64 for c in INDEX_COLUMNS)
-    ok = ok and "key" in fields and all(fields[c][0].kind == "U" for c in names[3:])
+    ok = ok and "key" in fields and fields["key"][0].kind == "S"
+    ok = ok and ("split" not in fields or fields["split"][0].kind == "U")
     if not ok or set(names) - {*INDEX_COLUMNS, "key", "split"}:
         raise ManifestError(
-            f"{path}: offset index must hold int64 id, start, end and unicode key (and split) "
+            f"{path}: offset index must hold int64 id, start, end, an ASCII key (and a unicode "
+            "split) column; "
             f"columns; got {data.dtype} {data.shape}"
         )
     rows = np.stack([data[c] for c in INDEX_COLUMNS], axis=1).astype(np.int64)
@@ -158,7 +176,7 @@ def check_index(
         hits = np.flatnonzero(broken)
         if len(hits):
             r = int(hits[0])
-            key = str(index.keys[r]) if index.keys is not None else None
+            key = index.key(r)
             more = f" (and {len(hits) - 1} more rows)" if len(hits) > 1 else ""
             raise SampleError(
                 f"offset index {name}, row {r}: {describe(r)}{more}; {REBUILD}",

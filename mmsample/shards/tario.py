@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ManifestError, SampleError
 from .format import ID_FIELD, LABEL_FIELD, Manifest
-from .offsets import REBUILD, check_index, load_index
+from .offsets import REBUILD, check_index, key_at, load_index
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -383,7 +383,7 @@ class ShardTable:
     """A dataset's shards and offset indices, read by row with `os.pread` (fork-safe handles).
 
     Row r is the r-th sample (of `split`, when given) in manifest shard order; `ids`,
-    `shard_of_row`, `starts`, `ends` are int64 arrays over rows, `keys` a str array (None for
+    `shard_of_row`, `starts`, `ends` are int64 arrays over rows, `keys` ASCII bytes (None for
     indexes written without keys). Every index is checked against the manifest and the tar
     sizes on opening (`mmsample.shards.offsets.check_index`); memory grows with the number of
     samples, never with an id value. Handles open lazily per process and are never pickled.
@@ -460,7 +460,7 @@ class ShardTable:
 
     def key(self, row: int) -> str | None:
         """The key the offset index gives row `row` (None for an index without keys)."""
-        return str(self.keys[row]) if self.keys is not None else None
+        return key_at(self.keys, row)
 
     def read(self, row: int) -> RawSample:
         """The raw sample at `row`, parsed from its indexed byte range."""

@@ -239,11 +239,10 @@ def verify_shard(
         return samples, [*problems, SampleError(str(err), shard=name)]
     rows = index.rows
     for r, s in enumerate(samples[: len(rows)]):
-        noted = [
-            (what, str(column[r]), want)
-            for what, column, want in (("key", index.keys, s.key), ("split", index.splits, s.split))
-            if column is not None and str(column[r]) != want
-        ]
+        said: list[tuple[str, str | None, str]] = [("key", index.key(r), s.key)]
+        if index.splits is not None:
+            said.append(("split", str(index.splits[r]), s.split))
+        noted = [(what, got, want) for what, got, want in said if got is not None and got != want]
         problems += [
             SampleError(
                 f"index row {r} gives {what} {got!r}, the tar {want!r}", shard=name, key=s.key

@@ -129,6 +129,18 @@ def test_an_index_that_does_not_match_is_refused_on_opening(
     assert peak < 8 << 20  # nothing sized by an id or an offset
 
 
+@pytest.mark.parametrize("reader", [IndexedDataset, StreamedDataset])
+def test_an_id_given_twice_in_one_shard_is_refused(root: Path, reader: type) -> None:
+    edit_index(root, 0, lambda r: r.__setitem__((1, 0), 0))
+    with pytest.raises(SampleError) as caught:
+        reader(root, MODS)
+    assert (caught.value.shard, caught.value.key) == ("shard-000000.tar", "s000001")
+    assert "id 0 is given twice: by shard-000000.tar row 0 (key 's000000') and by row 1" in str(
+        caught.value
+    )
+    assert REBUILD in str(caught.value)
+
+
 def test_a_row_count_that_does_not_match_the_manifest_is_refused(root: Path) -> None:
     path = root / "shard-000001.idx.npy"
     index = load_index(path)

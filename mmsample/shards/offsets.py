@@ -17,6 +17,7 @@ ordered, overlapping, or past the end of the tar, before any memory is sized by 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -183,3 +184,28 @@ def check_index(
                 shard=shard,
                 key=key,
             )
+
+
+def check_unique_ids(indexes: Sequence[OffsetIndex], shards: Sequence[str]) -> None:
+    """Refuse an id that two index rows give (in one shard or in two): SampleError naming both
+    rows, their shards and keys. Memory and time O(n log n) in the number of samples."""
+    if not indexes:
+        return
+    ids = np.concatenate([i.rows[:, 0] for i in indexes])
+    order = np.argsort(ids, kind="stable")
+    twice = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if not len(twice):
+        return
+    first_row = np.concatenate([[0], np.cumsum([len(i) for i in indexes])])
+    where = []
+    for flat in (int(order[twice[0]]), int(order[twice[0] + 1])):
+        shard = int(np.searchsorted(first_row, flat, side="right")) - 1
+        row = flat - int(first_row[shard])
+        where.append((shards[shard], row, indexes[shard].key(row)))
+    (shard_a, row_a, key_a), (shard_b, row_b, key_b) = where
+    raise SampleError(
+        f"id {int(ids[order[twice[0]]])} is given twice: by {shard_a} row {row_a} (key "
+        f"{key_a!r}) and by row {row_b} here; ids are unique in a dataset, so {REBUILD}",
+        shard=shard_b,
+        key=key_b,
+    )

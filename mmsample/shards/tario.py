@@ -20,8 +20,15 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import ManifestError, SampleError
-from .format import ID_FIELD, LABEL_FIELD, Manifest
-from .offsets import REBUILD, check_index, key_at, load_index
+from .format import ID_FIELD, LABEL_FIELD, Manifest, ShardInfo
+from .offsets import (
+    REBUILD,
+    OffsetIndex,
+    check_index,
+    check_unique_ids,
+    key_at,
+    load_index,
+)
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -361,6 +368,20 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _select(index: OffsetIndex, info: ShardInfo, split: str) -> OffsetIndex:
+    """The rows of `index` whose split is `split`."""
+    if index.splits is None:
+        if info.split_counts:
+            raise ManifestError(
+                f"offset index {info.index} has no split column but the manifest counts splits "
+                f"{info.split_counts}; rebuild it with `mmsample index`"
+            )
+        return OffsetIndex(index.rows[:0], None if index.keys is None else index.keys[:0])
+    keep = index.splits == split
+    keys = None if index.keys is None else index.keys[keep]
+    return OffsetIndex(index.rows[keep], keys, index.splits[keep])
+
+
 def check_split(manifest: Manifest, split: str | None, owner: str) -> str | None:
     """Validate a reader's `split` parameter against the splits the manifest counts."""
     if split is None:
@@ -400,33 +421,12 @@ class ShardTable:
         self.manifest = Manifest.load(self.root)
         self.split = check_split(self.manifest, split, owner)
         self.names = [s.name for s in self.manifest.shards]
-        indexes = []
-        for info in self.manifest.shards:
-            index = load_index(self.root / info.index)
-            check_index(
-                index,
-                shard=info.name,
-                name=info.index,
-                count=info.count,
-                first_id=info.first_id,
-                last_id=info.last_id,
-                tar_bytes=max(info.bytes, _size(self.root / info.name)),
-                id_space=self.manifest.id_space,
-            )
-            if split is not None:
-                if index.splits is None and info.split_counts:
-                    raise ManifestError(
-                        f"offset index {info.index} has no split column but the manifest counts "
-                        f"splits {info.split_counts}; rebuild it with `mmsample index`"
-                    )
-                keep = (
-                    index.splits == split
-                    if index.splits is not None
-                    else np.zeros(len(index), bool)
-                )
-                index.rows = index.rows[keep]
-                index.keys = index.keys[keep] if index.keys is not None else None
-            indexes.append(index)
+        indexes = [self._load(info) for info in self.manifest.shards]
+        check_unique_ids(indexes, self.names)
+        if split is not None:
+            indexes = [
+                _select(index, info, split) for index, info in zip(indexes, self.manifest.shards)
+            ]
         rows = [i.rows for i in indexes]
         table = np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
         self.ids = np.ascontiguousarray(table[:, 0])
@@ -440,6 +440,21 @@ class ShardTable:
         self.max_open = max_open
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._pid = os.getpid()
+
+    def _load(self, info: ShardInfo) -> OffsetIndex:
+        """One shard's offset index, checked against the manifest and the tar's size."""
+        index = load_index(self.root / info.index)
+        check_index(
+            index,
+            shard=info.name,
+            name=info.index,
+            count=info.count,
+            first_id=info.first_id,
+            last_id=info.last_id,
+            tar_bytes=max(info.bytes, _size(self.root / info.name)),
+            id_space=self.manifest.id_space,
+        )
+        return index
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -190,7 +190,10 @@ def test_text_not_declared_is_kept_as_metadata_and_said(
 ) -> None:
     out = tmp_path / "out"
     assert main(["shard", str(src / "in.csv"), str(out), "--workers", "1", "--quiet"]) == 0
-    assert "text -> metadata (no cell names a media file)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert (
+        "text -> metadata (no cell names a media file; --text-field text to make it a text" in said
+    )
     assert Manifest.load(out).fields == ["audio.ogg", "image.png"]
     meta = json.loads(members(out)["kite"]["json"])
     assert meta == {"split": "train", "text": "A red kite."}

@@ -186,7 +186,8 @@ def _from_cells(name: str, cells: list[Any], where: str) -> Column:
     filled = [s for s in suffixes if s is not None]
     media = Counter(s for s in filled if s in MEDIA_EXTENSIONS or s == TEXT_EXTENSION)
     if not media:
-        return Column(name, "meta", None, "no cell names a media file")
+        why = f"no cell names a media file; --text-field {name} to make it a text field"
+        return Column(name, "meta", None, why)
     if len(media) == 1 and sum(media.values()) == len(filled):
         ext = next(iter(media))
         return Column(name, "file", field_name(name, ext), f"every cell ends in .{ext}")

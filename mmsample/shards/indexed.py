@@ -27,8 +27,10 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     """Map-style reader: `ds[i]` is item i of the epoch's expanded plan, decoded.
 
     With `split="train"` only the samples of that split (the input table's split column) are
-    items. With `on_error="skip"` a bad item is replaced by the next item in the expanded order that
-    decodes (wrapping around); each skip is counted in `skipped` (per process) and warned about.
+    items. With `on_error="skip"` a bad item is replaced by the next item in the expanded order
+    that decodes (wrapping around); each skip is counted in `skipped` (per process) and warned
+    about. Opening checks every offset index (`mmsample.shards.offsets`); ValueError for a
+    `split` the manifest does not count.
     """
 
     def __init__(

@@ -112,8 +112,9 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     exactly once over all consumers, plus with `equal_split=True` up to world_size - 1 padding
     items (the epoch's first items repeated) so that every rank yields exactly `len(self)`.
     Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too.
-    With `split="train"` only the samples of that split are read. With `on_error="skip"` a bad item is replaced by the next item
-    of this consumer's order that decodes, warned about and counted in `skipped` (per process).
+    With `split="train"` only the samples of that split are read. With `on_error="skip"` a bad
+    item is replaced by the next item of this consumer's order that decodes, warned about and
+    counted in `skipped` (per process).
     """
 
     def __init__(

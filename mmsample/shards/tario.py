@@ -200,7 +200,7 @@ def parse_sample(
     `expect_key` the members' key (and names the sample in errors before its key is read).
     """
     try:
-        sample = _parse_range(data, shard, expect_key, at)
+        sample = _parse_range(data, shard, at)
     except SampleError as err:
         if err.key is not None or expect_key is None:
             raise
@@ -222,9 +222,7 @@ def parse_sample(
     return sample
 
 
-def _parse_range(
-    data: bytes | memoryview, shard: str, expect_key: str | None, at: int
-) -> RawSample:
+def _parse_range(data: bytes | memoryview, shard: str, at: int) -> RawSample:
     view = memoryview(data)
     pos = 0
     key: str | None = None

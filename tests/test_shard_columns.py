@@ -320,3 +320,25 @@ def test_cli_field_needs_name_and_extension(
             "text", "--workers", "1", "--quiet"]  # fmt: skip
     assert main(argv) == 0
     assert "image -> field image.png (.png files; given by --field)" in capsys.readouterr().out
+
+
+def test_index_of_foreign_json_members(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Another tool's `KEY.json` may follow another convention: no split is read from it; a
+    member that is not JSON at all is a problem naming the sample."""
+    import webdataset as wds
+
+    root = tmp_path / "foreign"
+    root.mkdir()
+    metas = [b'[{"box": [1, 2]}]', b'{"split": 3}', b'{"split": "val", "w": 2}', b"{}"]
+    with wds.TarWriter(str(root / "a.tar"), encoder=False) as sink:
+        for i, meta in enumerate(metas):
+            sink.write({"__key__": f"x{i}", "id": str(i).encode(), "cls": b"0",
+                        "txt": b"t", "json": meta})  # fmt: skip
+    (tmp_path / "c.txt").write_text("only\n")
+    assert main(["index", str(root), "--classes", str(tmp_path / "c.txt"), "--verify"]) == 0
+    assert Manifest.load(root).split_counts() == {"val": 1}
+    assert sorted(s["id"] for s in StreamedDataset(root, {"t": Text()}, split="val")) == [2]
+    with wds.TarWriter(str(root / "b.tar"), encoder=False) as sink:
+        sink.write({"__key__": "y", "id": b"9", "cls": b"0", "txt": b"t", "json": b"{not json"})
+    assert main(["index", str(root), "--classes", str(tmp_path / "c.txt")]) == 1
+    assert "b.tar:y: y.json is not UTF-8 JSON" in capsys.readouterr().err

@@ -104,19 +104,22 @@ def _scan(tar: tarfile.TarFile, shard: str) -> tuple[list[TarSample], list[Sampl
             try:
                 sample.split = _split_of(tar, m)
             except ValueError as err:
-                problems.append(SampleError(f"{key}.{ext}: {err}", shard=shard, key=key))
+                problems.append(
+                    SampleError(f"{key}.{ext} is not UTF-8 JSON ({err})", shard=shard, key=key)
+                )
     return samples, problems
 
 
 def _split_of(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-    """The `split` entry of a sample's metadata member ("" if it has none)."""
+    """The `split` entry of a sample's metadata member: "" if it has none, or if the member
+    follows another convention (a tar from another tool: not an object, a non-text split, or
+    larger than the metadata of one row); ValueError if it is not JSON at all."""
     if member.size > _MAX_META:
-        raise ValueError(f"metadata member of {member.size} bytes (at most {_MAX_META})")
+        return ""
     f = tar.extractfile(member)
     meta = json.loads(f.read().decode("utf-8")) if f is not None else {}
-    if not isinstance(meta, dict) or not isinstance(meta.get("split", ""), str):
-        raise ValueError("metadata must be a JSON object whose 'split' (if any) is a string")
-    return str(meta.get("split", ""))
+    split = meta.get("split", "") if isinstance(meta, dict) else ""
+    return split if isinstance(split, str) else ""
 
 
 def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:

@@ -29,6 +29,13 @@ def _part(text: str) -> tuple[int, int]:
     raise argparse.ArgumentTypeError(f"must be i/n with 0 <= i < n (e.g. 0/4); got {text!r}")
 
 
+def _field(text: str) -> tuple[str, str]:
+    name, eq, ext = text.partition("=")
+    if eq and name and ext:
+        return name, ext.lstrip(".").lower()
+    raise argparse.ArgumentTypeError(f"must be NAME=EXT (e.g. image=png); got {text!r}")
+
+
 def _positive(text: str) -> int:
     if text.isdigit() and int(text) >= 1:
         return int(text)
@@ -62,6 +69,9 @@ def _cmd_shard(args: argparse.Namespace) -> int:
         skip_bad=args.skip_bad,
         classes=read_classes(args.classes) if args.classes else None,
         text_fields=args.text_field,
+        fields=dict(args.field),
+        meta=args.meta,
+        split_column=args.split_column,
         overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
     )
@@ -70,6 +80,8 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     print(
         f"wrote {len(report.written)} shard(s), kept {len(report.kept)} from an earlier run{where}"
     )
+    print(f"classes: {report.classes.describe()}")
+    print("columns:" + "".join(f"\n  {c.describe()}" for c in report.columns))
     if args.skip_bad:
         skipped = len(report.skipped)
         line = f"skipped {skipped} of {report.rows} rows"
@@ -130,9 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     shard = sub.add_parser(
         "shard",
         help="CSV/JSONL table -> WebDataset tar shards, offset indexes and manifest.json",
-        description="Shard a table (columns key, label and one per field: a file path, or "
-        "inline text for txt and --text-field columns) into OUT. Row r gets global id r. "
-        "Finished shards are kept when the command is run again.",
+        description="Shard a table (columns key, label, then file paths, inline text, a split "
+        "and metadata) into OUT. A column of paths ending in one extension EXT becomes field "
+        "NAME.EXT (--field NAME=EXT to say so), txt and --text-field columns inline text, a "
+        "split column each sample's split, other columns per-sample metadata. Row r gets global "
+        "id r. Finished shards are kept when the command is run again.",
     )
     shard.add_argument("input", type=Path, help="the .csv or .jsonl input table")
     shard.add_argument("out", type=Path, help="output directory (created)")
@@ -160,14 +174,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--classes",
         type=Path,
         metavar="FILE",
-        help="class names, one a line (default: sorted labels)",
+        help="class names, one a line: class i is line i+1 (default: integer labels are "
+        "their own class index, 0..max; other labels in sorted order)",
     )
     shard.add_argument(
         "--text-field",
         action="append",
         default=[],
         metavar="NAME",
-        help="a column holding inline text (txt always does); repeatable",
+        help="a column holding inline text (txt always does): field NAME.txt; repeatable",
+    )
+    shard.add_argument(
+        "--field",
+        action="append",
+        type=_field,
+        default=[],
+        metavar="NAME=EXT",
+        help="column NAME holds paths of .EXT files: field NAME.EXT (default: the extension of "
+        "the cells); repeatable",
+    )
+    shard.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="column NAME is per-sample metadata (KEY.json); default for columns whose cells "
+        "name no media file; repeatable",
+    )
+    shard.add_argument(
+        "--split-column",
+        metavar="NAME",
+        help="column holding each row's split (default: a column named split); readers take "
+        "split='train'",
     )
     shard.add_argument("--verify", action="store_true", help="re-read every shard afterwards")
     shard.add_argument(

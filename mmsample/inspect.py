@@ -43,6 +43,7 @@ def inspect_dataset(
         "bytes": sum(s.bytes for s in manifest.shards),
         "fields": list(manifest.fields),
         "class_counts": manifest.class_counts(),
+        "split_counts": manifest.split_counts(),
         "sample": None,
         "not_decoded": [],
     }
@@ -97,6 +98,9 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     width = max((len(c) for c in report["class_counts"]), default=0)
     lines += [f"    {c:<{width}}  {n}" for c, n in report["class_counts"].items()]
+    if report.get("split_counts"):
+        splits = ", ".join(f"{s} {n}" for s, n in report["split_counts"].items())
+        lines.insert(3, f"  splits  {splits}")
     sample = report["sample"]
     if sample is not None:
         lines.append(

@@ -81,7 +81,7 @@ def test_unsafe_keys_are_refused(key: str, tmp_path: Path) -> None:
         w.write(key, 0, 0, {"txt": b"x"})
 
 
-@pytest.mark.parametrize("field", ["id", "cls", "MP4", "a.b", "../x"])
+@pytest.mark.parametrize("field", ["id", "cls", "json", "MP4", "a.b.c", ".mp4", "a.", "../x"])
 def test_bad_fields_are_refused(field: str) -> None:
     with pytest.raises(ManifestError, match="field name"):
         check_field(field)

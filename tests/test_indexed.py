@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from mmsample.errors import ManifestError
-from mmsample.shards import IndexedDataset, ShardWriter
+from mmsample.errors import SampleError
+from mmsample.shards import IndexedDataset, ShardWriter, StreamedDataset
 from mmsample.shards.format import Manifest, ShardInfo, index_name
 from mmsample.spec import Array, Spec, Text, Video
 from mmsample.testing import TablePlan, tiny_sample_fields, write_tiny_dataset
@@ -149,5 +149,10 @@ def test_duplicate_ids_are_refused(tmp_path: Path) -> None:
             writer.write(f"k{s}", 7, 0, {"txt": b"x"})
         infos.append(ShardInfo(name, 1, 7, 7, 0, index_name(name)))
     Manifest(["a"], ["txt"], infos, num_rows=8, samples_per_shard=1).save(tmp_path)
-    with pytest.raises(ManifestError, match="list some id twice"):
+    with pytest.raises(
+        SampleError, match=r"id 7 is given twice: by shard-000000\.tar row 0"
+    ) as err:
         IndexedDataset(tmp_path, {"text": Text(byte_ids=True)})
+    assert (err.value.shard, err.value.key) == ("shard-000001.tar", "k1")
+    with pytest.raises(SampleError, match="id 7 is given twice"):
+        StreamedDataset(tmp_path, {"text": Text(byte_ids=True)})

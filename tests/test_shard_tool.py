@@ -375,15 +375,16 @@ def test_jsonl_nulls_text_fields_and_malformed_lines(media: Path, tmp_path: Path
     report = shard_dataset(
         src, tmp_path / "y", samples_per_shard=2, workers=1, text_fields=["caption"], skip_bad=True
     )
-    assert report.manifest is not None and report.manifest.classes == ["1", "2"]
+    # integer labels are their own class index (issue 7 item 11): class 0 is kept, empty
+    assert report.manifest is not None and report.manifest.classes == ["0", "1", "2"]
     found = read_shards(tmp_path / "y")
     assert found[0][2] == {
         "id": b"0",
-        "cls": b"1",
+        "cls": b"2",
         "npy": (media / "media" / "f0.npy").read_bytes(),
-        "caption": b"two",
+        "caption.txt": b"two",  # a text column NAME is field NAME.txt,
     }
-    assert found[3][2] == {"id": b"3", "cls": b"0", "caption": b"one"}
+    assert found[3][2] == {"id": b"3", "cls": b"1", "caption.txt": b"one"}
     assert sorted(found) == [0, 3]
 
 

@@ -154,20 +154,19 @@ def test_truncated_shard_names_shard_and_key(tmp_path: Path) -> None:
         list(iter_samples(io.BytesIO(data[: int(rows[-1][2])]), "a.tar"))
     # Through the table (os.pread of the indexed range of a truncated file).
     (tmp_path / "a.tar").write_bytes(cut)
-    table = _table(tmp_path, "a.tar", samples)
+    table = _table(tmp_path, "a.tar", samples, size=len(data))  # the manifest: the whole tar
     with pytest.raises(SampleError, match=r"a\.tar:k005: the shard is truncated"):
         table.read(5)
     assert table.read(4)["key"] == "k004"
 
 
 def _table(
-    root: Path, name: str, samples: list[tuple[str, int, int, dict[str, bytes]]]
+    root: Path, name: str, samples: list[tuple[str, int, int, dict[str, bytes]]], size: int
 ) -> ShardTable:
     from mmsample.shards.format import Manifest, ShardInfo
 
-    info = ShardInfo(
-        name, len(samples), samples[0][1], samples[-1][1], 0, name.replace(".tar", ".idx.npy")
-    )
+    index = name.replace(".tar", ".idx.npy")
+    info = ShardInfo(name, len(samples), samples[0][1], samples[-1][1], size, index)
     Manifest(["c0", "c1", "c2", "c3"], ["bin", "txt"], [info], 40, len(samples)).save(root)
     return ShardTable(root)
 

@@ -2,8 +2,10 @@
 
 A dataset directory holds `shard-NNNNNN.tar` files (plain WebDataset tars: members `KEY.EXT`),
 one `shard-NNNNNN.idx.npy` offset index per shard, and `manifest.json`. Each sample's members are
-`KEY.id` (its global integer id, ASCII), `KEY.cls` (its class index, ASCII) and one member per
-modality field it carries (`KEY.mp4`, `KEY.wav`, `KEY.txt`, `KEY.npy`, ...).
+`KEY.id` (its global integer id, ASCII), `KEY.cls` (its class index, ASCII), one member per
+modality field it carries (`KEY.mp4`, `KEY.wav`, `KEY.txt`, `KEY.npy`, or `KEY.NAME.EXT` such as
+`KEY.image.png` for a field named after its column) and, when the input table had metadata
+columns, `KEY.json` (a JSON object of them, the split among them).
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ManifestError
+from .offsets import INDEX_COLUMNS as INDEX_COLUMNS
+from .offsets import read_index as read_index
+from .offsets import write_index as write_index
 
 FORMAT = "mmsample-shards/1"
 MANIFEST = "manifest.json"
 ID_FIELD = "id"
 LABEL_FIELD = "cls"
-RESERVED_FIELDS = frozenset({ID_FIELD, LABEL_FIELD})
+META_FIELD = "json"  # per-sample metadata columns (and the split) as one JSON object
+RESERVED_FIELDS = frozenset({ID_FIELD, LABEL_FIELD, META_FIELD})
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
-FIELD_PATTERN = re.compile(r"^[a-z0-9_]+$")
-INDEX_COLUMNS = ("id", "start", "end")
+FIELD_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)?$")  # `mp4`, or `NAME.EXT`: `image.png`
 
 
 def shard_name(number: int) -> str:
@@ -52,11 +55,13 @@ def check_key(key: str) -> str:
 
 
 def check_field(name: str) -> str:
-    """Return field extension `name` if valid (lower-case letters, digits, `_`), else raise."""
+    """Return field `name` if valid (`EXT` or `NAME.EXT` of lower-case letters, digits, `_`),
+    else raise ManifestError."""
     if not FIELD_PATTERN.match(name) or name in RESERVED_FIELDS:
         raise ManifestError(
             f"field name {name!r} is not allowed: use lower-case letters, digits and '_' "
-            f"(a file extension such as 'mp4'), not one of the reserved {sorted(RESERVED_FIELDS)}"
+            "(a file extension such as 'mp4', or NAME.EXT such as 'image.png'), not one of the "
+            f"reserved {sorted(RESERVED_FIELDS)}"
         )
     return name
 
@@ -72,6 +77,7 @@ class ShardInfo:
     bytes: int
     index: str
     class_counts: dict[str, int] = field(default_factory=dict)
+    split_counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,6 +110,14 @@ class Manifest:
             for name, n in s.class_counts.items():
                 total[name] = total.get(name, 0) + n
         return total
+
+    def split_counts(self) -> dict[str, int]:
+        """Samples per split (the split column's values) over all shards; {} without splits."""
+        total: dict[str, int] = {}
+        for s in self.shards:
+            for name, n in s.split_counts.items():
+                total[name] = total.get(name, 0) + n
+        return dict(sorted(total.items()))
 
     def shard_of(self, sample_id: int) -> int:
         """Position in `shards` of the shard whose id range holds `sample_id`."""
@@ -139,38 +153,31 @@ class Manifest:
     def load(cls, root: str | Path) -> Manifest:
         """Read `manifest.json` from a dataset directory (or the file itself)."""
         path = Path(root)
-        if path.is_dir():
-            path = path / MANIFEST
         if not path.exists():
             raise ManifestError(
-                f"no {MANIFEST} at {path}: shard the data with `mmsample shard` or rebuild the "
-                "manifest of existing shards with `mmsample index`"
+                f"{path} does not exist: give the dataset directory (the one holding {MANIFEST} "
+                "and the shard-*.tar files)"
+            )
+        if path.is_dir():
+            path = path / MANIFEST
+            if not path.exists():
+                raise ManifestError(
+                    f"no {MANIFEST} in {path.parent}: shard the data with `mmsample shard` or "
+                    "rebuild the manifest of existing shards with `mmsample index "
+                    f"{path.parent}`"
+                )
+        elif path.suffix == ".tar":
+            raise ManifestError(
+                f"{path} is a shard, not a dataset: give the directory that holds it and its "
+                f"{MANIFEST} ({path.parent})"
             )
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ManifestError(f"{path}: not valid JSON ({err})") from err
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ManifestError(
+                f"{path} is not a {MANIFEST}: not valid JSON in UTF-8 ({err}); give the dataset "
+                "directory"
+            ) from err
+        if not isinstance(data, dict):
+            raise ManifestError(f"{path} is not a {MANIFEST} (not a JSON object)")
         return cls.from_json(data, str(path))
-
-
-def write_index(path: str | Path, rows: np.ndarray) -> None:
-    """Write an offset index `[n, 3]` int64 (global id, byte start, byte end) atomically."""
-    rows = np.asarray(rows, dtype=np.int64).reshape(-1, len(INDEX_COLUMNS))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, rows, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def read_index(path: str | Path) -> np.ndarray:
-    """Read an offset index written by `write_index` (never unpickles)."""
-    try:
-        rows = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ManifestError(f"{path}: unreadable offset index ({err})") from err
-    if rows.dtype != np.int64 or rows.ndim != 2 or rows.shape[1] != len(INDEX_COLUMNS):
-        raise ManifestError(
-            f"{path}: offset index must be int64 [n, 3]; got {rows.dtype} {rows.shape}"
-        )
-    return rows

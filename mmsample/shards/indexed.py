@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..errors import ManifestError, SampleError
+from ..errors import SampleError
 from ..skips import replacement_positions
 from .decode import (
     MAIN_PROCESS_DECODE_THREADS,
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     """Map-style reader: `ds[i]` is item i of the epoch's expanded plan, decoded.
 
+    With `split="train"` only the samples of that split (the input table's split column) are
+    items; ValueError for a `split` the manifest does not count. Opening checks every offset
+    index (`mmsample.shards.offsets`).
     With `on_error="skip"` a bad item i is replaced by the first item that decodes among
     `mmsample.skips.replacement_positions(i, len(self), ...)` (seeded by seed, epoch and i, so
     the same in every worker); each skip is warned about (naming the bad and the replacing
@@ -52,17 +55,16 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         seed: int = 0,
         on_error: str = "raise",
         decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
+        split: str | None = None,
     ) -> None:
         threads = check_decode_threads(decode_threads, "IndexedDataset")
-        self._open(root, modalities, plan, seed, on_error)
+        self._open(root, modalities, plan, seed, on_error, split)
         self.decoder.threads = threads
         ids = self.table.ids
-        if len(np.unique(ids)) != len(ids):
-            raise ManifestError(f"dataset at {root}: the offset indices list some id twice")
-        space = max(self.table.manifest.id_space, int(ids.max(initial=-1)) + 1)
-        self._row_of_id = np.full(space, -1, dtype=np.int64)
-        self._row_of_id[ids] = np.arange(len(ids), dtype=np.int64)
+        # rows in id order and their (unique: checked by the table) ids: id -> row by binary
+        # search, memory O(samples), never O(largest id)
         self._sorted_rows = np.argsort(ids, kind="stable")
+        self._sorted_ids = ids[self._sorted_rows]
         self._expand()
 
     def set_epoch(self, epoch: int) -> None:
@@ -130,10 +132,14 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     def get(self, sample_id: int, mask: int | None = None, item: int = 0) -> dict[str, Any]:
         """Decode the sample with global id `sample_id` (all its modalities unless `mask`);
         `item` selects the per-item random draws (as item `item` of that id in a plan)."""
-        if not 0 <= sample_id < len(self._row_of_id) or self._row_of_id[sample_id] < 0:
-            raise KeyError(f"IndexedDataset: sample id {sample_id} is in no shard of this dataset")
+        pos = int(np.searchsorted(self._sorted_ids, sample_id))
+        if pos == len(self._sorted_ids) or self._sorted_ids[pos] != sample_id:
+            where = f" of split {self.table.split!r}" if self.table.split is not None else ""
+            raise KeyError(
+                f"IndexedDataset: sample id {sample_id} is in no shard{where} of this dataset"
+            )
         full = self.decoder.full if mask is None else int(mask)
-        return self._decode(int(self._row_of_id[sample_id]), full, item)
+        return self._decode(int(self._sorted_rows[pos]), full, item)
 
     def close(self) -> None:
         """Close the shard files this process opened (they reopen on the next read)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +27,14 @@ def _index_shard(tar: Path, samples: list[TarSample], classes: Sequence[str]) ->
     """Write the offset index of one scanned tar and describe it (every id and label known)."""
     rows = np.array([(s.sample_id, s.start, s.end) for s in samples], dtype=np.int64)
     remove_stale(tar.parent, index_name(tar.name))
-    write_index(tar.parent / index_name(tar.name), rows.reshape(-1, 3))
+    splits = [s.split for s in samples]
+    keys = [s.key for s in samples]
+    write_index(
+        tar.parent / index_name(tar.name),
+        rows.reshape(-1, 3),
+        keys,
+        splits if any(splits) else None,
+    )
     return ShardInfo(
         name=tar.name,
         count=len(samples),
@@ -35,7 +43,13 @@ def _index_shard(tar: Path, samples: list[TarSample], classes: Sequence[str]) ->
         bytes=tar.stat().st_size,
         index=index_name(tar.name),
         class_counts=count_classes(samples, classes),
+        split_counts=dict(sorted(Counter(s.split for s in samples if s.split).items())),
     )
+
+
+def _names(tars: Sequence[Path], shown: int = 5) -> str:
+    names = ", ".join(t.name for t in tars[:shown])
+    return names + (f", ... ({len(tars) - shown} more)" if len(tars) > shown else "")
 
 
 def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
@@ -55,6 +69,8 @@ def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
                 if value is None:
                     problems.append(f"{tar.name}:{s.key}: no valid {s.key}.{member} member")
         scans.append(samples)
+    if not problems:  # an empty tar (no members, or 0 bytes) holds nothing to index: left out
+        tars, scans = [t for t, s in zip(tars, scans) if s] or tars, [s for s in scans if s]
     if not problems:
         owner: dict[int, str] = {}
         for tar, samples in zip(tars, scans):
@@ -62,6 +78,12 @@ def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
     if problems:
         raise ManifestError(
             f"cannot index {root}: {len(problems)} problem(s):\n  " + "\n  ".join(problems[:50])
+        )
+    if not scans:
+        raise ManifestError(
+            f"no samples in {root}: its {len(tars)} .tar file(s) ({_names(tars)}) hold no "
+            "samples; shard the data with `mmsample shard` (or copy in the shards that hold "
+            "samples) and index again"
         )
     old = Manifest.load(root) if (root / MANIFEST).exists() else None
     numbers = sidecar_numbers(root)

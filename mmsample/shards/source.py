@@ -43,12 +43,13 @@ class ShardSource:
         plan: PlanSource,
         seed: int,
         on_error: str,
+        split: str | None = None,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0; got {seed!r}.")
         self.on_error = check_on_error(on_error, owner)
-        self.table = ShardTable(root)
+        self.table = ShardTable(root, split=split, owner=owner)
         specs = check_modalities(modalities, owner, self.table.manifest.fields)
         self.decoder = Decoder(specs, seed)
         self.plan_source = check_plan_source(plan, owner)

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 STATE_VERSION = 1
 _COMPAT = (
     *("rank", "world_size", "worker", "num_workers", "seed"),
-    *("shuffle", "shuffle_shards", "equal_split", "modalities", "num_samples"),
+    *("shuffle", "shuffle_shards", "equal_split", "modalities", "num_samples", "split"),
 )
 
 
@@ -126,6 +126,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     exactly once over all consumers, plus with `equal_split=True` up to world_size - 1 padding
     items (the epoch's first items repeated) so that every rank yields exactly `len(self)`.
     Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too.
+    With `split="train"` only the samples of that split are read.
     With `on_error="skip"` a bad item at position p of the epoch's item sequence is replaced by
     the first item that decodes among `mmsample.skips.replacement_positions(p, total, ...)`
     (seeded by seed, epoch and p: the same replacement for any rank or worker count, so a
@@ -150,6 +151,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         on_error: str = "raise",
         equal_split: bool = True,
         decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
+        split: str | None = None,
     ) -> None:
         if not isinstance(shuffle, int) or shuffle < 0:
             raise ValueError(
@@ -157,7 +159,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
                 f"0 = no shuffle); got {shuffle!r}."
             )
         threads = check_decode_threads(decode_threads, "StreamedDataset")
-        self._open(root, modalities, plan, seed, on_error)
+        self._open(root, modalities, plan, seed, on_error, split)
         self.decoder.threads = threads
         self.shuffle = shuffle
         self.shuffle_shards = bool(shuffle_shards)
@@ -339,6 +341,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
             "equal_split": self.equal_split,
             "modalities": list(self.decoder.names),
             "num_samples": len(self.table),
+            "split": self.table.split,
         }
 
     def state_dict(self) -> dict[str, Any]:

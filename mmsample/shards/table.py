@@ -14,13 +14,15 @@ import json
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
-from .format import check_field, check_key
+from .classes import ClassOrder, canonical_label, order_classes
+from .columns import DEFAULT_SPLIT_COLUMN, Column, classify_columns
+from .format import check_key
 
 SKIPPED_REPORT = "skipped.jsonl"
 DEFAULT_TEXT_FIELDS = ("txt",)
@@ -71,7 +73,8 @@ class BadRowsError(ManifestError):
 
 @dataclass
 class Row:
-    """One input row after parsing: field cells hold inline text or a resolved file path."""
+    """One input row after parsing: field cells (by field name) hold inline text or a resolved
+    file path; `meta` the metadata cells (and the split, under "split"); `split` the split."""
 
     row: int
     line: int
@@ -81,6 +84,13 @@ class Row:
     problems: list[tuple[str, str]] = field(default_factory=list)
     stats: dict[str, tuple[int, int]] = field(default_factory=dict)
     key_ok: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+    split: str = ""
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def column(self, field_name: str) -> str:
+        """The input column that filled field `field_name` (what problems are reported by)."""
+        return self.columns.get(field_name, field_name)
 
     def bad(self, reasons: list[tuple[str, str]]) -> BadRow:
         """This row as a BadRow with `reasons`."""
@@ -89,13 +99,18 @@ class Row:
 
 @dataclass
 class InputTable:
-    """The parsed input manifest: its rows, field columns and content hash."""
+    """The parsed input manifest: its rows, what each column is, the fields and content hash."""
 
     path: Path
     sha256: str
     fields: list[str]
     text_fields: list[str]
     rows: list[Row]
+    columns: list[Column] = field(default_factory=list)
+
+    def describe_columns(self) -> str:
+        """One line per column for the summary of `mmsample shard`."""
+        return "\n".join(c.describe() for c in self.columns)
 
 
 def bad_rows_jsonl(rows: Iterable[BadRow]) -> str:
@@ -112,21 +127,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _check_columns(names: Iterable[str], where: str) -> list[str]:
-    fields = []
-    for name in names:
-        if name in ("key", "label"):
-            continue
-        try:
-            fields.append(check_field(name))
-        except ManifestError as err:
-            raise ManifestError(f"{where}: column {name!r} cannot be a field: {err}") from None
-    return fields
-
-
-def _make_row(
-    n: int, line: int, record: dict[str, Any], fields: list[str], text: set[str], base: Path
-) -> Row:
+def _make_row(n: int, line: int, record: dict[str, Any], columns: list[Column], base: Path) -> Row:
     problems: list[tuple[str, str]] = []
     key, label = record.get("key"), record.get("label")
     key_ok = False
@@ -146,34 +147,61 @@ def _make_row(
         problems.append(("label", "missing or empty label"))
         label = ""
     cells: dict[str, str] = {}
-    for name in fields:
-        value = record.get(name)
+    meta: dict[str, Any] = {}
+    split = ""
+    filled: dict[str, str] = {}
+    for column in columns:
+        name, value = column.name, record.get(column.name)
         if value is None or value == "":
             continue
-        if not isinstance(value, str):
-            problems.append(
-                (name, f"must be a string (text or a file path) or empty; got {value!r}")
-            )
-        elif name in text:
-            cells[name] = value
+        if column.kind == "meta":
+            meta[name] = value
+        elif not isinstance(value, str):
+            kind = "the split name" if column.kind == "split" else "text or a file path"
+            problems.append((name, f"must be a string ({kind}) or empty; got {value!r}"))
+        elif column.kind == "split":
+            split = meta[DEFAULT_SPLIT_COLUMN] = value.strip()
+        elif column.kind == "text":
+            cells[str(column.field)] = value
         else:
             path = Path(value.strip())
-            cells[name] = str(path if path.is_absolute() else base / path)
-    if not cells and not any(col in fields for col, _ in problems):
+            cells[str(column.field)] = str(path if path.is_absolute() else base / path)
+        if column.field is not None and column.field != name:
+            filled[column.field] = name
+    modal = {c.name for c in columns if c.field is not None}
+    if not cells and not any(col in modal for col, _ in problems):
         problems.append(("row", "carries no modality: every field column is empty"))
-    return Row(n, line, key, label.strip(), cells, problems, key_ok=key_ok)
+    return Row(
+        n,
+        line,
+        key,
+        label.strip(),
+        cells,
+        problems,
+        key_ok=key_ok,
+        meta=meta,
+        split=split,
+        columns=filled,
+    )
 
 
-def read_input(path: str | Path, text_fields: Sequence[str] = ()) -> InputTable:
-    """Parse a CSV (header row) or JSONL (one object a line) input table into rows; bad cells
-    become row problems, a malformed table raises ManifestError."""
+def read_input(
+    path: str | Path,
+    text_fields: Sequence[str] = (),
+    *,
+    fields: Mapping[str, str] | None = None,
+    meta: Sequence[str] = (),
+    split_column: str | None = None,
+) -> InputTable:
+    """Parse a CSV (header row) or JSONL (one object a line) input table into rows, each column
+    taken as `mmsample.shards.columns.classify_columns` says; bad cells become row problems, a
+    malformed table raises ManifestError."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"The 'input' parameter must be an existing file; got {path}")
     kind = path.suffix.lower()
     if kind not in (".csv", ".jsonl", ".ndjson"):
         raise ManifestError(f"The 'input' file must end in .csv or .jsonl; got {path.name}")
-    text = set(DEFAULT_TEXT_FIELDS) | set(text_fields)
     base = path.parent
     records: list[tuple[int, dict[str, Any] | None, str]] = []
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -185,7 +213,7 @@ def read_input(path: str | Path, text_fields: Sequence[str] = ()) -> InputTable:
                     f"{path}: the header row must name 'key', 'label' and one column per field "
                     f"(each once); got {header}"
                 )
-            fields = _check_columns(header, str(path))
+            names = header
             last = reader.line_num
             for cells in reader:
                 line, last = last + 1, reader.line_num
@@ -211,23 +239,27 @@ def read_input(path: str | Path, text_fields: Sequence[str] = ()) -> InputTable:
                     continue
                 seen.update(dict.fromkeys(obj))
                 records.append((line, obj, ""))
-            fields = _check_columns(seen, str(path))
+            names = list(seen)
     if not records:
         raise ManifestError(f"{path}: the input has no rows")
-    fields = sorted(fields)
-    unknown = sorted(set(text_fields) - set(fields))
-    if unknown:
-        raise ManifestError(
-            f"The 'text_fields' parameter names {unknown}, which are not columns of {path} "
-            f"(fields: {fields})"
-        )
+    columns = classify_columns(
+        names,
+        [r for _, r, _ in records if r is not None],
+        fields=fields,
+        text_fields=text_fields,
+        meta=meta,
+        split_column=split_column,
+        where=str(path),
+    )
     rows = []
     for n, (line, record, why) in enumerate(records):
-        row = _make_row(n, line, record or {}, fields, text, base)
+        row = _make_row(n, line, record or {}, columns, base)
         if why:
             row.problems.insert(0, ("row", why))
         rows.append(row)
-    return InputTable(path.resolve(), _sha256(path), fields, sorted(text & set(fields)), rows)
+    field_names = sorted(str(c.field) for c in columns if c.field is not None)
+    text = sorted(str(c.field) for c in columns if c.kind == "text")
+    return InputTable(path.resolve(), _sha256(path), field_names, text, rows, columns)
 
 
 def read_classes(path: str | Path) -> list[str]:
@@ -240,8 +272,9 @@ def read_classes(path: str | Path) -> list[str]:
     return names
 
 
-def check_rows(table: InputTable, classes: Sequence[str] | None) -> list[str]:
-    """The cheap pass over every row: duplicate keys and unknown labels; returns the classes."""
+def check_rows(table: InputTable, classes: Sequence[str] | None) -> ClassOrder:
+    """The cheap pass over every row: duplicate keys and unknown labels; returns the class order
+    (`mmsample.shards.classes`), each row's label set to its class name."""
     first: dict[str, int] = {}
     for r in table.rows:
         if r.key_ok and r.key is not None:
@@ -249,7 +282,10 @@ def check_rows(table: InputTable, classes: Sequence[str] | None) -> list[str]:
                 r.problems.append(("key", f"duplicate key {r.key!r} (first in row {first[r.key]})"))
             else:
                 first[r.key] = r.row
-    names = list(classes) if classes is not None else sorted({r.label for r in table.rows} - {""})
+    order = order_classes((r.label for r in table.rows), classes)
+    for r in table.rows:
+        r.label = canonical_label(r.label, order) if r.label else r.label
+    names = order.names
     known = set(names)
     for r in table.rows:
         if r.label and r.label not in known:
@@ -257,7 +293,7 @@ def check_rows(table: InputTable, classes: Sequence[str] | None) -> list[str]:
             r.problems.append(
                 ("label", f"{r.label!r} is not one of the {len(names)} classes ({shown})")
             )
-    return names
+    return order
 
 
 def stat_files(row: Row, text: Sequence[str]) -> None:
@@ -269,11 +305,11 @@ def stat_files(row: Row, text: Sequence[str]) -> None:
         try:
             st = os.stat(value)
         except FileNotFoundError:
-            row.problems.append((name, f"file not found: {value}"))
+            row.problems.append((row.column(name), f"file not found: {value}"))
         except OSError as err:
-            row.problems.append((name, f"cannot access {value}: {err.strerror or err}"))
+            row.problems.append((row.column(name), f"cannot access {value}: {err.strerror or err}"))
         else:
             if stat.S_ISREG(st.st_mode):
                 row.stats[name] = (st.st_size, st.st_mtime_ns)
             else:
-                row.problems.append((name, f"not a regular file: {value}"))
+                row.problems.append((row.column(name), f"not a regular file: {value}"))

@@ -19,8 +19,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import SampleError
-from .format import ID_FIELD, LABEL_FIELD, Manifest, read_index
+from ..errors import ManifestError, SampleError
+from .format import ID_FIELD, LABEL_FIELD, Manifest, ShardInfo
+from .offsets import (
+    REBUILD,
+    OffsetIndex,
+    check_index,
+    check_unique_ids,
+    key_at,
+    load_index,
+)
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -179,12 +187,42 @@ def _add_field(fields: dict[str, bytes], ext: str, payload: bytes, shard: str, k
 
 
 def parse_sample(
-    data: bytes | memoryview, shard: str, *, expect_id: int | None = None, at: int = 0
+    data: bytes | memoryview,
+    shard: str,
+    *,
+    expect_id: int | None = None,
+    expect_key: str | None = None,
+    at: int = 0,
 ) -> RawSample:
     """Parse the byte range of ONE sample (from the offset index) into a raw sample.
 
-    `at` is the range's offset in the shard (for messages); `expect_id` checks the `.id` member.
+    `at` is the range's offset in the shard (for messages); `expect_id` checks the `.id` member,
+    `expect_key` the members' key (and names the sample in errors before its key is read).
     """
+    try:
+        sample = _parse_range(data, shard, at)
+    except SampleError as err:
+        if err.key is not None or expect_key is None:
+            raise
+        raise SampleError(err.reason, shard=shard, key=expect_key) from err
+    if expect_key is not None and sample["key"] != expect_key:
+        raise SampleError(
+            f"bytes {at}.. hold sample {sample['key']!r} but the offset index says "
+            f"{expect_key!r}: {REBUILD}",
+            shard=shard,
+            key=expect_key,
+        )
+    if expect_id is not None and sample["id"] != expect_id:
+        raise SampleError(
+            f"holds id {sample['id']} but the offset index says {expect_id}: the index does not "
+            "match the tar; rebuild it with `mmsample index`",
+            shard=shard,
+            key=sample["key"],
+        )
+    return sample
+
+
+def _parse_range(data: bytes | memoryview, shard: str, at: int) -> RawSample:
     view = memoryview(data)
     pos = 0
     key: str | None = None
@@ -240,15 +278,7 @@ def parse_sample(
         _add_field(fields, parts[1], bytes(view[begin:stop]), shard, key)
     if key is None:
         raise SampleError(f"empty sample range at byte {at}", shard=shard)
-    sample = make_sample(key, shard, fields)
-    if expect_id is not None and sample["id"] != expect_id:
-        raise SampleError(
-            f"holds id {sample['id']} but the offset index says {expect_id}: the index does not "
-            "match the tar; rebuild it with `mmsample index`",
-            shard=shard,
-            key=key,
-        )
-    return sample
+    return make_sample(key, shard, fields)
 
 
 def _read_exact(stream: BinaryIO, size: int) -> bytes:
@@ -328,35 +358,101 @@ def iter_samples(stream: BinaryIO, shard: str) -> Iterator[RawSample]:
         yield {**make_sample(key, shard, fields), "start": start, "end": end}
 
 
+def _size(path: Path) -> int:
+    """The file's size in bytes, 0 if it cannot be read (reading it then names the problem)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _select(index: OffsetIndex, info: ShardInfo, split: str) -> OffsetIndex:
+    """The rows of `index` whose split is `split`."""
+    if index.splits is None:
+        if info.split_counts:
+            raise ManifestError(
+                f"offset index {info.index} has no split column but the manifest counts splits "
+                f"{info.split_counts}; rebuild it with `mmsample index`"
+            )
+        return OffsetIndex(index.rows[:0], None if index.keys is None else index.keys[:0])
+    keep = index.splits == split
+    keys = None if index.keys is None else index.keys[keep]
+    return OffsetIndex(index.rows[keep], keys, index.splits[keep])
+
+
+def check_split(manifest: Manifest, split: str | None, owner: str) -> str | None:
+    """Validate a reader's `split` parameter against the splits the manifest counts."""
+    if split is None:
+        return None
+    known = manifest.split_counts()
+    if not isinstance(split, str) or split not in known:
+        have = (
+            f"its splits are {sorted(known)}"
+            if known
+            else "it has no split column (shard a table with a 'split' column, or pass split=None)"
+        )
+        raise ValueError(
+            f"The 'split' parameter of {owner} must name a split of this dataset; {have}. "
+            f"Got {split!r}."
+        )
+    return split
+
+
 class ShardTable:
     """A dataset's shards and offset indices, read by row with `os.pread` (fork-safe handles).
 
-    Row r is the r-th sample in manifest shard order; `ids`, `shard_of_row`, `starts`, `ends`
-    are int64 arrays over rows. Handles open lazily per process and are never pickled.
+    Row r is the r-th sample (of `split`, when given) in manifest shard order; `ids`,
+    `shard_of_row`, `starts`, `ends` are int64 arrays over rows, `keys` ASCII bytes (None for
+    indexes written without keys). Every index is checked against the manifest and the tar
+    sizes on opening (`mmsample.shards.offsets.check_index`); memory grows with the number of
+    samples, never with an id value. Handles open lazily per process and are never pickled.
     """
 
-    def __init__(self, root: str | Path, max_open: int = 128) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        max_open: int = 128,
+        split: str | None = None,
+        owner: str = "ShardTable",
+    ) -> None:
         self.root = Path(root)
         self.manifest = Manifest.load(self.root)
+        self.split = check_split(self.manifest, split, owner)
         self.names = [s.name for s in self.manifest.shards]
-        rows = [read_index(self.root / s.index) for s in self.manifest.shards]
-        for info, r in zip(self.manifest.shards, rows):
-            if len(r) != info.count:
-                raise SampleError(
-                    f"offset index {info.index} has {len(r)} rows but the manifest counts "
-                    f"{info.count} samples; rebuild it with `mmsample index`",
-                    shard=info.name,
-                )
+        indexes = [self._load(info) for info in self.manifest.shards]
+        check_unique_ids(indexes, self.names)
+        if split is not None:
+            indexes = [
+                _select(index, info, split) for index, info in zip(indexes, self.manifest.shards)
+            ]
+        rows = [i.rows for i in indexes]
         table = np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
         self.ids = np.ascontiguousarray(table[:, 0])
         self.starts = np.ascontiguousarray(table[:, 1])
         self.ends = np.ascontiguousarray(table[:, 2])
+        keyed = all(i.keys is not None for i in indexes)
+        self.keys = np.concatenate([i.keys for i in indexes]) if keyed and indexes else None
         counts = np.array([len(r) for r in rows], dtype=np.int64)
         self.shard_of_row = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
         self.first_row = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.max_open = max_open
         self._fds: OrderedDict[int, int] = OrderedDict()
         self._pid = os.getpid()
+
+    def _load(self, info: ShardInfo) -> OffsetIndex:
+        """One shard's offset index, checked against the manifest and the tar's size."""
+        index = load_index(self.root / info.index)
+        check_index(
+            index,
+            shard=info.name,
+            name=info.index,
+            count=info.count,
+            first_id=info.first_id,
+            last_id=info.last_id,
+            tar_bytes=max(info.bytes, _size(self.root / info.name)),
+            id_space=self.manifest.id_space,
+        )
+        return index
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -375,6 +471,10 @@ class ShardTable:
             self._fds.move_to_end(shard)
         return fd
 
+    def key(self, row: int) -> str | None:
+        """The key the offset index gives row `row` (None for an index without keys)."""
+        return key_at(self.keys, row)
+
     def read(self, row: int) -> RawSample:
         """The raw sample at `row`, parsed from its indexed byte range."""
         shard = int(self.shard_of_row[row])
@@ -383,10 +483,14 @@ class ShardTable:
         try:
             data = os.pread(self._fd(shard), end - start, start)
         except OSError as err:
-            raise SampleError(f"cannot read bytes {start}..{end} ({err})", shard=name) from err
+            raise SampleError(
+                f"cannot read bytes {start}..{end} ({err})", shard=name, key=self.key(row)
+            ) from err
         if len(data) < end - start:
             self._truncated(row, start + len(data))
-        return parse_sample(data, name, expect_id=int(self.ids[row]), at=start)
+        return parse_sample(
+            data, name, expect_id=int(self.ids[row]), expect_key=self.key(row), at=start
+        )
 
     def _truncated(self, row: int, size: int) -> None:
         """Raise for a row whose range passes the end of its (truncated) file, naming the key of
@@ -397,8 +501,8 @@ class ShardTable:
         cut = lo + int(np.searchsorted(self.ends[lo:hi], size, side="right"))
         key, where = None, f"at byte {size}"
         for r, how in ((cut, "inside"), (cut - 1, "right after")):
-            if lo <= r < hi and int(self.starts[r]) + 100 <= size:
-                key = _name_hint(os.pread(fd, 100, int(self.starts[r])))
+            if lo <= r < hi and (self.keys is not None or int(self.starts[r]) + 100 <= size):
+                key = self.key(r) or _name_hint(os.pread(fd, 100, int(self.starts[r])))
                 where = f"at byte {size}, {how} sample {key!r} (id {int(self.ids[r])})"
                 break
         this = "this sample" if row == cut else f"sample id {int(self.ids[row])}, past the cut,"
@@ -406,7 +510,7 @@ class ShardTable:
             f"the shard is truncated {where}: {this} needs bytes {int(self.starts[row])}.."
             f"{int(self.ends[row])}; re-create the shard",
             shard=self.names[shard],
-            key=key,
+            key=self.key(row) or key,
         )
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import re
 import secrets
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +29,8 @@ from typing import Any
 
 from ..errors import ManifestError
 from ..media_probe import probe
+from .classes import ClassOrder
+from .columns import Column
 from .format import MANIFEST, Manifest, ShardInfo, index_name, shard_name
 from .table import (
     DEFAULT_TEXT_FIELDS,
@@ -86,6 +88,8 @@ class ShardReport:
     dataset: dict[str, Any]
     manifest: Manifest | None
     missing: int
+    classes: ClassOrder
+    columns: list[Column]
 
 
 # ---------------------------------------------------------------- one shard (runs in a worker)
@@ -136,26 +140,28 @@ def _load_row(row: Row, text: Sequence[str]) -> tuple[dict[str, bytes], list[tup
     failed = {col for col, _ in problems}
     payloads: dict[str, bytes] = {}
     for name, value in row.cells.items():
-        if name in failed:
+        column = row.column(name)
+        if column in failed:
             continue
         if name in text:
             try:
                 payloads[name] = value.encode("utf-8")
             except UnicodeEncodeError as err:
-                problems.append((name, f"text is not valid unicode ({err.reason})"))
+                problems.append((column, f"text is not valid unicode ({err.reason})"))
             continue
         try:
             with open(value, "rb") as f:
                 data = f.read()
         except OSError as err:
-            problems.append((name, f"cannot read {value}: {err.strerror or err}"))
+            problems.append((column, f"cannot read {value}: {err.strerror or err}"))
             continue
         try:
             probe(data, name)
         except ImportError:
             raise
         except Exception as err:
-            problems.append((name, f"unreadable .{name} file {value}: {err}"))
+            ext = name.rsplit(".", 1)[-1]
+            problems.append((column, f"unreadable .{ext} file {value}: {err}"))
             continue
         payloads[name] = data
     return payloads, problems
@@ -181,13 +187,21 @@ def _run_task(task: _Task) -> tuple[ShardInfo | None, list[BadRow], bool]:
                 _PROGRESS(1)
             if problems:
                 bad.append(row.bad(problems))
-                if not task.skip_bad and writer is not None:
-                    writer.abort()
+                if not task.skip_bad:  # one bad row: the shard is only checked from here on
+                    if writer is not None:
+                        writer.abort()
                     writer, writing = None, False
                 continue
             if writing:
                 writer = writer or ShardWriter(tar, task.classes)
-                writer.write(str(row.key), row.row, labels[row.label], payloads)
+                writer.write(
+                    str(row.key),
+                    row.row,
+                    labels[row.label],
+                    payloads,
+                    meta=row.meta,
+                    split=row.split,
+                )
         info = writer.close() if writer is not None else None
     except BaseException:
         if writer is not None:
@@ -366,20 +380,35 @@ def shard_dataset(
     skip_bad: bool = False,
     classes: Sequence[str] | None = None,
     text_fields: Sequence[str] = (),
+    fields: Mapping[str, str] | None = None,
+    meta: Sequence[str] = (),
+    split_column: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> ShardReport:
     """Shard the rows of a CSV/JSONL table into `out`; raise BadRowsError listing every bad row
-    (unless `skip_bad`), keep shards finished by an earlier run, write manifest.json when done."""
+    (unless `skip_bad`), keep shards finished by an earlier run, write manifest.json when done.
+
+    What each column holds (`mmsample.shards.columns`): `fields` maps a column to the extension
+    of the files it names (`{"image": "png"}`), `text_fields` lists inline-text columns, `meta`
+    metadata columns, `split_column` the split column (default: one named `split`); other
+    columns are typed by their cells. Raises ManifestError (a ValueError) for a malformed table
+    or a parameter naming no column, BadRowsError for bad rows."""
     _check_parameters(samples_per_shard, workers, part)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    table = read_input(input, text_fields)
-    names = check_rows(table, classes)
+    table = read_input(input, text_fields, fields=fields, meta=meta, split_column=split_column)
+    order = check_rows(table, classes)
+    names = order.names
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ManifestError(f"The 'out' parameter must be a directory; {out} is a file")
     out.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {"input_sha256": table.sha256, "text_fields": table.text_fields}
+    extra: dict[str, Any] = {
+        "input_sha256": table.sha256,
+        "text_fields": table.text_fields,
+        "class_order": order.rule,
+        "columns": {c.name: c.field or c.kind for c in table.columns},
+    }
     job = _digest([extra, names, table.fields, samples_per_shard])
     dataset = {
         "classes": names,
@@ -411,7 +440,10 @@ def shard_dataset(
             stat_files(row, table.text_fields)
         for name in (shard_name(number), index_name(shard_name(number)), sidecar_name(number)):
             remove_stale(out, name)
-        rows_doc = [[r.row, r.key, r.label, r.cells, r.stats, r.problems] for r in rows]
+        rows_doc = [
+            [r.row, r.key, r.label, r.cells, r.stats, r.problems, r.meta, r.split, r.columns]
+            for r in rows
+        ]
         fingerprint = _digest([job, rows_doc])
         old = _read_sidecar(out, number)
         if (
@@ -433,8 +465,11 @@ def shard_dataset(
     bad_report.unlink(missing_ok=True)
     total = sum(len(t.rows) for t in tasks)
     results = _run_tasks(tasks, workers, progress, total)
+    # Without skip_bad every bad row is an error, whether or not its shard was written: no row
+    # is ever left out silently.
     bad = sorted(
-        (b for _, rows, written in results if not written for b in rows), key=lambda b: b.row
+        (b for _, rows, written in results if not (written and skip_bad) for b in rows),
+        key=lambda b: b.row,
     )
     if bad:
         _write_atomic(bad_report, bad_rows_jsonl(bad))
@@ -456,4 +491,6 @@ def shard_dataset(
         dataset=dataset,
         manifest=manifest,
         missing=missing,
+        classes=order,
+        columns=table.columns,
     )

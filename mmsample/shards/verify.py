@@ -22,14 +22,16 @@ from .format import (
     ID_FIELD,
     KEY_PATTERN,
     LABEL_FIELD,
+    META_FIELD,
     Manifest,
     ShardInfo,
-    read_index,
 )
+from .offsets import load_index
 from .table import SKIPPED_REPORT
 
 BLOCK = 512
 _MAX_SMALL = 64  # bytes: an .id or .cls member is a short ASCII integer
+_MAX_META = 1 << 20  # bytes: a .json member holds a row's metadata cells
 
 
 @dataclass
@@ -42,11 +44,12 @@ class TarSample:
     end: int = 0
     sample_id: int | None = None
     label: int | None = None
+    split: str = ""
 
     @property
     def fields(self) -> list[str]:
-        """The modality fields (member extensions other than `id` and `cls`)."""
-        return [m for m in self.members if m not in (ID_FIELD, LABEL_FIELD)]
+        """The modality fields (member extensions other than `id`, `cls` and `json`)."""
+        return [m for m in self.members if m not in (ID_FIELD, LABEL_FIELD, META_FIELD)]
 
 
 def _small_int(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int | None:
@@ -97,7 +100,26 @@ def _scan(tar: tarfile.TarFile, shard: str) -> tuple[list[TarSample], list[Sampl
                 sample.sample_id = value
             else:
                 sample.label = value
+        elif ext == META_FIELD:
+            try:
+                sample.split = _split_of(tar, m)
+            except ValueError as err:
+                problems.append(
+                    SampleError(f"{key}.{ext} is not UTF-8 JSON ({err})", shard=shard, key=key)
+                )
     return samples, problems
+
+
+def _split_of(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    """The `split` entry of a sample's metadata member: "" if it has none, or if the member
+    follows another convention (a tar from another tool: not an object, a non-text split, or
+    larger than the metadata of one row); ValueError if it is not JSON at all."""
+    if member.size > _MAX_META:
+        return ""
+    f = tar.extractfile(member)
+    meta = json.loads(f.read().decode("utf-8")) if f is not None else {}
+    split = meta.get("split", "") if isinstance(meta, dict) else ""
+    return split if isinstance(split, str) else ""
 
 
 def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:
@@ -105,6 +127,8 @@ def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:
     structural problem found, each naming the shard and key."""
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            return [], []  # a 0-byte file is an empty archive, as for GNU tar
         with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
             return _scan(tar, path.name)
     except (tarfile.TarError, OSError, EOFError) as err:
@@ -174,7 +198,7 @@ def verify_shard(
         )
     samples, found = scan_tar(path)
     problems += found
-    allowed = {ID_FIELD, LABEL_FIELD, *fields}
+    allowed = {ID_FIELD, LABEL_FIELD, META_FIELD, *fields}
     for s in samples:
         odd = [m for m in s.members if m not in allowed]
         if odd:
@@ -213,9 +237,21 @@ def verify_shard(
             SampleError(f"class counts {counts}, manifest says {info.class_counts}", shard=name)
         )
     try:
-        rows = read_index(root / info.index)
+        index = load_index(root / info.index)
     except ManifestError as err:
         return samples, [*problems, SampleError(str(err), shard=name)]
+    rows = index.rows
+    for r, s in enumerate(samples[: len(rows)]):
+        said: list[tuple[str, str | None, str]] = [("key", index.key(r), s.key)]
+        if index.splits is not None:
+            said.append(("split", str(index.splits[r]), s.split))
+        noted = [(what, got, want) for what, got, want in said if got is not None and got != want]
+        problems += [
+            SampleError(
+                f"index row {r} gives {what} {got!r}, the tar {want!r}", shard=name, key=s.key
+            )
+            for what, got, want in noted
+        ]
     if len(rows) != len(samples):
         problems.append(
             SampleError(f"index has {len(rows)} rows, tar {len(samples)} samples", shard=name)
@@ -315,7 +351,7 @@ def verify_dataset(root: str | Path, *, webdataset: bool = True) -> list[SampleE
     problems += [
         SampleError("tar file is not listed in manifest.json", shard=p.name)
         for p in sorted(root.glob("*.tar"))
-        if p.name not in listed
+        if p.name not in listed and scan_tar(p) != ([], [])  # an empty tar loses nothing
     ]
     if len(ids) + manifest.skipped != manifest.num_rows:
         problems.append(

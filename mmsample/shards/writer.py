@@ -7,6 +7,7 @@ so an interrupted job leaves no half-written shard that a resume would keep.
 from __future__ import annotations
 
 import io
+import json
 import os
 import tarfile
 from collections import Counter
@@ -18,6 +19,7 @@ import numpy as np
 from .format import (
     ID_FIELD,
     LABEL_FIELD,
+    META_FIELD,
     Manifest,
     ShardInfo,
     check_field,
@@ -43,7 +45,8 @@ class ShardWriter:
         )
         self._rows: list[tuple[int, int, int]] = []
         self._labels: Counter[int] = Counter()
-        self._keys: set[str] = set()
+        self._keys: dict[str, None] = {}
+        self._splits: list[str] = []
 
     def _add(self, name: str, payload: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -52,8 +55,18 @@ class ShardWriter:
         info.mtime = 0
         self._tar.addfile(info, io.BytesIO(payload))
 
-    def write(self, key: str, sample_id: int, label: int, fields: Mapping[str, bytes]) -> None:
-        """Append one sample: its global id, class index and one payload per field extension."""
+    def write(
+        self,
+        key: str,
+        sample_id: int,
+        label: int,
+        fields: Mapping[str, bytes],
+        *,
+        meta: Mapping[str, str] | None = None,
+        split: str = "",
+    ) -> None:
+        """Append one sample: its global id, class index, one payload per field, its metadata
+        (a `KEY.json` member) and its split ("" for none; kept in the offset index)."""
         check_key(key)
         if key in self._keys:
             raise ValueError(f"{self.path.name}: sample key {key!r} written twice")
@@ -64,9 +77,13 @@ class ShardWriter:
         self._add(f"{key}.{LABEL_FIELD}", str(int(label)).encode())
         for name in sorted(fields):
             self._add(f"{key}.{check_field(name)}", bytes(fields[name]))
+        if meta:
+            text = json.dumps(dict(meta), sort_keys=True, ensure_ascii=False)
+            self._add(f"{key}.{META_FIELD}", text.encode("utf-8"))
         self._rows.append((int(sample_id), start, self._tar.offset))
         self._labels[int(label)] += 1
-        self._keys.add(key)
+        self._keys[key] = None
+        self._splits.append(str(split))
 
     def close(self) -> ShardInfo:
         """Finish the tar, move it and its index into place, and describe the shard."""
@@ -75,7 +92,8 @@ class ShardWriter:
         os.replace(self._tmp, self.path)
         index = index_name(self.path.name)
         rows = np.array(self._rows, dtype=np.int64).reshape(-1, 3)
-        write_index(self.path.with_name(index), rows)
+        splits = self._splits if any(self._splits) else None
+        write_index(self.path.with_name(index), rows, list(self._keys), splits)
         ids = rows[:, 0]
         names = self.classes
         return ShardInfo(
@@ -89,6 +107,7 @@ class ShardWriter:
                 (names[k] if names is not None else str(k)): n
                 for k, n in sorted(self._labels.items())
             },
+            split_counts=dict(sorted(Counter(s for s in self._splits if s).items())),
         )
 
     def __enter__(self) -> ShardWriter:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import wave
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,8 +29,6 @@ def encode_mp4(
     """Encode uint8 RGB frames `[T, H, W, 3]` (H, W even) and optional mono float audio `[S]` in
     [-1, 1] as an mp4 with an h264 video track and an AAC audio track. `frames=None` writes an
     audio-only mp4 (a clip without a video stream, for error-path tests)."""
-    from fractions import Fraction
-
     import av
 
     if frames is None and audio is None:
@@ -91,6 +90,67 @@ def encode_wav(audio: np.ndarray, sample_rate: int = 16000) -> bytes:
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(np.ascontiguousarray(pcm).tobytes())
+    return buf.getvalue()
+
+
+def encode_audio(
+    audio: np.ndarray,
+    sample_rate: int = 16000,
+    *,
+    codec: str = "pcm_s16le",
+    container: str = "wav",
+    layout: str | None = None,
+    sample_format: str | None = None,
+    start: int = 0,
+    frame_size: int = 1024,
+) -> bytes:
+    """Encode float audio in [-1, 1], `[S]` or channels-first `[C, S]`, with any FFmpeg audio
+    encoder PyAV bundles (pcm_*, flac, vorbis, libopus, libmp3lame, aac, alac) into `container`.
+
+    `layout`: an FFmpeg channel layout name ("5.1(side)", "7.1", "hexadecagonal") or
+    "N channels" (no speaker positions; the default for C > 2); `sample_format`: the encoder's
+    input format (e.g. "s16", "flt", "fltp"; default the encoder's first); `start`: pts of the
+    first sample, in samples (a stream that starts late, as some Vorbis/Ogg files do).
+    """
+    import av
+
+    wave_ = np.asarray(audio, dtype=np.float32)
+    channels = wave_[None] if wave_.ndim == 1 else wave_
+    if channels.ndim != 2:
+        raise ValueError(f"audio must be [S] or [C, S]; got shape {wave_.shape}")
+    c = channels.shape[0]
+    if layout is None:
+        layout = {1: "mono", 2: "stereo"}.get(c, f"{c} channels")
+    if av.AudioLayout(layout).nb_channels != c:
+        raise ValueError(f"layout {layout!r} does not have {c} channels")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream: Any = out.add_stream(codec, rate=sample_rate)
+        stream.layout = layout
+        formats = stream.codec_context.codec.audio_formats or []
+        fmt = sample_format or (formats[0].name if formats else "s16")
+        stream.format = fmt
+        stream.codec_context.thread_count = 1
+        if codec == "vorbis":  # FFmpeg's own Vorbis encoder is marked experimental
+            stream.codec_context.options = {"strict": "experimental"}
+        # Packed float frames: PyAV miscounts the planes of planar frames with > 8 channels.
+        converter = av.AudioResampler(format=fmt, layout=layout, rate=sample_rate)
+        clipped = np.clip(channels, -1.0, 1.0)
+        size = stream.codec_context.frame_size or frame_size
+        for begin in range(0, clipped.shape[1], size):
+            part = np.ascontiguousarray(clipped[:, begin : begin + size].T).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(part, format="flt", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = start + begin
+            frame.time_base = Fraction(1, sample_rate)
+            for converted in converter.resample(frame):
+                for packet in stream.encode(converted):
+                    out.mux(packet)
+        for converted in converter.resample(None):
+            for packet in stream.encode(converted):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
     return buf.getvalue()
 
 

@@ -21,9 +21,18 @@ from typing import Any, Literal
 import torch
 
 from mmsample.audio import mixdown
-from mmsample.backends import DecodedVideo, MediaKind, Timestamps, resolve_times
+from mmsample.backends import (
+    VIDEO_BACKENDS,
+    DecodedVideo,
+    MediaKind,
+    Timestamps,
+    available_backends,
+    resolve_times,
+)
+from mmsample.image_header import image_header
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"
+PROBE_RATE = 16000  # the rate `probe` decodes audio at (the `Audio` spec's default)
 
 try:
     from torchcodec.decoders import AudioDecoder, VideoDecoder
@@ -37,6 +46,12 @@ def _fail(what: str, err: BaseException) -> ValueError:
     # torchcodec's C++ errors read "Function, /path/File.cpp:123, message": keep the message.
     reason = re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip())
     return ValueError(f"torchcodec could not decode the {what}: {reason}")
+
+
+def _load_pyav() -> type | None:
+    """The PyAV backend class if PyAV imports in this process, else None."""
+    available_backends()
+    return VIDEO_BACKENDS.get("pyav")
 
 
 class TorchcodecBackend:
@@ -79,7 +94,23 @@ class TorchcodecBackend:
         return mixdown(samples) if mono else samples
 
     def image(self, data: bytes) -> torch.Tensor:
-        """The first frame of an image file (png, jpeg) as uint8 [3, H, W]."""
+        """The first frame of an image file as uint8 [3, H, W] RGB, or [4, H, W] RGBA.
+
+        torchcodec returns RGB only, so a file whose header says it may carry transparency
+        (PNG with alpha or tRNS; GIF, BMP, WebP, ... whose header does not rule it out) is
+        decoded by PyAV (installed with the same `video` extra): the same pixels as the PyAV
+        backend. Without PyAV, a PNG with transparency raises ValueError; others decode as RGB.
+        """
+        header = image_header(data)
+        if header is None or header.alpha is not False:
+            pyav = VIDEO_BACKENDS.get("pyav") or _load_pyav()
+            if pyav is not None:
+                return pyav().image(data)
+            if header is not None and header.alpha:
+                raise ValueError(
+                    "the image carries transparency, which torchcodec cannot decode (it returns "
+                    "RGB only); install PyAV (pip install av) or use backend='pyav'"
+                )
         try:
             return (
                 VideoDecoder(data, num_ffmpeg_threads=1, seek_mode=SEEK_MODE).get_frame_at(0).data
@@ -89,13 +120,12 @@ class TorchcodecBackend:
 
     def probe(self, data: bytes, kind: MediaKind) -> None:
         """Open the container, compare frame counts (header vs packets), decode one frame."""
-        if kind == "audio":
-            try:
-                decoder = AudioDecoder(data)
-                begin = float(decoder.metadata.begin_stream_seconds or 0.0)
-                decoder.get_samples_played_in_range(begin, begin + 0.01)
-            except Exception as err:
-                raise _fail("audio (no decodable audio stream?)", err) from err
+        if kind == "audio":  # all of it, as `audio` does: the first packet may start late
+            if self.audio(data, PROBE_RATE, mono=False).shape[-1] == 0:
+                raise ValueError("the audio stream decodes to no samples")
+            return
+        if kind == "image":
+            self.image(data)
             return
         decoder = self._video_decoder(data)
         meta = decoder.metadata

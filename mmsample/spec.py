@@ -202,7 +202,9 @@ def _check_background(value: object) -> tuple[int, int, int]:
         or len(triple) != 3
         or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in triple)
     ):
-        raise _bad("Image", "background", "an int or an (R, G, B) triple of ints in [0, 255]", value)
+        raise _bad(
+            "Image", "background", "an int or an (R, G, B) triple of ints in [0, 255]", value
+        )
     return int(triple[0]), int(triple[1]), int(triple[2])
 
 

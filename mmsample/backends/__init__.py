@@ -19,12 +19,14 @@ import torch
 __all__ = [
     "BACKEND_ENV_VAR",
     "KNOWN_BACKENDS",
+    "MAX_RESAMPLED_CHANNELS",
     "VIDEO_BACKENDS",
     "DecodedVideo",
     "MediaKind",
     "Timestamps",
     "VideoBackend",
     "available_backends",
+    "channel_limit_hint",
     "check_backend_name",
     "get_backend",
     "resolve_times",
@@ -164,6 +166,22 @@ def get_backend(name: str | None = None) -> VideoBackend:
         instance = VIDEO_BACKENDS[name]()
         _INSTANCES[name] = instance
     return instance
+
+
+# FFmpeg's resampler (libswresample, SWR_CH_MAX) converts at most this many channels; both FFmpeg
+# backends pass every audio stream through it (sample format and rate conversion).
+MAX_RESAMPLED_CHANNELS = 64
+
+
+def channel_limit_hint(channels: int) -> str:
+    """A sentence for audio errors when `channels` exceeds what FFmpeg's resampler takes."""
+    if channels <= MAX_RESAMPLED_CHANNELS:
+        return ""
+    return (
+        f"; the stream has {channels} channels and FFmpeg's resampler converts at most "
+        f"{MAX_RESAMPLED_CHANNELS}: read PCM/float wav with Audio(backend='wave') (any number of "
+        "channels) or store fewer channels"
+    )
 
 
 def resolve_times(times: Timestamps, duration: float) -> list[float]:

@@ -18,7 +18,13 @@ import numpy as np
 import torch
 
 from mmsample.audio import mixdown
-from mmsample.backends import DecodedVideo, MediaKind, Timestamps, resolve_times
+from mmsample.backends import (
+    DecodedVideo,
+    MediaKind,
+    Timestamps,
+    channel_limit_hint,
+    resolve_times,
+)
 
 try:
     import av
@@ -154,7 +160,7 @@ class PyAVBackend:
             except Exception as err:
                 raise ValueError(
                     f"PyAV could not decode the audio ({channels} channels, "
-                    f"{stream.codec_context.name}): {err}"
+                    f"{stream.codec_context.name}): {err}{channel_limit_hint(channels)}"
                 ) from err
         wave = (
             torch.from_numpy(np.concatenate(chunks, axis=1)) if chunks else torch.zeros(channels, 0)

@@ -27,6 +27,7 @@ from mmsample.backends import (
     MediaKind,
     Timestamps,
     available_backends,
+    channel_limit_hint,
     resolve_times,
 )
 from mmsample.image_header import image_header
@@ -87,9 +88,16 @@ class TorchcodecBackend:
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
         """All samples of the best audio stream at `sample_rate`, float32 [C, S]."""
         try:
-            samples = AudioDecoder(data, sample_rate=sample_rate).get_all_samples().data
+            decoder = AudioDecoder(data, sample_rate=sample_rate)
         except Exception as err:
             raise _fail("audio (no decodable audio stream?)", err) from err
+        channels = int(decoder.metadata.num_channels or 0)
+        try:
+            samples = decoder.get_all_samples().data
+        except Exception as err:
+            raise ValueError(
+                f"{_fail(f'audio ({channels} channels)', err)}{channel_limit_hint(channels)}"
+            ) from err
         samples = samples.to(torch.float32)
         return mixdown(samples) if mono else samples
 

@@ -23,7 +23,7 @@ from mmsample.errors import SampleError
 from mmsample.media_probe import probe
 from mmsample.shards import IndexedDataset, write_samples
 from mmsample.spec import Audio
-from mmsample.testing import encode_audio, encode_wav
+from mmsample.testing import encode_audio, encode_wav, moving_square_clip
 
 FFMPEG_BACKENDS = [b for b in available_backends() if b != "torchcodec-cuda"]
 READERS = [*FFMPEG_BACKENDS, "wave"]  # Audio(backend=...) values that read wav
@@ -188,3 +188,90 @@ def test_more_channels_than_ffmpeg_resamples_is_a_clear_error(tmp_path: Path) ->
     with pytest.raises(SampleError, match=r"shard-000000\.tar:wide: .*65 channels") as info:
         IndexedDataset(tmp_path, {"audio": Audio(spectrogram=None)})[0]
     assert (info.value.shard, info.value.key) == ("shard-000000.tar", "wide")
+
+
+# ---------------------------------------------------------------- the probe agrees with the readers
+
+
+def _late_vorbis() -> bytes:
+    """8 kHz Vorbis in Ogg whose first audio sample is played at 32 ms (pts 256): issue 7's
+    input kind. Stereo: the Vorbis encoder in PyAV's FFmpeg encodes 2 channels only."""
+    x = _tones(2, seconds=1.0, sr=8000)
+    return encode_audio(x, 8000, codec="vorbis", container="ogg", start=256)
+
+
+def _accepted() -> dict[str, tuple[str, bytes, float]]:
+    """name -> (extension, bytes, seconds of audio) of files every reader decodes."""
+    one = _tones(1, seconds=1.0, sr=8000)
+    return {
+        "ogg-vorbis-first-packet-at-32ms": ("ogg", _late_vorbis(), 1.0),
+        "ogg-opus-first-packet-at-32ms": (
+            "ogg",
+            encode_audio(_tones(1, 1.0), SR, codec="libopus", container="ogg", start=1536),
+            1.0,
+        ),
+        "mp3-encoder-delay": (
+            "mp3",
+            encode_audio(one, 8000, codec="libmp3lame", container="mp3"),
+            1.0,
+        ),
+        "m4a-aac-priming": ("m4a", encode_audio(one, 8000, codec="aac", container="mp4"), 1.0),
+        "flac": ("flac", encode_audio(one, 8000, codec="flac", container="flac"), 1.0),
+        "wav-6ms-shorter-than-the-old-window": ("wav", encode_wav(one[0, :50], 8000), 50 / 8000),
+        "wav-10ch": ("wav", encode_wav(_tones(10, 0.1), SR), 0.1),
+    }
+
+
+def _refused() -> dict[str, tuple[str, bytes, str]]:
+    """name -> (extension, bytes, reason) of files no reader decodes."""
+    one = _tones(1, seconds=0.5, sr=8000)
+    wav = encode_wav(one, 8000)
+    vorbis = _late_vorbis()
+    pages = [i for i in range(len(vorbis)) if vorbis.startswith(b"OggS", i)]
+    return {
+        "ogg-headers-only": ("ogg", vorbis[: pages[2]], "audio"),
+        "ogg-garbage": ("ogg", b"OggS" + bytes(200), "audio"),
+        "mp3-garbage": ("mp3", b"\xff\xfb" + b"\x17" * 300, "audio"),
+        "flac-streaminfo-only": (
+            "flac",
+            encode_audio(one, 8000, codec="flac", container="flac")[:42],
+            "audio",
+        ),
+        "m4a-without-audio": ("m4a", _video_only(), "audio"),
+        "wav-cut-short": ("wav", wav[:-1000], "truncated"),
+        "wav-no-samples": ("wav", encode_wav(np.zeros(0), 8000), "no samples"),
+        "wav-65ch": ("wav", encode_wav(_tones(65, 0.01), SR), "65 channels"),
+    }
+
+
+def _video_only() -> bytes:
+    """An mp4 holding an h264 track and no audio track."""
+    return moving_square_clip(1, frames=4, seconds_audio=None)
+
+
+@pytest.mark.parametrize("backend", FFMPEG_BACKENDS)
+def test_probe_accepts_what_every_reader_decodes(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 7: the probe decodes the whole stream as the readers do (it used to decode only the
+    first 10 ms and refused streams whose first packet starts later)."""
+    monkeypatch.setattr("mmsample.backends._DEFAULT", [backend])  # the probe's default backend
+    for name, (ext, data, seconds) in _accepted().items():
+        probe(data, ext)
+        wave = Audio(field=ext, sample_rate=8000, spectrogram=None, backend=backend).waveform(data)
+        if ext in ("wav", "flac"):  # lossless: every sample, none added
+            assert wave.shape[1] == round(seconds * 8000), name
+        else:  # lossy codecs pad to whole frames: within one 1024-sample block at 8 kHz
+            assert abs(wave.shape[1] - seconds * 8000) <= 1024, (name, wave.shape)
+
+
+@pytest.mark.parametrize("backend", FFMPEG_BACKENDS)
+def test_probe_refuses_what_no_reader_decodes(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("mmsample.backends._DEFAULT", [backend])
+    for ext, data, reason in _refused().values():
+        with pytest.raises(ValueError, match=reason):
+            probe(data, ext)
+        with pytest.raises(ValueError, match=reason):
+            Audio(field=ext, spectrogram=None, backend=backend).waveform(data)

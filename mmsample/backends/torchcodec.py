@@ -95,6 +95,8 @@ class TorchcodecBackend:
         try:
             samples = decoder.get_all_samples().data
         except Exception as err:
+            if "No audio frames were decoded" in str(err):  # an empty stream: [C, 0], as PyAV
+                return torch.zeros(1 if mono else max(channels, 1), 0)
             raise ValueError(
                 f"{_fail(f'audio ({channels} channels)', err)}{channel_limit_hint(channels)}"
             ) from err

@@ -7,7 +7,9 @@ trained with `tokenizers`), so tests exercise the same decoders users run.
 from __future__ import annotations
 
 import io
+import struct
 import wave
+import zlib
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -152,6 +154,91 @@ def encode_audio(
         for packet in stream.encode(None):
             out.mux(packet)
     return buf.getvalue()
+
+
+def exif_orientation_block(orientation: int, *, little_endian: bool = False) -> bytes:
+    """TIFF-structured EXIF bytes whose IFD0 holds only the Orientation tag (0x0112)."""
+    end = "<" if little_endian else ">"
+    head = b"II*\x00" if little_endian else b"MM\x00*"
+    entry = struct.pack(end + "HHIH2x", 0x0112, 3, 1, orientation)
+    return head + struct.pack(end + "IH", 8, 1) + entry + struct.pack(end + "I", 0)
+
+
+def encode_png(
+    image: np.ndarray,
+    *,
+    palette: np.ndarray | None = None,
+    transparent: int | tuple[int, int, int] | Iterable[int] | None = None,
+    orientation: int | None = None,
+    declared_size: tuple[int, int] | None = None,
+) -> bytes:
+    """Write a PNG by hand (zlib-compressed rows, filter 0), for the cases encoders rarely make.
+
+    `image`: uint8 or uint16 (16-bit PNG) `[H, W]` grey, `[H, W, 2]` grey + alpha, `[H, W, 3]`
+    RGB or `[H, W, 4]` RGBA; with `palette` (uint8 `[N, 3]`) it holds palette indices.
+    `transparent` (a tRNS chunk): the grey value or RGB triple that is transparent, or with a
+    palette the alpha of each palette entry. `orientation`: an eXIf chunk with that EXIF
+    Orientation (1..8). `declared_size` (width, height) overrides the IHDR size: a small file
+    that declares a huge image, as decompression bombs and forged headers do.
+    """
+    pixels = np.asarray(image)
+    h, w = pixels.shape[:2]
+    if palette is not None:
+        colour, depth = 3, 8
+    else:
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+        depth = 16 if pixels.dtype == np.uint16 else 8
+    raw = pixels.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), raw], axis=1).tobytes()
+    width, height = declared_size or (w, h)
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))]
+    if orientation is not None:
+        chunks.append((b"eXIf", exif_orientation_block(orientation)))
+    if palette is not None:
+        chunks.append((b"PLTE", np.asarray(palette, np.uint8).tobytes()))
+    if transparent is not None:
+        if palette is not None:
+            trns = bytes(list(transparent))  # type: ignore[arg-type]
+        elif isinstance(transparent, int):
+            trns = struct.pack(">H", transparent)
+        else:
+            trns = struct.pack(">HHH", *transparent)  # type: ignore[misc]
+        chunks.append((b"tRNS", trns))
+    chunks += [(b"IDAT", zlib.compress(rows)), (b"IEND", b"")]
+    body = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks
+    )
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def add_exif_orientation(jpeg: bytes, orientation: int, *, little_endian: bool = True) -> bytes:
+    """Insert an APP1 Exif segment carrying `orientation` (1..8) right after a JPEG's SOI."""
+    if not jpeg.startswith(b"\xff\xd8"):
+        raise ValueError("not a JPEG (no start-of-image marker)")
+    payload = b"Exif\x00\x00" + exif_orientation_block(orientation, little_endian=little_endian)
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def encode_image(image: np.ndarray, codec: str = "mjpeg") -> bytes:
+    """Encode uint8 RGB `[H, W, 3]` with one of PyAV's still-image encoders ("mjpeg", "png",
+    "bmp", "gif", ...), in the pixel format it takes (yuvj444p for JPEG)."""
+    import av
+
+    ctx: Any = av.CodecContext.create(codec, "w")
+    formats = [f.name for f in ctx.codec.video_formats or []]
+    rgb = [f for f in ("rgb24", "bgr24") if f in formats]
+    pix = "yuvj444p" if codec == "mjpeg" else (rgb or formats)[0]
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = (
+        image.shape[1],
+        image.shape[0],
+        pix,
+        Fraction(1, 25),
+    )
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    frame = frame.reformat(format=pix)
+    return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
 
 
 def encode_npy(array: np.ndarray) -> bytes:

@@ -203,7 +203,7 @@ def encode_png(
         elif isinstance(transparent, int):
             trns = struct.pack(">H", transparent)
         else:
-            trns = struct.pack(">HHH", *transparent)  # type: ignore[misc]
+            trns = struct.pack(">HHH", *transparent)
         chunks.append((b"tRNS", trns))
     chunks += [(b"IDAT", zlib.compress(rows)), (b"IEND", b"")]
     body = b"".join(

@@ -9,6 +9,7 @@ of >= 8 channels): a segfault then fails the test instead of killing pytest.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mmsample.backends import available_backends
 from mmsample.errors import SampleError
@@ -206,17 +208,46 @@ def test_more_channels_than_ffmpeg_resamples_is_a_clear_error(tmp_path: Path) ->
 
 
 def _late_vorbis() -> bytes:
-    """8 kHz Vorbis in Ogg whose first audio sample is played at 32 ms (pts 256): issue 7's
-    input kind. Stereo: the Vorbis encoder in PyAV's FFmpeg encodes 2 channels only."""
+    """8 kHz stereo Vorbis in Ogg whose first audio sample is played at 32 ms (pts 256), from
+    the Vorbis encoder in PyAV's FFmpeg (it encodes 2 channels only)."""
     x = _tones(2, seconds=1.0, sr=8000)
     return encode_audio(x, 8000, codec="vorbis", container="ogg", start=256)
+
+
+def _late_mono_vorbis() -> bytes:
+    """Issue 7's input: 8 kHz MONO Vorbis in Ogg, first audio packet at 32 ms. Encoded with
+    libvorbis through torchcodec's AudioEncoder (the system FFmpeg), then remuxed by PyAV with
+    every packet 256 samples (32 ms) later."""
+    import av
+    from torchcodec.encoders import AudioEncoder
+
+    mono = torch.from_numpy(_tones(1, seconds=1.0, sr=8000))
+    encoded = AudioEncoder(mono, sample_rate=8000).to_tensor(format="ogg").numpy().tobytes()
+    out = io.BytesIO()
+    with av.open(io.BytesIO(encoded)) as src, av.open(out, "w", format="ogg") as dst:
+        stream = dst.add_stream_from_template(src.streams.audio[0])
+        for packet in src.demux(src.streams.audio[0]):
+            if packet.dts is None:
+                continue
+            packet.pts, packet.dts = packet.pts + 256, packet.dts + 256
+            packet.stream = stream
+            dst.mux(packet)
+    data = out.getvalue()
+    with av.open(io.BytesIO(data)) as check:  # what the file is: mono Vorbis, first sample at 32 ms
+        first = next(check.decode(check.streams.audio[0]))
+        assert (check.streams.audio[0].codec_context.name, first.layout.nb_channels) == (
+            "vorbis",
+            1,
+        )
+        assert (first.sample_rate, first.pts) == (8000, 256)
+    return data
 
 
 def _accepted() -> dict[str, tuple[str, bytes, float]]:
     """name -> (extension, bytes, seconds of audio) of files every reader decodes."""
     one = _tones(1, seconds=1.0, sr=8000)
-    return {
-        "ogg-vorbis-first-packet-at-32ms": ("ogg", _late_vorbis(), 1.0),
+    inputs = {
+        "ogg-vorbis-stereo-first-packet-at-32ms": ("ogg", _late_vorbis(), 1.0),
         "ogg-opus-first-packet-at-32ms": (
             "ogg",
             encode_audio(_tones(1, 1.0), SR, codec="libopus", container="ogg", start=1536),
@@ -231,6 +262,13 @@ def _accepted() -> dict[str, tuple[str, bytes, float]]:
         "flac": ("flac", encode_audio(one, 8000, codec="flac", container="flac"), 1.0),
         "wav-6ms-shorter-than-the-old-window": ("wav", encode_wav(one[0, :50], 8000), 50 / 8000),
     }
+    if "torchcodec" in FFMPEG_BACKENDS:  # its AudioEncoder writes the mono Vorbis
+        inputs["ogg-vorbis-mono-8khz-first-packet-at-32ms-issue7"] = (
+            "ogg",
+            _late_mono_vorbis(),
+            1.0,
+        )
+    return inputs
 
 
 def _refused() -> dict[str, tuple[str, bytes, str]]:

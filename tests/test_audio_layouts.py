@@ -55,6 +55,8 @@ LAYOUTS: dict[str, tuple[dict[str, object], int, bool]] = {
     "ogg-vorbis-fltp-stereo": ({"codec": "vorbis", "container": "ogg"}, 2, False),
     "ogg-opus-flt-5.1": ({"codec": "libopus", "container": "ogg", "layout": "5.1"}, 6, False),
     "mp3-fltp-stereo": ({"codec": "libmp3lame", "container": "mp3"}, 2, False),
+    "nut-s16p-planar-10ch": ({"codec": "pcm_s16le_planar", "container": "nut"}, 10, True),
+    "nut-s32p-planar-16ch": ({"codec": "pcm_s24le_planar", "container": "nut"}, 16, True),
 }
 
 
@@ -104,7 +106,8 @@ _CHILD = textwrap.dedent(
                 row["mono"] = {"error": str(err)}
             if backend != "wave":  # the sharding probe with this default backend
                 mmsample.backends._DEFAULT[:] = [backend]
-                ext = name.split("-")[0]
+                ext = name.split("-")[0].replace("nut", "m4a")  # any audio extension: the
+                # probe decodes whatever stream FFmpeg finds, whatever the container
                 try:
                     probe(data, ext)
                     row["probe"] = "ok"

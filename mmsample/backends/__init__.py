@@ -59,11 +59,13 @@ class VideoBackend(Protocol):
         ...
 
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
-        """The first audio stream resampled to `sample_rate`, float32 [C, S] (C = 1 if mono)."""
+        """The best audio stream resampled to `sample_rate`, float32 [C, S]: every channel in
+        stream order (any layout), or their mean (C = 1) if mono. ValueError if undecodable."""
         ...
 
     def image(self, data: bytes) -> torch.Tensor:
-        """A still image (png, jpeg, ...) as uint8 [3, H, W] RGB."""
+        """A still image (png, jpeg, ...) as stored (no EXIF rotation): uint8 [3, H, W] RGB, or
+        [4, H, W] RGBA with straight alpha when the file carries transparency."""
         ...
 
     def probe(self, data: bytes, kind: MediaKind) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "check_backend_name",
     "get_backend",
     "resolve_times",
+    "transparent_image",
 ]
 
 BACKEND_ENV_VAR = "MMSAMPLE_BACKEND"
@@ -184,6 +185,30 @@ def channel_limit_hint(channels: int) -> str:
         f"{MAX_RESAMPLED_CHANNELS}: read PCM/float wav with Audio(backend='wave') (any number of "
         "channels) or store fewer channels"
     )
+
+
+def transparent_image(data: bytes, backend: str) -> torch.Tensor | None:
+    """For backends whose decoder returns RGB only (torchcodec, decord): the image decoded by
+    PyAV as RGBA when its header says it may carry transparency (PNG colour types 4/6 or tRNS;
+    formats whose header does not say); None when the RGB-only decoder loses nothing.
+
+    Raises ValueError for a PNG with transparency when PyAV is not installed.
+    """
+    from mmsample.image_header import image_header
+
+    header = image_header(data)
+    if header is not None and header.alpha is False:
+        return None
+    _load("pyav")
+    pyav = VIDEO_BACKENDS.get("pyav")
+    if pyav is not None:
+        return get_backend("pyav").image(data)
+    if header is not None and header.alpha:
+        raise ValueError(
+            f"the image carries transparency, which the {backend} backend cannot decode (it "
+            "returns RGB only); install PyAV (pip install av) or use backend='pyav'"
+        )
+    return None
 
 
 def resolve_times(times: Timestamps, duration: float) -> list[float]:

@@ -15,7 +15,13 @@ from typing import Any
 import torch
 
 from mmsample.audio import mixdown
-from mmsample.backends import DecodedVideo, MediaKind, Timestamps, resolve_times
+from mmsample.backends import (
+    DecodedVideo,
+    MediaKind,
+    Timestamps,
+    resolve_times,
+    transparent_image,
+)
 
 try:
     import decord
@@ -72,7 +78,11 @@ class DecordBackend:
         return mixdown(wave) if mono else wave
 
     def image(self, data: bytes) -> torch.Tensor:
-        """The first frame of an image file as uint8 [3, H, W]."""
+        """The first frame of an image file as uint8 [3, H, W]; files that may carry
+        transparency are decoded by PyAV as [4, H, W] RGBA (decord returns RGB only)."""
+        rgba = transparent_image(data, self.name)
+        if rgba is not None:
+            return rgba
         reader = _reader(data, "image")
         try:
             return torch.from_numpy(reader[0].asnumpy()).permute(2, 0, 1).contiguous()

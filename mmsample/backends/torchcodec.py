@@ -22,15 +22,13 @@ import torch
 
 from mmsample.audio import mixdown
 from mmsample.backends import (
-    VIDEO_BACKENDS,
     DecodedVideo,
     MediaKind,
     Timestamps,
-    available_backends,
     channel_limit_hint,
     resolve_times,
+    transparent_image,
 )
-from mmsample.image_header import image_header
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"
 PROBE_RATE = 16000  # the rate `probe` decodes audio at (the `Audio` spec's default)
@@ -47,12 +45,6 @@ def _fail(what: str, err: BaseException) -> ValueError:
     # torchcodec's C++ errors read "Function, /path/File.cpp:123, message": keep the message.
     reason = re.sub(r"^\w+, \S+:\d+, ", "", str(err).strip())
     return ValueError(f"torchcodec could not decode the {what}: {reason}")
-
-
-def _load_pyav() -> type | None:
-    """The PyAV backend class if PyAV imports in this process, else None."""
-    available_backends()
-    return VIDEO_BACKENDS.get("pyav")
 
 
 class TorchcodecBackend:
@@ -111,16 +103,9 @@ class TorchcodecBackend:
         decoded by PyAV (installed with the same `video` extra): the same pixels as the PyAV
         backend. Without PyAV, a PNG with transparency raises ValueError; others decode as RGB.
         """
-        header = image_header(data)
-        if header is None or header.alpha is not False:
-            pyav = VIDEO_BACKENDS.get("pyav") or _load_pyav()
-            if pyav is not None:
-                return pyav().image(data)
-            if header is not None and header.alpha:
-                raise ValueError(
-                    "the image carries transparency, which torchcodec cannot decode (it returns "
-                    "RGB only); install PyAV (pip install av) or use backend='pyav'"
-                )
+        rgba = transparent_image(data, self.name)
+        if rgba is not None:
+            return rgba
         try:
             return (
                 VideoDecoder(data, num_ffmpeg_threads=1, seek_mode=SEEK_MODE).get_frame_at(0).data

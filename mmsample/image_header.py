@@ -33,13 +33,15 @@ _EXIF_ORIENTATION_TAG = 0x0112
 
 class ImageHeader(NamedTuple):
     """Declared width and height (pixels, stored orientation), EXIF orientation (1..8, 1 = as
-    stored) and whether the file may carry transparency (None: the header does not say)."""
+    stored), whether the file may carry transparency (None: the header does not say) and the
+    bits per sample (8 unless the header says more)."""
 
     format: str
     width: int
     height: int
     orientation: int
     alpha: bool | None
+    bits: int = 8
 
 
 def _exif_orientation(tiff: bytes) -> int:
@@ -63,7 +65,7 @@ def _exif_orientation(tiff: bytes) -> int:
 def _png(data: bytes) -> ImageHeader:
     if len(data) < 33 or data[12:16] != b"IHDR":
         raise ValueError("PNG image header is truncated or has no IHDR chunk")
-    width, height, _depth, colour = struct.unpack_from(">IIBB", data, 16)
+    width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
     alpha = colour in (4, 6)  # grey + alpha, RGBA
     orientation, pos = 1, 8
     while pos + 8 <= len(data):
@@ -75,7 +77,7 @@ def _png(data: bytes) -> ImageHeader:
         elif kind == b"eXIf":
             orientation = _exif_orientation(data[pos + 8 : pos + 8 + size])
         pos += 12 + size
-    return ImageHeader("png", width, height, orientation, alpha)
+    return ImageHeader("png", width, height, orientation, alpha, max(depth, 8))
 
 
 # SOF markers that carry frame dimensions (C4 = DHT, C8 = JPG extension, CC = DAC are not SOFs).
@@ -101,8 +103,8 @@ def _jpeg(data: bytes) -> ImageHeader:
         elif marker in _JPEG_SOF:
             if len(body) < 5:
                 break
-            height, width = struct.unpack_from(">HH", body, 1)
-            return ImageHeader("jpeg", width, height, orientation, False)
+            precision, height, width = struct.unpack_from(">BHH", body, 0)
+            return ImageHeader("jpeg", width, height, orientation, False, precision)
         elif marker == 0xDA:  # start of scan before any frame header
             break
         pos += 2 + length

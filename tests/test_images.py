@@ -66,6 +66,7 @@ def test_grey_alpha_palette_and_colour_key_transparency(backend: str) -> None:
     # grey + alpha (LA): grey 0 fully transparent -> white; grey 200 opaque -> 200.
     la = np.array([[[0, 0], [200, 255]]], np.uint8)
     assert torch.equal(image.decode(encode_png(la)), _rgb([255, 200]))
+    assert torch.equal(image.decode(encode_png(la.astype(np.uint16) * 257)), _rgb([255, 200]))
     # palette + tRNS: entry 0 transparent, 1 opaque red, 2 blue at alpha 128:
     # (0*128 + 255*127)/255 = 127 for R and G, (255*128 + 255*127)/255 = 255 for B.
     palette = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
@@ -78,6 +79,18 @@ def test_grey_alpha_palette_and_colour_key_transparency(backend: str) -> None:
     rgb = np.array([[[10, 20, 30], [10, 20, 31]]], np.uint8)
     assert torch.equal(
         image.decode(encode_png(rgb, transparent=(10, 20, 30))), _rgb([255, (10, 20, 31)])
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sixteen_bit_images_round_to_the_same_8_bit_pixels(backend: str) -> None:
+    # v * 257 in 16 bits is exactly v in 8 bits (round(v * 257 / 257)); FFmpeg's own 16 -> 8 bit
+    # conversion gave 201 for 200 * 257 on grey and RGB.
+    grey = np.array([[200, 7, 0, 255]], np.uint16) * 257
+    assert torch.equal(Image(backend=backend).decode(encode_png(grey)), _rgb([200, 7, 0, 255]))
+    rgb = np.array([[[200, 100, 7], [1, 2, 3]]], np.uint16) * 257
+    assert torch.equal(
+        Image(backend=backend).decode(encode_png(rgb)), _rgb([(200, 100, 7), (1, 2, 3)])
     )
 
 

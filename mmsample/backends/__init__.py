@@ -29,8 +29,8 @@ __all__ = [
     "channel_limit_hint",
     "check_backend_name",
     "get_backend",
+    "pyav_image",
     "resolve_times",
-    "transparent_image",
 ]
 
 BACKEND_ENV_VAR = "MMSAMPLE_BACKEND"
@@ -187,21 +187,21 @@ def channel_limit_hint(channels: int) -> str:
     )
 
 
-def transparent_image(data: bytes, backend: str) -> torch.Tensor | None:
-    """For backends whose decoder returns RGB only (torchcodec, decord): the image decoded by
-    PyAV as RGBA when its header says it may carry transparency (PNG colour types 4/6 or tRNS;
-    formats whose header does not say); None when the RGB-only decoder loses nothing.
-
-    Raises ValueError for a PNG with transparency when PyAV is not installed.
+def pyav_image(data: bytes, backend: str) -> torch.Tensor | None:
+    """For backends whose image decoder returns 8-bit RGB only (torchcodec, decord): the image
+    decoded by PyAV when that would lose something, else None. PyAV decodes files whose header
+    says they may carry transparency (PNG colour types 4/6 or tRNS; formats whose header does
+    not say) as RGBA, and files of more than 8 bits per sample rounded exactly (the system
+    FFmpeg's 16-bit to 8-bit conversion was off by one level), so every backend gives the same
+    pixels. Raises ValueError for a PNG with transparency when PyAV is not installed.
     """
     from mmsample.image_header import image_header
 
     header = image_header(data)
-    if header is not None and header.alpha is False:
+    if header is not None and header.alpha is False and header.bits <= 8:
         return None
     _load("pyav")
-    pyav = VIDEO_BACKENDS.get("pyav")
-    if pyav is not None:
+    if "pyav" in VIDEO_BACKENDS:
         return get_backend("pyav").image(data)
     if header is not None and header.alpha:
         raise ValueError(

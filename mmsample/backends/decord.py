@@ -19,8 +19,8 @@ from mmsample.backends import (
     DecodedVideo,
     MediaKind,
     Timestamps,
+    pyav_image,
     resolve_times,
-    transparent_image,
 )
 
 try:
@@ -79,10 +79,10 @@ class DecordBackend:
 
     def image(self, data: bytes) -> torch.Tensor:
         """The first frame of an image file as uint8 [3, H, W]; files that may carry
-        transparency are decoded by PyAV as [4, H, W] RGBA (decord returns RGB only)."""
-        rgba = transparent_image(data, self.name)
-        if rgba is not None:
-            return rgba
+        transparency or hold > 8 bits per sample are decoded by PyAV (`pyav_image`)."""
+        decoded = pyav_image(data, self.name)
+        if decoded is not None:
+            return decoded
         reader = _reader(data, "image")
         try:
             return torch.from_numpy(reader[0].asnumpy()).permute(2, 0, 1).contiguous()

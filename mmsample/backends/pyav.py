@@ -179,7 +179,13 @@ class PyAVBackend:
                     raise ValueError("PyAV found no frame in the image")
                 fmt = frame.format
                 alpha = fmt.has_palette or any(c.is_alpha for c in fmt.components)
-                pixels = frame.to_ndarray(format="rgba" if alpha else "rgb24")
+                if max(c.bits for c in fmt.components) > 8:
+                    # 16-bit: convert at 16 bits, round to 8 here (FFmpeg's direct 16-bit grey
+                    # to 8-bit RGB conversion is off by one: 200 * 257 became 201).
+                    deep = frame.to_ndarray(format="rgba64le" if alpha else "rgb48le")
+                    pixels = ((deep.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+                else:
+                    pixels = frame.to_ndarray(format="rgba" if alpha else "rgb24")
             except Exception as err:
                 raise ValueError(f"PyAV could not decode the image: {err}") from err
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()

@@ -26,8 +26,8 @@ from mmsample.backends import (
     MediaKind,
     Timestamps,
     channel_limit_hint,
+    pyav_image,
     resolve_times,
-    transparent_image,
 )
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"
@@ -98,14 +98,13 @@ class TorchcodecBackend:
     def image(self, data: bytes) -> torch.Tensor:
         """The first frame of an image file as uint8 [3, H, W] RGB, or [4, H, W] RGBA.
 
-        torchcodec returns RGB only, so a file whose header says it may carry transparency
-        (PNG with alpha or tRNS; GIF, BMP, WebP, ... whose header does not rule it out) is
-        decoded by PyAV (installed with the same `video` extra): the same pixels as the PyAV
-        backend. Without PyAV, a PNG with transparency raises ValueError; others decode as RGB.
+        torchcodec returns 8-bit RGB only, so files that may carry transparency or hold more
+        than 8 bits per sample are decoded by PyAV (installed with the same `video` extra; see
+        `mmsample.backends.pyav_image`): the same pixels as the PyAV backend.
         """
-        rgba = transparent_image(data, self.name)
-        if rgba is not None:
-            return rgba
+        decoded = pyav_image(data, self.name)
+        if decoded is not None:
+            return decoded
         try:
             return (
                 VideoDecoder(data, num_ffmpeg_threads=1, seek_mode=SEEK_MODE).get_frame_at(0).data

@@ -217,15 +217,21 @@ def test_the_issue_bomb_is_refused_naming_size_and_parameter(backend: str) -> No
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pixel_limit_boundaries_on_real_images(backend: str) -> None:
     image = np.random.default_rng(5).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    # headers parsed before decoding: PNG, JPEG, BMP, GIF, WebP (VP8); TIFF: checked after
     for data in (
         encode_png(image),
         encode_image(image, "mjpeg"),
         encode_image(image, "bmp"),
         encode_image(image, "gif"),
+        encode_image(image, "libwebp"),
+        encode_image(image, "tiff"),
     ):
         assert Image(backend=backend, max_pixels=120).decode(data).shape == (3, 10, 12)
         with pytest.raises(ValueError, match=r"12x10 = 120 pixels, more than the limit of 119"):
             Image(backend=backend, max_pixels=119).decode(data)
+    assert torch.equal(
+        Image(backend=backend).decode(encode_png(image)), torch.from_numpy(image).permute(2, 0, 1)
+    )
     # the default limit, exactly: 9459 x 9460 = 89,482,140 > 89,478,485 >= 9459 x 9459
     with pytest.raises(ValueError, match="9459x9460 = 89,482,140 pixels"):
         Image(backend=backend).decode(_bomb_png(9459, 9460))

@@ -87,8 +87,11 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 def _jpeg(data: bytes) -> ImageHeader:
     pos, orientation = 2, 1
     while pos + 4 <= len(data):
-        if data[pos] != 0xFF:
-            raise ValueError(f"JPEG image header is malformed (no marker at byte {pos})")
+        if data[pos] != 0xFF:  # extraneous bytes before a marker: decoders skip them too
+            pos = data.find(b"\xff", pos)
+            if pos < 0:
+                break
+            continue
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1

@@ -288,3 +288,18 @@ def test_bombs_are_refused_at_shard_time_and_read_time(tmp_path: Path) -> None:
     with pytest.raises(SampleError, match=r"shard-000000\.tar:bomb: .*623,403,000 pixels") as info:
         dataset[1]
     assert (info.value.shard, info.value.key) == ("shard-000000.tar", "bomb")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_size_check_accepts_what_decoders_accept(backend: str) -> None:
+    # Extraneous bytes between JPEG segments (some cameras write them; decoders skip them): the
+    # header is still found, the size checked and the image decoded.
+    green = np.zeros((16, 24, 3), np.uint8)
+    green[..., 1] = 200
+    jpeg = encode_image(green)
+    cut = 4 + int.from_bytes(jpeg[4:6], "big")  # after the first segment (APP0 or COM)
+    junk = jpeg[:cut] + b"\x00\x17\x00" + jpeg[cut:]
+    got = Image(backend=backend).decode(junk).int()
+    assert got.shape == (3, 16, 24) and (got[1] - 200).abs().max() <= 2
+    with pytest.raises(ValueError, match="24x16 = 384 pixels"):
+        Image(backend=backend, max_pixels=383).decode(junk)

@@ -5,7 +5,8 @@ before writing shards, to report unreadable media up front instead of failing mi
 Video: open the container and decode one frame. Audio and images: decode them the way the readers
 (`mmsample.spec.Audio`, `Image`) do, so the probe accepts exactly what they decode (an audio file
 whose first packet starts late, any channel layout) and refuses what they cannot; image sizes are
-checked from the header before decoding. It never unpickles anything. The wav and npy header parsers here are also used by `mmsample.spec`.
+checked from the header before decoding. It never unpickles anything. The wav and npy header
+parsers here are also used by `mmsample.spec`.
 """
 
 from __future__ import annotations
@@ -185,11 +186,21 @@ def _probe_text(data: bytes) -> None:
         raise ValueError(f"text is not valid UTF-8 ({err})") from None
 
 
-# extension -> check of the bytes. Audio and image extensions are checked by decoding them the
-# way the readers do (`Audio`, `Image` with the default backend); extensions not listed here or
-# in AUDIO_EXTENSIONS / IMAGE_EXTENSIONS are not media and are accepted as they are.
+def _by_extension(check: Callable[[bytes, str], None], ext: str) -> Callable[[bytes], None]:
+    return lambda data: check(data, ext)
+
+
+# extension -> check of the bytes. Audio and images are checked by decoding them the way the
+# readers do (`Audio`, `Image` with the default backend; images with the default pixel limit
+# here, `probe(..., max_pixels=...)` to change it). Extensions not listed are not media and are
+# accepted as they are.
 PROBES: dict[str, Callable[[bytes], None]] = {
     **{ext: _probe_video for ext in VIDEO_EXTENSIONS},
+    **{ext: _by_extension(_probe_audio, ext) for ext in AUDIO_EXTENSIONS},
+    **{
+        ext: _by_extension(lambda d, e: _probe_image(d, e, DEFAULT_MAX_PIXELS), ext)
+        for ext in IMAGE_EXTENSIONS
+    },
     "npy": _probe_npy,
     "txt": _probe_text,
 }
@@ -205,13 +216,12 @@ def probe(data: bytes, ext: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     Extensions without a check (metadata, labels) are accepted.
     """
     kind = ext.rsplit(".", 1)[-1].lower()
-    if kind not in PROBES and kind not in AUDIO_EXTENSIONS and kind not in IMAGE_EXTENSIONS:
+    check = PROBES.get(kind)
+    if check is None:
         return
     if not data:
         raise ValueError(f"empty .{kind} file")
-    if kind in AUDIO_EXTENSIONS:
-        _probe_audio(data, kind)
-    elif kind in IMAGE_EXTENSIONS:
+    if kind in IMAGE_EXTENSIONS:
         _probe_image(data, kind, max_pixels)
     else:
-        PROBES[kind](data)
+        check(data)

@@ -2,7 +2,9 @@
 
 Place in the data flow: the sharding tool calls `probe(data, ext)` on every file of every row
 before writing shards, to report unreadable media up front instead of failing mid-training.
-Video: open the container and decode one frame. Audio and images: decode them the way the readers
+Video: the backend's truncation and presentation-timeline checks (`mmsample.backends.container`,
+`presentation_window`), then the first presented frame, as the readers decode it (a clip cut by
+stream copy is accepted, a truncated one refused). Audio and images: decode them the way the readers
 (`mmsample.spec.Audio`, `Image`) do, so the probe accepts exactly what they decode (an audio file
 whose first packet starts late, any channel layout) and refuses what they cannot; image sizes are
 checked from the header before decoding. It never unpickles anything. The wav and npy header

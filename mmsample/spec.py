@@ -148,12 +148,24 @@ def _finish(frames: torch.Tensor, size: tuple[int, int] | None, dtype: str) -> t
 class Video:
     """T RGB frames of a clip, `[T, 3, H, W]` (T = random_frames if set), uint8 or float in [0, 1].
 
-    Timestamps: see `frame_times` (with fps=1.0, frames=10: 0.5 s, 1.5 s, ... 9.5 s). With
-    `random_frames=k`, k of those T are decoded: random with a generator, evenly spaced without.
+    The frames are what a player shows, identical on every backend. Timeline: t = 0 is the first
+    frame the container presents (packets an mp4 edit list hides, as in clips cut by stream
+    copy, are never returned; see `mmsample.backends.presentation_window`). Orientation: the
+    display rotation (mp4 `rotate` tag / display matrix) is applied, so H and W are the displayed
+    ones (a 64x32 clip rotated by 90 degrees gives `[T, 3, 64, 32]`); mirror flips are not.
+    Timestamps: see `frame_times` (with fps=1.0, frames=10: 0.5 s, 1.5 s, ... 9.5 s; on a clip
+    shorter than 10 s, the centres of 10 equal segments of the whole clip, frames repeating if it
+    holds fewer than 10). With `random_frames=k`, k of those T are decoded: random with a
+    generator, evenly spaced without.
     `size`: an int means a square (size, size), as OGM-GE's Resize((224, 224)); resized with
     `resize_frames` after decoding, so every backend gives the same pixels (torchcodec's own
     decoder Resize measured no faster and differs by up to 10 grey levels).
     Frames on the "torchcodec-cuda" backend stay on the GPU.
+
+    `decode` raises ValueError (the readers wrap it in a `SampleError` naming shard and key) for
+    a truncated file (an mp4/Matroska file missing bytes it declares, or a video stream ending
+    at least 0.75 frames before its header says), a clip without a video stream, or bytes no
+    backend can decode.
     """
 
     field: str = "mp4"
@@ -179,7 +191,8 @@ class Video:
         _check_backend("Video", self.backend)
 
     def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode the chosen frames in one open of the container."""
+        """Decode the chosen frames -> uint8 (or float32) `[T, 3, H, W]`, in one open of the
+        container (torchcodec opens a clip with discarded packets twice)."""
         picks = (
             uniform_subset(self.frames, self.random_frames, generator)
             if self.random_frames is not None

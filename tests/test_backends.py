@@ -307,7 +307,7 @@ def test_probe_rejects_truncated_and_garbage(clip: bytes, tmp_path: Path) -> Non
     wav = encode_wav(0.3 * np.sin(np.arange(4000) / 5))
     npy = encode_npy(np.arange(100, dtype=np.int64))
     bad = [
-        ("mp4", clip[: len(clip) * 4 // 5], "open"),  # index at the end is cut off
+        ("mp4", clip[: len(clip) * 4 // 5], "truncated"),  # the box holding the index is cut
         ("mp4", fast[: len(fast) * 3 // 5], "truncated|decode"),
         ("mp4", b"garbage" * 100, "open"),
         ("mp4", moving_square_clip(1, frames=2, seconds_audio=1.0)[:0], "empty"),

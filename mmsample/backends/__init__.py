@@ -28,7 +28,9 @@ __all__ = [
     "available_backends",
     "channel_limit_hint",
     "check_backend_name",
+    "display_orientation",
     "get_backend",
+    "presentation_window",
     "pyav_image",
     "resolve_times",
 ]
@@ -45,9 +47,9 @@ Timestamps = Sequence[float] | Callable[[float], Sequence[float]]
 class DecodedVideo(NamedTuple):
     """Frames decoded at the requested times, with the clip duration they were computed from."""
 
-    frames: torch.Tensor  # uint8 [T, 3, H, W]
-    duration: float  # seconds: end of the last frame minus start of the first
-    times: list[float]  # the timestamps used, seconds from the start of the stream
+    frames: torch.Tensor  # uint8 [T, 3, H, W], display orientation (rotation metadata applied)
+    duration: float  # seconds of the presentation timeline (see `presentation_window`)
+    times: list[float]  # the timestamps used, seconds after the first presented frame
 
 
 class VideoBackend(Protocol):
@@ -56,7 +58,8 @@ class VideoBackend(Protocol):
     name: str
 
     def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
-        """Frames played at `times` (seconds from the stream start), uint8 [T, 3, H, W]."""
+        """Frames a player shows at `times` (seconds after the first presented frame), uint8
+        [T, 3, H, W] in display orientation; ValueError if the clip is truncated or undecodable."""
         ...
 
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
@@ -220,3 +223,63 @@ def resolve_times(times: Timestamps, duration: float) -> list[float]:
                 f"Requested a frame at {t:.6f} s, outside the clip [0, {duration:.6f}) s."
             )
     return values
+
+
+# A stream whose packets end this many frame durations (or more) before the end its header
+# declares is truncated. Below one frame: muxers round the last frame's duration differently
+# (FFmpeg 5.1 and 8 read 0.06 s and 0.04 s for the same last packet of a stream-copied cut).
+_TRUNCATION_FRAMES = 0.75
+
+
+def presentation_window(
+    *,
+    header_begin: float | None,
+    header_duration: float | None,
+    content_begin: float,
+    content_end: float,
+    content_frames: int,
+) -> tuple[float, float]:
+    """The clip's presentation timeline on the stream clock -> (begin, duration) in seconds.
+
+    The timeline is what a player shows: the frames the container presents (an mp4 edit list
+    hides the packets before its start; FFmpeg marks them discarded and no decoder outputs
+    them), so t = 0 is the first presented frame (`content_begin`) whatever the raw timestamps
+    (negative ones included). It ends at the later of the last presented frame's end
+    (`content_end`) and the end the header declares (`header_begin + header_duration`, the
+    edit list's duration in an mp4, which ffprobe reports too). Every backend passes the same
+    quantities, so every backend reports the same duration.
+
+    Raises ValueError when the packets end at least 0.75 frame durations before the end the
+    header declares: the file was cut short (an interrupted download or copy; with the index at
+    the front, `-movflags +faststart`, a truncated mp4 still opens and would decode silently).
+    """
+    if content_frames < 1 or content_end <= content_begin:
+        raise ValueError("the video stream holds no presented frame")
+    end = content_end
+    if header_duration is not None and header_duration > 0:
+        header_end = (content_begin if header_begin is None else header_begin) + header_duration
+        frame = (content_end - content_begin) / content_frames
+        if header_end - content_end >= _TRUNCATION_FRAMES * frame:
+            raise ValueError(
+                f"video is truncated: its header declares {header_end:.3f} s of stream, but its "
+                f"packets end at {content_end:.3f} s ({header_end - content_end:.3f} s missing). "
+                "The file was cut short (interrupted download or copy): fetch or encode it again."
+            )
+        end = max(end, header_end)
+    return content_begin, end - content_begin
+
+
+def display_orientation(frames: torch.Tensor, rotation: float | None) -> torch.Tensor:
+    """Rotate uint8 `[T, 3, H, W]` frames by the container's display rotation (degrees
+    counter-clockwise, FFmpeg's display-matrix convention; the mp4 `rotate` tag and the display
+    matrix newer muxers write both end up there) -> what a player shows. 90 and 270 swap H and W.
+    Raises ValueError for an angle that is not a multiple of 90 degrees."""
+    if not rotation:
+        return frames
+    quarter = round(float(rotation) / 90.0)
+    if abs(quarter * 90.0 - float(rotation)) > 1e-3:
+        raise ValueError(
+            f"the video's display matrix rotates by {rotation} degrees; only multiples of 90 "
+            "are supported: re-encode the clip upright (ffmpeg applies the rotation by default)"
+        )
+    return torch.rot90(frames, quarter % 4, dims=(-2, -1)).contiguous()

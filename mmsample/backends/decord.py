@@ -4,6 +4,9 @@ Place in the data flow: an alternative to torchcodec and PyAV for users who alre
 The frame played at t is the last frame whose start time <= t, from decord's own per-frame
 timestamps, the same rule as the other backends. One decoder thread per call. Not exercised by
 this project's tests (decord is not installed here); PyAV/torchcodec are the supported paths.
+Truncated mp4/Matroska files are refused as on the other backends (`check_complete`), but decord
+reads neither an mp4 edit list nor the display rotation: on clips cut by stream copy, or with
+rotation metadata, it does not give the frames a player shows (the other backends do).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from mmsample.backends import (
     pyav_image,
     resolve_times,
 )
+from mmsample.backends.container import check_complete
 
 try:
     import decord
@@ -32,6 +36,8 @@ else:
 
 
 def _reader(data: bytes, what: str) -> Any:
+    if what == "video":
+        check_complete(data)
     try:
         return decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
     except Exception as err:

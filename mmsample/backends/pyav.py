@@ -1,18 +1,23 @@
 """PyAV decoder backend: the fallback that bundles its own FFmpeg (no system libraries needed).
 
 Place in the data flow: like the torchcodec backend, called by `mmsample.spec` on shard member
-bytes in DataLoader workers, one decoder thread per call (`thread_count=1`). It reproduces
-torchcodec's "exact" semantics so both give the same frames: the packets are scanned first (no
-decoding) to find the stream's first pts, its end (max pts + duration) and its keyframes; the
-frame played at t is the last frame whose pts <= round(t / time_base); the decoder seeks only when
-a keyframe lies between the current position and the next wanted frame.
+bytes in DataLoader workers, one decoder thread per call (`thread_count=1`). Both backends give
+the same frames: the packets are scanned first (no decoding) for the presentation timeline
+(`mmsample.backends.presentation_window`: packets an mp4 edit list discards are not presented,
+t = 0 is the first presented frame, negative timestamps included) and the keyframes, the
+discarded ones included, since a cut by stream copy starts in the middle of a GOP whose
+keyframe it discards; the frame played at t is the last presented frame whose
+pts <= round(t / time_base); the decoder seeks only when a keyframe lies between the current
+position and the next wanted frame, and FFmpeg's decoder drops the discarded frames as a player
+does. Frames are turned to display orientation from the frame's display matrix (as torchcodec
+and players do).
 """
 
 from __future__ import annotations
 
 import bisect
 import io
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,8 +28,11 @@ from mmsample.backends import (
     MediaKind,
     Timestamps,
     channel_limit_hint,
+    display_orientation,
+    presentation_window,
     resolve_times,
 )
+from mmsample.backends.container import check_complete
 
 try:
     import av
@@ -50,8 +58,16 @@ def _stream(container: Any, kind: str) -> Any:
     return stream
 
 
-def _scan(container: Any, stream: Any) -> tuple[list[int], list[int], int]:
-    """Demux without decoding -> (sorted frame pts, sorted keyframe pts, end pts)."""
+class _Scan(NamedTuple):
+    pts: list[int]  # sorted pts of the presented frames
+    keys: list[int]  # sorted pts of every keyframe, discarded ones included (seek targets)
+    begin: float  # presentation timeline on the stream clock, seconds
+    duration: float
+
+
+def _scan(container: Any, stream: Any) -> _Scan:
+    """Demux without decoding -> the presented frames, the keyframes and the timeline."""
+    tb = float(stream.time_base)
     pts: list[int] = []
     keys: list[int] = []
     end: int | None = None
@@ -60,18 +76,27 @@ def _scan(container: Any, stream: Any) -> tuple[list[int], list[int], int]:
             p = packet.pts if packet.pts is not None else packet.dts
             if p is None or packet.size == 0:
                 continue
-            pts.append(p)
             if packet.is_keyframe:
                 keys.append(p)
+            if packet.is_discard:  # before an edit list's start: decoded, never shown
+                continue
+            pts.append(p)
             stop = p + (packet.duration or 0)
             end = stop if end is None else max(end, stop)
     except Exception as err:
         raise ValueError(f"PyAV could not read the video packets: {err}") from err
     if not pts or end is None:
-        raise ValueError("the video stream holds no frames")
+        raise ValueError("the video stream holds no presented frame")
     pts.sort()
     keys.sort()
-    return pts, keys or pts[:1], end
+    begin, duration = presentation_window(
+        header_begin=None if stream.start_time is None else stream.start_time * tb,
+        header_duration=None if stream.duration is None else stream.duration * tb,
+        content_begin=pts[0] * tb,
+        content_end=end * tb,
+        content_frames=len(pts),
+    )
+    return _Scan(pts, keys or pts[:1], begin, duration)
 
 
 def _packed(frame: Any, channels: int) -> np.ndarray:
@@ -89,34 +114,40 @@ class PyAVBackend:
     name = "pyav"
 
     def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
-        """Frames played at `times` seconds after the first frame, uint8 [T, 3, H, W]."""
+        """Frames a player shows at `times` seconds after the first presented frame, uint8
+        [T, 3, H, W] in display orientation; ValueError if truncated or undecodable."""
+        check_complete(data)
         with _open(data, "video") as container:
             stream = _stream(container, "video")
             tb = float(stream.time_base)
-            pts, keys, end = _scan(container, stream)
-            begin = pts[0]
-            duration = (end - begin) * tb
-            ts = resolve_times(times, duration)
-            if not ts:
-                w, h = stream.codec_context.width, stream.codec_context.height
-                return DecodedVideo(torch.empty(0, 3, h, w, dtype=torch.uint8), duration, ts)
-            # The frame played at t: last pts <= the pts closest to t (torchcodec's rule).
+            scan = _scan(container, stream)
+            ts = resolve_times(times, scan.duration)
+            # The frame played at t: last presented pts <= the pts closest to t (torchcodec's rule).
             wanted = []
             for t in ts:
-                target = round((begin * tb + t) / tb)
-                wanted.append(pts[max(0, bisect.bisect_right(pts, target) - 1)])
+                target = round((scan.begin + t) / tb)
+                wanted.append(scan.pts[max(0, bisect.bisect_right(scan.pts, target) - 1)])
             try:
-                decoded = self._decode_at(container, stream, sorted(set(wanted)), keys)
+                decoded, rotation = self._decode_at(
+                    container, stream, sorted(set(wanted or scan.pts[:1])), scan.keys
+                )
             except Exception as err:
                 raise ValueError(f"PyAV could not decode the video frames: {err}") from err
-        frames = np.stack([decoded[p] for p in wanted])
-        return DecodedVideo(torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous(), duration, ts)
+        if not wanted:
+            h, w = next(iter(decoded.values())).shape[:2]
+            empty = torch.empty(0, 3, h, w, dtype=torch.uint8)
+            return DecodedVideo(display_orientation(empty, rotation), scan.duration, ts)
+        frames = torch.from_numpy(np.stack([decoded[p] for p in wanted])).permute(0, 3, 1, 2)
+        return DecodedVideo(display_orientation(frames, rotation).contiguous(), scan.duration, ts)
 
     @staticmethod
     def _decode_at(
         container: Any, stream: Any, wanted: list[int], keys: list[int]
-    ) -> dict[int, np.ndarray]:
+    ) -> tuple[dict[int, np.ndarray], int]:
+        """Decode the frames at the `wanted` pts -> (pts -> RGB [H, W, 3] as stored, the display
+        rotation in degrees counter-clockwise)."""
         out: dict[int, np.ndarray] = {}
+        rotation = 0
         frames = None
         position: int | None = None  # pts of the last decoded frame
         for want in wanted:
@@ -125,21 +156,24 @@ class PyAVBackend:
                 container.seek(key, stream=stream, backward=True, any_frame=False)
                 frames = container.decode(stream)
             previous = None
+            chosen = None
             for frame in frames:
                 p = frame.pts if frame.pts is not None else frame.dts
                 position = p
                 if p == want:
-                    out[want] = _rgb(frame)
+                    chosen = frame
                     break
                 if p is not None and p > want:  # the wanted pts never came out: take the one before
-                    out[want] = _rgb(previous if previous is not None else frame)
+                    chosen = previous if previous is not None else frame
                     break
                 previous = frame
             else:
                 if previous is None:
                     raise ValueError(f"no frame decoded at or after pts {want}")
-                out[want] = _rgb(previous)
-        return out
+                chosen = previous
+            out[want] = _rgb(chosen)
+            rotation = int(chosen.rotation or 0)
+        return out, rotation
 
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
         """All samples of the best audio stream at `sample_rate`, float32 [C, S], channels in
@@ -194,8 +228,9 @@ class PyAVBackend:
         return image
 
     def probe(self, data: bytes, kind: MediaKind) -> None:
-        """Video: open the container, compare frame counts (header vs packets), decode one
-        frame. Audio: decode all of it, as `audio` does. Image: decode it, as `image` does."""
+        """Video: scan the packets (timeline and truncation check), decode the first presented
+        frame, as `video_frames` does. Audio: decode all of it, as `audio` does. Image: decode
+        it, as `image` does."""
         if kind == "audio":
             if self.audio(data, 16000, mono=False).shape[-1] == 0:
                 raise ValueError("the audio stream decodes to no samples")
@@ -203,24 +238,7 @@ class PyAVBackend:
         if kind == "image":
             self.image(data)
             return
-        stream_kind = "video"
-        if kind == "video":
-            with _open(data, kind) as container:
-                stream = _stream(container, stream_kind)
-                declared = stream.frames
-                found = len(_scan(container, stream)[0])
-            if declared and found < declared:
-                raise ValueError(
-                    f"video is truncated: its header declares {declared} frames, {found} are present"
-                )
-        with _open(data, kind) as container:
-            stream = _stream(container, stream_kind)
-            try:
-                frame = next(iter(container.decode(stream)), None)
-            except Exception as err:
-                raise ValueError(f"PyAV could not decode the first {kind} frame: {err}") from err
-        if frame is None:
-            raise ValueError(f"the {kind} stream holds no decodable frame")
+        self.video_frames(data, [0.0])
 
 
 BACKENDS: dict[str, type] = {"pyav": PyAVBackend} if IMPORT_ERROR is None else {}

@@ -3,14 +3,22 @@ frame decoding (on sparse 1 fps sampling it and PyAV measured within ~15% of eac
 
 Place in the data flow: `mmsample.spec` calls it (through `mmsample.backends.get_backend`) on
 shard member bytes inside DataLoader workers. Each call opens the bytes with one FFmpeg thread
-(`num_ffmpeg_threads=1`: one decoder thread per worker was fastest here) and seek mode "exact":
-the open scans the packets (demuxing only, no decoding), so "the frame played at t" is
-frame-accurate and identical to the PyAV backend's. Measured on 10 s 320x240 25 fps h264 clips,
-"approximate" was no faster (within +-10%, inside the noise of a shared machine), so accuracy
-wins. Importing torchcodec without the FFmpeg libraries raises RuntimeError or OSError, not
-ImportError, so all three are caught and the backend is then not registered. "torchcodec-cuda"
-decodes video on the GPU (`device="cuda"`, NVDEC) and returns CUDA tensors; audio and images
-stay on the CPU; it is never picked automatically.
+(`num_ffmpeg_threads=1`: one decoder thread per worker was fastest here) in seek mode "exact":
+the open scans the packets (demuxing only, no decoding) for the presentation timeline and the
+truncation check (`mmsample.backends.presentation_window`), and frames are then frame-accurate.
+One exception: when packets were discarded (an mp4 edit list starting after them), a second,
+"approximate" open decodes the frames, seeking through FFmpeg's own index. The exact-mode index
+leaves out the discarded packets, so on a clip cut by stream copy (`ffmpeg -ss 1.3 -i src.mp4
+-c copy`) it seeks to the first *presented* keyframe and returns frame 50 where a player shows
+frame 33 (torchcodec 0.13); FFmpeg's seek starts from the discarded keyframe and the decoder
+drops the discarded frames, as players do. Time queries are frame-accurate in both modes
+("approximate" only concerns index-based access, and needs a duration in the header, which an
+mp4 always has), so the frames equal PyAV's. torchcodec (>= 0.11) applies the display rotation
+itself: frames come back in display orientation, as from PyAV. Importing torchcodec without the
+FFmpeg libraries raises RuntimeError or OSError, not ImportError, so all three are caught and
+the backend is then not registered. "torchcodec-cuda" decodes video on the GPU (`device="cuda"`,
+NVDEC) and returns CUDA tensors; audio and images stay on the CPU; it is never picked
+automatically.
 """
 
 from __future__ import annotations
@@ -26,11 +34,14 @@ from mmsample.backends import (
     MediaKind,
     Timestamps,
     channel_limit_hint,
+    presentation_window,
     pyav_image,
     resolve_times,
 )
+from mmsample.backends.container import check_complete
 
-SEEK_MODE: Literal["exact", "approximate"] = "exact"
+SEEK_MODE: Literal["exact", "approximate"] = "exact"  # the packet scan (and images)
+VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # frames after discarded packets
 PROBE_RATE = 16000  # the rate `probe` decodes audio at (the `Audio` spec's default)
 
 try:
@@ -53,25 +64,54 @@ class TorchcodecBackend:
     name = "torchcodec"
     device = "cpu"
 
-    def _video_decoder(self, data: bytes, *, device: str = "cpu") -> Any:
+    def _video_decoder(
+        self,
+        data: bytes,
+        *,
+        mode: Literal["exact", "approximate"] = VIDEO_SEEK_MODE,
+        device: str = "cpu",
+    ) -> Any:
         try:
-            return VideoDecoder(data, num_ffmpeg_threads=1, seek_mode=SEEK_MODE, device=device)
+            return VideoDecoder(data, num_ffmpeg_threads=1, seek_mode=mode, device=device)
         except Exception as err:
             raise _fail("video (no decodable video stream?)", err) from err
 
-    def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
-        """Frames played at `times` seconds after the first frame, uint8 [T, 3, H, W]."""
-        decoder = self._video_decoder(data, device=self.device)
+    def _open_video(self, data: bytes, *, device: str = "cpu") -> tuple[Any, float, float]:
+        """-> (decoder for frames, begin, duration) of the presentation timeline.
+
+        An exact-mode open scans the packets (timeline, truncation check). Its decoder serves
+        the frames unless packets were discarded (fewer presented frames than the header
+        declares, truncation being refused already): then an approximate-mode decoder does.
+        """
+        check_complete(data)
+        decoder = self._video_decoder(data, mode=SEEK_MODE, device=device)
         meta = decoder.metadata
-        begin = float(meta.begin_stream_seconds or 0.0)
-        if meta.end_stream_seconds is None:
-            raise ValueError("torchcodec found no duration for the video stream")
-        duration = float(meta.end_stream_seconds) - begin
+        if (
+            meta.begin_stream_seconds_from_content is None
+            or meta.end_stream_seconds_from_content is None
+        ):
+            raise ValueError("torchcodec found no presented frame in the video stream")
+        presented = int(meta.num_frames_from_content or 0)
+        begin, duration = presentation_window(
+            header_begin=meta.begin_stream_seconds_from_header,
+            header_duration=meta.duration_seconds_from_header,
+            content_begin=float(meta.begin_stream_seconds_from_content),
+            content_end=float(meta.end_stream_seconds_from_content),
+            content_frames=presented,
+        )
+        if presented < int(meta.num_frames_from_header or 0):
+            decoder = self._video_decoder(data, mode=VIDEO_SEEK_MODE, device=device)
+        return decoder, begin, duration
+
+    def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
+        """Frames a player shows at `times` seconds after the first presented frame, uint8
+        [T, 3, H, W] in display orientation; ValueError if truncated or undecodable."""
+        decoder, begin, duration = self._open_video(data, device=self.device)
         ts = resolve_times(times, duration)
-        if not ts:
-            h, w = int(meta.height or 0), int(meta.width or 0)
-            return DecodedVideo(torch.empty(0, 3, h, w, dtype=torch.uint8), duration, ts)
         try:
+            if not ts:
+                frame = decoder.get_frame_played_at(begin).data  # display H, W after rotation
+                return DecodedVideo(frame.new_empty(0, *frame.shape), duration, ts)
             batch = decoder.get_frames_played_at([begin + t for t in ts])
         except Exception as err:
             raise _fail("video frames", err) from err
@@ -113,25 +153,21 @@ class TorchcodecBackend:
             raise _fail("image", err) from err
 
     def probe(self, data: bytes, kind: MediaKind) -> None:
-        """Open the container, compare frame counts (header vs packets), decode one frame."""
-        if kind == "audio":  # all of it, as `audio` does: the first packet may start late
+        """Video: scan the packets (timeline and truncation check), decode the first presented
+        frame, as `video_frames` does. Audio: decode all of it, as `audio` does (the first packet
+        may start late). Image: decode it, as `image` does."""
+        if kind == "audio":
             if self.audio(data, PROBE_RATE, mono=False).shape[-1] == 0:
                 raise ValueError("the audio stream decodes to no samples")
             return
         if kind == "image":
             self.image(data)
             return
-        decoder = self._video_decoder(data)
-        meta = decoder.metadata
-        declared, found = meta.num_frames_from_header, meta.num_frames_from_content
-        if kind == "video" and declared and found is not None and found < declared:
-            raise ValueError(
-                f"video is truncated: its header declares {declared} frames, {found} are present"
-            )
+        decoder, begin, _duration = self._open_video(data)  # raises if truncated
         try:
-            decoder.get_frame_at(0)
+            decoder.get_frame_played_at(begin)
         except Exception as err:
-            raise _fail(f"first {kind} frame", err) from err
+            raise _fail("first video frame", err) from err
 
 
 class TorchcodecCudaBackend(TorchcodecBackend):

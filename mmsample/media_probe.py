@@ -2,8 +2,13 @@
 
 Place in the data flow: the sharding tool calls `probe(data, ext)` on every file of every row
 before writing shards, to report unreadable media up front instead of failing mid-training.
-Each check is cheap: parse a header, open the container, decode at most one frame. It never
-unpickles anything. The wav and npy header parsers here are also used by `mmsample.spec`.
+Video: the backend's truncation and presentation-timeline checks (`mmsample.backends.container`,
+`presentation_window`), then the first presented frame, as the readers decode it (a clip cut by
+stream copy is accepted, a truncated one refused). Audio and images: decode them the way the readers
+(`mmsample.spec.Audio`, `Image`) do, so the probe accepts exactly what they decode (an audio file
+whose first packet starts late, any channel layout) and refuses what they cannot; image sizes are
+checked from the header before decoding. It never unpickles anything. The wav and npy header
+parsers here are also used by `mmsample.spec`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from mmsample.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_header
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "PROBES",
     "VIDEO_EXTENSIONS",
     "WavInfo",
+    "check_wav_complete",
     "npy_header",
     "parse_wav",
     "probe",
@@ -109,37 +117,68 @@ def npy_header(data: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(shape), dtype, offset
 
 
-def _probe_with_backend(kind: str) -> Callable[[bytes], None]:
-    def check(data: bytes) -> None:
-        from mmsample.backends import get_backend
+def check_wav_complete(data: bytes) -> None:
+    """Raise ValueError if RIFF/WAVE bytes end before their data chunk does (a cut-off file,
+    which FFmpeg would decode silently up to the cut). Any sample format; a data size of 0 or
+    0xFFFFFFFF (written by streaming encoders that did not know the length) is accepted."""
+    pos, fmt = 12, False
+    while pos + 8 <= len(data):
+        chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        fmt = fmt or chunk_id == b"fmt "
+        if chunk_id == b"data":
+            available = len(data) - pos - 8
+            if size not in (0, 0xFFFFFFFF) and size > available:
+                raise ValueError(
+                    f"wav is truncated: the data chunk declares {size} bytes, {available} present"
+                )
+            return
+        pos += 8 + size + (size & 1)
+    missing = "'data' chunk" if fmt else "'fmt ' and 'data' chunks"
+    raise ValueError(f"wav has no {missing} (truncated or not a wav)")
 
-        get_backend().probe(data, kind)  # type: ignore[arg-type]
 
-    return check
+def _probe_video(data: bytes) -> None:
+    from mmsample.backends import get_backend
+
+    get_backend().probe(data, "video")
 
 
-def _probe_wav(data: bytes) -> None:
-    parse_wav(data)
+def _probe_audio(data: bytes, ext: str) -> None:
+    """Decode the whole stream the way `Audio(field=ext)` does with the default backend."""
+    from mmsample.spec import Audio
+
+    Audio(field=ext, mono=False, spectrogram=None).waveform(data)
+
+
+def _probe_image(data: bytes, ext: str, max_pixels: int | None) -> None:
+    """Signature and end-marker checks, then the reader's own path: `Image(field=ext)`."""
+    from mmsample.spec import Image
+
+    if ext == "png":
+        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+            raise ValueError("not a PNG file (bad signature)")
+        if b"IEND" not in data[-12:]:
+            raise ValueError("PNG is truncated (no IEND chunk at the end)")
+    elif ext in ("jpg", "jpeg"):
+        if not data.startswith(b"\xff\xd8"):
+            raise ValueError("not a JPEG file (no start-of-image marker)")
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise ValueError("JPEG is truncated (no end-of-image marker)")
+    image = Image(field=ext, max_pixels=None)
+    header = image_header(data)
+    size = None if header is None else (header.width, header.height)
+    if size is not None:
+        check_pixels(*size, max_pixels, how=_PROBE_LIMIT)
+    decoded = image.decode(data)
+    if size is None:
+        check_pixels(decoded.shape[-1], decoded.shape[-2], max_pixels, how=_PROBE_LIMIT)
+
+
+_PROBE_LIMIT = "max_pixels= (Image(max_pixels=...) to read, probe(..., max_pixels=...) to shard)"
 
 
 def _probe_npy(data: bytes) -> None:
     npy_header(data)
-
-
-def _probe_png(data: bytes) -> None:
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise ValueError("not a PNG file (bad signature)")
-    if b"IEND" not in data[-12:]:
-        raise ValueError("PNG is truncated (no IEND chunk at the end)")
-    _probe_with_backend("image")(data)
-
-
-def _probe_jpeg(data: bytes) -> None:
-    if not data.startswith(b"\xff\xd8"):
-        raise ValueError("not a JPEG file (no start-of-image marker)")
-    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ValueError("JPEG is truncated (no end-of-image marker)")
-    _probe_with_backend("image")(data)
 
 
 def _probe_text(data: bytes) -> None:
@@ -149,24 +188,34 @@ def _probe_text(data: bytes) -> None:
         raise ValueError(f"text is not valid UTF-8 ({err})") from None
 
 
-# extension -> check. Extensions not listed are not media and are accepted as they are.
+def _by_extension(check: Callable[[bytes, str], None], ext: str) -> Callable[[bytes], None]:
+    return lambda data: check(data, ext)
+
+
+# extension -> check of the bytes. Audio and images are checked by decoding them the way the
+# readers do (`Audio`, `Image` with the default backend; images with the default pixel limit
+# here, `probe(..., max_pixels=...)` to change it). Extensions not listed are not media and are
+# accepted as they are.
 PROBES: dict[str, Callable[[bytes], None]] = {
-    **{ext: _probe_with_backend("video") for ext in VIDEO_EXTENSIONS},
-    **{ext: _probe_with_backend("audio") for ext in AUDIO_EXTENSIONS if ext != "wav"},
-    "wav": _probe_wav,
+    **{ext: _probe_video for ext in VIDEO_EXTENSIONS},
+    **{ext: _by_extension(_probe_audio, ext) for ext in AUDIO_EXTENSIONS},
+    **{
+        ext: _by_extension(lambda d, e: _probe_image(d, e, DEFAULT_MAX_PIXELS), ext)
+        for ext in IMAGE_EXTENSIONS
+    },
     "npy": _probe_npy,
-    "png": _probe_png,
-    "jpg": _probe_jpeg,
-    "jpeg": _probe_jpeg,
     "txt": _probe_text,
 }
 
 
-def probe(data: bytes, ext: str) -> None:
+def probe(data: bytes, ext: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
     """Raise ValueError(reason) if `data` is not a decodable file of extension `ext`.
 
-    `ext` may be a field like "left.mp4": its last dot-separated part is used. Extensions without
-    a probe in `PROBES` (metadata, labels) are accepted without a check.
+    `ext` may be a field like "left.mp4": its last dot-separated part is used. Audio is decoded
+    in full and images decoded the way `Audio(field=ext)` / `Image(field=ext)` read them, so the
+    probe accepts exactly what those readers (default backend) decode. Images with more than
+    `max_pixels` pixels (from the header, before decoding; None: no limit) are refused.
+    Extensions without a check (metadata, labels) are accepted.
     """
     kind = ext.rsplit(".", 1)[-1].lower()
     check = PROBES.get(kind)
@@ -174,4 +223,7 @@ def probe(data: bytes, ext: str) -> None:
         return
     if not data:
         raise ValueError(f"empty .{kind} file")
-    check(data)
+    if kind in IMAGE_EXTENSIONS:
+        _probe_image(data, kind, max_pixels)
+    else:
+        check(data)

@@ -24,10 +24,18 @@ import torch.nn.functional as F
 
 from mmsample import audio as audio_ops
 from mmsample.backends import KNOWN_BACKENDS, check_backend_name, get_backend
+from mmsample.image_header import (
+    DEFAULT_MAX_PIXELS,
+    check_pixels,
+    ffmpeg_decodes_size,
+    image_header,
+    orient,
+)
 from mmsample.media_probe import (
     AUDIO_EXTENSIONS,
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
+    check_wav_complete,
     npy_header,
     parse_wav,
 )
@@ -41,6 +49,7 @@ __all__ = [
     "Spec",
     "Text",
     "Video",
+    "composite",
     "default_spec",
     "frame_times",
     "resize_frames",
@@ -200,14 +209,52 @@ class Video:
         return _finish(decoded.frames, size, self.dtype)
 
 
+def _check_background(value: object) -> tuple[int, int, int]:
+    triple = (value, value, value) if isinstance(value, int) else value
+    if (
+        not isinstance(triple, tuple | list)
+        or len(triple) != 3
+        or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in triple)
+    ):
+        raise _bad(
+            "Image", "background", "an int or an (R, G, B) triple of ints in [0, 255]", value
+        )
+    return int(triple[0]), int(triple[1]), int(triple[2])
+
+
+def composite(image: torch.Tensor, background: tuple[int, int, int]) -> torch.Tensor:
+    """uint8 RGBA `[4, H, W]` (straight alpha) over an opaque `background` colour -> uint8 RGB
+    `[3, H, W]`: `round((rgb * a + bg * (255 - a)) / 255)` per channel, in integers."""
+    rgb, a = image[:3].to(torch.int32), image[3:4].to(torch.int32)
+    bg = torch.tensor(background, dtype=torch.int32).view(3, 1, 1)
+    return torch.div(rgb * a + bg * (255 - a) + 127, 255, rounding_mode="floor").to(torch.uint8)
+
+
 @dataclass
 class Image:
-    """One still image (png, jpeg) as RGB `[3, H, W]`, uint8 or float in [0, 1]."""
+    """One still image (png, jpeg, ...) as RGB `[3, H, W]` (RGBA `[4, H, W]` with alpha=True),
+    uint8 or float in [0, 1], in the orientation a viewer shows.
+
+    Orientation: the EXIF Orientation tag (JPEG APP1, PNG eXIf) is applied after decoding, so the
+    tensor is what a viewer displays (the policy `Video` follows for rotated clips).
+    Transparency (RGBA, grey + alpha, palette or colour key with tRNS): composited over
+    `background` (default white, what a page shows behind clip art), or with `alpha=True` kept
+    as a fourth channel (straight, not premultiplied; 255 for opaque files). Same pixels on every
+    backend.
+    `max_pixels`: the header's width x height is checked BEFORE decoding (PNG, JPEG, GIF, BMP,
+    WebP; other formats after decoding); larger images raise ValueError naming the size and this
+    parameter (default 89,478,485, Pillow's MAX_IMAGE_PIXELS; None: no limit). The FFmpeg
+    decoders themselves refuse images with (W + 128) * (H + 128) >= 2**31 / 8 pixels.
+    Raises ValueError on undecodable bytes; the reader wraps it in a SampleError naming the sample.
+    """
 
     field: str = "png"
     size: int | tuple[int, int] | None = None
     dtype: Literal["uint8", "float32"] = "uint8"
     backend: str | None = None
+    background: int | tuple[int, int, int] = (255, 255, 255)
+    alpha: bool = False
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         _check_field("Image", self.field)
@@ -215,10 +262,41 @@ class Image:
         if self.dtype not in DTYPES:
             raise _bad("Image", "dtype", f"one of {list(DTYPES)}", self.dtype)
         _check_backend("Image", self.backend)
+        self.background = _check_background(self.background)
+        if not isinstance(self.alpha, bool):
+            raise _bad("Image", "alpha", "a bool", self.alpha)
+        m = self.max_pixels
+        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
+            raise _bad("Image", "max_pixels", "None or an int >= 1", m)
 
     def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decode the first frame of the image file (deterministic; generator unused)."""
-        image = get_backend(self.backend).image(data)
+        """Check the declared size, decode the first frame, orient, composite or keep alpha,
+        resize (deterministic; generator unused)."""
+        how = "Image(max_pixels=...)"
+        header = image_header(data)
+        if header is not None:
+            check_pixels(header.width, header.height, self.max_pixels, how=how)
+        try:
+            image = get_backend(self.backend).image(data)
+        except ValueError as err:
+            if header is not None and not ffmpeg_decodes_size(header.width, header.height):
+                raise ValueError(
+                    f"the image declares {header.width}x{header.height} pixels, beyond what the "
+                    "FFmpeg decoders accept ((W + 128) * (H + 128) < 2**31 / 8); downscale the "
+                    f"file before sharding ({err})"
+                ) from err
+            raise
+        if header is None:
+            check_pixels(image.shape[-1], image.shape[-2], self.max_pixels, how=how)
+            orientation = 1
+        else:
+            orientation = header.orientation
+        image = orient(image, orientation)
+        if self.alpha:
+            if image.shape[0] == 3:
+                image = torch.cat([image, image.new_full((1, *image.shape[1:]), 255)])
+        elif image.shape[0] == 4:
+            image = composite(image, self.background)  # type: ignore[arg-type]
         size = self.size if isinstance(self.size, tuple) else None
         return _finish(image[None], size, self.dtype)[0]
 
@@ -302,12 +380,22 @@ class Audio:
         _check_backend("Audio", self.backend, extra=(WAVE_READER,))
 
     def waveform(self, data: bytes) -> torch.Tensor:
-        """The whole decoded track at `sample_rate`, float32 [C, S] (C = 1 if mono)."""
+        """The whole decoded track at `sample_rate`, float32 [C, S] (C = 1 if mono), channels in
+        stream order for any layout FFmpeg reads (1..64 channels; the "wave" reader: any).
+
+        Raises ValueError if the stream decodes to no samples or a wav's data chunk is cut
+        short (the sharding probe calls this same method, so it accepts what readers decode).
+        """
         if self.backend == WAVE_READER:
             wave, rate = read_wav(data)
             wave = audio_ops.resample(wave, rate, self.sample_rate)
-            return audio_ops.mixdown(wave) if self.mono else wave
-        return get_backend(self.backend).audio(data, self.sample_rate, self.mono)
+        else:
+            if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+                check_wav_complete(data)
+            wave = get_backend(self.backend).audio(data, self.sample_rate, mono=False)
+        if wave.shape[-1] == 0:
+            raise ValueError("the audio stream decodes to no samples (empty or undecodable)")
+        return audio_ops.mixdown(wave) if self.mono else wave
 
     def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode, crop/pad to `seconds`, then compute the spectrogram if one is asked for."""

@@ -7,10 +7,13 @@ trained with `tokenizers`), so tests exercise the same decoders users run.
 from __future__ import annotations
 
 import io
+import struct
 import wave
+import zlib
 from collections.abc import Iterable, Iterator
+from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,8 +33,6 @@ def encode_mp4(
     """Encode uint8 RGB frames `[T, H, W, 3]` (H, W even) and optional mono float audio `[S]` in
     [-1, 1] as an mp4 with an h264 video track and an AAC audio track. `frames=None` writes an
     audio-only mp4 (a clip without a video stream, for error-path tests)."""
-    from fractions import Fraction
-
     import av
 
     if frames is None and audio is None:
@@ -94,6 +95,152 @@ def encode_wav(audio: np.ndarray, sample_rate: int = 16000) -> bytes:
         w.setframerate(sample_rate)
         w.writeframes(np.ascontiguousarray(pcm).tobytes())
     return buf.getvalue()
+
+
+def encode_audio(
+    audio: np.ndarray,
+    sample_rate: int = 16000,
+    *,
+    codec: str = "pcm_s16le",
+    container: str = "wav",
+    layout: str | None = None,
+    sample_format: str | None = None,
+    start: int = 0,
+    frame_size: int = 1024,
+) -> bytes:
+    """Encode float audio in [-1, 1], `[S]` or channels-first `[C, S]`, with any FFmpeg audio
+    encoder PyAV bundles (pcm_*, flac, vorbis, libopus, libmp3lame, aac, alac) into `container`.
+
+    `layout`: an FFmpeg channel layout name ("5.1(side)", "7.1", "hexadecagonal") or
+    "N channels" (no speaker positions; the default for C > 2); `sample_format`: the encoder's
+    input format (e.g. "s16", "flt", "fltp"; default the encoder's first); `start`: pts of the
+    first sample, in samples (a stream that starts late, as some Vorbis/Ogg files do).
+    """
+    import av
+
+    wave_ = np.asarray(audio, dtype=np.float32)
+    channels = wave_[None] if wave_.ndim == 1 else wave_
+    if channels.ndim != 2:
+        raise ValueError(f"audio must be [S] or [C, S]; got shape {wave_.shape}")
+    c = channels.shape[0]
+    if layout is None:
+        layout = {1: "mono", 2: "stereo"}.get(c, f"{c} channels")
+    if av.AudioLayout(layout).nb_channels != c:
+        raise ValueError(f"layout {layout!r} does not have {c} channels")
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream: Any = out.add_stream(codec, rate=sample_rate)
+        stream.layout = layout
+        formats = stream.codec_context.codec.audio_formats or []
+        fmt = sample_format or (formats[0].name if formats else "s16")
+        stream.format = fmt
+        stream.codec_context.thread_count = 1
+        if codec == "vorbis":  # FFmpeg's own Vorbis encoder is marked experimental
+            stream.codec_context.options = {"strict": "experimental"}
+        # Packed float frames: PyAV miscounts the planes of planar frames with > 8 channels.
+        converter = av.AudioResampler(format=fmt, layout=layout, rate=sample_rate)
+        clipped = np.clip(channels, -1.0, 1.0)
+        size = stream.codec_context.frame_size or frame_size
+        for begin in range(0, clipped.shape[1], size):
+            part = np.ascontiguousarray(clipped[:, begin : begin + size].T).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(part, format="flt", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = start + begin
+            frame.time_base = Fraction(1, sample_rate)
+            for converted in converter.resample(frame):
+                for packet in stream.encode(converted):
+                    out.mux(packet)
+        for converted in converter.resample(None):
+            for packet in stream.encode(converted):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def exif_orientation_block(orientation: int, *, little_endian: bool = False) -> bytes:
+    """TIFF-structured EXIF bytes whose IFD0 holds only the Orientation tag (0x0112)."""
+    end = "<" if little_endian else ">"
+    head = b"II*\x00" if little_endian else b"MM\x00*"
+    entry = struct.pack(end + "HHIH2x", 0x0112, 3, 1, orientation)
+    return head + struct.pack(end + "IH", 8, 1) + entry + struct.pack(end + "I", 0)
+
+
+def encode_png(
+    image: np.ndarray,
+    *,
+    palette: np.ndarray | None = None,
+    transparent: int | tuple[int, int, int] | Iterable[int] | None = None,
+    orientation: int | None = None,
+    declared_size: tuple[int, int] | None = None,
+) -> bytes:
+    """Write a PNG by hand (zlib-compressed rows, filter 0), for the cases encoders rarely make.
+
+    `image`: uint8 or uint16 (16-bit PNG) `[H, W]` grey, `[H, W, 2]` grey + alpha, `[H, W, 3]`
+    RGB or `[H, W, 4]` RGBA; with `palette` (uint8 `[N, 3]`) it holds palette indices.
+    `transparent` (a tRNS chunk): the grey value or RGB triple that is transparent, or with a
+    palette the alpha of each palette entry. `orientation`: an eXIf chunk with that EXIF
+    Orientation (1..8). `declared_size` (width, height) overrides the IHDR size: a small file
+    that declares a huge image, as decompression bombs and forged headers do.
+    """
+    pixels = np.asarray(image)
+    h, w = pixels.shape[:2]
+    if palette is not None:
+        colour, depth = 3, 8
+    else:
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        colour = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+        depth = 16 if pixels.dtype == np.uint16 else 8
+    raw = pixels.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
+    rows = np.concatenate([np.zeros((h, 1), np.uint8), raw], axis=1).tobytes()
+    width, height = declared_size or (w, h)
+    chunks = [(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))]
+    if orientation is not None:
+        chunks.append((b"eXIf", exif_orientation_block(orientation)))
+    if palette is not None:
+        chunks.append((b"PLTE", np.asarray(palette, np.uint8).tobytes()))
+    if transparent is not None:
+        if palette is not None:
+            trns = bytes(list(transparent))  # type: ignore[arg-type]
+        elif isinstance(transparent, int):
+            trns = struct.pack(">H", transparent)
+        else:
+            trns = struct.pack(">HHH", *transparent)
+        chunks.append((b"tRNS", trns))
+    chunks += [(b"IDAT", zlib.compress(rows)), (b"IEND", b"")]
+    body = b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks
+    )
+    return b"\x89PNG\r\n\x1a\n" + body
+
+
+def add_exif_orientation(jpeg: bytes, orientation: int, *, little_endian: bool = True) -> bytes:
+    """Insert an APP1 Exif segment carrying `orientation` (1..8) right after a JPEG's SOI."""
+    if not jpeg.startswith(b"\xff\xd8"):
+        raise ValueError("not a JPEG (no start-of-image marker)")
+    payload = b"Exif\x00\x00" + exif_orientation_block(orientation, little_endian=little_endian)
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def encode_image(image: np.ndarray, codec: str = "mjpeg") -> bytes:
+    """Encode uint8 RGB `[H, W, 3]` with one of PyAV's still-image encoders ("mjpeg", "png",
+    "bmp", "gif", ...), in the pixel format it takes (yuvj444p for JPEG)."""
+    import av
+
+    ctx: Any = av.CodecContext.create(codec, "w")
+    formats = [f.name for f in ctx.codec.video_formats or []]
+    rgb = [f for f in ("rgb24", "bgr24") if f in formats]
+    pix = "yuvj444p" if codec == "mjpeg" else (rgb or formats)[0]
+    ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = (
+        image.shape[1],
+        image.shape[0],
+        pix,
+        Fraction(1, 25),
+    )
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    frame = frame.reformat(format=pix)
+    return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
 
 
 def encode_npy(array: np.ndarray) -> bytes:

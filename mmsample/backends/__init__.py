@@ -19,16 +19,19 @@ import torch
 __all__ = [
     "BACKEND_ENV_VAR",
     "KNOWN_BACKENDS",
+    "MAX_RESAMPLED_CHANNELS",
     "VIDEO_BACKENDS",
     "DecodedVideo",
     "MediaKind",
     "Timestamps",
     "VideoBackend",
     "available_backends",
+    "channel_limit_hint",
     "check_backend_name",
     "display_orientation",
     "get_backend",
     "presentation_window",
+    "pyav_image",
     "resolve_times",
 ]
 
@@ -60,11 +63,13 @@ class VideoBackend(Protocol):
         ...
 
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
-        """The first audio stream resampled to `sample_rate`, float32 [C, S] (C = 1 if mono)."""
+        """The best audio stream resampled to `sample_rate`, float32 [C, S]: every channel in
+        stream order (any layout), or their mean (C = 1) if mono. ValueError if undecodable."""
         ...
 
     def image(self, data: bytes) -> torch.Tensor:
-        """A still image (png, jpeg, ...) as uint8 [3, H, W] RGB."""
+        """A still image (png, jpeg, ...) as stored (no EXIF rotation): uint8 [3, H, W] RGB, or
+        [4, H, W] RGBA with straight alpha when the file carries transparency."""
         ...
 
     def probe(self, data: bytes, kind: MediaKind) -> None:
@@ -167,6 +172,46 @@ def get_backend(name: str | None = None) -> VideoBackend:
         instance = VIDEO_BACKENDS[name]()
         _INSTANCES[name] = instance
     return instance
+
+
+# FFmpeg's resampler (libswresample, SWR_CH_MAX) converts at most this many channels; both FFmpeg
+# backends pass every audio stream through it (sample format and rate conversion).
+MAX_RESAMPLED_CHANNELS = 64
+
+
+def channel_limit_hint(channels: int) -> str:
+    """A sentence for audio errors when `channels` exceeds what FFmpeg's resampler takes."""
+    if channels <= MAX_RESAMPLED_CHANNELS:
+        return ""
+    return (
+        f"; the stream has {channels} channels and FFmpeg's resampler converts at most "
+        f"{MAX_RESAMPLED_CHANNELS}: read PCM/float wav with Audio(backend='wave') (any number of "
+        "channels) or store fewer channels"
+    )
+
+
+def pyav_image(data: bytes, backend: str) -> torch.Tensor | None:
+    """For backends whose image decoder returns 8-bit RGB only (torchcodec, decord): the image
+    decoded by PyAV when that would lose something, else None. PyAV decodes files whose header
+    says they may carry transparency (PNG colour types 4/6 or tRNS; formats whose header does
+    not say) as RGBA, and files of more than 8 bits per sample rounded exactly (the system
+    FFmpeg's 16-bit to 8-bit conversion was off by one level), so every backend gives the same
+    pixels. Raises ValueError for a PNG with transparency when PyAV is not installed.
+    """
+    from mmsample.image_header import image_header
+
+    header = image_header(data)
+    if header is not None and header.alpha is False and header.bits <= 8:
+        return None
+    _load("pyav")
+    if "pyav" in VIDEO_BACKENDS:
+        return get_backend("pyav").image(data)
+    if header is not None and header.alpha:
+        raise ValueError(
+            f"the image carries transparency, which the {backend} backend cannot decode (it "
+            "returns RGB only); install PyAV (pip install av) or use backend='pyav'"
+        )
+    return None
 
 
 def resolve_times(times: Timestamps, duration: float) -> list[float]:

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 
 from mmsample.audio import mixdown
-from mmsample.backends import DecodedVideo, MediaKind, Timestamps, resolve_times
+from mmsample.backends import (
+    DecodedVideo,
+    MediaKind,
+    Timestamps,
+    pyav_image,
+    resolve_times,
+)
 from mmsample.backends.container import check_complete
 
 try:
@@ -78,7 +84,11 @@ class DecordBackend:
         return mixdown(wave) if mono else wave
 
     def image(self, data: bytes) -> torch.Tensor:
-        """The first frame of an image file as uint8 [3, H, W]."""
+        """The first frame of an image file as uint8 [3, H, W]; files that may carry
+        transparency or hold > 8 bits per sample are decoded by PyAV (`pyav_image`)."""
+        decoded = pyav_image(data, self.name)
+        if decoded is not None:
+            return decoded
         reader = _reader(data, "image")
         try:
             return torch.from_numpy(reader[0].asnumpy()).permute(2, 0, 1).contiguous()

@@ -27,6 +27,7 @@ from mmsample.backends import (
     DecodedVideo,
     MediaKind,
     Timestamps,
+    channel_limit_hint,
     display_orientation,
     presentation_window,
     resolve_times,
@@ -96,6 +97,11 @@ def _scan(container: Any, stream: Any) -> _Scan:
         content_frames=len(pts),
     )
     return _Scan(pts, keys or pts[:1], begin, duration)
+
+
+def _packed(frame: Any, channels: int) -> np.ndarray:
+    """A packed float audio frame -> [C, n] (its single plane holds n interleaved C-tuples)."""
+    return frame.to_ndarray().reshape(-1, channels).T
 
 
 def _rgb(frame: Any) -> np.ndarray:
@@ -170,54 +176,69 @@ class PyAVBackend:
         return out, rotation
 
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
-        """All samples of the best audio stream at `sample_rate`, float32 [C, S]."""
+        """All samples of the best audio stream at `sample_rate`, float32 [C, S], channels in
+        stream order (any layout, 1..64 channels: FFmpeg's resampler takes at most 64)."""
         with _open(data, "audio") as container:
             stream = _stream(container, "audio")
+            channels = stream.codec_context.channels
+            # Packed float output, reshaped here: PyAV (<= 18) miscounts the planes of planar
+            # frames with >= 8 channels and reads past them (a segfault), so never ask for fltp.
             try:
-                resampler = av.AudioResampler(
-                    format="fltp", layout=stream.layout.name, rate=sample_rate
-                )
+                resampler = av.AudioResampler(format="flt", layout=stream.layout, rate=sample_rate)
                 chunks = [
-                    out.to_ndarray()
+                    _packed(out, channels)
                     for frame in container.decode(stream)
                     for out in resampler.resample(frame)
                 ]
-                chunks += [out.to_ndarray() for out in resampler.resample(None)]
+                chunks += [_packed(out, channels) for out in resampler.resample(None)]
             except Exception as err:
-                raise ValueError(f"PyAV could not decode the audio: {err}") from err
-            channels = stream.codec_context.channels
+                raise ValueError(
+                    f"PyAV could not decode the audio ({channels} channels, "
+                    f"{stream.codec_context.name}): {err}{channel_limit_hint(channels)}"
+                ) from err
         wave = (
             torch.from_numpy(np.concatenate(chunks, axis=1)) if chunks else torch.zeros(channels, 0)
         ).to(torch.float32)
         return mixdown(wave) if mono else wave
 
     def image(self, data: bytes) -> torch.Tensor:
-        """The first frame of an image file (png, jpeg) as uint8 [3, H, W]."""
+        """The first frame of an image file as uint8 [3, H, W] RGB, or [4, H, W] RGBA (straight
+        alpha) when its pixel format carries transparency (RGBA, grey + alpha, a palette or
+        colour key with tRNS). Stored orientation: `mmsample.spec.Image` applies EXIF's."""
         with _open(data, "image") as container:
             stream = _stream(container, "video")
             try:
                 frame = next(iter(container.decode(stream)), None)
+                if frame is None:
+                    raise ValueError("PyAV found no frame in the image")
+                fmt = frame.format
+                alpha = fmt.has_palette or any(c.is_alpha for c in fmt.components)
+                if max(c.bits for c in fmt.components) > 8:
+                    # 16-bit: convert at 16 bits, round to 8 here (FFmpeg's direct 16-bit grey
+                    # to 8-bit RGB conversion is off by one: 200 * 257 became 201).
+                    deep = frame.to_ndarray(format="rgba64le" if alpha else "rgb48le")
+                    pixels = ((deep.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+                else:
+                    pixels = frame.to_ndarray(format="rgba" if alpha else "rgb24")
             except Exception as err:
                 raise ValueError(f"PyAV could not decode the image: {err}") from err
-            if frame is None:
-                raise ValueError("PyAV found no frame in the image")
-            return torch.from_numpy(_rgb(frame)).permute(2, 0, 1).contiguous()
+        image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+        if alpha and fmt.has_palette and bool((image[3] == 255).all()):
+            image = image[:3].contiguous()  # a palette without transparent entries
+        return image
 
     def probe(self, data: bytes, kind: MediaKind) -> None:
-        """Video: scan the packets (truncation check), decode the first presented frame; audio
-        and images: decode the first frame."""
-        stream_kind = "audio" if kind == "audio" else "video"
-        if kind == "video":
-            self.video_frames(data, [0.0])
+        """Video: scan the packets (timeline and truncation check), decode the first presented
+        frame, as `video_frames` does. Audio: decode all of it, as `audio` does. Image: decode
+        it, as `image` does."""
+        if kind == "audio":
+            if self.audio(data, 16000, mono=False).shape[-1] == 0:
+                raise ValueError("the audio stream decodes to no samples")
             return
-        with _open(data, kind) as container:
-            stream = _stream(container, stream_kind)
-            try:
-                frame = next(iter(container.decode(stream)), None)
-            except Exception as err:
-                raise ValueError(f"PyAV could not decode the first {kind} frame: {err}") from err
-        if frame is None:
-            raise ValueError(f"the {kind} stream holds no decodable frame")
+        if kind == "image":
+            self.image(data)
+            return
+        self.video_frames(data, [0.0])
 
 
 BACKENDS: dict[str, type] = {"pyav": PyAVBackend} if IMPORT_ERROR is None else {}

@@ -33,13 +33,16 @@ from mmsample.backends import (
     DecodedVideo,
     MediaKind,
     Timestamps,
+    channel_limit_hint,
     presentation_window,
+    pyav_image,
     resolve_times,
 )
 from mmsample.backends.container import check_complete
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"  # the packet scan (and images)
 VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # frames after discarded packets
+PROBE_RATE = 16000  # the rate `probe` decodes audio at (the `Audio` spec's default)
 
 try:
     from torchcodec.decoders import AudioDecoder, VideoDecoder
@@ -117,14 +120,31 @@ class TorchcodecBackend:
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
         """All samples of the best audio stream at `sample_rate`, float32 [C, S]."""
         try:
-            samples = AudioDecoder(data, sample_rate=sample_rate).get_all_samples().data
+            decoder = AudioDecoder(data, sample_rate=sample_rate)
         except Exception as err:
             raise _fail("audio (no decodable audio stream?)", err) from err
+        channels = int(decoder.metadata.num_channels or 0)
+        try:
+            samples = decoder.get_all_samples().data
+        except Exception as err:
+            if "No audio frames were decoded" in str(err):  # an empty stream: [C, 0], as PyAV
+                return torch.zeros(1 if mono else max(channels, 1), 0)
+            raise ValueError(
+                f"{_fail(f'audio ({channels} channels)', err)}{channel_limit_hint(channels)}"
+            ) from err
         samples = samples.to(torch.float32)
         return mixdown(samples) if mono else samples
 
     def image(self, data: bytes) -> torch.Tensor:
-        """The first frame of an image file (png, jpeg) as uint8 [3, H, W]."""
+        """The first frame of an image file as uint8 [3, H, W] RGB, or [4, H, W] RGBA.
+
+        torchcodec returns 8-bit RGB only, so files that may carry transparency or hold more
+        than 8 bits per sample are decoded by PyAV (installed with the same `video` extra; see
+        `mmsample.backends.pyav_image`): the same pixels as the PyAV backend.
+        """
+        decoded = pyav_image(data, self.name)
+        if decoded is not None:
+            return decoded
         try:
             return (
                 VideoDecoder(data, num_ffmpeg_threads=1, seek_mode=SEEK_MODE).get_frame_at(0).data
@@ -133,24 +153,21 @@ class TorchcodecBackend:
             raise _fail("image", err) from err
 
     def probe(self, data: bytes, kind: MediaKind) -> None:
-        """Video: scan the packets (truncation check), decode the first presented frame; audio:
-        decode its first 10 ms; image: decode it."""
+        """Video: scan the packets (timeline and truncation check), decode the first presented
+        frame, as `video_frames` does. Audio: decode all of it, as `audio` does (the first packet
+        may start late). Image: decode it, as `image` does."""
         if kind == "audio":
-            try:
-                decoder = AudioDecoder(data)
-                begin = float(decoder.metadata.begin_stream_seconds or 0.0)
-                decoder.get_samples_played_in_range(begin, begin + 0.01)
-            except Exception as err:
-                raise _fail("audio (no decodable audio stream?)", err) from err
+            if self.audio(data, PROBE_RATE, mono=False).shape[-1] == 0:
+                raise ValueError("the audio stream decodes to no samples")
             return
-        if kind == "video":
-            decoder, begin, _duration = self._open_video(data)  # raises if truncated
-        else:
-            decoder, begin = self._video_decoder(data, mode=SEEK_MODE), 0.0
+        if kind == "image":
+            self.image(data)
+            return
+        decoder, begin, _duration = self._open_video(data)  # raises if truncated
         try:
             decoder.get_frame_played_at(begin)
         except Exception as err:
-            raise _fail(f"first {kind} frame", err) from err
+            raise _fail("first video frame", err) from err
 
 
 class TorchcodecCudaBackend(TorchcodecBackend):

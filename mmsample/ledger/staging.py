@@ -101,10 +101,13 @@ class StagingRing:
             return False
         row = self.heads * self.classes * dtype.itemsize
         cap = max(b, min(b * self.max_batches, RING_BYTES // row))
-        self.z = torch.empty(cap, self.heads, self.classes, dtype=dtype, pin_memory=pinned)
-        self.values = torch.empty(cap, self.width, dtype=dtype, pin_memory=pinned)
-        self.present = torch.empty(cap, self.heads - 1, dtype=torch.bool, pin_memory=pinned)
-        self.ints = torch.empty(2, cap, dtype=torch.int64, pin_memory=pinned)
+        # normal tensors even when observe runs under torch.inference_mode (a scoring pass):
+        # the flush later writes into them, possibly outside inference mode
+        with torch.inference_mode(False):
+            self.z = torch.empty(cap, self.heads, self.classes, dtype=dtype, pin_memory=pinned)
+            self.values = torch.empty(cap, self.width, dtype=dtype, pin_memory=pinned)
+            self.present = torch.empty(cap, self.heads - 1, dtype=torch.bool, pin_memory=pinned)
+            self.ints = torch.empty(2, cap, dtype=torch.int64, pin_memory=pinned)
         self.pinned = pinned
         self._slots = {}
         return True

@@ -1,0 +1,175 @@
+"""The scoring pass: one loop that runs a user's model over the ids of a reader and records into
+a Ledger what the methods need, with no method and no training.
+
+Place in the data flow: shards -> reader -> **scoring pass** (model in inference mode) ->
+ledger. BSS's first ranking needs it (the paper scores "once before training"), SMV's reference
+variant re-valuates with it each epoch, and the active-learning pool pass is the same loop.
+Everything else comes from the training pass (`ledger.observe`), with no second pass.
+
+The model is an object with `features(batch) -> [z_0, ..., z_{M-1}]` (`[B, D_j]` each, for a
+`MultimodalBatch`) and `head(x) -> [B', K]` logits of the fusion head on the concatenated
+features; `unimodal(features) -> M logits [B, K]` is optional (default: the head on each
+modality alone, the other features zeroed: `subset_logits` row `1 << j`). The head runs once on
+all 2**M masked feature sets (`mmsample.signals.subset_logits`), which gives the fused logits and
+the subset values: "smv" `v[C] = |C|` if the head on C alone predicts the label, else 0;
+"bmmal" the probability of the full model's prediction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .batch import Collate, MultimodalBatch
+from .ledger import Ledger
+from .shards.indexed import IndexedDataset
+from .shards.streamed import resolve_world
+from .signals import subset_correct, subset_logits, subset_sizes
+
+
+class ScoringModel(Protocol):
+    """What the scoring pass calls (see the module docstring)."""
+
+    def features(self, batch: MultimodalBatch) -> Sequence[Tensor]: ...
+
+    def head(self, x: Tensor) -> Tensor: ...
+
+
+def _smv_values(logits: Tensor, labels: Tensor) -> Tensor:
+    m = logits.shape[1].bit_length() - 1
+    sizes = subset_sizes(m, logits.device).to(logits.dtype)
+    return subset_correct(logits, labels).to(logits.dtype) * sizes
+
+
+def _bmmal_values(logits: Tensor, labels: Tensor) -> Tensor:
+    probs = torch.softmax(logits.float(), -1)
+    pred = probs[:, -1].argmax(-1)
+    return probs.gather(-1, pred.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(-1)
+
+
+VALUES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "smv": _smv_values,
+    "bmmal": _bmmal_values,
+}
+
+
+class _ById(Dataset[dict[str, Any]]):
+    def __init__(self, reader: IndexedDataset, ids: np.ndarray) -> None:
+        self.reader, self.ids = reader, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        return self.reader.get(int(self.ids[k]))
+
+
+def score(
+    model: ScoringModel,
+    source: str | os.PathLike[str] | IndexedDataset,
+    ledger: Ledger,
+    *,
+    ids: np.ndarray | Sequence[int] | None = None,
+    modalities: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    values: str | None = "smv",
+    progress: bool = True,
+    autocast: bool = True,
+) -> int:
+    """Run `model` over `ids` of `source` (default: all) and record every batch in `ledger`.
+
+    Under torch.distributed each rank scores a contiguous share of the ids, then the ledger is
+    synced (every rank must call `score`). Runs in `torch.inference_mode`, with autocast on CUDA
+    (`autocast=True`) and non-blocking copies; a progress bar on rank 0 (`progress`). Returns the
+    number of samples this rank scored. Raises ValueError naming the argument for an unknown
+    `values` kind, `batch_size < 1`, a path without `modalities`, or ids outside the dataset.
+    """
+    if values is not None and values not in VALUES:
+        raise ValueError(
+            f"The 'values' parameter of score must be None or one of {sorted(VALUES)}; "
+            f"got {values!r}."
+        )
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"The 'batch_size' parameter of score must be an int >= 1; got {batch_size!r}."
+        )
+    if isinstance(source, IndexedDataset):
+        reader = source
+    else:
+        if modalities is None:
+            raise ValueError(
+                "The 'modalities' parameter of score is required when the source is a path."
+            )
+        reader = IndexedDataset(Path(source), modalities)
+    names = tuple(reader.decoder.names)
+    known = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
+    chosen = known if ids is None else np.unique(np.asarray(ids, dtype=np.int64))
+    missing = np.setdiff1d(chosen, known)
+    if len(missing):
+        raise ValueError(
+            f"The 'ids' argument of score holds {len(missing)} ids the dataset does not have, "
+            f"e.g. {missing[:8].tolist()}."
+        )
+    rank, world = resolve_world(None, None, "score")
+    mine = chosen[rank * len(chosen) // world : (rank + 1) * len(chosen) // world]
+    dev = torch.device(device)
+    loader = DataLoader(
+        _ById(reader, mine),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=Collate(names),
+        pin_memory=dev.type == "cuda",
+    )
+    full = (1 << len(names)) - 1
+    value_fn = None if values is None else VALUES[values]
+    amp = torch.autocast(dev.type) if autocast and dev.type == "cuda" else contextlib.nullcontext()
+    bar = tqdm(total=len(mine), desc="scoring", unit="sample", disable=not progress or rank != 0)
+    with torch.inference_mode(), amp:
+        for batch in loader:
+            batch = batch.to(dev, non_blocking=True)
+            feats = list(model.features(batch))
+            logits = subset_logits(feats, model.head).float()
+            unimodal = getattr(model, "unimodal", None)
+            uni = (
+                [u.float() for u in unimodal(feats)]
+                if callable(unimodal)
+                else [logits[:, 1 << j] for j in range(len(names))]
+            )
+            present = torch.stack([batch.present(n) for n in names], 1)
+            v = None if value_fn is None else value_fn(logits, batch.labels)
+            ledger.observe(batch.ids, batch.labels, uni, logits[:, full], values=v, present=present)
+            bar.update(len(batch))
+    bar.close()
+    ledger.flush()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        ledger.sync()
+    return len(mine)
+
+
+class Scorer:
+    """`scorer(ids)`: `score(model, source, ledger, ids=ids, **options)`; give one to
+    `balanced_loader(..., scorer=...)` so methods that ask for a scoring pass get it."""
+
+    def __init__(
+        self,
+        model: ScoringModel,
+        source: str | os.PathLike[str] | IndexedDataset,
+        ledger: Ledger,
+        **options: Any,
+    ) -> None:
+        self.model, self.source, self.ledger, self.options = model, source, ledger, options
+
+    def __call__(self, ids: np.ndarray) -> None:
+        score(self.model, self.source, self.ledger, ids=ids, **self.options)

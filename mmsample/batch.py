@@ -134,7 +134,19 @@ class MultimodalBatch:
         return valid_mask(shapes.to(x.device), x.shape[1:])
 
     def dense(self, name: str) -> Data:
-        """Tensors of modality `name` for all B rows, zeros where the sample does not carry it."""
+        """Tensors of modality `name` for all B rows, zeros where the sample does not carry it.
+
+        Raises KeyError when no row of this batch carries `name` (possible when a plan masks
+        modalities, e.g. a batch made only of SMV extra items): test `name in batch` first."""
+        if name not in self.modalities:
+            if name not in self.names:
+                raise KeyError(
+                    f"MultimodalBatch.dense: unknown modality {name!r}; the batch has {list(self.names)}"
+                )
+            raise KeyError(
+                f"MultimodalBatch.dense: no row of this batch carries modality {name!r}, so its "
+                f"shape is unknown; check `{name!r} in batch` before calling dense"
+            )
         part = self.modalities[name]
         n = len(self)
 

@@ -167,6 +167,7 @@ def balanced_loader(
     rank: int | None = None,
     world_size: int | None = None,
     on_error: str = "raise",
+    split: str | None = None,
     log: str | os.PathLike[str] | None = None,
     scorer: Scorer | None = None,
     **dataloader_kwargs: Any,
@@ -188,6 +189,7 @@ def balanced_loader(
         shuffle_buffer: streamed mode: the shuffle buffer size (0: shard order).
         rank, world_size: default torch.distributed, else RANK / WORLD_SIZE, else 0, 1.
         on_error: "raise" or "skip" (bad items replaced deterministically, counted).
+        split: read only the samples of this split (the sharding table's split column).
         log: a JSONL path: rank 0 appends each epoch's `method.stats(e)`.
         scorer: `scorer(ids)` runs a scoring pass over those ids (e.g. a
             `functools.partial(mmsample.scoring.score, model, reader, ledger)`); the loader calls
@@ -241,9 +243,12 @@ def balanced_loader(
                 rank=rank_,
                 world_size=world,
                 on_error=on_error,
+                split=split,
             )
         else:
-            reader = IndexedDataset(Path(source), modalities, seed=seed, on_error=on_error)
+            reader = IndexedDataset(
+                Path(source), modalities, seed=seed, on_error=on_error, split=split
+            )
     if mode == "streamed" and (reader.rank, reader.world_size) != (rank_, world):
         raise ValueError(
             f"balanced_loader: the StreamedDataset was built for rank {reader.rank} of "

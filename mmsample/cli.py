@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import ManifestError, SampleError
+from .image_header import DEFAULT_MAX_PIXELS
 from .shards.format import MANIFEST, Manifest
 from .shards.rebuild import rebuild
 from .shards.table import SKIPPED_REPORT, read_classes
@@ -73,6 +74,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
         meta=args.meta,
         split_column=args.split_column,
         overwrite=args.overwrite,
+        max_pixels=args.max_pixels or None,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     i, n = report.part
@@ -210,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--verify", action="store_true", help="re-read every shard afterwards")
     shard.add_argument(
         "--overwrite", action="store_true", help="replace a dataset of a different input in OUT"
+    )
+    shard.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images over N pixels, read from the header (default {DEFAULT_MAX_PIXELS:,}, "
+        "Pillow's; 0: no limit; readers take Image(max_pixels=N))",
     )
     shard.add_argument("--quiet", action="store_true", help="no progress bar")
     index = sub.add_parser(

@@ -174,7 +174,10 @@ def _probe_image(data: bytes, ext: str, max_pixels: int | None) -> None:
         check_pixels(decoded.shape[-1], decoded.shape[-2], max_pixels, how=_PROBE_LIMIT)
 
 
-_PROBE_LIMIT = "max_pixels= (Image(max_pixels=...) to read, probe(..., max_pixels=...) to shard)"
+_PROBE_LIMIT = (
+    "max_pixels= (Image(max_pixels=...) to read; `mmsample shard --max-pixels N` or "
+    "probe(..., max_pixels=...) to shard)"
+)
 
 
 def _probe_npy(data: bytes) -> None:

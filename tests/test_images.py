@@ -303,3 +303,47 @@ def test_size_check_accepts_what_decoders_accept(backend: str) -> None:
     assert got.shape == (3, 16, 24) and (got[1] - 200).abs().max() <= 2
     with pytest.raises(ValueError, match="24x16 = 384 pixels"):
         Image(backend=backend, max_pixels=383).decode(junk)
+
+
+def test_the_sharding_command_names_and_takes_the_pixel_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mmsample.cli import main
+
+    (tmp_path / "small.png").write_bytes(encode_png(np.zeros((10, 12, 3), np.uint8)))
+    (tmp_path / "t.csv").write_text("key,label,png\nk0,a,small.png\n")
+    # 120 pixels over a limit of 119: a bad row whose reason names the option that raises it
+    assert (
+        main(
+            [
+                "shard",
+                str(tmp_path / "t.csv"),
+                str(tmp_path / "a"),
+                "--max-pixels",
+                "119",
+                "--quiet",
+            ]
+        )
+        == 1
+    )
+    err = capsys.readouterr().err
+    assert "12x10 = 120 pixels" in err and "--max-pixels" in err
+    assert (
+        main(
+            [
+                "shard",
+                str(tmp_path / "t.csv"),
+                str(tmp_path / "b"),
+                "--max-pixels",
+                "120",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["shard", str(tmp_path / "t.csv"), str(tmp_path / "c"), "--max-pixels", "0", "--quiet"]
+        )
+        == 0
+    )  # 0: no limit

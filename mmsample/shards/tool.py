@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
+from ..image_header import DEFAULT_MAX_PIXELS
 from ..media_probe import probe
 from .classes import ClassOrder
 from .columns import Column
@@ -133,9 +134,12 @@ class _Task:
     text_fields: list[str]
     skip_bad: bool
     sidecar: dict[str, Any]
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
 
-def _load_row(row: Row, text: Sequence[str]) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
+def _load_row(
+    row: Row, text: Sequence[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
     problems = list(row.problems)
     failed = {col for col, _ in problems}
     payloads: dict[str, bytes] = {}
@@ -156,7 +160,7 @@ def _load_row(row: Row, text: Sequence[str]) -> tuple[dict[str, bytes], list[tup
             problems.append((column, f"cannot read {value}: {err.strerror or err}"))
             continue
         try:
-            probe(data, name)
+            probe(data, name, max_pixels=max_pixels)
         except ImportError:
             raise
         except Exception as err:
@@ -182,7 +186,7 @@ def _run_task(task: _Task) -> tuple[ShardInfo | None, list[BadRow], bool]:
     bad: list[BadRow] = []
     try:
         for row in task.rows:
-            payloads, problems = _load_row(row, task.text_fields)
+            payloads, problems = _load_row(row, task.text_fields, task.max_pixels)
             if _PROGRESS is not None:
                 _PROGRESS(1)
             if problems:
@@ -385,6 +389,7 @@ def shard_dataset(
     split_column: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ShardReport:
     """Shard the rows of a CSV/JSONL table into `out`; raise BadRowsError listing every bad row
     (unless `skip_bad`), keep shards finished by an earlier run, write manifest.json when done.
@@ -392,7 +397,8 @@ def shard_dataset(
     What each column holds (`mmsample.shards.columns`): `fields` maps a column to the extension
     of the files it names (`{"image": "png"}`), `text_fields` lists inline-text columns, `meta`
     metadata columns, `split_column` the split column (default: one named `split`); other
-    columns are typed by their cells. Raises ManifestError (a ValueError) for a malformed table
+    columns are typed by their cells. Images over `max_pixels` pixels (from the header; None: no
+    limit) are bad rows: shards come from strangers, and the readers refuse them too. Raises ManifestError (a ValueError) for a malformed table
     or a parameter naming no column, BadRowsError for bad rows."""
     _check_parameters(samples_per_shard, workers, part)
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -456,7 +462,9 @@ def shard_dataset(
             continue
         sidecar: dict[str, Any] = {"format": SIDECAR_FORMAT, "job": job, "shard": number}
         sidecar.update(fingerprint=fingerprint, dataset=dataset)
-        tasks.append(_Task(str(out), number, rows, names, table.text_fields, skip_bad, sidecar))
+        tasks.append(
+            _Task(str(out), number, rows, names, table.text_fields, skip_bad, sidecar, max_pixels)
+        )
     if tasks:
         manifest_path.unlink(missing_ok=True)
     bad_report = out / (

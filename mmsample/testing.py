@@ -363,3 +363,19 @@ def write_tiny_dataset(
             yield f"s{i:06d}", i % num_classes, tiny_sample_fields(i, keep, seed)
 
     return write_samples(root, samples(), classes, samples_per_shard)
+
+
+class CountingSpec:
+    """A real spec whose `decode` calls are counted in shared memory, so calls made in
+    DataLoader workers show in the main process: `CountingSpec(Audio()).calls` (int64 `[1]`).
+    For tests and benchmarks that check a loader decodes exactly what a plan needs."""
+
+    def __init__(self, spec: Any) -> None:
+        import torch
+
+        self.spec, self.field = spec, spec.field
+        self.calls = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def decode(self, data: bytes, *, generator: Any = None) -> Any:
+        self.calls += 1
+        return self.spec.decode(data, generator=generator)

@@ -19,18 +19,6 @@ NAMES = ("audio", "feat")
 METHODS = ("none", "dus", "dus-rl", "bss", "bss-learned", "smv", "smv-modality")
 
 
-class Counted:
-    """A real spec that counts its decode calls in shared memory (seen from loader workers)."""
-
-    def __init__(self, spec: Any) -> None:
-        self.spec, self.field = spec, spec.field
-        self.calls = torch.zeros(1, dtype=torch.int64).share_memory_()
-
-    def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> Any:
-        self.calls += 1
-        return self.spec.decode(data, generator=generator)
-
-
 def write_dataset(root: Path) -> None:
     """22 samples (wav + npy) in 5 shards; label = index % 3."""
     write_tiny_dataset(root, n=N, num_classes=K, fields=("wav", "npy"), samples_per_shard=5)

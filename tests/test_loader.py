@@ -15,11 +15,11 @@ from mmsample.ledger import Ledger
 from mmsample.loader import balanced_loader
 from mmsample.methods import DUS, SMV
 from mmsample.resume_check import check_resume
+from mmsample.testing import CountingSpec
 
 from .loader_helpers import (
     METHODS,
     NAMES,
-    Counted,
     N,
     fed_ledger,
     items,
@@ -51,7 +51,10 @@ def plan_items(loader: Any, epoch: int) -> Counter:
 def test_dus_batches_carry_the_scheduled_rows_and_decode_only_them(
     root: Path, mode: str, workers: int
 ) -> None:
-    specs = {"audio": Counted(modalities()["audio"]), "feat": Counted(modalities()["feat"])}
+    specs = {
+        "audio": CountingSpec(modalities()["audio"]),
+        "feat": CountingSpec(modalities()["feat"]),
+    }
     loader = make_loader(root, "dus", mode=mode, workers=workers, specs=specs)
     sizes = loader.method.batch_sizes(0)
     # audio dominates: round(0.5 * 2**(1/3) * 6) = 4 rows of audio, 6 of feat

@@ -37,21 +37,10 @@ from mmsample.ledger import Ledger
 from mmsample.loader import balanced_loader
 from mmsample.methods import BSS, DUS, SMV
 from mmsample.spec import Audio, Video
+from mmsample.testing import CountingSpec
 
 K = 10
 NAMES = ("video", "audio")
-
-
-class Counted:
-    """A spec whose decode calls are counted in shared memory (seen from workers)."""
-
-    def __init__(self, spec: Any) -> None:
-        self.spec, self.field = spec, spec.field
-        self.calls = torch.zeros(1, dtype=torch.int64).share_memory_()
-
-    def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> Any:
-        self.calls += 1
-        return self.spec.decode(data, generator=generator)
 
 
 def fed_ledger(n: int, seed: int = 0) -> Ledger:
@@ -90,10 +79,10 @@ def methods(led: Ledger, batch: int) -> dict[str, Any]:
     }
 
 
-def specs() -> dict[str, Counted]:
+def specs() -> dict[str, CountingSpec]:
     return {
-        "video": Counted(Video(field="mp4", frames=8, size=112)),
-        "audio": Counted(Audio(field="mp4", seconds=2.0)),
+        "video": CountingSpec(Video(field="mp4", frames=8, size=112)),
+        "audio": CountingSpec(Audio(field="mp4", seconds=2.0)),
     }
 
 

@@ -30,6 +30,7 @@ from ..batch import MultimodalBatch
 from ..errors import SampleError
 from ..plan import ArrayPlan
 from ..shards.streamed import consumer_range
+from ..state import check_compatible
 from .layout import (
     batch_count,
     dus_row_masks,
@@ -266,13 +267,13 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
                 f"{state.get('class')!r}, version {state.get('version')!r})"
             )
         mine = self._compat()
-        wrong = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
-        if wrong:
-            detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in wrong.items())
-            raise ValueError(
-                f"BalancedDataset.load_state_dict: the state was saved by a differently "
-                f"configured loader ({detail}); resume with the same settings"
-            )
+        check_compatible(
+            "BalancedDataset.load_state_dict",
+            state,
+            mine,
+            "loader",
+            "resume with the same settings",
+        )
         epoch, batches = state.get("epoch"), state.get("batches")
         if not isinstance(epoch, int) or not isinstance(batches, int) or batches < 0:
             raise ValueError(f"BalancedDataset.load_state_dict: bad epoch/batches {epoch!r}")

@@ -150,6 +150,35 @@ def check_method(method: Any, names: tuple[str, ...], id_space: int, owner: str)
         )
 
 
+def attach(
+    method: Any,
+    *,
+    ids: np.ndarray,
+    id_space: int,
+    names: tuple[str, ...],
+    batch_size: int,
+    scorer: Scorer | None,
+    log: str | os.PathLike[str] | None,
+    rank: int,
+    owner: str,
+) -> EpochControl:
+    """Check `method` against the dataset, give it the reader's ids and build the loader's
+    epoch control (one place for `balanced_loader` and `wrap`)."""
+    check_method(method, names, id_space, owner)
+    if method is not None:
+        method.set_ids(ids)
+    return EpochControl(
+        method,
+        ids=ids,
+        num_ids=method.ledger.num_samples if method is not None else id_space,
+        names=names,
+        batch_size=batch_size,
+        scorer=scorer,
+        log=None if log is None else StatsLog(log),
+        rank=rank,
+    )
+
+
 def balanced_loader(
     source: str | os.PathLike[str] | StreamedDataset | IndexedDataset,
     method: Any = None,
@@ -257,22 +286,19 @@ def balanced_loader(
     names = tuple(reader.decoder.names)
     manifest = reader.table.manifest
     id_space = max(int(manifest.id_space), int(reader.table.ids.max(initial=-1)) + 1)
-    check_method(method, names, id_space, "balanced_loader")
-    batch_size = _batch_size(batch_size, method, "balanced_loader")
     ids = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
-    if method is not None:
-        method.set_ids(ids)
-    num_ids = method.ledger.num_samples if method is not None else id_space
-    control = EpochControl(
+    control = attach(
         method,
         ids=ids,
-        num_ids=num_ids,
+        id_space=id_space,
         names=names,
-        batch_size=batch_size,
+        batch_size=_batch_size(batch_size, method, "balanced_loader"),
         scorer=scorer,
-        log=None if log is None else StatsLog(log),
+        log=log,
         rank=rank_,
+        owner="balanced_loader",
     )
+    num_ids = control.num_ids
     dataset = BalancedDataset(
         mode=mode,
         reader=reader,

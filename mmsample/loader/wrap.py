@@ -21,10 +21,9 @@ from torch.utils.data._utils.collate import default_collate
 
 from ..batch import MultimodalBatch, Rows
 from ..shards.streamed import resolve_world
-from .control import EpochControl, Scorer
+from .control import Scorer
 from .dataset import BalancedDataset
-from .loader import BalancedLoader, check_method
-from .log import StatsLog
+from .loader import BalancedLoader, attach
 
 LABEL = "label"
 
@@ -128,23 +127,20 @@ def wrap(
         )
     names = tuple(k for k in fields if k != LABEL)
     n = len(dataset)
-    check_method(method, names, n, "wrap")
     rank_, world = resolve_world(rank, world_size, "wrap")
     ids = np.arange(n, dtype=np.int64)
-    if method is not None:
-        method.set_ids(ids)
-    num_ids = method.ledger.num_samples if method is not None else n
-    batch_size = int(dataloader.batch_size)
-    control = EpochControl(
+    control = attach(
         method,
         ids=ids,
-        num_ids=num_ids,
+        id_space=n,
         names=names,
-        batch_size=batch_size,
+        batch_size=int(dataloader.batch_size),
         scorer=scorer,
-        log=None if log is None else StatsLog(log),
+        log=log,
         rank=rank_,
+        owner="wrap",
     )
+    num_ids = control.num_ids
     collate_fn = dataloader.collate_fn if dataloader.collate_fn is not None else default_collate
     ds = BalancedDataset(
         mode="indexed",

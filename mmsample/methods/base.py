@@ -22,6 +22,7 @@ import torch
 from ..ledger import Ledger
 from ..plan import ArrayPlan
 from ..shards.decode import mix_seed
+from ..state import check_compatible
 
 STATE_VERSION = 1
 
@@ -184,13 +185,13 @@ class Method:
         if not isinstance(state, Mapping):
             raise ValueError(f"{owner}.load_state_dict expects a dict from state_dict().")
         mine = self._compat()
-        wrong = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
-        if wrong:
-            detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in wrong.items())
-            raise ValueError(
-                f"{owner}.load_state_dict: the state was saved by a differently configured method "
-                f"({detail}); build the method (and call set_ids) as when it was saved."
-            )
+        check_compatible(
+            f"{owner}.load_state_dict",
+            state,
+            mine,
+            "method",
+            "build the method (and call set_ids) as when it was saved.",
+        )
         saved = state.get("saved")
         if not isinstance(saved, Mapping) or set(saved) != set(self._SAVED):
             raise ValueError(f"{owner}.load_state_dict: the state's 'saved' entry is malformed.")

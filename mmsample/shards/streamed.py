@@ -25,6 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..errors import SampleError
 from ..plan import Plan
 from ..skips import replacement_positions
+from ..state import check_compatible
 from .decode import (
     MAIN_PROCESS_DECODE_THREADS,
     SKIP_SALT,
@@ -362,13 +363,14 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
                 f"{state.get('class')!r}, version {state.get('version')!r})"
             )
         mine = self._compat()
-        wrong = {k: (state.get(k), mine[k]) for k in _COMPAT if state.get(k) != mine[k]}
-        if wrong:
-            detail = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in wrong.items())
-            raise ValueError(
-                f"StreamedDataset.load_state_dict: the state was saved by a differently "
-                f"configured reader ({detail}); resume with the same settings"
-            )
+        check_compatible(
+            "StreamedDataset.load_state_dict",
+            state,
+            mine,
+            "reader",
+            "resume with the same settings",
+            keys=_COMPAT,
+        )
         yielded = state.get("yielded")
         if not isinstance(yielded, int) or yielded < 0:
             raise ValueError(f"StreamedDataset.load_state_dict: bad 'yielded' {yielded!r}")

@@ -75,7 +75,7 @@ def make_loader(
         root,
         method,
         modalities=specs or modalities(),
-        batch_size=4,
+        batch_size=None if name.startswith("dus") else 4,  # DUS sets its own rows
         mode=mode,
         num_workers=workers,
         seed=7,

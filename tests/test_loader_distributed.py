@@ -23,7 +23,12 @@ def _rank(rank: int, world: int, init: str, root: str, out: str) -> None:
             for mode in ("streamed", "indexed"):
                 method = make_method(name, fed_ledger())
                 loader = balanced_loader(
-                    root, method, modalities=modalities(), batch_size=4, mode=mode, seed=3
+                    root,
+                    method,
+                    modalities=modalities(),
+                    batch_size=None if name.startswith("dus") else 4,
+                    mode=mode,
+                    seed=3,
                 )
                 loader.set_epoch(1)
                 batches = [items(b) for b in loader]

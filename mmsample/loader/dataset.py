@@ -43,7 +43,8 @@ from .shared import SharedPlan
 
 STATE_VERSION = 1
 MODES = ("streamed", "indexed")
-Fetch = Callable[[int, int, int, int], dict[str, Any]]  # (id, mask, item, epoch) -> sample
+# (id, mask, item, epoch, fallback mask) -> sample
+Fetch = Callable[[int, int, int, int, "int | None"], dict[str, Any]]
 
 
 class BalancedDataset(IterableDataset[MultimodalBatch]):
@@ -70,6 +71,8 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         rank: int,
         world_size: int,
         shuffle: bool,
+        batch_size: int,
+        drop_last: bool = False,
         replace: Callable[[SampleError, Any], dict[str, Any]] | None = None,
     ) -> None:
         if mode not in MODES:
@@ -79,6 +82,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         self.names = tuple(names)
         self.collate, self.epoch_hook, self.replace = collate, epoch_hook, replace
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
+        self.batch_size, self.drop_last = batch_size, bool(drop_last)
         self.shared = SharedPlan(num_ids, len(self.names))
         self.epoch = -1  # the epoch published by this process (main) or served (worker)
         self._yielded = 0
@@ -153,7 +157,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
                 self._yielded += 1
                 yield self.collate(buffer)
                 buffer = []
-        if buffer:
+        if buffer and not self.drop_last:
             self._yielded += 1
             yield self.collate(buffer)
 
@@ -174,15 +178,16 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         if total == 0:
             return
         worker, workers = self._consumer
-        mine = worker_batches(batch_count(hi - lo, rows), worker, workers, contiguous=False)
+        mine = worker_batches(self._count(hi - lo, rows), worker, workers, contiguous=False)
         for b in mine[start:].tolist():
             pos = np.arange(lo + b * rows, min(lo + (b + 1) * rows, hi)) % total
-            row_masks = masks[pos]
             if sizes is not None:
-                row_masks = row_masks & dus_row_masks(sizes, rows, self.seed, epoch, self.rank, b)
+                restrict = dus_row_masks(sizes, rows, self.seed, epoch, self.rank, b)[: len(pos)]
+            else:
+                restrict = np.full(len(pos), -1, dtype=np.int64)
             samples = [
-                self._get(epoch, seq, k, masks, int(p), int(mk), total)
-                for p, mk in zip(pos.tolist(), row_masks.tolist())
+                self._get(epoch, seq, k, masks, int(p), int(r), total)
+                for p, r in zip(pos.tolist(), restrict.tolist())
             ]
             self._yielded += 1
             yield self.collate(samples)
@@ -194,20 +199,35 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         k: np.ndarray,
         masks: np.ndarray,
         p: int,
-        mask: int,
+        restrict: int,
         total: int,
     ) -> dict[str, Any]:
+        """Item p of the epoch's sequence, its modalities restricted by the row's position
+        (DUS; -1: none); a restriction that leaves the sample nothing falls back to the plan's
+        mask, so no row is empty. A bad item is replaced (`on_error="skip"`)."""
         assert self.fetch is not None
         fetch = self.fetch
+        fallback = int(masks[p]) if restrict != -1 else None
         try:
-            return fetch(int(seq[p]), mask, int(k[p]), epoch)
+            return fetch(int(seq[p]), int(masks[p]) & restrict, int(k[p]), epoch, fallback)
         except SampleError as err:
             if self.replace is None:
                 raise
-            # deterministic replacement: the next items of the epoch's sequence that decode
+            # deterministic replacement: the next items of the epoch's sequence that decode,
+            # each with its own planned mask (restricted by this row's position, if any)
             later = ((p + d) % total for d in range(1, total))
             candidates = (
-                (f"item {q}", _thunk(fetch, int(seq[q]), int(masks[q]) & mask, int(k[q]), epoch))
+                (
+                    f"item {q}",
+                    _thunk(
+                        fetch,
+                        int(seq[q]),
+                        int(masks[q]) & restrict,
+                        int(k[q]),
+                        epoch,
+                        int(masks[q]),
+                    ),
+                )
                 for q in later
             )
             return self.replace(err, candidates)
@@ -215,13 +235,12 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
     def batches(self, workers: int = 1) -> int:
         """Batches this rank yields in the published epoch, over `workers` DataLoader workers
         (main process)."""
-        epoch, plan, rows, sizes = self.shared.epoch, self.shared.plan(), self.shared.rows(), None
-        sizes = self.shared.sizes()
-        granule = rows if sizes is not None else 1
+        epoch, plan, rows = self.shared.epoch, self.shared.plan(), self.shared.rows()
+        granule = rows if self.shared.sizes() is not None else 1
         if self.mode == "indexed":
             total = len(self.epoch_sequence(epoch, plan)[0])
             lo, hi = rank_slice(total, self.rank, self.world_size, granule)
-            return batch_count(hi - lo, rows) if total else 0
+            return self._count(hi - lo, rows) if total else 0
         reader = self.reader
         reader.granule = granule
         reader.use_plan(epoch, plan)
@@ -231,8 +250,12 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
             lo, hi = consumer_range(
                 total, self.rank, self.world_size, w, max(1, workers), True, granule
             )
-            count += batch_count(hi - lo, rows)
+            count += self._count(hi - lo, rows)
         return count
+
+    def _count(self, items: int, rows: int) -> int:
+        """Batches of `rows` rows made of `items` items (the last one short unless drop_last)."""
+        return items // rows if self.drop_last else batch_count(items, rows)
 
     # ---- state ---------------------------------------------------------------------------
     def _compat(self) -> dict[str, Any]:
@@ -245,6 +268,8 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
             "worker": worker,
             "num_workers": workers,
             "seed": self.seed,
+            "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
             "modalities": list(self.names),
             "ids": len(self.ids),
         }
@@ -287,5 +312,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         return state
 
 
-def _thunk(fetch: Fetch, i: int, mask: int, k: int, epoch: int) -> Callable[[], dict[str, Any]]:
-    return lambda: fetch(i, mask, k, epoch)
+def _thunk(
+    fetch: Fetch, i: int, mask: int, k: int, epoch: int, fallback: int
+) -> Callable[[], dict[str, Any]]:
+    return lambda: fetch(i, mask, k, epoch, fallback)

@@ -24,11 +24,15 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from ..batch import Collate
 from ..shards.indexed import IndexedDataset
 from ..shards.streamed import StreamedDataset, resolve_world
+from ..state import check_compatible
 from .control import EpochControl, Scorer
 from .dataset import MODES, BalancedDataset
 from .log import StatsLog
 
 _FORMAT = "mmsample.BalancedLoader"
+_FORMED_HERE = frozenset(
+    {"batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn", "drop_last"}
+)
 _VERSION = 1
 
 
@@ -85,6 +89,7 @@ class BalancedLoader(StatefulDataLoader):
             "format": _FORMAT,
             "version": _VERSION,
             "epoch": self.dataset.epoch if self.dataset.epoch >= 0 else self.dataset.shared.epoch,
+            "num_workers": self.num_workers,
             "loader": super().state_dict(),
             "method": None if method is None else method.state_dict(),
             "ledger": None if ledger is None else ledger.state_dict(),
@@ -99,6 +104,13 @@ class BalancedLoader(StatefulDataLoader):
             )
         if state.get("version") != _VERSION:
             raise ValueError(f"BalancedLoader state version {state.get('version')!r} unsupported")
+        check_compatible(
+            "BalancedLoader.load_state_dict",
+            state,
+            {"num_workers": self.num_workers},
+            "loader",
+            "resume with the same num_workers (each worker's position is saved)",
+        )
         for key, part in (("method", self.method), ("ledger", self.ledger)):
             if (state.get(key) is None) != (part is None):
                 raise ValueError(
@@ -119,13 +131,18 @@ class IndexedFetch:
     def __init__(self, reader: IndexedDataset) -> None:
         self.reader = reader
 
-    def __call__(self, sample_id: int, mask: int, item: int, epoch: int) -> dict[str, Any]:
+    def __call__(
+        self, sample_id: int, mask: int, item: int, epoch: int, fallback: int | None = None
+    ) -> dict[str, Any]:
         self.reader.epoch = epoch  # the per-item random draws follow the loader's epoch
-        return self.reader.get(sample_id, mask, item)
+        return self.reader.get(sample_id, mask, item, fallback)
 
 
-def check_method(method: Any, names: tuple[str, ...], id_space: int, owner: str) -> None:
-    """The method's ledger must cover the id space and have the loader's modalities."""
+def check_method(
+    method: Any, names: tuple[str, ...], id_space: int, owner: str, classes: int | None = None
+) -> None:
+    """The method's ledger must cover the id space and the classes and have the loader's
+    modalities."""
     if method is None:
         return
     if not (callable(getattr(method, "plan", None)) and hasattr(method, "ledger")):
@@ -138,6 +155,11 @@ def check_method(method: Any, names: tuple[str, ...], id_space: int, owner: str)
         raise ValueError(
             f"The 'method' parameter of {owner}: its ledger holds {ledger.num_samples} ids but "
             f"the dataset's id space is {id_space}; size the Ledger with manifest.id_space."
+        )
+    if classes is not None and ledger.num_classes < classes:
+        raise ValueError(
+            f"The 'method' parameter of {owner}: its ledger has {ledger.num_classes} classes but "
+            f"the dataset has {classes}; build the Ledger with num_classes=len(manifest.classes)."
         )
     default = tuple(f"m{j}" for j in range(ledger.num_modalities))
     if ledger.num_modalities != len(names) or (
@@ -161,10 +183,11 @@ def attach(
     log: str | os.PathLike[str] | None,
     rank: int,
     owner: str,
+    classes: int | None = None,
 ) -> EpochControl:
     """Check `method` against the dataset, give it the reader's ids and build the loader's
     epoch control (one place for `balanced_loader` and `wrap`)."""
-    check_method(method, names, id_space, owner)
+    check_method(method, names, id_space, owner, classes)
     if method is not None:
         method.set_ids(ids)
     return EpochControl(
@@ -197,6 +220,7 @@ def balanced_loader(
     world_size: int | None = None,
     on_error: str = "raise",
     split: str | None = None,
+    drop_last: bool = False,
     log: str | os.PathLike[str] | None = None,
     scorer: Scorer | None = None,
     **dataloader_kwargs: Any,
@@ -219,6 +243,10 @@ def balanced_loader(
         rank, world_size: default torch.distributed, else RANK / WORLD_SIZE, else 0, 1.
         on_error: "raise" or "skip" (bad items replaced deterministically, counted).
         split: read only the samples of this split (the sharding table's split column).
+        drop_last: drop each rank's (streamed: each worker's) last short batch.
+        dataloader_kwargs: more DataLoader options (timeout, worker_init_fn, ...); the loader
+            forms batches itself, so batch_size, shuffle, sampler, batch_sampler, collate_fn
+            and drop_last there are refused.
         log: a JSONL path: rank 0 appends each epoch's `method.stats(e)`.
         scorer: `scorer(ids)` runs a scoring pass over those ids (e.g. a
             `functools.partial(mmsample.scoring.score, model, reader, ledger)`); the loader calls
@@ -229,6 +257,12 @@ def balanced_loader(
     the id space or with other modalities, batch_size < 1).
     """
     rank_, world = resolve_world(rank, world_size, "balanced_loader")
+    taken = sorted(set(dataloader_kwargs) & _FORMED_HERE)
+    if taken:
+        raise ValueError(
+            f"balanced_loader forms batches itself: {taken} cannot be given (use its "
+            "batch_size, shuffle and drop_last parameters; batches are MultimodalBatch)."
+        )
     if isinstance(source, StreamedDataset | IndexedDataset):
         reader: Any = source
         kind = "streamed" if isinstance(source, StreamedDataset) else "indexed"
@@ -297,6 +331,7 @@ def balanced_loader(
         log=log,
         rank=rank_,
         owner="balanced_loader",
+        classes=len(manifest.classes),
     )
     num_ids = control.num_ids
     dataset = BalancedDataset(
@@ -312,6 +347,8 @@ def balanced_loader(
         rank=rank_,
         world_size=world,
         shuffle=shuffle,
+        batch_size=control.batch_size,
+        drop_last=drop_last,
         replace=reader._replace if reader.on_error == "skip" else None,
     )
     extra: dict[str, Any] = dict(dataloader_kwargs)
@@ -328,6 +365,17 @@ def balanced_loader(
 
 
 def _batch_size(batch_size: int | None, method: Any, owner: str) -> int:
+    own = (
+        getattr(method, "batch_size", None)
+        if callable(getattr(method, "batch_sizes", None))
+        else None
+    )
+    if own is not None and batch_size is not None and batch_size != own:
+        raise ValueError(
+            f"The 'batch_size' parameter of {owner} is {batch_size} but the method's batch_size "
+            f"is {own}: a per-modality-batch method (DUS) sets the rows per batch; leave "
+            "batch_size out."
+        )
     if batch_size is None:
         batch_size = int(getattr(method, "batch_size", 64)) if method is not None else 64
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:

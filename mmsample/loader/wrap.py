@@ -2,8 +2,8 @@
 
 Place in the data flow: the user's `Dataset.__getitem__` (their own decoding) -> **wrap**
 (plan applied by dataset index = sample id) -> `MultimodalBatch`. The loader keeps the user's
-batch size, workers, pin_memory, persistent_workers, worker_init_fn and collate function (applied
-to each modality's values), and splits ranks itself. A modality a row does not carry is left
+batch size, drop_last, workers, pin_memory, persistent_workers, worker_init_fn and collate
+function (applied to each modality's values), and splits ranks itself. A modality a row does not carry is left
 out of that modality's rows (`batch.dense(name)` gives zeros); no decode is saved, since the
 user's dataset decodes every field.
 """
@@ -34,7 +34,11 @@ class DatasetFetch:
     def __init__(self, dataset: Any, fields: Mapping[str, int | str], names: Sequence[str]):
         self.dataset, self.fields, self.names = dataset, dict(fields), tuple(names)
 
-    def __call__(self, sample_id: int, mask: int, item: int, epoch: int) -> dict[str, Any]:
+    def __call__(
+        self, sample_id: int, mask: int, item: int, epoch: int, fallback: int | None = None
+    ) -> dict[str, Any]:
+        if mask == 0 and fallback is not None:  # the user's samples carry every field
+            mask = fallback
         raw = self.dataset[sample_id]
         try:
             label = raw[self.fields[LABEL]]
@@ -155,6 +159,8 @@ def wrap(
         rank=rank_,
         world_size=world,
         shuffle=isinstance(sampler, RandomSampler),
+        batch_size=int(dataloader.batch_size),
+        drop_last=dataloader.drop_last,
     )
     extra: dict[str, Any] = {}
     if dataloader.num_workers > 0:

@@ -77,6 +77,7 @@ class Method:
     # fields of the subclass saved by state_dict (tensors and arrays are copied)
     _SAVED: ClassVar[tuple[str, ...]] = ()
     _COMPAT: ClassVar[tuple[str, ...]] = ()  # constructor settings a state must match
+    _ARRAYS: ClassVar[frozenset[str]] = frozenset()  # saved fields held as numpy arrays
 
     def __init__(self, ledger: Ledger, seed: int) -> None:
         owner = type(self).__name__
@@ -174,8 +175,9 @@ class Method:
 
     def state_dict(self) -> dict[str, Any]:
         """What the ledger cannot give back later (the epoch's snapshot-derived state), plus what
-        the state is compatible with (class, seed, samples, modalities, ids, settings)."""
-        saved = {k: _copy(getattr(self, k)) for k in self._SAVED}
+        the state is compatible with (class, seed, samples, modalities, ids, settings). Tensors,
+        numbers, strings and lists only: `torch.load` reads it with `weights_only=True`."""
+        saved = {k: _to_state(getattr(self, k)) for k in self._SAVED}
         return {**self._compat(), "taken": self._taken, "saved": saved}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -196,7 +198,10 @@ class Method:
         if not isinstance(saved, Mapping) or set(saved) != set(self._SAVED):
             raise ValueError(f"{owner}.load_state_dict: the state's 'saved' entry is malformed.")
         for k in self._SAVED:
-            setattr(self, k, _copy(saved[k]))
+            value = _copy(saved[k])
+            if k in self._ARRAYS and isinstance(value, torch.Tensor):
+                value = value.numpy()
+            setattr(self, k, value)
         taken = state.get("taken")
         self._taken = None if taken is None else int(taken)
         self._cache = None
@@ -220,6 +225,14 @@ class Method:
         counts[self._ids] = 1
         masks = np.full(len(self._ids), self.full if mask is None else mask, dtype=np.int64)
         return ArrayPlan(counts, masks, order)
+
+
+def _to_state(value: Any) -> Any:
+    """A copy for a state dict: numpy arrays become tensors, so `torch.load` reads the state
+    with its default `weights_only=True`."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    return _copy(value)
 
 
 def _copy(value: Any) -> Any:

@@ -22,6 +22,7 @@ once).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,10 @@ _TAG_ORDER, _TAG_DRAW = 0xB55, 0xB56
 SHOWN = 8
 
 
+class EmptyEpochWarning(UserWarning):
+    """A method's plan yields no item this epoch (e.g. BSS keeping floor(N * lambda) = 0)."""
+
+
 class BSS(Method):
     """Balance-aware sequence sampling (seed 004); see the module docstring for the formulas.
 
@@ -58,6 +63,7 @@ class BSS(Method):
     """
 
     _SAVED = ("_ranking", "_s_upd", "_rescored", "_p")
+    _ARRAYS = frozenset({"_ranking", "_s_upd", "_p"})
     _COMPAT = ("scheduler", "lambda0", "t_grow", "alpha", "interval", "beta", "variant")
 
     def __init__(
@@ -82,7 +88,7 @@ class BSS(Method):
         check_number("BSS", "interval", interval, low=1, integer=True)
         check_number("BSS", "beta", beta, low=0, high=1)
         check_choice("BSS", "variant", variant, VARIANTS)
-        if len(reference_weights) != 2:
+        if not isinstance(reference_weights, tuple | list) or len(reference_weights) != 2:
             raise ValueError(
                 "The 'reference_weights' parameter of BSS must be (unimodal weight, fused "
                 f"weight); got {reference_weights!r}."
@@ -103,32 +109,47 @@ class BSS(Method):
     # ---- the measurer --------------------------------------------------------------------
     def scores(self, snapshot: dict[str, torch.Tensor] | None = None) -> np.ndarray:
         """float64 `[N]` scores of `ids` from the ledger (paper: higher = more balanced;
-        reference: the authors' score, lower = more balanced). Raises ValueError naming ids
-        never scored (no similarity or no fused loss in the ledger)."""
+        reference: the authors' score, lower = more balanced), min-max over the paired ids.
+
+        An id observed only without some modality (unpaired data: it has no similarity or fused
+        loss) scores as the least balanced (paper: -inf, reference: +inf), so it comes last.
+        Raises ValueError naming ids never observed at all (run the scoring pass)."""
         snap = self.ledger.snapshot() if snapshot is None else snapshot
         ids = torch.from_numpy(self._ids)
-        scored = (snap["paired_seen"] & snap["fused_seen"])[ids]
-        if not bool(scored.all()):
-            missing = ids[~scored]
+        paired = (snap["paired_seen"] & snap["fused_seen"])[ids]
+        seen = snap["seen"][ids]
+        if not bool(seen.all()):
+            missing = ids[~seen]
             raise ValueError(
-                f"BSS: {len(missing)} of the {len(ids)} ids were never scored (no similarity or "
-                f"fused loss in the ledger), e.g. ids {missing[:SHOWN].tolist()}. Run the scoring "
-                f"pass first (mmsample.scoring.score(model, source, ledger)), or train with the "
-                f"plain loader and observe every sample with both modalities and fused logits."
+                f"BSS: {len(missing)} of the {len(ids)} ids were never scored (the ledger has "
+                f"no statistics for them), e.g. ids {missing[:SHOWN].tolist()}. Run the scoring "
+                f"pass first (balanced_loader(..., scorer=mmsample.scoring.Scorer(model, reader, "
+                f"ledger)) or mmsample.scoring.score), or train with the plain loader first."
             )
-        sim = snap["similarity"][ids].double()
-        uni = snap["unimodal_loss"][ids].double().sum(1)
-        fused = snap["fused_loss"][ids].double()
+        rows = paired.nonzero().squeeze(1)
+        worst = -math.inf if self.variant == "paper" else math.inf
+        out = np.full(len(ids), worst, dtype=np.float64)
+        if len(rows) == 0:
+            return out
+        sel = ids[rows]
+        sim = snap["similarity"][sel].double()
+        uni = snap["unimodal_loss"][sel].double().sum(1)
+        fused = snap["fused_loss"][sel].double()
         if self.variant == "paper":
             loss = (1 - self.alpha) * fused + self.alpha * uni
-            return (min_max(sim) - min_max(loss)).numpy()
-        w_u, w_f = self.reference_weights
-        loss = w_u * uni + w_f * fused
-        return ((1 - min_max(sim)) + min_max(loss)).numpy()
+            out[rows.numpy()] = (min_max(sim) - min_max(loss)).numpy()
+        else:
+            w_u, w_f = self.reference_weights
+            loss = w_u * uni + w_f * fused
+            out[rows.numpy()] = ((1 - min_max(sim)) + min_max(loss)).numpy()
+        return out
 
     def _learned_weights(self, snap: dict[str, torch.Tensor]) -> np.ndarray:
-        """Reference learned weights `1 - (Norm(loss) - Norm(sim)) + 0.01` = 2.01 - score."""
-        return 2.01 - self.scores(snap)
+        """Reference learned weights `1 - (Norm(loss) - Norm(sim)) + 0.01` = 2.01 - score
+        (an unpaired id: 0.01, the smallest weight a paired id can get)."""
+        w = 2.01 - self.scores(snap)
+        w[~np.isfinite(w)] = 0.01
+        return w
 
     # ---- the scheduler -------------------------------------------------------------------
     def pacing(self, epoch: int) -> float:
@@ -166,10 +187,20 @@ class BSS(Method):
         else:
             s_cur = self.scores(snapshot)
             prev = self._s_upd
-            self._s_upd = s_cur if prev is None else (1 - self.beta) * prev + self.beta * s_cur
-            z = self._s_upd - self._s_upd.max()
-            e = np.exp(z)
-            self._p = e / e.sum()
+            if prev is None:
+                self._s_upd = s_cur
+            else:  # EMA where both are finite; an unpaired id (-inf) takes the current score
+                both = np.isfinite(prev) & np.isfinite(s_cur)
+                ema = (1 - self.beta) * np.where(both, prev, 0) + self.beta * np.where(
+                    both, s_cur, 0
+                )
+                self._s_upd = np.where(both, ema, s_cur)
+            top = self._s_upd.max()
+            if not np.isfinite(top):  # no paired id at all: uniform
+                self._p = np.full(len(s_cur), 1.0 / len(s_cur))
+            else:
+                e = np.exp(self._s_upd - top)  # an unpaired id (-inf): probability 0
+                self._p = e / e.sum()
         self._rescored = epoch
 
     def _plan(self, epoch: int) -> ArrayPlan:
@@ -177,7 +208,16 @@ class BSS(Method):
         rng = rng_for(self.seed, epoch, _TAG_ORDER)
         if self.scheduler == "heuristic":
             assert self._ranking is not None
-            top = self._ranking[: self.kept(epoch)]
+            kept = self.kept(epoch)
+            if kept == 0:
+                warnings.warn(
+                    f"BSS keeps floor(N * lambda({epoch})) = floor({len(self._ids)} * "
+                    f"{self.pacing(epoch):.4g}) = 0 ids: epoch {epoch} is empty. Raise lambda0 "
+                    "(or use more samples) so the first epochs train on something.",
+                    EmptyEpochWarning,
+                    stacklevel=3,
+                )
+            top = self._ranking[:kept]
             order = top[rng.permutation(len(top))]
             counts = np.zeros(self.ledger.num_samples, dtype=np.int64)
             counts[top] = 1

@@ -51,6 +51,7 @@ class SMV(Method):
     """
 
     _SAVED = ("_copies", "_weak", "_p", "_phi_mean", "_extra_ids")
+    _ARRAYS = frozenset({"_extra_ids"})
     _COMPAT = ("level", "warmup", "variant", "fraction")
 
     def __init__(

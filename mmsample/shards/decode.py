@@ -154,11 +154,24 @@ class Decoder:
         return sum(1 << j for j, f in enumerate(self.fields) if f in have)
 
     def __call__(
-        self, raw: Mapping[str, Any], mask: int, *, epoch: int, item: int
+        self,
+        raw: Mapping[str, Any],
+        mask: int,
+        *,
+        epoch: int,
+        item: int,
+        fallback: int | None = None,
     ) -> dict[str, Any]:
         """Decoded sample dict: id, label, key, shard, mask (plan mask AND present), names (the
-        modality names, bit j = names[j]) and one entry per modality in that mask."""
-        mask = int(mask) & self.full & self.present(raw)
+        modality names, bit j = names[j]) and one entry per modality in that mask.
+
+        `fallback`: the mask to use instead when `mask` leaves none of the sample's modalities
+        (a loader that assigns modalities by batch position meets a sample lacking them: the
+        row then carries what the sample has, never nothing)."""
+        have = self.present(raw)
+        mask = int(mask) & self.full & have
+        if mask == 0 and fallback is not None:
+            mask = int(fallback) & self.full & have
         out: dict[str, Any] = {
             "id": raw["id"],
             "label": raw["label"],

@@ -313,8 +313,9 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     ) -> dict[str, Any]:
         if isinstance(raw, SampleError):
             raise raw
-        mask = self.plan.items(raw["id"])[item] & restrict
-        return self.decoder(raw, mask, epoch=self.epoch, item=item)
+        planned = self.plan.items(raw["id"])[item]
+        fallback = planned if restrict != -1 else None  # a restricted row is never empty
+        return self.decoder(raw, planned & restrict, epoch=self.epoch, item=item, fallback=fallback)
 
     def _attempt_at(
         self, position: int, rows: np.ndarray, cum: np.ndarray, restrict: int = -1

@@ -87,4 +87,11 @@ def train_one_epoch(
         for part in ("audio_net", "visual_net", "fc_out")
     }
     train_ids = sorted(int(i) for i in np.unique(reader.table.ids))
-    return {"ids": ids, "losses": losses, "ledger": ledger, "moved": moved, "train": train_ids}
+    return {
+        "ids": ids,
+        "losses": losses,
+        "ledger": ledger,
+        "moved": moved,
+        "train": train_ids,
+        "model": model,
+    }

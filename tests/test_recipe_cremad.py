@@ -14,7 +14,9 @@ import torch
 
 from mmsample.errors import ManifestError
 from mmsample.methods import DUS
+from mmsample.scoring import score
 from mmsample.shards.format import Manifest
+from mmsample.shards.indexed import IndexedDataset
 from mmsample.testing import encode_wav
 from pipelines import cremad
 from pipelines.presets import preset
@@ -125,6 +127,28 @@ def test_recipe_reads_back_and_trains(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(run["ids"]) <= set(run["train"])
     assert all(torch.isfinite(torch.tensor(run["losses"])))
     assert run["moved"] == {"audio_net": True, "visual_net": True, "fc_out": True}
+    # the scoring pass (mmsample.scoring.score) drives the same model over the test split
+    test_reader = IndexedDataset(out, preset("cremad", "test", size=32), split="test")
+    scored = score(run["model"], test_reader, run["ledger"], values="smv", progress=False)
+    assert scored == 2
+    ids = torch.as_tensor(sorted(int(i) for i in test_reader.table.ids))
+    assert bool(run["ledger"].snapshot()["values_seen"][ids].all())
+
+
+def test_layout_errors_are_named(tmp_path: Path) -> None:
+    train, test = stand_in(tmp_path / "CREMA-D")
+    (tmp_path / "CREMA-D" / "VideoFlash" / "1001_DFA_ANG_XX.mp4").write_bytes(b"x")
+    with pytest.raises(ManifestError, match=r"both \.flv and \.mp4"):
+        cremad.clips(tmp_path / "CREMA-D")
+    assert cremad.clips(tmp_path / "CREMA-D", video_ext="flv")[1] == "flv"
+    test.write_text("1001_DFA_ANG_XX,SAD\n")
+    with pytest.raises(ManifestError, match="labelled 'SAD' but its name says 'ANG'"):
+        cremad.read_split_files(train, test)
+    test.write_text("1001_DFA_ANG_XX,ANG\n")
+    with pytest.raises(ManifestError, match="in both split files"):
+        cremad.read_split_files(train, test)
+    with pytest.raises(ManifestError, match="neither VideoFlash"):
+        cremad.clips(tmp_path)
 
 
 def test_mp4_videos_and_hash_split(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmsample.errors import ManifestError
 from mmsample.methods import SMV
 from mmsample.shards.format import Manifest
 from pipelines import kinetics_sounds as ks
@@ -64,6 +65,22 @@ def stand_in(tmp_path: Path) -> tuple[list[Path], Path]:
 
 def test_class_list() -> None:
     assert len(ks.CLASSES) == 31 and len(set(ks.CLASSES)) == 31
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("label,youtube_id,time_start,split\n", r"\['time_end'\] missing"),
+        ("label,youtube_id,time_start,time_end,split\nbowling,x,abc,10,train\n", "line 2"),
+        ("label,youtube_id,time_start,time_end,split\nbowling,x,1,-10,train\n", "time_end"),
+        ("label,youtube_id,time_start,time_end,split\nabseiling,x,1,10,train\n", "no row"),
+    ],
+)
+def test_bad_csvs_are_named(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=match):
+        ks.read_csvs([path])
 
 
 def test_recipe_reads_back_and_trains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmsample.errors import ManifestError
 from mmsample.methods import DUS
 from mmsample.shards.format import Manifest
 from pipelines import vggsound
@@ -52,6 +53,21 @@ def stand_in(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_csv_line_format() -> None:
     assert vggsound.clip_names("-x", 5) == ["-x_000005.mp4", "-x_5.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ("abc,1,dog barking", "line 2: expected 4 cells"),
+        ("abc,1.5,dog barking,train", "line 2: the start second must be an integer"),
+        ("abc,1,dog barking,val", "line 2: the split must be one of"),
+    ],
+)
+def test_bad_csv_lines_are_named(tmp_path: Path, line: str, match: str) -> None:
+    path = tmp_path / "vggsound.csv"
+    path.write_text(f"good0000001,0,dog barking,train\n{line}\n")
+    with pytest.raises(ManifestError, match=match):
+        vggsound.read_csv(path)
 
 
 def test_bad_clips_stop_the_run_and_are_listed(tmp_path: Path) -> None:

@@ -113,3 +113,22 @@ def test_recipe_reads_back_and_trains(tmp_path: Path, capsys: pytest.CaptureFixt
     assert run["moved"] == {"audio_net": True, "visual_net": True, "fc_out": True}
     seen = run["ledger"].snapshot()["seen"]
     assert bool(seen[run["ids"]].all())
+
+
+def test_job_array_parts_then_resume(tmp_path: Path) -> None:
+    """Two parts of a job array share one output; the manifest appears when both are done; a
+    rerun keeps every finished shard."""
+    csv_path, clips = stand_in(tmp_path)
+    out = tmp_path / "out"
+    first = vggsound.shard(csv_path, clips, shard_args(out, skip_bad=True, part=(0, 2)))
+    assert first.ok and first.report is not None and first.report.manifest is None
+    assert first.report.written == [0, 2]  # 10 rows, 3 per shard: shards 0..3, part 0 has 0, 2
+    assert any("waits for 2 shard(s)" in line for line in first.lines())
+    second = vggsound.shard(csv_path, clips, shard_args(out, skip_bad=True, part=(1, 2)))
+    assert second.report is not None and second.report.written == [1, 3]
+    manifest = second.report.manifest
+    assert manifest is not None and manifest.num_samples == 8 and manifest.skipped == 2
+    again = vggsound.shard(csv_path, clips, shard_args(out, skip_bad=True))
+    assert again.report is not None
+    assert again.report.written == [] and again.report.kept == [0, 1, 2, 3]
+    assert len(again.missing) == 1 and len(again.corrupt) == 1  # still reported on a rerun

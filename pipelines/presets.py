@@ -31,7 +31,8 @@ Where the papers differ, and what is chosen here:
   default here; `audio_seconds=5` gives OGM-GE's crop length. Short audio is zero-padded, not
   tiled.
 - Spatial augmentation: OGM-GE trains with RandomResizedCrop(224) and a horizontal flip per
-  frame; these presets decode a plain resize (no random crop or flip in the reader).
+  frame; the readers decode a plain resize, and `pipelines.augment.random_resized_crop_flip`
+  does the crop and flip on the batch, on the device, in the training loop.
 """
 
 from __future__ import annotations

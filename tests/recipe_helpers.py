@@ -14,6 +14,7 @@ from mmsample.loader import balanced_loader
 from mmsample.shards.format import Manifest
 from mmsample.shards.indexed import IndexedDataset
 from mmsample.testing import moving_square_clip
+from pipelines.augment import random_resized_crop_flip
 from pipelines.paper_models import build
 
 
@@ -44,7 +45,8 @@ def read_back(root: Path, specs: dict[str, Any], split: str) -> dict[str, dict[s
 def train_one_epoch(
     root: Path, specs: dict[str, Any], method_factory: Any, *, batch_size: int = 4
 ) -> dict[str, Any]:
-    """One epoch of the paper model on the train split through `balanced_loader`: forward,
+    """One epoch of the paper model on the train split through `balanced_loader`: frames
+    augmented as OGM-GE's loaders do, forward,
     cross-entropy on the fused and unimodal logits, backward, SGD step, `ledger.observe`.
     Returns the ids seen, the losses, the ledger and whether every weight group moved."""
     manifest = Manifest.load(root)
@@ -60,7 +62,11 @@ def train_one_epoch(
     ids: list[int] = []
     losses: list[float] = []
     loader.set_epoch(0)
+    crops = torch.Generator().manual_seed(0)
     for batch in loader:
+        if "visual" in batch:  # OGM-GE's per-frame random resized crop and flip
+            part = batch.modalities["visual"]
+            part.data = random_resized_crop_flip(batch["visual"], crops)  # type: ignore[arg-type]
         fused, uni, _ = model(batch)
         loss = torch.nn.functional.cross_entropy(fused, batch.labels)
         loss = loss + sum(torch.nn.functional.cross_entropy(u, batch.labels) for u in uni)

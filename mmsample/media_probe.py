@@ -34,7 +34,7 @@ __all__ = [
     "probe",
 ]
 
-VIDEO_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov")
+VIDEO_EXTENSIONS = ("mp4", "avi", "mkv", "webm", "mov", "flv")
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "ogg", "m4a")
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")
 

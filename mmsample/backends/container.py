@@ -3,8 +3,10 @@
 Place in the data flow: every backend runs `check_complete` on a video's bytes before decoding,
 and the sharding tool's probe runs it through the backend. Both container families that carry
 most clips start with elements that declare their own size: an ISO base media file (mp4, mov,
-m4a) is a sequence of top-level boxes, a Matroska/WebM file an EBML header and a Segment. A file
-cut short leaves the last of them longer than the bytes that remain. With its index at the front
+m4a) is a sequence of top-level boxes, a Matroska/WebM file an EBML header and a Segment, an FLV
+file (CREMA-D's VideoFlash) a header and tags that each declare their data size and are followed
+by a 4-byte back pointer. A file cut short leaves the last of them longer than the bytes that
+remain. With its index at the front
 (an mp4 written with `-movflags +faststart`, any Matroska file) such a file still opens and
 decodes the frames that remain, so without this check a cut inside the media data, even inside
 the last frame's bytes, decodes silently. A live-written WebM whose Segment size is "unknown",
@@ -20,6 +22,7 @@ __all__ = ["check_complete"]
 # Box types that can open an ISO base media file.
 _FIRST_BOXES = frozenset({b"ftyp", b"styp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot"})
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+_FLV_MAGIC = b"FLV\x01"
 _REFETCH = "The file was cut short (interrupted download or copy): fetch or encode it again."
 
 
@@ -29,6 +32,8 @@ def check_complete(data: bytes) -> None:
     Bytes of other formats are accepted unchecked."""
     if data.startswith(_EBML_MAGIC):
         _check_ebml(data)
+    elif data.startswith(_FLV_MAGIC):
+        _check_flv(data)
     elif len(data) >= 8 and data[4:8] in _FIRST_BOXES:
         _check_boxes(data)
 
@@ -89,3 +94,50 @@ def _check_ebml(data: bytes) -> None:
                 f"({body + size - len(data)} missing). {_REFETCH}"
             )
         pos = body + size
+
+
+def _check_flv(data: bytes) -> None:
+    """FLV: a header (its size at byte 5), then `PreviousTagSize0`, then tags of an 11-byte
+    header (data size in bytes 1-3) + data + a 4-byte PreviousTagSize; a cut inside any of
+    them is caught. A cut exactly between two tags leaves a well-formed file: the `filesize`
+    that FFmpeg-written files declare in their onMetaData tag catches it where present."""
+    if len(data) < 9:
+        raise ValueError(f"FLV is truncated: {len(data)} bytes, shorter than its 9-byte header")
+    pos = struct.unpack_from(">I", data, 5)[0] + 4
+    if pos > len(data):
+        raise ValueError(f"FLV is truncated: its header declares {pos - 4} bytes. {_REFETCH}")
+    first = True
+    while pos < len(data):
+        if pos + 11 > len(data):
+            raise ValueError(
+                f"FLV is truncated: the tag at byte {pos} has {len(data) - pos} of its 11 header "
+                f"bytes. {_REFETCH}"
+            )
+        size = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        end = pos + 11 + size + 4
+        if end > len(data):
+            raise ValueError(
+                f"FLV is truncated: its tag at byte {pos} declares {size} data bytes and a "
+                f"4-byte back pointer, {len(data) - pos - 11} bytes follow its header. {_REFETCH}"
+            )
+        if first and data[pos] & 0x1F == 18:  # script data: onMetaData
+            _check_flv_filesize(data, data[pos + 11 : pos + 11 + size])
+        first = False
+        pos = end
+    if first:
+        raise ValueError(f"FLV is truncated: no tag follows its header. {_REFETCH}")
+
+
+_FLV_FILESIZE = b"\x00\x08filesize\x00"  # AMF0 key "filesize", then a number marker (0)
+
+
+def _check_flv_filesize(data: bytes, script: bytes) -> None:
+    at = script.find(_FLV_FILESIZE)
+    if at < 0 or at + len(_FLV_FILESIZE) + 8 > len(script):
+        return
+    declared = struct.unpack_from(">d", script, at + len(_FLV_FILESIZE))[0]
+    if declared > len(data):
+        raise ValueError(
+            f"FLV is truncated: its metadata declares {declared:.0f} bytes, {len(data)} are "
+            f"present ({declared - len(data):.0f} missing). {_REFETCH}"
+        )

@@ -14,7 +14,7 @@ restored from it in a fresh process continues the same batches (same ids, masks 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,7 @@ def balanced_loader(
     on_error: str = "raise",
     log: str | os.PathLike[str] | None = None,
     scorer: Scorer | None = None,
+    ids: Iterable[int] | np.ndarray | None = None,
     **dataloader_kwargs: Any,
 ) -> BalancedLoader:
     """A loader that applies `method`'s plans to a sharded dataset.
@@ -192,6 +193,8 @@ def balanced_loader(
         scorer: `scorer(ids)` runs a scoring pass over those ids (e.g. a
             `functools.partial(mmsample.scoring.score, model, reader, ledger)`); the loader calls
             it at `set_epoch` for the ids `method.scoring_ids(epoch)` asks for.
+        ids: read only these sample ids (e.g. an active-learning round's labeled set), for a
+            shard path; a reader given as `source` takes `ids=` itself.
 
     Returns a `BalancedLoader` (a torchdata `StatefulDataLoader`). Raises ValueError naming the
     argument for bad settings (no modalities for a path, an unknown mode, a ledger smaller than
@@ -208,6 +211,11 @@ def balanced_loader(
             )
         mode = kind
         seed = reader.seed
+        if ids is not None:
+            raise ValueError(
+                "The 'ids' parameter of balanced_loader applies to a shard path; the source is a "
+                f"{type(source).__name__}: build it with ids=... instead."
+            )
     else:
         if not isinstance(source, str | os.PathLike):
             raise ValueError(
@@ -241,9 +249,10 @@ def balanced_loader(
                 rank=rank_,
                 world_size=world,
                 on_error=on_error,
+                ids=ids,
             )
         else:
-            reader = IndexedDataset(Path(source), modalities, seed=seed, on_error=on_error)
+            reader = IndexedDataset(Path(source), modalities, seed=seed, on_error=on_error, ids=ids)
     if mode == "streamed" and (reader.rank, reader.world_size) != (rank_, world):
         raise ValueError(
             f"balanced_loader: the StreamedDataset was built for rank {reader.rank} of "

@@ -30,16 +30,37 @@ from .strategies import Strategy, make_strategy, randperm
 MC_PASSES = 5  # BALD's MC-dropout passes (the MMAL papers' setting)
 
 
-def dropout_modules(model: Any) -> list[nn.Module]:
-    """The dropout layers of `model` (an nn.Module, or an object whose attributes are)."""
-    roots = [model] if isinstance(model, nn.Module) else list(vars(model).values())
+def _modules(model: Any) -> list[nn.Module]:
+    """Every nn.Module of `model` (an nn.Module, or an object whose attributes are)."""
+    roots = (
+        [model] if isinstance(model, nn.Module) else list(getattr(model, "__dict__", {}).values())
+    )
     found: dict[int, nn.Module] = {}
     for root in roots:
         if isinstance(root, nn.Module):
             for mod in root.modules():
-                if isinstance(mod, nn.modules.dropout._DropoutNd):
-                    found[id(mod)] = mod
+                found[id(mod)] = mod
     return list(found.values())
+
+
+def dropout_modules(model: Any) -> list[nn.Module]:
+    """The dropout layers of `model` (an nn.Module, or an object whose attributes are)."""
+    return [m for m in _modules(model) if isinstance(m, nn.modules.dropout._DropoutNd)]
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Any:
+    """The model's modules in eval mode (dropout off, batch-norm statistics frozen) for the
+    pass; their modes restored afterwards."""
+    mods = _modules(model)
+    modes = [m.training for m in mods]
+    for m in mods:
+        m.training = False
+    try:
+        yield
+    finally:
+        for m, mode in zip(mods, modes):
+            m.training = mode
 
 
 @contextlib.contextmanager
@@ -155,7 +176,8 @@ def pool_pass(
     from the concatenation `x [B', sum D_j]`: it runs once on the 2**M masked feature sets of a
     batch (`mmsample.signals.subset_logits`). `mc_passes` > 0 adds T MC-dropout softmaxes of
     the head (its dropout layers switched to training mode; seeded per batch by `seed`) for BALD.
-    Under torch.distributed every rank scores its share and all ranks receive the whole Pool.
+    Modules of the model run in eval mode during the pass (restored afterwards). Under
+    torch.distributed every rank scores its share and all ranks receive the whole Pool.
     Raises ValueError for a path without `modalities`, ids outside the dataset, `batch_size <
     1`, `mc_passes < 0`, or `mc_passes > 0` for a model without dropout layers.
     """
@@ -174,18 +196,19 @@ def pool_pass(
     _, mine = pass_ids(reader, ids, "pool_pass")
     dev = torch.device(device)
     collect = _Collector(model, len(mine), layers, mc_passes, seed, dev)
-    model_pass(
-        model,
-        reader,
-        mine,
-        collect,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=dev,
-        progress=progress,
-        autocast=autocast,
-        desc="pool pass",
-    )
+    with _eval_mode(model):
+        model_pass(
+            model,
+            reader,
+            mine,
+            collect,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=dev,
+            progress=progress,
+            autocast=autocast,
+            desc="pool pass",
+        )
     if _world() > 1:
         _agree_dims(collect, m, dev)
     elif collect.probs is None:

@@ -154,13 +154,13 @@ class Pool:
         ).cpu()
         return torch.nonzero(~torch.isin(self.ids, wanted)).flatten()
 
-    def contribution(self, positions: Tensor | None = None, chunk: int = 65536) -> Tensor:
+    def contribution(self, positions: Tensor | None = None, chunk: int = 8192) -> Tensor:
         """BMMAL's modality contribution Phi `[n, M]` (rows sum to 1), computed in chunks of
         `chunk` rows from `subset_probs` (ValueError if the Pool has none)."""
         return self.contribution_and_weights(positions, chunk)[0]
 
     def contribution_and_weights(
-        self, positions: Tensor | None = None, chunk: int = 65536
+        self, positions: Tensor | None = None, chunk: int = 8192
     ) -> tuple[Tensor, Tensor]:
         """(Phi `[n, M]`, BMMAL weights `[n, M]`) from `bmmal_weights`, chunked over rows."""
         if self.subset_probs is None:
@@ -169,11 +169,12 @@ class Pool:
                 "fused head's softmax on every modality subset (query() collects it; build the "
                 "Pool with subset_probs=mmsample.signals.subset_values(features, head))."
             )
-        rows = torch.arange(len(self)) if positions is None else positions
-        out = [
-            bmmal_weights(self.subset_probs[rows[i : i + chunk].to(self.probs.device)])
-            for i in range(0, len(rows), chunk)
-        ]
+        sub = self.subset_probs
+        if positions is None:  # slices: no copy of subset_probs
+            out = [bmmal_weights(sub[i : i + chunk]) for i in range(0, len(self), chunk)]
+        else:
+            rows = positions.to(sub.device)
+            out = [bmmal_weights(sub[rows[i : i + chunk]]) for i in range(0, len(rows), chunk)]
         if not out:
             empty = self.probs.new_zeros((0, self.num_modalities))
             return empty, empty

@@ -300,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument(
         "--split", type=_positive, default=1, metavar="S", help="pool parts (default 1: exact)"
     )
-    query.add_argument("--seed", type=int, default=0)
+    query.add_argument(
+        "--seed", type=int, default=0, help="a new run's seed (a continued run keeps its own)"
+    )
     query.add_argument("--batch-size", type=_positive, default=64, metavar="N")
     query.add_argument("--device", default="cpu")
     query.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -241,9 +241,14 @@ def test_random_is_seeded_and_bad_arguments_are_named() -> None:
         Entropy().select(pool, -1)
     with pytest.raises(ValueError, match="'ids' parameter of Pool must hold distinct ids"):
         Pool(pool.features, pool.probs, ids=[0] * 90)
-    with pytest.raises(ValueError, match=r"features\[1\] of Pool must be \[N, D_j\] with N = 90"):
+    with pytest.raises(
+        ValueError, match=r"features\[1\] of Pool must be a floating \[N, D_j\] with N = 90"
+    ):
         Pool([pool.features[0], pool.features[1][:5]], pool.probs)
     with pytest.raises(ValueError, match="This Pool has no subset_probs"):
         BMMAL().select(Pool(pool.features, pool.probs), 3)
+    mixed = Pool([f.float() for f in pool.features], pool.probs)  # stored in probs' dtype
+    assert all(f.dtype == torch.float64 for f in mixed.features)
+    assert len(BADGE().select(mixed, 5)) == 5
     with pytest.raises(ValueError, match="'chunk' parameter of CoreSet"):
         CoreSet(chunk=0)

@@ -30,8 +30,8 @@ class Pool:
     """Cached outputs of the model on an unlabeled pool of N samples.
 
     Args:
-        features: M tensors `[N, D_j]` (floating, one dtype and device), the per-modality
-            encoder features in modality order.
+        features: M tensors `[N, D_j]` (floating, on probs' device; stored in probs' dtype),
+            the per-modality encoder features in modality order.
         probs: `[N, K]` the fused head's softmax on all modalities.
         subset_probs: `[N, 2**M, K]` the fused head's softmax on every modality subset (bitmask
             order, row 2**M - 1 = all modalities), as `mmsample.signals.subset_values` gives;
@@ -67,24 +67,24 @@ class Pool:
         for j, f in enumerate(features):
             if (
                 not isinstance(f, Tensor)
+                or not f.is_floating_point()
                 or f.ndim != 2
                 or f.shape[0] != n
-                or f.dtype != probs.dtype
                 or f.device != probs.device
             ):
                 raise ValueError(
-                    f"features[{j}] of Pool must be [N, D_j] with N = {n}, dtype {probs.dtype} "
-                    f"on {probs.device} (as probs); got {_describe(f)}."
+                    f"features[{j}] of Pool must be a floating [N, D_j] with N = {n} on "
+                    f"{probs.device} (as probs); got {_describe(f)}."
                 )
         m = len(features)
         if subset_probs is not None and (
             not isinstance(subset_probs, Tensor)
+            or not subset_probs.is_floating_point()
             or subset_probs.shape != (n, 1 << m, k)
-            or subset_probs.dtype != probs.dtype
         ):
             raise ValueError(
-                f"The 'subset_probs' parameter of Pool must be [N, 2**M, K] = [{n}, {1 << m}, "
-                f"{k}] of dtype {probs.dtype}; got {_describe(subset_probs)}."
+                f"The 'subset_probs' parameter of Pool must be a floating [N, 2**M, K] = [{n}, "
+                f"{1 << m}, {k}]; got {_describe(subset_probs)}."
             )
         if mc_probs is not None and (
             not isinstance(mc_probs, Tensor)
@@ -110,9 +110,10 @@ class Pool:
                 raise ValueError(
                     "The 'ids' parameter of Pool must hold distinct ids; some id appears twice."
                 )
-        self.features = list(features)
+        # one dtype for all (probs'): the selection mathematics combines them
+        self.features = [f.to(probs.dtype) for f in features]
         self.probs = probs
-        self.subset_probs = subset_probs
+        self.subset_probs = None if subset_probs is None else subset_probs.to(probs.dtype)
         self.ids = id_tensor
         self.mc_probs = mc_probs
         self.labels = labels

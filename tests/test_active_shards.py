@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmsample.active import BMMAL, Pool, RoundState, pool_pass, query
+from mmsample.active import BMMAL, Pool, RoundState, pool_pass, query, read_ids
 from mmsample.cli import main
 from mmsample.loader import balanced_loader
 from mmsample.shards import IndexedDataset, StreamedDataset
@@ -284,3 +284,23 @@ def test_two_gloo_ranks_select_what_one_process_selects(root: Path, tmp_path: Pa
         assert r0[name] == r1[name] == one, name
         assert not {5, 6} & set(one) and len(set(one)) == 7
     assert np.unique(r0["bmmal"]).size == 7
+
+
+def test_round_state_and_id_files(tmp_path: Path) -> None:
+    state = RoundState("badge", seed=3, budget=2, split=1)
+    state.add_round([4, 9])
+    state.add_round([1, 2])
+    with pytest.raises(ValueError, match=r"ids \[2, 7\] are already labeled or repeated"):
+        state.add_round([7, 2, 7])
+    path = state.save(tmp_path / "s.json")
+    (tmp_path / "list.json").write_text("[5, 3, 5]")
+    (tmp_path / "lines.txt").write_text("8\n6\n")
+    (tmp_path / "bad.txt").write_text("8\nx\n")
+    assert read_ids(path).tolist() == [1, 2, 4, 9]
+    assert read_ids(tmp_path / "list.json").tolist() == [3, 5]
+    assert read_ids(tmp_path / "lines.txt").tolist() == [6, 8]
+    with pytest.raises(ValueError, match="not a state file, a JSON list of ids or one integer"):
+        read_ids(tmp_path / "bad.txt")
+    (tmp_path / "other.json").write_text('{"rounds": []}')
+    with pytest.raises(ValueError, match="is not an mmsample active-learning state file"):
+        RoundState.load(tmp_path / "other.json")

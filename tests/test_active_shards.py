@@ -86,7 +86,7 @@ def test_pool_pass_and_query_equal_the_model_by_hand(root: Path) -> None:
     mc = pool_pass(model, root, modalities=modalities(), mc_passes=3, progress=False).mc_probs
     assert mc is not None and mc.shape == (N, 3, 3)
     assert not torch.allclose(mc[:, 0], want.probs, atol=1e-3)
-    assert len(query(root, model, "bald", 4, modalities=modalities(), progress=False)) == 4
+    assert len(query(root, model, "bald", 4, progress=False)) == 4  # specs: model.modalities
 
 
 def test_query_state_file_and_id_filtered_readers(root: Path, tmp_path: Path) -> None:

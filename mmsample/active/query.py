@@ -178,6 +178,7 @@ def pool_pass(
     the head (its dropout layers switched to training mode; seeded per batch by `seed`) for BALD.
     Modules of the model run in eval mode during the pass (restored afterwards). Under
     torch.distributed every rank scores its share and all ranks receive the whole Pool.
+    A shard path is read with `modalities` (default: the model's `modalities` attribute).
     Raises ValueError for a path without `modalities`, ids outside the dataset, `batch_size <
     1`, `mc_passes < 0`, or `mc_passes > 0` for a model without dropout layers.
     """
@@ -191,6 +192,8 @@ def pool_pass(
             f"pool_pass: mc_passes={mc_passes} needs a model with dropout layers (nn.Dropout in "
             "the model or its head) for MC-dropout draws; BALD cannot run on this model."
         )
+    if modalities is None and not isinstance(source, IndexedDataset):
+        modalities = getattr(model, "modalities", None)  # as `mmsample query --model` gives it
     reader = open_reader(source, modalities, "pool_pass")
     m = len(reader.decoder.names)
     _, mine = pass_ids(reader, ids, "pool_pass")

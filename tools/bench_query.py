@@ -16,7 +16,9 @@ Prints, in one run:
    shards (wav spectrogram + npy features, linear head), decoding included.
 
 Run: `python tools/bench_query.py [--n 180000] [--budget 5000] [--split 8] [--device cpu]
-[--pass-samples 400]`. Peak memory is measured on CPU runs only.
+[--pass-samples 400] [--bound-picks 200 [--only-bound]]`. Peak memory is measured on CPU runs
+only. `--bound-picks P` adds the share of per-pick distance updates that the norm bound
+`(|g_i| - |g_c|)^2 >= nearest_i` would skip over P exact picks (measured, not used).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 import torch
 
 from mmsample.active import BMMAL, Pool, pool_pass, select_split
-from mmsample.signals import gradient_embedding_factors
+from mmsample.signals import gradient_embedding_factors, kmeans_pp, rank_one_sq_distances
 
 
 def rss_bytes() -> tuple[int, int]:
@@ -134,6 +136,23 @@ def timed_select(
     return ids, seconds, peak
 
 
+def norm_bound_skips(pool: Pool, picks: int, device: torch.device) -> float:
+    """The share of per-pick distance updates that the bound `||g_i - g_c||^2 >= (|g_i| -
+    |g_c|)^2` proves unaffected (bound >= the current nearest distance), replayed over the
+    first `picks` exact BMMAL picks on this pool (a measurement; the selection does not skip)."""
+    _, w = pool.contribution_and_weights()
+    a, z = gradient_embedding_factors(pool.probs, pool.features, w)
+    norm = torch.linalg.vector_norm(a, dim=1) * torch.linalg.vector_norm(z, dim=1)
+    chosen = kmeans_pp(a, z, picks, generator=torch.Generator(device=device).manual_seed(0))
+    nearest = torch.full_like(norm, float("inf"))
+    skipped = 0
+    for k, c in enumerate(chosen.tolist()):
+        if k:
+            skipped += int(((norm - norm[c]) ** 2 >= nearest).sum())
+        torch.minimum(nearest, rank_one_sq_distances(a, z, c), out=nearest)
+    return skipped / max(1, (picks - 1) * len(norm))
+
+
 def bench_pass(samples: int) -> list[list[str]]:
     from mmsample.spec import Array, Audio
     from mmsample.testing import write_tiny_dataset
@@ -175,6 +194,13 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.5, help="mean max probability")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--pass-samples", type=int, default=400)
+    parser.add_argument(
+        "--bound-picks",
+        type=int,
+        default=0,
+        help="replay this many picks to measure the norm bound's skip share (0: skip this section)",
+    )
+    parser.add_argument("--only-bound", action="store_true", help="only the bound section")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(
@@ -198,6 +224,14 @@ def main() -> None:
             ["built in", f"{built:.1f} s"],
         ],
     )
+    if args.bound_picks:
+        share = norm_bound_skips(pool, args.bound_picks, device)
+        table(
+            "norm bound (|g_i| - |g_c|)^2 >= nearest_i, replayed over exact BMMAL picks",
+            [[f"updates it proves unaffected ({args.bound_picks} picks)", f"{share:.1%}"]],
+        )
+        if args.only_bound:
+            return
     t_read, gbps, nbytes = bandwidth_bound(pool, device)
     bound = nbytes / (gbps * 1e9)
     rows = [

@@ -32,6 +32,7 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python tools/bench_read.py
 	$(BIN)/python tools/bench_signals.py
+	$(BIN)/python tools/bench_query.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The `mmsample` command: `shard`, `index` and `inspect`.
+"""The `mmsample` command: `shard`, `index`, `inspect`, `query` and `subset`.
 
 Place in the data flow: the user's entry point to the sharding tool (`mmsample.shards.tool`), the
 shard check (`mmsample.shards.verify`) and the dataset report (`mmsample.inspect`). Each
@@ -130,10 +130,47 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_query(args: argparse.Namespace) -> int:
+    from .active.command import run_query
+
+    state, text = run_query(
+        args.shards,
+        args.model,
+        args.strategy,
+        args.budget,
+        args.out,
+        labeled=args.labeled,
+        split=args.split,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(text)
+    print(
+        f"wrote {args.out}: round {len(state.rounds) - 1}, {len(state.labeled())} labeled ids "
+        f"in all ({state.strategy}, budget {state.budget}, split {state.split})"
+    )
+    return 0
+
+
+def _cmd_subset(args: argparse.Namespace) -> int:
+    from .active.rounds import read_ids
+    from .active.subset import write_subset
+
+    manifest = write_subset(
+        args.shards, read_ids(args.ids), args.out, samples_per_shard=args.samples_per_shard
+    )
+    print(f"subset {_describe(manifest, Path(args.out))}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "shard": _cmd_shard,
     "index": _cmd_index,
     "inspect": _cmd_inspect,
+    "query": _cmd_query,
+    "subset": _cmd_subset,
 }
 
 
@@ -245,6 +282,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", type=Path, metavar="PATH", help="tokenizer directory for text fields"
     )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    from .active.strategies import STRATEGIES
+
+    query = sub.add_parser(
+        "query",
+        help="active learning: pick the pool samples to label next",
+        description="One pass of the model over the pool shards, then a query strategy picks "
+        "BUDGET unlabeled ids; prints per-class counts and the mean modality contribution of "
+        "the picks and writes a state file (every round's labeled ids) to --out.",
+    )
+    query.add_argument("shards", type=Path, help="the pool's shard folder")
+    query.add_argument(
+        "--model",
+        required=True,
+        metavar="MODULE:FUNCTION",
+        help="a function returning the model (features(batch), head(x), .modalities) or a "
+        "pair (model, modalities)",
+    )
+    query.add_argument(
+        "--strategy", default="bmmal", metavar="NAME", help=f"one of {sorted(STRATEGIES)}"
+    )
+    query.add_argument("--budget", type=_positive, required=True, metavar="B")
+    query.add_argument(
+        "--labeled", type=Path, metavar="FILE", help="a state file or id list of labeled ids"
+    )
+    query.add_argument("--out", type=Path, required=True, metavar="FILE", help="state file")
+    query.add_argument(
+        "--split", type=_positive, default=1, metavar="S", help="pool parts (default 1: exact)"
+    )
+    query.add_argument(
+        "--seed", type=int, default=0, help="a new run's seed (a continued run keeps its own)"
+    )
+    query.add_argument("--batch-size", type=_positive, default=64, metavar="N")
+    query.add_argument("--device", default="cpu")
+    query.add_argument("--quiet", action="store_true", help="no progress bar")
+    subset = sub.add_parser(
+        "subset",
+        help="write the samples of an id set (a state file's labeled ids) as a new shard set",
+        description="Copy the samples whose ids IDS lists (a `query` state file: every labeled "
+        "id; a JSON list; or one id a line) from SHARDS into OUT, keys and ids kept.",
+    )
+    subset.add_argument("shards", type=Path)
+    subset.add_argument("ids", type=Path)
+    subset.add_argument("out", type=Path)
+    subset.add_argument("--samples-per-shard", type=_positive, default=None, metavar="S")
     return parser
 
 

@@ -3,7 +3,9 @@ a Ledger what the methods need, with no method and no training.
 
 Place in the data flow: shards -> reader -> **scoring pass** (model in inference mode) ->
 ledger. BSS's first ranking needs it (the paper scores "once before training"), SMV's reference
-variant re-valuates with it each epoch, and the active-learning pool pass is the same loop.
+variant re-valuates with it each epoch, and the active-learning pool pass
+(`mmsample.active.query`) is the same loop: `model_pass` (reader + ids -> model, batched, in
+inference mode) with a per-batch callback, here one that writes into the Ledger.
 Everything else comes from the training pass (`ledger.observe`), with no second pass.
 
 The model is an object with `features(batch) -> [z_0, ..., z_{M-1}]` (`[B, D_j]` each, for a
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -74,6 +76,83 @@ class _ById(Dataset[dict[str, Any]]):
         return self.reader.get(int(self.ids[k]))
 
 
+def open_reader(
+    source: str | os.PathLike[str] | IndexedDataset,
+    modalities: Mapping[str, Any] | None,
+    owner: str,
+) -> IndexedDataset:
+    """`source` itself, or an `IndexedDataset` over the shard folder `source` (then
+    `modalities` is required: ValueError naming the parameter)."""
+    if isinstance(source, IndexedDataset):
+        return source
+    if modalities is None:
+        raise ValueError(
+            f"The 'modalities' parameter of {owner} is required when the source is a path."
+        )
+    return IndexedDataset(Path(source), modalities)
+
+
+def pass_ids(
+    reader: IndexedDataset, ids: np.ndarray | Sequence[int] | None, owner: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(all ids of the pass, sorted and unique; this rank's contiguous share of them). Under
+    torch.distributed (or RANK / WORLD_SIZE) rank r takes `chosen[r*n//W : (r+1)*n//W]`.
+    ValueError for ids the dataset does not have."""
+    known = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
+    chosen = known if ids is None else np.unique(np.asarray(ids, dtype=np.int64))
+    missing = np.setdiff1d(chosen, known)
+    if len(missing):
+        raise ValueError(
+            f"The 'ids' argument of {owner} holds {len(missing)} ids the dataset does not have, "
+            f"e.g. {missing[:8].tolist()}."
+        )
+    rank, world = resolve_world(None, None, owner)
+    return chosen, chosen[rank * len(chosen) // world : (rank + 1) * len(chosen) // world]
+
+
+def model_pass(
+    model: ScoringModel,
+    reader: IndexedDataset,
+    ids: np.ndarray,
+    on_batch: Callable[[MultimodalBatch, list[Tensor]], None],
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    autocast: bool = True,
+    desc: str = "scoring",
+) -> int:
+    """The one loop of the scoring and pool passes: `ids` of `reader` (in the order given) in
+    batches of `batch_size` -> `model.features(batch)` -> `on_batch(batch, features)`, all in
+    `torch.inference_mode`, batches moved to `device` (non-blocking, pinned on CUDA), autocast
+    on CUDA when `autocast`, a progress bar when `progress` (rank 0 only). Returns len(ids).
+    Raises ValueError for `batch_size < 1`."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(
+            f"The 'batch_size' parameter of {desc} must be an int >= 1; got {batch_size!r}."
+        )
+    names = tuple(reader.decoder.names)
+    dev = torch.device(device)
+    loader = DataLoader(
+        _ById(reader, ids),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=Collate(names),
+        pin_memory=dev.type == "cuda",
+    )
+    rank, _ = resolve_world(None, None, desc)
+    amp = torch.autocast(dev.type) if autocast and dev.type == "cuda" else contextlib.nullcontext()
+    bar = tqdm(total=len(ids), desc=desc, unit="sample", disable=not progress or rank != 0)
+    with torch.inference_mode(), amp:
+        for batch in loader:
+            batch = batch.to(dev, non_blocking=True)
+            on_batch(batch, list(model.features(batch)))
+            bar.update(len(batch))
+    bar.close()
+    return len(ids)
+
+
 def score(
     model: ScoringModel,
     source: str | os.PathLike[str] | IndexedDataset,
@@ -105,53 +184,36 @@ def score(
         raise ValueError(
             f"The 'batch_size' parameter of score must be an int >= 1; got {batch_size!r}."
         )
-    if isinstance(source, IndexedDataset):
-        reader = source
-    else:
-        if modalities is None:
-            raise ValueError(
-                "The 'modalities' parameter of score is required when the source is a path."
-            )
-        reader = IndexedDataset(Path(source), modalities)
+    reader = open_reader(source, modalities, "score")
     names = tuple(reader.decoder.names)
-    known = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
-    chosen = known if ids is None else np.unique(np.asarray(ids, dtype=np.int64))
-    missing = np.setdiff1d(chosen, known)
-    if len(missing):
-        raise ValueError(
-            f"The 'ids' argument of score holds {len(missing)} ids the dataset does not have, "
-            f"e.g. {missing[:8].tolist()}."
-        )
-    rank, world = resolve_world(None, None, "score")
-    mine = chosen[rank * len(chosen) // world : (rank + 1) * len(chosen) // world]
-    dev = torch.device(device)
-    loader = DataLoader(
-        _ById(reader, mine),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=Collate(names),
-        pin_memory=dev.type == "cuda",
-    )
+    _, mine = pass_ids(reader, ids, "score")
     full = (1 << len(names)) - 1
     value_fn = None if values is None else VALUES[values]
-    amp = torch.autocast(dev.type) if autocast and dev.type == "cuda" else contextlib.nullcontext()
-    bar = tqdm(total=len(mine), desc="scoring", unit="sample", disable=not progress or rank != 0)
-    with torch.inference_mode(), amp:
-        for batch in loader:
-            batch = batch.to(dev, non_blocking=True)
-            feats = list(model.features(batch))
-            logits = subset_logits(feats, model.head).float()
-            unimodal = getattr(model, "unimodal", None)
-            uni = (
-                [u.float() for u in unimodal(feats)]
-                if callable(unimodal)
-                else [logits[:, 1 << j] for j in range(len(names))]
-            )
-            present = torch.stack([batch.present(n) for n in names], 1)
-            v = None if value_fn is None else value_fn(logits, batch.labels)
-            ledger.observe(batch.ids, batch.labels, uni, logits[:, full], values=v, present=present)
-            bar.update(len(batch))
-    bar.close()
+    unimodal = getattr(model, "unimodal", None)
+
+    def record(batch: MultimodalBatch, feats: list[Tensor]) -> None:
+        logits = subset_logits(feats, model.head).float()
+        uni = (
+            [u.float() for u in unimodal(feats)]
+            if callable(unimodal)
+            else [logits[:, 1 << j] for j in range(len(names))]
+        )
+        present = torch.stack([batch.present(n) for n in names], 1)
+        v = None if value_fn is None else value_fn(logits, batch.labels)
+        ledger.observe(batch.ids, batch.labels, uni, logits[:, full], values=v, present=present)
+
+    model_pass(
+        model,
+        reader,
+        mine,
+        record,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        progress=progress,
+        autocast=autocast,
+        desc="score",
+    )
     ledger.flush()
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         ledger.sync()

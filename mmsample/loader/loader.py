@@ -14,7 +14,7 @@ restored from it in a fresh process continues the same batches (same ids, masks 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,7 @@ def balanced_loader(
     drop_last: bool = False,
     log: str | os.PathLike[str] | None = None,
     scorer: Scorer | None = None,
+    ids: Iterable[int] | np.ndarray | None = None,
     **dataloader_kwargs: Any,
 ) -> BalancedLoader:
     """A loader that applies `method`'s plans to a sharded dataset.
@@ -251,6 +252,8 @@ def balanced_loader(
         scorer: `scorer(ids)` runs a scoring pass over those ids (e.g. a
             `functools.partial(mmsample.scoring.score, model, reader, ledger)`); the loader calls
             it at `set_epoch` for the ids `method.scoring_ids(epoch)` asks for.
+        ids: read only these sample ids (e.g. an active-learning round's labeled set), for a
+            shard path; a reader given as `source` takes `ids=` itself.
 
     Returns a `BalancedLoader` (a torchdata `StatefulDataLoader`). Raises ValueError naming the
     argument for bad settings (no modalities for a path, an unknown mode, a ledger smaller than
@@ -273,6 +276,11 @@ def balanced_loader(
             )
         mode = kind
         seed = reader.seed
+        if ids is not None:
+            raise ValueError(
+                "The 'ids' parameter of balanced_loader applies to a shard path; the source is a "
+                f"{type(source).__name__}: build it with ids=... instead."
+            )
     else:
         if not isinstance(source, str | os.PathLike):
             raise ValueError(
@@ -307,10 +315,11 @@ def balanced_loader(
                 world_size=world,
                 on_error=on_error,
                 split=split,
+                ids=ids,
             )
         else:
             reader = IndexedDataset(
-                Path(source), modalities, seed=seed, on_error=on_error, split=split
+                Path(source), modalities, seed=seed, on_error=on_error, split=split, ids=ids
             )
     if mode == "streamed" and (reader.rank, reader.world_size) != (rank_, world):
         raise ValueError(
@@ -320,10 +329,10 @@ def balanced_loader(
     names = tuple(reader.decoder.names)
     manifest = reader.table.manifest
     id_space = max(int(manifest.id_space), int(reader.table.ids.max(initial=-1)) + 1)
-    ids = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
+    reader_ids = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
     control = attach(
         method,
-        ids=ids,
+        ids=reader_ids,
         id_space=id_space,
         names=names,
         batch_size=_batch_size(batch_size, method, "balanced_loader"),
@@ -338,7 +347,7 @@ def balanced_loader(
         mode=mode,
         reader=reader,
         fetch=IndexedFetch(reader) if mode == "indexed" else None,
-        ids=ids,
+        ids=reader_ids,
         names=names,
         collate=Collate(names),
         epoch_hook=control,

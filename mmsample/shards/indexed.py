@@ -8,7 +8,7 @@ yields for the same item). Shuffling and rank splitting are the Sampler's job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     """Map-style reader: `ds[i]` is item i of the epoch's expanded plan, decoded.
 
+    With `ids=` (an id set, e.g. a labeled set) only those samples are read, without
+    rewriting shards; ValueError naming the missing ids when some are in no shard.
     With `split="train"` only the samples of that split (the input table's split column) are
     items; ValueError for a `split` the manifest does not count. Opening checks every offset
     index (`mmsample.shards.offsets`).
@@ -56,9 +58,10 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         on_error: str = "raise",
         decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
         split: str | None = None,
+        ids: Iterable[int] | np.ndarray | None = None,
     ) -> None:
         threads = check_decode_threads(decode_threads, "IndexedDataset")
-        self._open(root, modalities, plan, seed, on_error, split)
+        self._open(root, modalities, plan, seed, on_error, split, ids)
         self.decoder.threads = threads
         ids = self.table.ids
         # rows in id order and their (unique: checked by the table) ids: id -> row by binary

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ..epoch import SharedEpoch
 from ..errors import SampleError
 from ..skips import SkipCounter
@@ -44,12 +46,13 @@ class ShardSource:
         seed: int,
         on_error: str,
         split: str | None = None,
+        ids: Iterable[int] | np.ndarray | None = None,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(seed, int) or seed < 0:
             raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0; got {seed!r}.")
         self.on_error = check_on_error(on_error, owner)
-        self.table = ShardTable(root, split=split, owner=owner)
+        self.table = ShardTable(root, split=split, owner=owner, ids=ids)
         specs = check_modalities(modalities, owner, self.table.manifest.fields)
         self.decoder = Decoder(specs, seed)
         self.plan_source = check_plan_source(plan, owner)

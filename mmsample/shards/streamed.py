@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +127,8 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     exactly once over all consumers, plus with `equal_split=True` up to world_size - 1 padding
     items (the epoch's first items repeated) so that every rank yields exactly `len(self)`.
     Call `set_epoch` before each epoch's `iter(loader)`; it reaches persistent workers too.
+    With `ids=` (an id set, e.g. a labeled set) only those samples are read, without
+    rewriting shards; ValueError naming the missing ids when some are in no shard.
     With `split="train"` only the samples of that split are read.
     With `on_error="skip"` a bad item at position p of the epoch's item sequence is replaced by
     the first item that decodes among `mmsample.skips.replacement_positions(p, total, ...)`
@@ -153,6 +155,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         equal_split: bool = True,
         decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
         split: str | None = None,
+        ids: Iterable[int] | np.ndarray | None = None,
     ) -> None:
         if not isinstance(shuffle, int) or shuffle < 0:
             raise ValueError(
@@ -160,7 +163,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
                 f"0 = no shuffle); got {shuffle!r}."
             )
         threads = check_decode_threads(decode_threads, "StreamedDataset")
-        self._open(root, modalities, plan, seed, on_error, split)
+        self._open(root, modalities, plan, seed, on_error, split, ids)
         self.decoder.threads = threads
         self.shuffle = shuffle
         self.shuffle_shards = bool(shuffle_shards)

@@ -13,7 +13,7 @@ import contextlib
 import os
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -366,6 +366,31 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _keep(index: OffsetIndex, keep: np.ndarray) -> OffsetIndex:
+    """The rows of `index` where the bool mask `keep` is set."""
+    keys = None if index.keys is None else index.keys[keep]
+    splits = None if index.splits is None else index.splits[keep]
+    return OffsetIndex(index.rows[keep], keys, splits)
+
+
+def check_ids(ids: Iterable[int] | np.ndarray | None, owner: str) -> np.ndarray | None:
+    """A reader's `ids` parameter as a sorted unique int64 array (None: no filter)."""
+    if ids is None:
+        return None
+    try:
+        out = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids))
+    except TypeError as err:
+        raise ValueError(
+            f"The 'ids' parameter of {owner} must be an iterable of sample ids (ints); {err}."
+        ) from err
+    if out.size and (out.dtype.kind not in "iu" or int(out.min()) < 0):
+        raise ValueError(
+            f"The 'ids' parameter of {owner} must hold sample ids (ints >= 0); got dtype "
+            f"{out.dtype}, e.g. {out[:5].tolist()}."
+        )
+    return out.astype(np.int64)
+
+
 def _select(index: OffsetIndex, info: ShardInfo, split: str) -> OffsetIndex:
     """The rows of `index` whose split is `split`."""
     if index.splits is None:
@@ -401,7 +426,7 @@ def check_split(manifest: Manifest, split: str | None, owner: str) -> str | None
 class ShardTable:
     """A dataset's shards and offset indices, read by row with `os.pread` (fork-safe handles).
 
-    Row r is the r-th sample (of `split`, when given) in manifest shard order; `ids`,
+    Row r is the r-th sample (of `split` and in `ids`, when given) in manifest shard order; `ids`,
     `shard_of_row`, `starts`, `ends` are int64 arrays over rows, `keys` ASCII bytes (None for
     indexes written without keys). Every index is checked against the manifest and the tar
     sizes on opening (`mmsample.shards.offsets.check_index`); memory grows with the number of
@@ -414,6 +439,7 @@ class ShardTable:
         max_open: int = 128,
         split: str | None = None,
         owner: str = "ShardTable",
+        ids: Iterable[int] | np.ndarray | None = None,
     ) -> None:
         self.root = Path(root)
         self.manifest = Manifest.load(self.root)
@@ -425,6 +451,19 @@ class ShardTable:
             indexes = [
                 _select(index, info, split) for index, info in zip(indexes, self.manifest.shards)
             ]
+        wanted = check_ids(ids, owner)
+        if wanted is not None:
+            indexes = [_keep(i, np.isin(i.rows[:, 0], wanted)) for i in indexes]
+            found = sum(len(i) for i in indexes)
+            if found != len(wanted):
+                have = np.concatenate([i.rows[:, 0] for i in indexes] or [wanted[:0]])
+                missing = np.setdiff1d(wanted, have)
+                where = f" of split {split!r}" if split is not None else ""
+                raise ValueError(
+                    f"The 'ids' parameter of {owner} holds {len(missing)} ids that are in no "
+                    f"shard{where} of {self.root}, e.g. {missing[:8].tolist()}; pass ids of this "
+                    "dataset (a labeled set written for another dataset?)."
+                )
         rows = [i.rows for i in indexes]
         table = np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
         self.ids = np.ascontiguousarray(table[:, 0])

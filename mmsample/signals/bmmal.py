@@ -88,9 +88,15 @@ def gradient_embedding_factors(
         probs.argmax(dim=1, keepdim=True),
         torch.full((n, 1), -1.0, dtype=a.dtype, device=a.device),
     )
-    if weights is None:
-        z = torch.cat(list(features), dim=1)
-    else:
-        w = weights.to(probs.dtype)
-        z = torch.cat([f * w[:, j : j + 1] for j, f in enumerate(features)], dim=1)
+    # written into one preallocated [N, sum D]: no per-modality temporaries (peak memory)
+    z = probs.new_empty((n, sum(f.shape[1] for f in features)))
+    w = None if weights is None else weights.to(probs.dtype)
+    col = 0
+    for j, f in enumerate(features):
+        part = z[:, col : col + f.shape[1]]
+        if w is None:
+            part.copy_(f)
+        else:
+            torch.mul(f, w[:, j : j + 1], out=part)
+        col += f.shape[1]
     return a, z

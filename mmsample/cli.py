@@ -1,4 +1,4 @@
-"""The `mmsample` command: `shard`, `index` and `inspect`.
+"""The `mmsample` command: `shard`, `index`, `inspect` and `report` (in `cli_report`).
 
 Place in the data flow: the user's entry point to the sharding tool (`mmsample.shards.tool`), the
 shard check (`mmsample.shards.verify`) and the dataset report (`mmsample.inspect`). Each
@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .cli_report import add_report_command, run_report
 from .errors import ManifestError, SampleError
 from .shards.format import MANIFEST, Manifest
 from .shards.rebuild import rebuild
@@ -132,6 +133,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "shard": _cmd_shard,
     "index": _cmd_index,
     "inspect": _cmd_inspect,
+    "report": run_report,
 }
 
 
@@ -235,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", type=Path, metavar="PATH", help="tokenizer directory for text fields"
     )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_report_command(sub)
     return parser
 
 

@@ -33,6 +33,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=None, help="encoding processes (default: CPU count)"
     )
+    parser.add_argument(
+        "--image-components",
+        type=int,
+        default=None,
+        help="show the digit rebuilt from its first k principal components (default: as is)",
+    )
+    parser.add_argument(
+        "--audio-snr-db", type=float, default=None, help="mix white noise into the speech at dB"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.0, help="held-out share per class (split column)"
+    )
     return parser.parse_args(argv)
 
 
@@ -91,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         samples_per_shard=args.samples_per_shard,
         workers=args.workers,
+        image_components=args.image_components,
+        audio_snr_db=args.audio_snr_db,
+        test_fraction=args.test_fraction,
     )
     took = time.perf_counter() - start
     if info.skipped:

@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+SEEDS ?= 1
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.avmnist --out runs/avmnist
+	$(BIN)/python -m pipelines.demo --out runs/demo --seeds $(SEEDS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mmsample tests tools pipelines

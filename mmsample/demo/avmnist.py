@@ -22,7 +22,8 @@ digit in the clip reconstructed from its first k principal components (fit on al
 instead of the digit itself, and `audio_snr_db=s` mixes seeded white noise into the clip's
 speech at s dB (noise power = the speech's mean power over its span / 10**(s / 10)). Only the
 mp4 is degraded: `npy` and `png` keep the clean sources. `test_fraction=f` writes a `split`
-column ("train" / "test", round(f * per-class count) test rows per class, seeded), so readers
+column ("train" / "test": round(f * count) test rows per class, at least 1 of 2 or more;
+seeded), so readers
 take `split="train"` and a held-out `split="test"`.
 """
 
@@ -344,7 +345,10 @@ def split_rows(labels: np.ndarray, test_fraction: float, seed: int) -> list[str]
     out = ["train"] * len(labels)
     for c in np.unique(labels):
         rows = rng.permutation(np.flatnonzero(labels == c))
-        for r in rows[: round(test_fraction * len(rows))]:
+        take = round(test_fraction * len(rows))
+        if len(rows) >= 2:
+            take = max(1, take)
+        for r in rows[:take]:
             out[int(r)] = "test"
     return out
 

@@ -18,7 +18,7 @@ from typing import Any
 from .plots import PLOTS
 from .runs import Run, Summary, load_runs, summarize
 
-__all__ = ["BASELINE", "ORDER", "fmt", "headline", "verdicts", "write_report"]
+__all__ = ["BASELINE", "ORDER", "fmt", "headline", "method_stats", "verdicts", "write_report"]
 
 BASELINE = "plain"
 ORDER = (
@@ -116,6 +116,40 @@ def verdicts(summaries: Sequence[Summary]) -> list[str]:
     return out
 
 
+STATS_PREFIXES = ("items/", "batch_size/", "pacing", "contribution/", "reward")
+
+
+def method_stats(runs: Sequence[Run]) -> list[str]:
+    """Markdown lines: each run's last-epoch `method.stats` (the keys `items/<m>`,
+    `batch_size/<m>`, `pacing`, `contribution/<m>`, `reward` that it logged; blank where a
+    method has no such key or logged null)."""
+    keys: list[str] = []
+    for run in runs:
+        for key in run.stats[-1] if run.stats else {}:
+            if key.startswith(STATS_PREFIXES) and key not in keys:
+                keys.append(key)
+    if not keys:
+        return []
+    lines = [
+        "| method | seed | epoch | " + " | ".join(keys) + " |",
+        "|" + "---|" * (3 + len(keys)),
+    ]
+    for run in sorted(runs, key=lambda r: (_rank(r.method), str(r.config.get("seed")))):
+        if not run.stats:
+            continue
+        last = run.stats[-1]
+        cells = [run.method, str(run.config.get("seed", "")), str(last.get("epoch", ""))]
+        for key in keys:
+            value = last.get(key)
+            cells.append("" if value is None else f"{float(value):.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _rank(method: str) -> int:
+    return ORDER.index(method) if method in ORDER else len(ORDER)
+
+
 def _schedule(runs: Sequence[Run]) -> list[str]:
     config: dict[str, Any] = runs[0].config
     seeds = sorted({r.config.get("seed") for r in runs}, key=str)
@@ -154,6 +188,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
         "## Against the plain loader",
         "",
         *verdicts(summaries),
+        "",
+        "## What each method did (last epoch, from `stats.jsonl`)",
+        "",
+        "items/x: items carrying modality x this epoch; batch_size/x: DUS rows of x per batch; "
+        "pacing: BSS share of the ids trained on; contribution/x: SMV mean Shapley value.",
+        "",
+        *method_stats(runs),
         "",
         "## Settings (as run)",
         "",

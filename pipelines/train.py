@@ -166,6 +166,42 @@ class TupleView(Dataset[tuple[Any, ...]]):
         return (*(sample[n] for n in self.names), int(sample["label"]))
 
 
+class PositionScorer:
+    """The scoring pass for `wrap`, whose sample ids are dataset positions: `scorer(positions)`
+    runs the model over those items of `view` and records them in `ledger` under their
+    positions (as `mmsample.scoring.score` does for a reader's global ids)."""
+
+    def __init__(
+        self, model: LateFusion, view: TupleView, ledger: Ledger, device: torch.device
+    ) -> None:
+        self.model, self.view, self.ledger, self.device = model, view, ledger, device
+        self.collate = Collate(view.names)
+
+    @torch.no_grad()
+    def __call__(self, positions: np.ndarray) -> None:
+        full = (1 << len(self.view.names)) - 1
+        if distributed():  # each rank scores a contiguous share, then the ledgers sync
+            rank, world, n = dist.get_rank(), dist.get_world_size(), len(positions)
+            positions = positions[rank * n // world : (rank + 1) * n // world]
+        for start in range(0, len(positions), 64):
+            chunk = [int(p) for p in positions[start : start + 64]]
+            batch = self.collate([self.view.reader.get(int(self.view.ids[p])) for p in chunk])
+            batch = batch.to(self.device, non_blocking=True)
+            with autocast(self.device):
+                logits, uni = self.model(batch)
+            logits = logits.float()
+            self.ledger.observe(
+                torch.tensor(chunk),
+                batch.labels,
+                [u.float() for u in uni],
+                logits[:, full],
+                values=VALUES["smv"](logits, batch.labels),
+            )
+        self.ledger.flush()
+        if distributed():
+            self.ledger.sync()
+
+
 def build_loader(
     args: argparse.Namespace,
     modalities: dict[str, Any],
@@ -192,7 +228,11 @@ def build_loader(
         ledger = Ledger(len(view), len(names), num_classes, names=names)
         fields: dict[str, int | str] = {n: j for j, n in enumerate(names)}
         fields["label"] = len(names)
-        return wrap(plain, build_method(args, ledger), fields=fields, seed=args.seed, log=log)
+        method = build_method(args, ledger)
+        by_position = (
+            PositionScorer(model, view, ledger, device) if isinstance(method, BSS) else None
+        )
+        return wrap(plain, method, fields=fields, seed=args.seed, log=log, scorer=by_position)
     ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
     method = build_method(args, ledger)
     scorer = None

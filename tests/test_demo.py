@@ -224,3 +224,23 @@ def test_readme_examples_run_as_written(demo: Path, tmp_path: Path) -> None:
             cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, (body, done.stdout[-2000:], done.stderr[-3000:])
+
+
+@pytest.mark.parametrize("method", ["bss", "smv"])
+def test_wrap_around_a_plain_dataloader_trains_the_plan(
+    demo: Path, tmp_path: Path, method: str
+) -> None:
+    from pipelines.train import main
+
+    argv = ["--data", str(demo / "data" / "shards"), "--out", str(tmp_path), "--method", method]
+    assert (
+        main([*argv, "--loader", "wrap", "--epochs", "2", "--batch-size", "3", "--no-progress"])
+        == 0
+    )
+    stats, metrics = jsonl(tmp_path / "stats.jsonl"), jsonl(tmp_path / "metrics.jsonl")
+    assert [s["epoch"] for s in stats] == [m["epoch"] for m in metrics] == [0, 1]
+    for s, m in zip(stats, metrics):
+        assert m["train/items"] == s["items"]  # the loop trained exactly the plan's items
+        assert s["ids"] == 10 and m["test/n"] == 10
+    if method == "bss":
+        assert stats[0]["items"] < 10 and stats[0]["pacing"] < 1  # BSS's curriculum drops

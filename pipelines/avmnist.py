@@ -1,10 +1,12 @@
-"""`make demo`: build the embedded AV-MNIST demo data and print a summary of it.
+"""Build the embedded AV-MNIST demo data and print a summary of it (`make demo` builds it
+through `pipelines.demo`, with the imbalance settings stated there).
 
 Place in the data flow: the first step of every demo: raw digits + spoken digits -> shards under
 `--out` (see `mmsample.demo.avmnist`), then one sample read back through the library's indexed
 reader and modality specs, to show what a training loop would receive.
 
     python -m pipelines.avmnist --out runs/avmnist [--n 1000] [--seed 0] [--workers N]
+        [--image-components 16] [--audio-snr-db 6] [--test-fraction 0.2]
 """
 
 from __future__ import annotations

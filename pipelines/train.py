@@ -345,9 +345,10 @@ class Run:
         self.model = choice.model.to(self.device)
         self.ddp: nn.Module = self.model
         if distributed():
-            ids = [self.device.index] if self.device.type == "cuda" else None
+            # device_ids=None: batches are moved by MultimodalBatch.to, not by DDP; unused
+            # parameters happen when a DUS / SMV batch carries no row of a modality
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=ids, find_unused_parameters=True
+                self.model, device_ids=None, find_unused_parameters=True
             )
         self.optim = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         args.out.mkdir(parents=True, exist_ok=True)

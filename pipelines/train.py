@@ -78,7 +78,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-split", default="test", help="'' to skip evaluation")
     p.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: epoch ends only)")
     p.add_argument(
-        "--stop-after", type=int, default=0, help="end after N steps of this run (a preemption)"
+        "--stop-after",
+        type=int,
+        default=0,
+        help="checkpoint and end after N steps of this run (a preemption); rerun to resume",
     )
     p.add_argument("--trace", action="store_true", help="write each batch's ids to trace-r.jsonl")
     p.add_argument("--no-progress", action="store_true")
@@ -503,6 +506,7 @@ class Run:
                 if every and self.step % every == 0:
                     self.save(end_of_epoch=False)
                 if args.stop_after and self.steps_this_run >= args.stop_after:
+                    self.save(end_of_epoch=False)  # a preemption: checkpoint, then stop
                     return None
         seconds = time.perf_counter() - start
         totals = all_sum(torch.tensor([loss_sum, right, rows, items], dtype=torch.float64))

@@ -244,3 +244,17 @@ def test_wrap_around_a_plain_dataloader_trains_the_plan(
         assert s["ids"] == 10 and m["test/n"] == 10
     if method == "bss":
         assert stats[0]["items"] < 10 and stats[0]["pacing"] < 1  # BSS's curriculum drops
+
+
+def test_resume_between_epochs_continues_the_same_batches(demo: Path, tmp_path: Path) -> None:
+    from pipelines.train import main
+
+    data = ["--data", str(demo / "data" / "shards"), "--method", "smv", "--loader", "wrap"]
+    common = [*data, "--batch-size", "3", "--trace", "--no-progress"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main([*common, "--out", str(whole), "--epochs", "2"]) == 0
+    assert main([*common, "--out", str(cut), "--epochs", "1"]) == 0  # ends after epoch 0
+    assert main([*common, "--out", str(cut), "--epochs", "2"]) == 0  # resumes at epoch 1
+    assert jsonl(cut / "trace-0.jsonl") == jsonl(whole / "trace-0.jsonl")
+    assert jsonl(cut / "stats.jsonl") == jsonl(whole / "stats.jsonl")
+    assert jsonl(whole / "stats.jsonl")[1]["items"] > 10  # SMV repeats items in epoch 1

@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+SEEDS ?= 1
 demo: $(STAMP)
-	$(BIN)/python -m pipelines.avmnist --out runs/avmnist
+	$(BIN)/python -m pipelines.demo --out runs/demo --seeds $(SEEDS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mmsample tests tools pipelines
@@ -33,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench_read.py
 	$(BIN)/python tools/bench_signals.py
 	$(BIN)/python tools/bench_query.py
+	$(BIN)/python tools/bench_loader.py
+	$(BIN)/python tools/bench_presets.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""The `mmsample` command: `shard`, `index`, `inspect`, `query` and `subset`.
+"""The `mmsample` command: `shard`, `index`, `inspect`, `query`, `subset` and `report` (in
+`cli_report`).
 
 Place in the data flow: the user's entry point to the sharding tool (`mmsample.shards.tool`), the
 shard check (`mmsample.shards.verify`) and the dataset report (`mmsample.inspect`). Each
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .cli_report import add_report_command, run_report
 from .errors import ManifestError, SampleError
 from .image_header import DEFAULT_MAX_PIXELS
 from .shards.format import MANIFEST, Manifest
@@ -171,6 +173,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "inspect": _cmd_inspect,
     "query": _cmd_query,
     "subset": _cmd_subset,
+    "report": run_report,
 }
 
 
@@ -326,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     subset.add_argument("ids", type=Path)
     subset.add_argument("out", type=Path)
     subset.add_argument("--samples-per-shard", type=_positive, default=None, metavar="S")
+    add_report_command(sub)
     return parser
 
 

@@ -1,10 +1,12 @@
-"""`make demo`: build the embedded AV-MNIST demo data and print a summary of it.
+"""Build the embedded AV-MNIST demo data and print a summary of it (`make demo` builds it
+through `pipelines.demo`, with the imbalance settings stated there).
 
 Place in the data flow: the first step of every demo: raw digits + spoken digits -> shards under
 `--out` (see `mmsample.demo.avmnist`), then one sample read back through the library's indexed
 reader and modality specs, to show what a training loop would receive.
 
     python -m pipelines.avmnist --out runs/avmnist [--n 1000] [--seed 0] [--workers N]
+        [--image-components 16] [--audio-snr-db 6] [--test-fraction 0.2]
 """
 
 from __future__ import annotations
@@ -32,6 +34,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples-per-shard", type=int, default=100)
     parser.add_argument(
         "--workers", type=int, default=None, help="encoding processes (default: CPU count)"
+    )
+    parser.add_argument(
+        "--image-components",
+        type=int,
+        default=None,
+        help="show the digit rebuilt from its first k principal components (default: as is)",
+    )
+    parser.add_argument(
+        "--audio-snr-db", type=float, default=None, help="mix white noise into the speech at dB"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.0, help="held-out share per class (split column)"
     )
     return parser.parse_args(argv)
 
@@ -91,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         samples_per_shard=args.samples_per_shard,
         workers=args.workers,
+        image_components=args.image_components,
+        audio_snr_db=args.audio_snr_db,
+        test_fraction=args.test_fraction,
     )
     took = time.perf_counter() - start
     if info.skipped:

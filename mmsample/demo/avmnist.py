@@ -16,6 +16,15 @@ them (`shards/`: tars, offset indexes, manifest.json). Classes are "zero".."nine
   recovered as round(p * 16 / 255). A PNG rather than a second `.npy` because a field name is a
   single extension.
 - `txt`: a caption, "the digit seven".
+
+An imbalance worth fixing (AV-MNIST's recipe, off by default): `image_components=k` shows the
+digit in the clip reconstructed from its first k principal components (fit on all 1,797 digits)
+instead of the digit itself, and `audio_snr_db=s` mixes seeded white noise into the clip's
+speech at s dB (noise power = the speech's mean power over its span / 10**(s / 10)). Only the
+mp4 is degraded: `npy` and `png` keep the clean sources. `test_fraction=f` writes a `split`
+column ("train" / "test": round(f * count) test rows per class, at least 1 of 2 or more;
+seeded), so readers
+take `split="train"` and a held-out `split="test"`.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ __all__ = [
     "DEFAULT_N",
     "BuildInfo",
     "Sources",
+    "add_noise",
     "build_avmnist",
     "caption",
     "digit_clip",
@@ -55,6 +65,8 @@ __all__ = [
     "load_sources",
     "mfcc_to_waveform",
     "pair_by_label",
+    "principal_images",
+    "split_rows",
 ]
 
 CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -252,9 +264,12 @@ class _Job:
     image_index: int
     mfcc: np.ndarray
     image: np.ndarray
+    shown: np.ndarray  # the image drawn in the clip (principal components or the image)
     seed: int
     seconds: float
     fps: float
+    audio_snr_db: float | None = None
+    split: str = ""
 
 
 def _place(wave: np.ndarray, length: int) -> tuple[np.ndarray, bool]:
@@ -279,7 +294,9 @@ def _encode_sample(job: _Job) -> tuple[dict[str, bytes], bool]:
         wave = wave * (0.99 / peak)
     rate = FSDD_MFCC.sample_rate
     audio, cropped = _place(wave, round(job.seconds * rate))
-    frames = digit_clip(job.image, job.seconds, job.fps, seed=sample_seed)
+    if job.audio_snr_db is not None:
+        audio = add_noise(audio, len(wave), job.audio_snr_db, sample_seed)
+    frames = digit_clip(job.shown, job.seconds, job.fps, seed=sample_seed)
     fields = {
         "mp4": encode_clip(frames, audio, rate, fps=job.fps),
         "npy": encode_npy(np.asarray(job.mfcc, dtype=np.float32)),
@@ -287,6 +304,53 @@ def _encode_sample(job: _Job) -> tuple[dict[str, bytes], bool]:
         "txt": caption(job.label).encode(),
     }
     return fields, cropped
+
+
+def add_noise(audio: np.ndarray, span: int, snr_db: float, seed: int) -> np.ndarray:
+    """`audio` float32 `[S]` plus seeded white Gaussian noise at `snr_db` dB below the mean
+    power of the centred speech span (`span` samples long), rescaled to peak <= 0.99."""
+    n = len(audio)
+    lo = max(0, (n - span) // 2)
+    speech = audio[lo : lo + min(span, n)].astype(np.float64)
+    power = float(np.mean(speech**2)) if len(speech) else 0.0
+    noise = np.random.default_rng(seed).normal(size=n) * math.sqrt(power / 10 ** (snr_db / 10))
+    mixed = audio.astype(np.float64) + noise
+    peak = float(np.abs(mixed).max())
+    if peak > 0.99:
+        mixed *= 0.99 / peak
+    return mixed.astype(np.float32)
+
+
+def principal_images(images: np.ndarray, components: int) -> np.ndarray:
+    """Each image of `images` (float `[N, H, W]`, levels 0..16) rebuilt from its projection on
+    the first `components` principal components of the set (plus the mean), clipped to 0..16:
+    AV-MNIST's energy reduction. `components` in 1..H*W; float64 `[N, H, W]`."""
+    x = np.asarray(images, dtype=np.float64)
+    flat = x.reshape(len(x), -1)
+    if not 1 <= components <= flat.shape[1]:
+        raise ValueError(
+            f"The 'image_components' parameter must be in 1..{flat.shape[1]}; got {components}."
+        )
+    mean = flat.mean(0)
+    _, _, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    basis = vt[:components]
+    rebuilt = (flat - mean) @ basis.T @ basis + mean
+    return np.clip(rebuilt, 0.0, 16.0).reshape(x.shape)
+
+
+def split_rows(labels: np.ndarray, test_fraction: float, seed: int) -> list[str]:
+    """ "train" / "test" per row: round(test_fraction * count) rows of each class, seeded."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed + 7919)
+    out = ["train"] * len(labels)
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        take = round(test_fraction * len(rows))
+        if len(rows) >= 2:
+            take = max(1, take)
+        for r in rows[:take]:
+            out[int(r)] = "test"
+    return out
 
 
 def _encode_png(image: np.ndarray) -> bytes:
@@ -330,9 +394,22 @@ class BuildInfo:
     cropped: int = 0
     format: str = BUILD_FORMAT
     skipped: bool = False
+    image_components: int | None = None
+    audio_snr_db: float | None = None
+    test_fraction: float = 0.0
 
     def params(self) -> tuple[object, ...]:
-        return (self.format, self.n, self.seed, self.samples_per_shard, self.seconds, self.fps)
+        return (
+            self.format,
+            self.n,
+            self.seed,
+            self.samples_per_shard,
+            self.seconds,
+            self.fps,
+            self.image_components,
+            self.audio_snr_db,
+            self.test_fraction,
+        )
 
 
 def _read_build_info(out: Path) -> BuildInfo | None:
@@ -367,9 +444,29 @@ def _prepare_output(out: Path, info: BuildInfo) -> BuildInfo | None:
 
 
 def _check_build_params(
-    n: int, samples_per_shard: int, workers: int | None, seconds: float, fps: float
+    n: int,
+    samples_per_shard: int,
+    workers: int | None,
+    seconds: float,
+    fps: float,
+    image_components: int | None = None,
+    audio_snr_db: float | None = None,
+    test_fraction: float = 0.0,
 ) -> None:
     name = "build_avmnist"
+    if image_components is not None and not 1 <= image_components <= 64:
+        raise ValueError(
+            f"The 'image_components' parameter of {name} must be None or in 1..64 (an 8x8 "
+            f"digit); got {image_components}."
+        )
+    if audio_snr_db is not None and not math.isfinite(audio_snr_db):
+        raise ValueError(
+            f"The 'audio_snr_db' parameter of {name} must be None or finite; got {audio_snr_db}."
+        )
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(
+            f"The 'test_fraction' parameter of {name} must be in [0, 1); got {test_fraction}."
+        )
     if n < 1:
         raise ValueError(f"The 'n' parameter of {name} must be >= 1; got {n}.")
     if samples_per_shard < 1:
@@ -390,19 +487,36 @@ def build_avmnist(
     workers: int | None = None,
     seconds: float = 2.0,
     fps: float = 10.0,
+    *,
+    image_components: int | None = None,
+    audio_snr_db: float | None = None,
+    test_fraction: float = 0.0,
 ) -> BuildInfo:
     """Build the demo into `out_dir`: `raw/` (one file per field + `input.jsonl`, the sharding
     tool's input), `shards/` (the dataset: tars, offset indexes, manifest.json) and `build.json`.
     Deterministic in (n, seed, seconds, fps); `workers` processes encode (0 = in this process).
-    Skips the work when `out_dir` already holds a build with the same parameters."""
-    _check_build_params(n, samples_per_shard, workers, seconds, fps)
+    Skips the work when `out_dir` already holds a build with the same parameters.
+    `image_components`, `audio_snr_db` and `test_fraction`: see the module docstring."""
+    _check_build_params(
+        n, samples_per_shard, workers, seconds, fps, image_components, audio_snr_db, test_fraction
+    )
     out = Path(out_dir)
     info = BuildInfo(n, seed, samples_per_shard, float(seconds), float(fps))
+    info.image_components = image_components
+    info.audio_snr_db = None if audio_snr_db is None else float(audio_snr_db)
+    info.test_fraction = float(test_fraction)
     existing = _prepare_output(out, info)
     if existing is not None:
         return existing
     sources = load_sources()
     pairs = pair_by_label(sources.recording_labels, sources.image_labels, n, seed)
+    shown = (
+        sources.images
+        if image_components is None
+        else principal_images(sources.images, image_components)
+    )
+    labels = sources.recording_labels[pairs[:, 0]]
+    splits = split_rows(labels, test_fraction, seed) if test_fraction > 0 else [""] * n
     jobs = [
         _Job(
             key=f"r{rec:04d}-i{img:04d}",
@@ -411,11 +525,14 @@ def build_avmnist(
             image_index=int(img),
             mfcc=sources.mfccs[rec],
             image=sources.images[img],
+            shown=shown[img],
             seed=seed,
             seconds=float(seconds),
             fps=float(fps),
+            audio_snr_db=info.audio_snr_db,
+            split=split,
         )
-        for rec, img in pairs
+        for (rec, img), split in zip(pairs, splits)
     ]
     workers = min(os.cpu_count() or 1, 8) if workers is None else workers
     results = _run_jobs(jobs, workers)
@@ -445,6 +562,8 @@ def _write_raw(raw: Path, jobs: Sequence[_Job], payloads: Sequence[dict[str, byt
     lines = []
     for job, fields in zip(jobs, payloads):
         row: dict[str, str] = {"key": job.key, "label": CLASSES[job.label]}
+        if job.split:
+            row["split"] = job.split
         for name, data in sorted(fields.items()):
             if name == "txt":
                 row[name] = data.decode()

@@ -1,0 +1,37 @@
+"""The `mmsample report RUN_DIR` subcommand: the report and plots of any run's logs.
+
+Kept apart from `mmsample.cli` so subcommands can be added there independently; `cli` calls
+`add_report_command(subparsers)` and dispatches `report` to `run_report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_report_command", "run_report"]
+
+
+def add_report_command(sub: Any) -> None:
+    """Add `report` to the `mmsample` subparsers."""
+    report = sub.add_parser(
+        "report",
+        help="report.md and PNG plots from the logs of the training runs under RUN_DIR",
+        description="Read every run folder under RUN_DIR (config.json, metrics.jsonl, "
+        "stats.jsonl, as pipelines/train.py writes them) and write report.md and PNG plots: "
+        "accuracy per method, modality contribution over epochs, DUS batch sizes, BSS pacing, "
+        "SMV extra items, throughput. Prints the headline table.",
+    )
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR)")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write the report; print its headline table and where it is."""
+    from .report import write_report
+
+    path, table = write_report(args.run_dir, args.out)
+    print("\n".join(table))
+    print(f"report: {path}")
+    return 0

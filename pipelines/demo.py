@@ -1,0 +1,189 @@
+"""`make demo`: train the plain loader and every balancing method on the AV-MNIST demo clips and
+write a report of what each does to modality balance.
+
+Place in the data flow: all of it, end to end. Builds the demo data (`mmsample.demo.avmnist`,
+with the imbalance settings below) under `OUT/data` if absent, then for each seed and method
+runs `pipelines.train` (same model, epochs, seed; decoding the mp4 clips on the fly; a held-out
+test split) into `OUT/seed<s>/<method>`, reusing runs that finished (`done.json`), and writes
+`OUT/report.md` with PNG plots (`mmsample.report.write_report`). Ends by printing the headline
+table and where the report is.
+
+    python -m pipelines.demo --out runs/demo [--seeds 3] [--epochs 6] [--n 1000]
+
+`--imbalance` instead measures the imbalance the data is built for: the fused model and each
+modality alone, on the clean clips and on the degraded ones (`OUT/imbalance.md`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mmsample.demo.avmnist import build_avmnist
+from mmsample.report import write_report
+from mmsample.report.markdown import ORDER
+
+from . import train
+
+# The imbalance worth fixing (item 1 of the demo issue; measured numbers in the README): the
+# digit drawn from few principal components, the speech under white noise.
+IMAGE_COMPONENTS = 16
+AUDIO_SNR_DB = 6.0
+TEST_FRACTION = 0.2
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--seeds", type=int, default=1, help="seeds per method (mean and spread)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--n", type=int, default=1000, help="demo samples (train + test)")
+    p.add_argument("--samples-per-shard", type=int, default=100)
+    p.add_argument("--methods", nargs="+", default=list(ORDER), choices=list(ORDER))
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers per run")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--imbalance", action="store_true", help="measure the data's imbalance")
+    args = p.parse_args(argv)
+    if args.seeds < 1 or args.epochs < 1 or args.n < 10:
+        p.error("--seeds and --epochs must be >= 1 and --n >= 10")
+    return args
+
+
+def build_data(args: argparse.Namespace, clean: bool = False) -> Path:
+    """Build (or reuse) the demo data; the shard folder."""
+    out = args.out / ("data-clean" if clean else "data")
+    build_avmnist(
+        out,
+        n=args.n,
+        samples_per_shard=args.samples_per_shard,
+        image_components=None if clean else IMAGE_COMPONENTS,
+        audio_snr_db=None if clean else AUDIO_SNR_DB,
+        test_fraction=TEST_FRACTION,
+    )
+    return out / "shards"
+
+
+def train_argv(
+    args: argparse.Namespace, data: Path, out: Path, method: str, seed: int
+) -> list[str]:
+    """The `pipelines.train` command line of one demo run: schedules shortened to the run
+    (SMV warm-up 1, BSS t_grow = epochs - 1, DUS over the run's epochs)."""
+    argv = [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(seed),
+        "--workers",
+        str(args.workers),
+        "--smv-warmup",
+        "1",
+    ]
+    return [*argv, "--no-progress"] if args.no_progress else argv
+
+
+def run_one(argv: list[str], out: Path) -> bool:
+    """Train unless `out` holds a finished run; True if it trained."""
+    if (out / "done.json").exists():
+        return False
+    train.main(argv)
+    return True
+
+
+def measure_imbalance(args: argparse.Namespace) -> Path:
+    """Fused and unimodal runs (plain loader) on the clean and the degraded clips."""
+    rows = []
+    for clean in (True, False):
+        data = build_data(args, clean)
+        tag = "clean" if clean else "degraded"
+        for only in (None, "audio", "video"):
+            name = only or "fused"
+            out = args.out / "imbalance" / tag / name
+            argv = train_argv(args, data, out, "plain", 0)
+            run_one([*argv, "--only", only] if only else argv, out)
+            last = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
+            rows.append((tag, name, last))
+    lines = [
+        "| data | trained on | test acc | audio alone | video alone | contribution audio | "
+        "contribution video |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for tag, name, m in rows:
+        cells = [
+            tag,
+            name,
+            m["test/acc"],
+            m["test/acc/audio"],
+            m["test/acc/video"],
+            m["test/contribution/audio"],
+            m["test/contribution/video"],
+        ]
+        lines.append(
+            "| " + " | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in cells) + " |"
+        )
+    path = args.out / "imbalance.md"
+    path.write_text(
+        f"# Imbalance of the demo data ({args.epochs} epochs, seed 0, plain loader)\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    print("\n".join(lines))
+    return path
+
+
+def notes(args: argparse.Namespace) -> str:
+    return "\n".join(
+        [
+            "## The demo",
+            "",
+            f"AV-MNIST-style clips ({args.n} samples, {TEST_FRACTION:.0%} held out per class): "
+            f"the digit shown from its first {IMAGE_COMPONENTS} principal components, the "
+            f"speech under white noise at {AUDIO_SNR_DB:g} dB SNR; the model reads 4 video "
+            "frames and the 40-band log-mel audio track of each mp4, decoded on the fly. "
+            "Schedules are shortened to the epochs run: DUS spans the run's epochs, BSS "
+            "t_grow = epochs - 1 with lambda0 0.25 and rescoring every epoch (learned), SMV "
+            "warm-up 1 epoch, OGM-GE alpha 0.5 over every epoch.",
+            "",
+            "The active-learning demo (BMMAL and the other query strategies) is its own "
+            "command, not part of this report's run.",
+        ]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    if args.imbalance:
+        path = measure_imbalance(args)
+        print(f"imbalance table: {path} ({time.perf_counter() - start:.0f} s)")
+        return 0
+    data = build_data(args)
+    trained = 0
+    for seed in range(args.seeds):
+        for method in args.methods:
+            out = args.out / f"seed{seed}" / method
+            print(f"== {method} (seed {seed})", flush=True)
+            trained += run_one(train_argv(args, data, out, method, seed), out)
+    (args.out / "notes.md").write_text(notes(args) + "\n")
+    report, table = write_report(args.out)
+    took = time.perf_counter() - start
+    print("\n".join(table))
+    runs = args.seeds * len(args.methods)
+    print(f"{trained} of {runs} runs trained now ({runs - trained} reused) in {took:.0f} s")
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""The demo end to end at a tiny size (real clips -> shards -> 1 epoch per method -> report),
+the reference loop under torchrun with two gloo ranks (equal steps, exact resume), and the
+README's examples run as written on tiny demo data."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmsample.report.markdown import ORDER
+from mmsample.shards.format import Manifest
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--n", "20", "--samples-per-shard", "8", "--epochs", "1", "--batch-size", "4"]
+
+
+def env() -> dict[str, str]:
+    """This checkout first on the path; the venv's scripts (mmsample, torchrun) on PATH."""
+    out = dict(os.environ)
+    out["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [out.get("PYTHONPATH")])])
+    out["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), out.get("PATH", "")])
+    out["HF_HUB_OFFLINE"] = "1"
+    out["OMP_NUM_THREADS"] = "1"
+    return out
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.demo import main
+
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["--out", str(out), *TINY, "--no-progress"]) == 0
+    return out
+
+
+def table(report: str, header: str) -> dict[str, dict[str, str]]:
+    """The markdown table whose header row starts with `header`: first cell -> {column: cell}
+    (rows keyed by their first cell; the stats table by "method seed")."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    cols = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row = dict(zip(cols, cells))
+        key = row["method"] + (f" {row['seed']}" if "seed" in row and "epoch" in row else "")
+        rows[key] = row
+    return rows
+
+
+def test_demo_report_numbers_equal_the_logs(demo: Path) -> None:
+    report = (demo / "report.md").read_text()
+    head = table(report, "| method | seeds |")
+    assert list(head) == list(ORDER)
+    tests = Manifest.load(demo / "data" / "shards").split_counts()["test"]
+    assert tests == 10  # 20 samples, 2 per class, 1 per class held out
+    finals = {m: jsonl(demo / "seed0" / m / "metrics.jsonl")[-1] for m in ORDER}
+    for method, row in head.items():
+        runs = jsonl(demo / "seed0" / method / "metrics.jsonl")
+        last = finals[method]
+        assert len(runs) == 1 and last["epoch"] == 0 and last["method"] == method
+        assert last["test/n"] == tests  # every held-out sample counted once
+        assert row["seeds"] == "1"
+        assert row["fused acc"] == f"{last['test/acc']:.3f}"
+        contrib = []
+        for m in ("audio", "video"):
+            assert row[f"{m} alone"] == f"{last[f'test/acc/{m}']:.3f}"
+            assert row[f"contribution {m}"] == f"{last[f'test/contribution/{m}']:.3f}"
+            contrib.append(last[f"test/contribution/{m}"])
+        assert row["gap"] == f"{max(contrib) - min(contrib):.3f}"
+        assert row["time s"] == f"{last['time/epoch_s'] + last['time/eval_s']:.1f}"
+        assert row["items/s"] == f"{last['throughput/items_per_s']:.1f}"
+        if method != "plain":
+            diff = last["test/acc"] - finals["plain"]["test/acc"]
+            assert row["vs plain"] == f"{diff:+.3f}"
+            said = f"**{method} did not beat the plain loader**" in report
+            assert said == (diff <= 0), method
+    assert "within unknown noise" in report  # one seed
+    # the methods' own numbers, through their stats() keys
+    stats = table(report, "| method | seed | epoch |")
+    assert set(stats) == {f"{m} 0" for m in ORDER}
+    checked = 0
+    for key, row in stats.items():
+        method = key.split()[0]
+        logged = jsonl(demo / "seed0" / method / "stats.jsonl")[-1]
+        for col, cell in row.items():
+            if col in ("method", "seed", "epoch"):
+                continue
+            value = logged.get(col)
+            assert cell == ("" if value is None else f"{float(value):.3f}"), (method, col)
+            checked += cell != ""
+    assert checked >= 12
+    dus = jsonl(demo / "seed0" / "dus" / "stats.jsonl")[-1]
+    assert dus["items/audio"] == dus["batch_size/audio"] * dus["batches"]
+    for name in ("accuracy", "contribution", "dus_batch_size", "bss_pacing", "smv_items"):
+        png = demo / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name}.png)" in report
+    assert "throughput.png" in report
+
+
+def test_a_second_demo_reuses_finished_runs(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.demo import main
+
+    before = {p: p.read_bytes() for p in demo.glob("seed0/*/metrics.jsonl")}
+    capsys.readouterr()
+    assert main(["--out", str(demo), *TINY, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 9 runs trained now (9 reused)" in out
+    assert f"report: {demo / 'report.md'}" in out and "| plain | 1 |" in out
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def torchrun(data: Path, out: Path, method: str, *extra: str) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "pipelines.train",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--method",
+        method,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "3",  # DUS: 4 batches of 3 rows per modality over 10 ids, so 2 ids repeat
+        "--trace",
+        "--checkpoint-every",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
+    done = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("method", "kind"), [("bss", "drops"), ("dus", "repeats")])
+def test_torchrun_two_ranks_equal_steps_and_exact_resume(
+    demo: Path, tmp_path: Path, method: str, kind: str
+) -> None:
+    data = demo / "data" / "shards"
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    torchrun(data, whole, method)
+    stats = jsonl(whole / "stats.jsonl")
+    ids = stats[0]["ids"]
+    if kind == "drops":
+        assert stats[0]["items"] < ids
+    else:
+        assert stats[0]["items/audio"] > ids and stats[0]["items/video"] > ids
+    traces = [jsonl(whole / f"trace-{r}.jsonl") for r in (0, 1)]
+    for epoch in (0, 1):
+        steps = [len([t for t in tr if t["epoch"] == epoch]) for tr in traces]
+        assert steps[0] == steps[1] > 0
+    # every test sample counted once over the two ranks
+    assert [m["test/n"] for m in jsonl(whole / "metrics.jsonl")] == [10.0, 10.0]
+    # stop one step into epoch 1 (right after its checkpoint), then rerun to resume
+    first = len([t for t in traces[0] if t["epoch"] == 0]) + 1
+    torchrun(data, cut, method, "--stop-after", str(first))
+    assert not (cut / "done.json").exists()
+    assert [len(jsonl(cut / f"trace-{r}.jsonl")) for r in (0, 1)] == [first, first]
+    torchrun(data, cut, method)
+    assert (cut / "done.json").exists()
+    for r in (0, 1):
+        assert jsonl(cut / f"trace-{r}.jsonl") == traces[r]
+    assert jsonl(cut / "stats.jsonl") == stats
+    resumed, straight = jsonl(cut / "metrics.jsonl"), jsonl(whole / "metrics.jsonl")
+    assert [m["test/acc"] for m in resumed] == [m["test/acc"] for m in straight]
+
+
+# ---- README --------------------------------------------------------------------------------
+FENCE = re.compile(
+    r"(?:<!-- readme: (?P<mark>[^>]*)-->\n)?```(?P<lang>sh|python)\n(?P<body>.*?)```", re.S
+)
+
+
+def readme_blocks() -> list[tuple[str, str, str]]:
+    """(language, marker or "", body) of every sh / python block of README.md."""
+    text = (REPO / "README.md").read_text()
+    return [(m["lang"], (m["mark"] or "").strip(), m["body"]) for m in FENCE.finditer(text)]
+
+
+def test_readme_examples_run_as_written(demo: Path, tmp_path: Path) -> None:
+    blocks = readme_blocks()
+    assert len(blocks) >= 5
+    runnable = [b for b in blocks if not b[1].startswith("syntax-only")]
+    assert runnable, "the README should have runnable examples"
+    shutil.copytree(demo / "data", tmp_path / "runs" / "demo" / "data")
+    for lang, mark, body in blocks:
+        if lang == "sh":
+            check = subprocess.run(["bash", "-n"], input=body, text=True, capture_output=True)
+            assert check.returncode == 0, (body, check.stderr)
+        else:
+            compile(body, "README.md", "exec")
+        if mark.startswith("syntax-only"):
+            assert len(mark) > len("syntax-only") + 3, "say why a block cannot run here"
+            continue
+        cmd = (
+            ["bash", "-euo", "pipefail", "-c", body]
+            if lang == "sh"
+            else [sys.executable, "-c", body]
+        )
+        done = subprocess.run(
+            cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, (body, done.stdout[-2000:], done.stderr[-3000:])
+
+
+@pytest.mark.parametrize("method", ["bss", "smv"])
+def test_wrap_around_a_plain_dataloader_trains_the_plan(
+    demo: Path, tmp_path: Path, method: str
+) -> None:
+    from pipelines.train import main
+
+    argv = ["--data", str(demo / "data" / "shards"), "--out", str(tmp_path), "--method", method]
+    assert (
+        main([*argv, "--loader", "wrap", "--epochs", "2", "--batch-size", "3", "--no-progress"])
+        == 0
+    )
+    stats, metrics = jsonl(tmp_path / "stats.jsonl"), jsonl(tmp_path / "metrics.jsonl")
+    assert [s["epoch"] for s in stats] == [m["epoch"] for m in metrics] == [0, 1]
+    for s, m in zip(stats, metrics):
+        assert m["train/items"] == s["items"]  # the loop trained exactly the plan's items
+        assert s["ids"] == 10 and m["test/n"] == 10
+    if method == "bss":
+        assert stats[0]["items"] < 10 and stats[0]["pacing"] < 1  # BSS's curriculum drops
+
+
+def test_resume_between_epochs_continues_the_same_batches(demo: Path, tmp_path: Path) -> None:
+    from pipelines.train import main
+
+    data = ["--data", str(demo / "data" / "shards"), "--method", "smv", "--loader", "wrap"]
+    common = [*data, "--batch-size", "3", "--trace", "--no-progress"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert main([*common, "--out", str(whole), "--epochs", "2"]) == 0
+    assert main([*common, "--out", str(cut), "--epochs", "1"]) == 0  # ends after epoch 0
+    assert main([*common, "--out", str(cut), "--epochs", "2"]) == 0  # resumes at epoch 1
+    assert jsonl(cut / "trace-0.jsonl") == jsonl(whole / "trace-0.jsonl")
+    assert jsonl(cut / "stats.jsonl") == jsonl(whole / "stats.jsonl")
+    assert jsonl(whole / "stats.jsonl")[1]["items"] > 10  # SMV repeats items in epoch 1

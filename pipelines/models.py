@@ -152,4 +152,25 @@ def small(num_classes: int, only: Sequence[str] | None = None) -> Choice:
     return Choice(modalities, LateFusion(encoders, dim, num_classes, only))
 
 
-MODELS: dict[str, Callable[..., Choice]] = {"small": small}
+def resnet18(
+    num_classes: int,
+    only: Sequence[str] | None = None,
+    *,
+    preset: str = "kinetics_sounds",
+    size: int = 224,
+    audio_seconds: float | None = None,
+) -> Choice:
+    """The papers' model (OGM-GE's code): ResNet-18 trunks for the spectrogram (one channel)
+    and the frames (folded into the batch, pooled over time) from `transformers.ResNetConfig`,
+    concatenation fusion; the reader specs of `pipelines.presets.preset(preset, "train",
+    size=size, audio_seconds=audio_seconds)`."""
+    from pipelines.paper_models import FEATURE_DIM, AudioTrunk, FrameTrunk
+    from pipelines.presets import preset as make_preset
+
+    specs = make_preset(preset, "train", size=size, audio_seconds=audio_seconds)
+    modalities: dict[str, Any] = dict(specs)
+    encoders: dict[str, nn.Module] = {"audio": AudioTrunk(), "visual": FrameTrunk()}
+    return Choice(modalities, LateFusion(encoders, FEATURE_DIM, num_classes, only))
+
+
+MODELS: dict[str, Callable[..., Choice]] = {"small": small, "resnet18": resnet18}

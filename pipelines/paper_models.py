@@ -54,6 +54,33 @@ def resnet18(in_channels: int) -> nn.Module:
     return ResNetModel(config)
 
 
+class AudioTrunk(nn.Module):
+    """Spectrograms float `[n, F, frames]` -> `[n, 512]`: a one-channel ResNet-18, its maps
+    averaged over frequency and time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = resnet18(1)
+
+    def forward(self, spec: Tensor) -> Tensor:
+        return self.net(spec.unsqueeze(1).float()).last_hidden_state.mean(dim=(2, 3))
+
+
+class FrameTrunk(nn.Module):
+    """Frames uint8 (or float in [0, 1]) `[n, T, 3, H, W]` -> `[n, 512]`: frames folded into
+    the batch, normalised as OGM-GE's loaders do, the maps pooled over time and space (OGM-GE's
+    `adaptive_avg_pool3d(v, 1)`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = resnet18(3)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        n, t = frames.shape[:2]
+        maps = self.net(normalize_frames(frames.flatten(0, 1))).last_hidden_state
+        return maps.view(n, t, *maps.shape[1:]).mean(dim=(1, 3, 4))
+
+
 class AVResNet(nn.Module):
     """OGM-GE's audio-visual classifier (see the module docstring).
 
@@ -73,22 +100,17 @@ class AVResNet(nn.Module):
             )
         self.num_classes = num_classes
         self.names = MODALITIES
-        self.audio_net = resnet18(1)
-        self.visual_net = resnet18(3)
+        self.audio_net = AudioTrunk()
+        self.visual_net = FrameTrunk()
         self.fc_out = nn.Linear(2 * FEATURE_DIM, num_classes)
 
     def encode_audio(self, spec: Tensor) -> Tensor:
         """float `[n, F, frames]` -> `[n, 512]`."""
-        maps = self.audio_net(spec.unsqueeze(1).float()).last_hidden_state
-        return maps.mean(dim=(2, 3))
+        return self.audio_net(spec)
 
     def encode_visual(self, frames: Tensor) -> Tensor:
-        """uint8 or float `[n, T, 3, H, W]` -> `[n, 512]`: frames folded into the batch, the
-        maps pooled over time and space (OGM-GE's `adaptive_avg_pool3d(v, 1)`)."""
-        n, t = frames.shape[:2]
-        x = normalize_frames(frames.flatten(0, 1))
-        maps = self.visual_net(x).last_hidden_state  # [n * T, 512, h, w]
-        return maps.view(n, t, *maps.shape[1:]).mean(dim=(1, 3, 4))
+        """uint8 or float `[n, T, 3, H, W]` -> `[n, 512]` (frames folded, pooled over time)."""
+        return self.visual_net(frames)
 
     def features(self, batch: MultimodalBatch) -> list[Tensor]:
         """`[z_audio, z_visual]`, each `[B, 512]`, zero on rows that do not carry it."""

@@ -65,6 +65,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="run folder (logs, checkpoints)")
     p.add_argument("--method", choices=METHOD_CHOICES, default="plain")
     p.add_argument("--model", choices=sorted(MODELS), default="small")
+    p.add_argument(
+        "--preset",
+        default=None,
+        help="--model resnet18: the papers' input settings (vggsound, kinetics_sounds, cremad)",
+    )
+    p.add_argument("--size", type=int, default=None, help="--model resnet18: frame size (224)")
+    p.add_argument(
+        "--audio-seconds", type=float, default=None, help="--model resnet18: the audio crop"
+    )
     p.add_argument("--only", nargs="+", default=None, help="train on these modalities alone")
     p.add_argument("--loader", choices=LOADERS, default="shards", help="balanced_loader or wrap")
     p.add_argument("--mode", choices=("streamed", "indexed"), default="streamed")
@@ -342,7 +351,15 @@ class Run:
         torch.manual_seed(args.seed)
         manifest = Manifest.load(args.data)
         self.num_classes = len(manifest.classes)
-        choice = MODELS[args.model](self.num_classes, only=args.only)
+        given = (
+            ("preset", args.preset),
+            ("size", args.size),
+            ("audio_seconds", args.audio_seconds),
+        )
+        options = {k: v for k, v in given if v is not None}
+        if options and args.model == "small":
+            raise ValueError(f"--model small takes no {sorted(options)}; they are resnet18's")
+        choice = MODELS[args.model](self.num_classes, only=args.only, **options)
         self.modalities = choice.modalities
         self.names = list(self.modalities)
         self.model = choice.model.to(self.device)

@@ -132,3 +132,23 @@ def test_job_array_parts_then_resume(tmp_path: Path) -> None:
     assert again.report is not None
     assert again.report.written == [] and again.report.kept == [0, 1, 2, 3]
     assert len(again.missing) == 1 and len(again.corrupt) == 1  # still reported on a rerun
+
+
+def test_the_reference_loop_trains_the_paper_model_one_epoch(tmp_path: Path) -> None:
+    """`pipelines/train.py --model resnet18 --preset vggsound` on the recipe's shards, tiny
+    input: one epoch with DUS completes, logs its stats and counts each test clip once."""
+    from pipelines import train
+
+    csv_path, clips = stand_in(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--csv", str(csv_path), "--clips", str(clips), "--out", str(out)]
+    assert vggsound.main([*argv, "--skip-bad", "--workers", "1", "--quiet"]) == 0
+    run = tmp_path / "run"
+    args = ["--data", str(out), "--out", str(run), "--model", "resnet18", "--preset", "vggsound"]
+    args += ["--size", "32", "--audio-seconds", "1", "--epochs", "1", "--batch-size", "2"]
+    assert train.main([*args, "--method", "dus", "--mode", "indexed", "--no-progress"]) == 0
+    stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
+    assert stats[0]["method"] == "DUS" and stats[0]["batch_size/audio"] >= 1
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    n_test = sum(1 for r in ROWS if r[3] == "test" and r[4] not in ("missing", "corrupt"))
+    assert metrics[-1]["test/n"] == n_test

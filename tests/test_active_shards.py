@@ -260,6 +260,7 @@ def _rank(rank: int, world: int, init: str, root: str, out: str) -> None:
         pool = pool_pass(TinyActiveModel(), root, modalities=modalities(), progress=False)
         result["ids"] = pool.ids.tolist()
         torch.save(result, f"{out}{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -63,6 +63,7 @@ def worker(rank: int, world: int, init: str, out: str) -> None:
         observe(led, SECOND[rank], rank, 3)
         led.sync()
         torch.save({"first": first, "second": led.snapshot(), "step": led.step}, out + f"{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -144,6 +144,7 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         torch.save(
             {"S": led.cumulative_discrepancy, "tp": led.true_prob.clone()}, out + f"{rank}.pt"
         )
+        dist.barrier()  # no rank tears gloo down while its peer still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -38,6 +38,7 @@ def _rank(rank: int, world: int, init: str, root: str, out: str) -> None:
                     plan = [(i, m) for i in range(N) for m in p.items(i)]
                 result[(name, mode)] = {"batches": batches, "plan": plan, "len": len(loader)}
         torch.save(result, f"{out}{rank}.pt")
+        dist.barrier()  # no rank tears gloo down while its peer still talks to it
     finally:
         dist.destroy_process_group()
 

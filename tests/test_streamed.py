@@ -120,6 +120,7 @@ def _gloo_rank(rank: int, root: str, store: str, out: str) -> None:
         ds = StreamedDataset(root, MODS, shuffle=4)  # rank and world size from torch.distributed
         ids = [int(s["id"]) for s in ds]
         Path(out, f"rank{rank}.json").write_text(json.dumps([ds.rank, ds.world_size, ids]))
+        dist.barrier()  # no rank tears gloo down while its peer still talks to it
     finally:
         dist.destroy_process_group()
 

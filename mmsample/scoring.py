@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .batch import Collate, MultimodalBatch
 from .ledger import Ledger
-from .shards.indexed import IndexedDataset
+from .shards.indexed import IdSubset, IndexedDataset
 from .shards.streamed import resolve_world
 from .signals import subset_correct, subset_logits, subset_sizes
 
@@ -63,17 +63,6 @@ VALUES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "smv": _smv_values,
     "bmmal": _bmmal_values,
 }
-
-
-class _ById(Dataset[dict[str, Any]]):
-    def __init__(self, reader: IndexedDataset, ids: np.ndarray) -> None:
-        self.reader, self.ids = reader, ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        return self.reader.get(int(self.ids[k]))
 
 
 def open_reader(
@@ -135,7 +124,7 @@ def model_pass(
     names = tuple(reader.decoder.names)
     dev = torch.device(device)
     loader = DataLoader(
-        _ById(reader, ids),
+        IdSubset(reader, ids),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=Collate(names),

@@ -164,9 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_fraction=args.test_fraction,
         video_ext=args.video_ext,
     )
-    for line in outcome.lines():
-        print(line)
-    return 0 if outcome.ok else 1
+    return outcome.exit_code()
 
 
 if __name__ == "__main__":

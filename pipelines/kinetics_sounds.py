@@ -149,10 +149,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the recipe; print the summary; exit 1 if bad clips stopped it."""
     args = parse_args(argv)
-    outcome = shard(args.csv, args.clips, args)
-    for line in outcome.lines():
-        print(line)
-    return 0 if outcome.ok else 1
+    return shard(args.csv, args.clips, args).exit_code()
 
 
 if __name__ == "__main__":

@@ -64,6 +64,13 @@ class Outcome:
         """True when shards were written (every clip good, or bad ones skipped on request)."""
         return self.report is not None
 
+    def exit_code(self) -> int:
+        """Print the summary; 0 when the run finished, 1 when bad clips stopped it (a
+        recipe's `main` returns this)."""
+        for line in self.lines():
+            print(line)
+        return 0 if self.ok else 1
+
     def lines(self) -> list[str]:
         """The summary a recipe prints: counts, then every bad clip, one per line."""
         out = [

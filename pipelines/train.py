@@ -47,7 +47,7 @@ from mmsample.loader import BalancedLoader, balanced_loader, wrap
 from mmsample.methods import BSS, DUS, OGMGE, SMV
 from mmsample.scoring import VALUES, Scorer
 from mmsample.shards.format import Manifest
-from mmsample.shards.indexed import IndexedDataset
+from mmsample.shards.indexed import IdSubset, IndexedDataset
 from mmsample.shards.streamed import StreamedDataset
 from mmsample.signals import shapley
 
@@ -265,17 +265,6 @@ def build_loader(
 
 
 # ---- evaluation ------------------------------------------------------------------------------
-class _Ids(Dataset[dict[str, Any]]):
-    def __init__(self, reader: IndexedDataset, ids: np.ndarray) -> None:
-        self.reader, self.ids = reader, ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        return self.reader.get(int(self.ids[k]))
-
-
 @torch.no_grad()
 def evaluate(
     model: LateFusion,
@@ -294,7 +283,7 @@ def evaluate(
     ids = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
     mine = ids[rank * len(ids) // world : (rank + 1) * len(ids) // world]
     loader = DataLoader(
-        _Ids(reader, mine),
+        IdSubset(reader, mine),
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=Collate(names),

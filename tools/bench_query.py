@@ -25,35 +25,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_signals import reset_peak_rss, rss_bytes
+
 from mmsample.active import BMMAL, Pool, pool_pass, select_split
 from mmsample.signals import gradient_embedding_factors, kmeans_pp, rank_one_sq_distances
-
-
-def rss_bytes() -> tuple[int, int]:
-    """(current RSS, peak RSS) of this process in bytes from /proc/self/status."""
-    values = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values["VmRSS"], values["VmHWM"]
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0); False if refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def sync(device: torch.device) -> None:

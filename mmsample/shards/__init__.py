@@ -6,11 +6,12 @@ them back into decoded sample dicts, identical for the same item in both.
 """
 
 from .format import Manifest, ShardInfo
-from .indexed import IndexedDataset
+from .indexed import IdSubset, IndexedDataset
 from .streamed import StreamedDataset
 from .writer import ShardWriter, write_samples
 
 __all__ = [
+    "IdSubset",
     "IndexedDataset",
     "Manifest",
     "ShardInfo",

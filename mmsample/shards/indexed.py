@@ -150,3 +150,18 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     def close(self) -> None:
         """Close the shard files this process opened (they reopen on the next read)."""
         self.table.close()
+
+
+class IdSubset(Dataset[dict[str, Any]]):
+    """A map-style view of an `IndexedDataset` over `ids`: item k decodes sample `ids[k]` with
+    every modality it has (item 0's random draws, at the reader's epoch). For passes that visit
+    given ids in order (scoring, evaluation, a pool pass); KeyError for an id in no shard."""
+
+    def __init__(self, reader: IndexedDataset, ids: np.ndarray) -> None:
+        self.reader, self.ids = reader, np.asarray(ids, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        return self.reader.get(int(self.ids[k]))

@@ -14,6 +14,7 @@ restored from it in a fresh process continues the same batches (same ids, masks 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ class BalancedLoader(StatefulDataLoader):
     dataset: BalancedDataset
 
     def __init__(self, dataset: BalancedDataset, control: EpochControl, **kwargs: Any) -> None:
-        super().__init__(dataset, batch_size=None, **kwargs)
+        with warnings.catch_warnings():  # torchdata's own deprecation notice, not the user's
+            warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
+            super().__init__(dataset, batch_size=None, **kwargs)
         self.control = control
 
     @property

@@ -385,3 +385,13 @@ def test_dus_rejects_bad_settings(kwargs: dict, name: str) -> None:
 def test_methods_refuse_a_non_ledger() -> None:
     with pytest.raises(ValueError, match="'ledger' parameter of SMV"):
         SMV(object())  # type: ignore[arg-type]
+
+
+def test_bss_ids_observed_without_fused_logits_are_never_scored() -> None:
+    n = 6
+    led = Ledger(n, 2, K)
+    z = torch.zeros(n, K)
+    led.observe(torch.arange(4), torch.zeros(4, dtype=torch.long), [z[:4], z[:4]], z[:4])
+    led.observe(torch.tensor([4, 5]), torch.zeros(2, dtype=torch.long), [z[:2], z[:2]])
+    with pytest.raises(ValueError, match=r"2 of the 6 ids were never scored.*\[4, 5\]"):
+        BSS(led).plan(0)

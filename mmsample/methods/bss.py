@@ -113,16 +113,18 @@ class BSS(Method):
 
         An id observed only without some modality (unpaired data: it has no similarity or fused
         loss) scores as the least balanced (paper: -inf, reference: +inf), so it comes last.
-        Raises ValueError naming ids never observed at all (run the scoring pass)."""
+        Raises ValueError naming the other ids without a similarity and fused loss (never
+        scored: run the scoring pass)."""
         snap = self.ledger.snapshot() if snapshot is None else snapshot
         ids = torch.from_numpy(self._ids)
         paired = (snap["paired_seen"] & snap["fused_seen"])[ids]
-        seen = snap["seen"][ids]
-        if not bool(seen.all()):
-            missing = ids[~seen]
+        lacking = snap["seen"][ids] & ~snap["modality_seen"][ids].all(1)  # unpaired samples
+        scored = paired | lacking
+        if not bool(scored.all()):
+            missing = ids[~scored]
             raise ValueError(
-                f"BSS: {len(missing)} of the {len(ids)} ids were never scored (the ledger has "
-                f"no statistics for them), e.g. ids {missing[:SHOWN].tolist()}. Run the scoring "
+                f"BSS: {len(missing)} of the {len(ids)} ids were never scored (no similarity or "
+                f"fused loss in the ledger), e.g. ids {missing[:SHOWN].tolist()}. Run the scoring "
                 f"pass first (balanced_loader(..., scorer=mmsample.scoring.Scorer(model, reader, "
                 f"ledger)) or mmsample.scoring.score), or train with the plain loader first."
             )

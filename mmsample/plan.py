@@ -134,16 +134,6 @@ class ArrayPlan:
                 )
             self._order = o
 
-    @classmethod
-    def from_items(cls, items: Mapping[int, Sequence[int]], num_ids: int) -> ArrayPlan:
-        """The plan of an explicit `{id: (mask, ...)}` mapping over ids `0..num_ids-1` (ids not
-        in the mapping yield nothing)."""
-        counts = np.zeros(num_ids, dtype=np.int64)
-        for i, masks in items.items():
-            counts[int(i)] = len(masks)
-        flat = [int(mk) for i in sorted(items) for mk in items[i]]
-        return cls(counts, np.asarray(flat, dtype=np.int64))
-
     @property
     def num_ids(self) -> int:
         """Length of the id range the plan covers (ids at or beyond it yield nothing)."""

@@ -36,7 +36,6 @@ from .layout import (
     dus_row_masks,
     item_masks,
     item_sequence,
-    rank_slice,
     worker_batches,
 )
 from .shared import SharedPlan
@@ -88,7 +87,8 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         self._yielded = 0
         self._resume: tuple[int, int] | None = None
         self._consumer = (0, 1)
-        self._sequence: tuple[int, int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+        # (epoch, (ids, item indices, masks)) of the epoch's item sequence (indexed mode)
+        self._sequence: tuple[int, tuple[np.ndarray, ...]] | None = None
 
     # ---- main process ---------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> bool:
@@ -130,10 +130,8 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
     def _streamed(
         self, epoch: int, plan: ArrayPlan, rows: int, sizes: list[int] | None, start: int
     ) -> Iterator[MultimodalBatch]:
-        reader = self.reader
+        reader = self._serve(epoch, plan, rows, sizes)
         worker, workers = self._consumer
-        reader.granule = rows if sizes is not None else 1
-        reader.use_plan(epoch, plan)
         reader._consumer = (worker, workers)
         position_mask = None
         if sizes is not None:
@@ -165,8 +163,8 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         """(ids, item indices, masks) of the epoch's full item sequence (indexed mode)."""
         if self._sequence is None or self._sequence[0] != epoch:
             seq, k = item_sequence(plan, self.ids, self.seed, epoch, self.shuffle)
-            self._sequence = (epoch, 0, (seq, k, item_masks(plan, seq, k)))
-        return self._sequence[2]
+            self._sequence = (epoch, (seq, k, item_masks(plan, seq, k)))
+        return self._sequence[1]
 
     def _indexed(
         self, epoch: int, plan: ArrayPlan, rows: int, sizes: list[int] | None, start: int
@@ -174,11 +172,12 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         assert self.fetch is not None
         seq, k, masks = self.epoch_sequence(epoch, plan)
         total = len(seq)
-        lo, hi = rank_slice(total, self.rank, self.world_size, rows if sizes is not None else 1)
+        granule = rows if sizes is not None else 1
+        lo, hi = consumer_range(total, self.rank, self.world_size, 0, 1, True, granule)
         if total == 0:
             return
         worker, workers = self._consumer
-        mine = worker_batches(self._count(hi - lo, rows), worker, workers, contiguous=False)
+        mine = worker_batches(self._count(hi - lo, rows), worker, workers)
         for b in mine[start:].tolist():
             pos = np.arange(lo + b * rows, min(lo + (b + 1) * rows, hi)) % total
             if sizes is not None:
@@ -239,12 +238,9 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         granule = rows if self.shared.sizes() is not None else 1
         if self.mode == "indexed":
             total = len(self.epoch_sequence(epoch, plan)[0])
-            lo, hi = rank_slice(total, self.rank, self.world_size, granule)
+            lo, hi = consumer_range(total, self.rank, self.world_size, 0, 1, True, granule)
             return self._count(hi - lo, rows) if total else 0
-        reader = self.reader
-        reader.granule = granule
-        reader.use_plan(epoch, plan)
-        total = reader._layout()[2]
+        total = self._serve(epoch, plan, rows, self.shared.sizes())._layout()[2]
         count = 0
         for w in range(max(1, workers)):
             lo, hi = consumer_range(
@@ -252,6 +248,13 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
             )
             count += self._count(hi - lo, rows)
         return count
+
+    def _serve(self, epoch: int, plan: ArrayPlan, rows: int, sizes: list[int] | None) -> Any:
+        """The streamed reader set to serve `plan` as `epoch`, its consumers' slices whole
+        batches under DUS."""
+        self.reader.granule = rows if sizes is not None else 1
+        self.reader.use_plan(epoch, plan)
+        return self.reader
 
     def _count(self, items: int, rows: int) -> int:
         """Batches of `rows` rows made of `items` items (the last one short unless drop_last)."""

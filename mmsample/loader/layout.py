@@ -1,12 +1,11 @@
 """How an epoch's plan becomes batches on every rank and worker: pure functions of integers.
 
-Place in the data flow: plan -> **layout** -> the loader's batches. The epoch's item sequence is
-cut into one contiguous slice per rank, each of the same length (the last ranks padded by
-wrapping around to the first items of the sequence, as DistributedSampler does), so every rank
-yields the same number of batches whatever a method drops or repeats; with DUS every slice is a
-whole number of batches. A rank's batches go to DataLoader workers round-robin (indexed mode, so
-the loader's output keeps the sequence) or in contiguous runs (streamed mode, so reads stay
-sequential).
+Place in the data flow: plan -> **layout** -> the loader's batches. Ranks take equal
+contiguous slices of the epoch's item sequence (`mmsample.shards.streamed.consumer_range`, the
+readers' own split: padded by wrapping around, whole batches with DUS), so every rank yields the
+same number of batches whatever a method drops or repeats. In indexed mode a rank's batches go to
+DataLoader workers round-robin, so the loader's output keeps the sequence; streamed mode gives
+each worker a contiguous run (the reader's split), so reads stay sequential.
 """
 
 from __future__ import annotations
@@ -21,25 +20,14 @@ from ..shards.decode import item_counts, mix_seed
 _TAG_SHUFFLE, _TAG_ROWS = 0x10AD, 0x2035
 
 
-def rank_slice(total: int, rank: int, world: int, granule: int = 1) -> tuple[int, int]:
-    """[lo, hi) of rank `rank` in an epoch of `total` items (positions taken mod total): every
-    rank gets `ceil(total / world)` items, rounded up to a multiple of `granule`."""
-    each = -(-total // world)
-    each = -(-each // granule) * granule
-    return rank * each, (rank + 1) * each
-
-
 def batch_count(items: int, batch: int) -> int:
     """Batches of at most `batch` rows holding `items` items."""
     return -(-items // batch)
 
 
-def worker_batches(batches: int, worker: int, workers: int, contiguous: bool) -> np.ndarray:
-    """The batch indices (of a rank's `batches`) that DataLoader worker `worker` yields, in
-    order: round-robin (`contiguous=False`, the DataLoader's output then keeps the batch order)
-    or a contiguous run of equal size +-1."""
-    if contiguous:
-        return np.arange(worker * batches // workers, (worker + 1) * batches // workers)
+def worker_batches(batches: int, worker: int, workers: int) -> np.ndarray:
+    """The batch indices (of a rank's `batches`) that DataLoader worker `worker` yields:
+    round-robin, so the DataLoader's in-order output keeps the batch order."""
     return np.arange(worker, batches, workers)
 
 

@@ -1,7 +1,8 @@
 """The per-sample Ledger: what the training pass saw of each sample, keyed by global sample id.
 
 Place in the data flow: after the forward pass the training step calls
-`ledger.observe(ids, labels, unimodal_logits, fused_logits)`; balancing methods read
+`ledger.observe(ids, labels, unimodal_logits, fused_logits, values=v, present=p)`; balancing
+methods read
 `ledger.snapshot()` at the next epoch (DUS: the next step) to make their plan; DataLoader workers
 read the same table through shared memory; `sync()` merges the tables of all ranks.
 

@@ -49,7 +49,7 @@ class EpochControl:
             counts = np.zeros(self.num_ids, dtype=np.int64)
             counts[self.ids] = 1
             plan = ArrayPlan(counts, np.full(len(self.ids), self.full, dtype=np.int64))
-            self._log(epoch, {"method": "none", "items": float(len(self.ids))})
+            self._log(epoch, lambda: {"method": "none", "items": float(len(self.ids))})
             return plan, self.batch_size, None
         ledger = method.ledger
         ledger.sync()
@@ -67,9 +67,10 @@ class EpochControl:
             by_name = method.batch_sizes(epoch)
             sizes = [int(by_name[n]) for n in self.names]
             rows = max(sizes)
-        self._log(epoch, {"method": type(method).__name__, **method.stats(epoch)})
+        self._log(epoch, lambda: {"method": type(method).__name__, **method.stats(epoch)})
         return plan, rows, sizes
 
-    def _log(self, epoch: int, record: dict[str, Any]) -> None:
+    def _log(self, epoch: int, record: Callable[[], dict[str, Any]]) -> None:
+        """Write the epoch's record (computed only when a log is written: rank 0 with a path)."""
         if self.log is not None and self.rank == 0:
-            self.log.write(epoch, record)
+            self.log.write(epoch, record())

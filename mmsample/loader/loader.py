@@ -137,8 +137,7 @@ class IndexedFetch:
     def __call__(
         self, sample_id: int, mask: int, item: int, epoch: int, fallback: int | None = None
     ) -> dict[str, Any]:
-        self.reader.epoch = epoch  # the per-item random draws follow the loader's epoch
-        return self.reader.get(sample_id, mask, item, fallback)
+        return self.reader.get(sample_id, mask, item, fallback, epoch)
 
 
 def check_method(

@@ -109,8 +109,16 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         j = int(self._item_index[i])
         return sample_id, int(self.plan.items(sample_id)[j]), j
 
-    def _decode(self, row: int, mask: int, j: int, fallback: int | None = None) -> dict[str, Any]:
-        return self.decoder(self.table.read(row), mask, epoch=self.epoch, item=j, fallback=fallback)
+    def _decode(
+        self,
+        row: int,
+        mask: int,
+        j: int,
+        fallback: int | None = None,
+        epoch: int | None = None,
+    ) -> dict[str, Any]:
+        epoch = self.epoch if epoch is None else epoch
+        return self.decoder(self.table.read(row), mask, epoch=epoch, item=j, fallback=fallback)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         self._follow_epoch()
@@ -133,11 +141,17 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         return run
 
     def get(
-        self, sample_id: int, mask: int | None = None, item: int = 0, fallback: int | None = None
+        self,
+        sample_id: int,
+        mask: int | None = None,
+        item: int = 0,
+        fallback: int | None = None,
+        epoch: int | None = None,
     ) -> dict[str, Any]:
         """Decode the sample with global id `sample_id` (all its modalities unless `mask`);
-        `item` selects the per-item random draws (as item `item` of that id in a plan);
-        `fallback` is the mask used when `mask` leaves none of the sample's modalities."""
+        `item` and `epoch` (default: the reader's) select the per-item random draws (as item
+        `item` of that id in that epoch's plan); `fallback` is the mask used when `mask` leaves
+        none of the sample's modalities."""
         pos = int(np.searchsorted(self._sorted_ids, sample_id))
         if pos == len(self._sorted_ids) or self._sorted_ids[pos] != sample_id:
             where = f" of split {self.table.split!r}" if self.table.split is not None else ""
@@ -145,7 +159,7 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
                 f"IndexedDataset: sample id {sample_id} is in no shard{where} of this dataset"
             )
         full = self.decoder.full if mask is None else int(mask)
-        return self._decode(int(self._sorted_rows[pos]), full, item, fallback)
+        return self._decode(int(self._sorted_rows[pos]), full, item, fallback, epoch)
 
     def close(self) -> None:
         """Close the shard files this process opened (they reopen on the next read)."""

@@ -252,3 +252,28 @@ def test_random_is_seeded_and_bad_arguments_are_named() -> None:
     assert len(BADGE().select(mixed, 5)) == 5
     with pytest.raises(ValueError, match="'chunk' parameter of CoreSet"):
         CoreSet(chunk=0)
+
+
+@pytest.mark.parametrize("cls", [BADGE, BMMAL])
+def test_screen_changes_no_pick_and_reports_its_work(cls: type[BADGE]) -> None:
+    """The exact screening of k-means++ updates (default on CPU) picks what the unscreened path
+    picks, labeled ids excluded; `stats` counts what it skipped; bad `screen` values are named."""
+    shares = torch.rand(900, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    pool = class_pool(3, shares / shares.sum(1, keepdim=True), k=30, d=24)
+    labeled = pool.ids[::9]
+    screened = cls()
+    got = screened.select(pool, 150, labeled=labeled, generator=torch.Generator().manual_seed(1))
+    plain = cls(screen=False)
+    ref = plain.select(pool, 150, labeled=labeled, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(got, ref)
+    assert screened.stats["screened_picks"] + screened.stats["full_passes"] == 149
+    assert screened.stats["screened_picks"] > 0
+    assert plain.stats == {
+        "screened_picks": 0,
+        "full_passes": 149,
+        "recomputed_rows": 0,
+        "screen_misses": 0,
+    }
+    assert repr(plain) == f"{cls.__name__}(screen=False)" and repr(screened) == f"{cls.__name__}()"
+    with pytest.raises(ValueError, match=f"'screen' parameter of {cls.__name__}"):
+        cls(screen="on")  # type: ignore[arg-type]

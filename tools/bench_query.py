@@ -6,17 +6,20 @@ Prints, in one run:
    linear fusion head on the concatenated features scaled so that the mean max probability is
    ~0.5 (VGGSound-scale pool models have top-1 about 0.5), and its softmax on all 4 modality
    subsets. The Pool's bytes.
-2. BMMAL selection of `--budget` (default 5,000) picks, exact and with `split = 8`: seconds,
-   the setup (contributions, weights, factors, first pick: a selection of 1 pick per part),
-   seconds per further pick against the memory-bandwidth bound per pick (the bytes of the factors a
-   [N, K] and z [N, 2D] over the bandwidth of a plain streaming read `a.sum() + z.sum()`
-   measured in this run, as tools/bench_signals.py does), peak memory (VmHWM over the RSS before
-   the pool was built) against the Pool's tensors, and the overlap of the two selections.
+2. BMMAL selection of `--budget` (default 5,000) picks: exact (k-means++ over the whole pool,
+   screened: the default on CPU), exact unscreened (`BMMAL(screen=False)`; whether its picks equal
+   the screened ones, in order), and `split = 8`. For each: seconds, the setup (contributions,
+   weights, factors, first pick: a selection of 1 pick per part), seconds per further pick against
+   the memory-bandwidth bound per pick (the bytes of the float32 factors a [N, K] and z [N, 2D]
+   over the bandwidth of a plain streaming read `a.sum() + z.sum()` measured in this run, as
+   tools/bench_signals.py does), peak memory (VmHWM over the RSS before the pool was built)
+   against the Pool's tensors; for the screened run the rows recomputed per pick and the bytes
+   read per pick; the overlap of the exact and split selections.
 3. The pool pass (`mmsample.active.pool_pass`) per 1,000 samples for a small model on real tiny
    shards (wav spectrogram + npy features, linear head), decoding included.
 
 Run: `python tools/bench_query.py [--n 180000] [--budget 5000] [--split 8] [--device cpu]
-[--pass-samples 400] [--bound-picks 200 [--only-bound]]`. Peak memory is measured on CPU runs
+[--pass-samples 400] [--no-unscreened] [--bound-picks 200 [--only-bound]]`. Peak memory is measured on CPU runs
 only. `--bound-picks P` adds the share of per-pick distance updates that the norm bound
 `(|g_i| - |g_c|)^2 >= nearest_i` would skip over P exact picks (measured, not used).
 """
@@ -101,7 +104,7 @@ def bandwidth_bound(pool: Pool, device: torch.device) -> tuple[float, float, int
 
 
 def timed_select(
-    pool: Pool, budget: int, split: int, device: torch.device, base_rss: int
+    strategy: BMMAL, pool: Pool, budget: int, split: int, device: torch.device, base_rss: int
 ) -> tuple[torch.Tensor, float, int]:
     """(ids, seconds, peak bytes over base_rss) of one BMMAL selection."""
     reset = device.type == "cpu" and reset_peak_rss()
@@ -109,7 +112,7 @@ def timed_select(
         torch.cuda.reset_peak_memory_stats(device)
     gen = torch.Generator(device=device).manual_seed(0)
     t0 = time.perf_counter()
-    ids = select_split(BMMAL(), pool, budget, split, generator=gen)
+    ids = select_split(strategy, pool, budget, split, generator=gen)
     sync(device)
     seconds = time.perf_counter() - t0
     if device.type == "cuda":
@@ -184,6 +187,12 @@ def main() -> None:
         help="replay this many picks to measure the norm bound's skip share (0: skip this section)",
     )
     parser.add_argument("--only-bound", action="store_true", help="only the bound section")
+    parser.add_argument(
+        "--no-unscreened",
+        dest="unscreened",
+        action="store_false",
+        help="skip the unscreened exact selection (and the identity check)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     print(
@@ -223,12 +232,15 @@ def main() -> None:
         ["bandwidth bound per pick", f"{bound * 1e3:.1f} ms"],
     ]
     base = rss_bytes()[0] - pool.nbytes if device.type == "cpu" else 0
+    runs = [("exact", BMMAL(), 1)]
+    if args.unscreened:
+        runs.append(("exact unscreened", BMMAL(screen=False), 1))
+    runs.append((f"split={args.split}", BMMAL(), args.split))
     results = {}
-    for split in (1, args.split):
-        _, setup, _ = timed_select(pool, split, split, device, base)  # weights, factors, 1st
-        ids, seconds, peak = timed_select(pool, args.budget, split, device, base)
-        results[split] = ids
-        label = "exact" if split == 1 else f"split={split}"
+    for label, strategy, split in runs:
+        _, setup, _ = timed_select(strategy, pool, split, split, device, base)  # setup only
+        ids, seconds, peak = timed_select(strategy, pool, args.budget, split, device, base)
+        results[label] = ids
         per_pick = (seconds - setup) / max(args.budget - split, 1)
         # a split part reads 1/split of the factors per pick
         part_bound = bound / split
@@ -240,6 +252,27 @@ def main() -> None:
                 f"{per_pick / part_bound:.2f}x (target <= 1.5x)",
             ],
         ]
+        stats = strategy.stats
+        if label == "exact" and stats.get("screened_picks"):
+            screened = stats["screened_picks"]
+            per = stats["recomputed_rows"] / screened
+            n_rows, k = pool.probs.shape
+            width = k + sum(f.shape[1] for f in pool.features)
+            read = n_rows * min(k, width - k) * 2 + per * width * 4
+            rows += [
+                [
+                    f"{label}: screened picks / unscreened passes",
+                    f"{screened:,} / {stats['full_passes']:,}",
+                ],
+                [
+                    f"{label}: rows recomputed per screened pick",
+                    f"{per:,.0f} of {n_rows:,} ({per / n_rows:.2%})",
+                ],
+                [
+                    f"{label}: bytes read per screened pick",
+                    f"{read / 1e9:.3f} GB ({read / nbytes:.1%} of the factors)",
+                ],
+            ]
         if peak >= 0:
             rows.append(
                 [
@@ -248,7 +281,20 @@ def main() -> None:
                     f"{peak / pool.nbytes:.2f}x (target < 2x)",
                 ]
             )
-    same = len(set(results[1].tolist()) & set(results[args.split].tolist()))
+    if "exact unscreened" in results:
+        exact, plain = results["exact"], results["exact unscreened"]
+        first = torch.nonzero(exact != plain).flatten()
+        rows.append(
+            [
+                "screened vs unscreened picks",
+                "identical, in order"
+                if len(first) == 0
+                else f"differ from pick {int(first[0])}; shared ids "
+                f"{len(set(exact.tolist()) & set(plain.tolist())):,}",
+            ]
+        )
+    split_ids = results[f"split={args.split}"]
+    same = len(set(results["exact"].tolist()) & set(split_ids.tolist()))
     rows.append(
         ["overlap exact vs split", f"{same:,} of {args.budget:,} ({same / args.budget:.1%})"]
     )

@@ -289,7 +289,8 @@ def query(
     (`split=1`) or over `split` parts (`select_split`). Randomness: a generator on `device`
     seeded with `seed`. BALD runs `mc_passes` (default 5) MC-dropout passes of the head.
     Memory: the Pool, `4 * (sum D_j + K * (2**M + 1)) + 8` bytes per pool sample, plus the
-    selection's factors. Raises ValueError naming the argument (unknown strategy, budget over
+    selection's factors (`4 * (K + sum D_j)` bytes per unlabeled sample) and, for BADGE / BMMAL
+    on CPU, the k-means++ screen's `2 * min(K, sum D_j)`. Raises ValueError naming the argument (unknown strategy, budget over
     the unlabeled count, split < 1, ...).
     """
     chosen = make_strategy(strategy, "query")

@@ -205,9 +205,24 @@ class CoreSet(Strategy):
 
 class BADGE(Strategy):
     """k-means++ seeding over the gradient embeddings `(p - onehot(y_hat)) (x) [f_0, ...]` of
-    the unlabeled samples (Ash et al.), rank-one: memory `[U, K] + [U, sum D]`."""
+    the unlabeled samples (Ash et al.), rank-one: memory `[U, K] + [U, sum D]`, plus on CPU the
+    screen's float16 unit rows `[U, min(K, sum D)]`.
+
+    `screen`: `kmeans_pp`'s exact screening of distance updates (None: on for CPU pools; the
+    picks are the same either way, `mmsample.signals.screen`). After each selection `stats` holds
+    `kmeans_pp`'s counts (`screened_picks`, `full_passes`, `recomputed_rows`).
+    """
 
     name = "badge"
+
+    def __init__(self, screen: bool | None = None) -> None:
+        if screen is not None and not isinstance(screen, bool):
+            raise ValueError(
+                f"The 'screen' parameter of {type(self).__name__} must be a bool or None; "
+                f"got {screen!r}."
+            )
+        self.screen = screen
+        self.stats: dict[str, int] = {}
 
     def weights(self, pool: Pool, rows: Tensor) -> Tensor | None:
         """Per-modality feature weights `[U, M]` (None: all 1)."""
@@ -222,7 +237,12 @@ class BADGE(Strategy):
         a, z = gradient_embedding_factors(probs, feats, None if w is None else w.to(probs.dtype))
         del probs, feats
         gen = generator if generator is None or generator.device.type == a.device.type else None
-        return kmeans_pp(a, z, budget, generator=gen)
+        self.stats = {}
+        return kmeans_pp(a, z, budget, generator=gen, screen=self.screen, stats=self.stats)
+
+    def __repr__(self) -> str:
+        args = "" if self.screen is None else f"screen={self.screen}"
+        return f"{type(self).__name__}({args})"
 
 
 class BMMAL(BADGE):

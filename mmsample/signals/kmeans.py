@@ -5,6 +5,10 @@ embeddings `g_i = a_i (x) z_i` (`gradient_embedding_factors`). At VGGSound scale
 `[N, K*D]` matrix needs over 200 GB; because every g is an outer product,
 `||a (x) b - c (x) d||^2 = |a|^2 |b|^2 + |c|^2 |d|^2 - 2 (a.c)(b.d)`, so each pick costs two
 mat-vecs (`a @ a_c`, `z @ z_c`): one read of the factors, the memory-bandwidth bound.
+
+On CPU, `kmeans_pp` by default screens each pick first (`mmsample.signals.screen`): one read of
+the narrower factor's unit rows in float16 proves which points the new seed cannot bring nearer,
+and only the rest are recomputed from the float32 factors. The picks are the unscreened path's.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ import torch
 from torch import Tensor
 
 from .checks import describe
+from .screen import RankOneScreen
 
 __all__ = ["kmeans_pp", "rank_one_sq_distances"]
 
 SPLIT_ROWS = 1 << 16  # CPU mat-vecs over at least this many rows are split across threads
+RECOMPUTE_ROWS = 8192  # screened rows recomputed per block (bounded temporaries)
+FULL_PASS_SHARE = 4  # more than 1/4 of the rows left by the screen: one unscreened pass instead
+MAX_BACKOFF = 32  # after such picks the screen rests for up to this many picks (doubling)
 
 
 @contextlib.contextmanager
@@ -127,16 +135,59 @@ def rank_one_sq_distances(a: Tensor, z: Tensor, center: int | Tensor) -> Tensor:
         return _distances_to(a, z, self_sq, c, pool)
 
 
-def kmeans_pp(a: Tensor, z: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+def _update_rows(
+    a: Tensor, z: Tensor, self_sq: Tensor, center: Tensor, rows: Tensor, nearest: Tensor
+) -> None:
+    """`nearest[rows] = min(nearest[rows], ||g_rows - g_center||^2)`, the distances by the same
+    formula as `_distances_to`, over blocks of RECOMPUTE_ROWS gathered rows."""
+    a_c = a.index_select(0, center).squeeze(0)
+    z_c = z.index_select(0, center).squeeze(0)
+    n_c = self_sq.index_select(0, center)
+    for lo in range(0, len(rows), RECOMPUTE_ROWS):
+        part = rows[lo : lo + RECOMPUTE_ROWS]
+        dist = torch.addcmul(
+            self_sq.index_select(0, part),
+            torch.mv(a.index_select(0, part), a_c),
+            torch.mv(z.index_select(0, part), z_c),
+            value=-2.0,
+        )
+        dist.add_(n_c).clamp_(min=0.0)
+        nearest.index_copy_(0, part, torch.minimum(nearest.index_select(0, part), dist))
+
+
+def kmeans_pp(
+    a: Tensor,
+    z: Tensor,
+    n: int,
+    generator: torch.Generator | None = None,
+    *,
+    screen: bool | None = None,
+    stats: dict[str, int] | None = None,
+) -> Tensor:
     """Indices (long `[n]`, on a's device) of n k-means++ seeds over `g_i = a_i (x) z_i`.
 
     First pick: the largest `||g_i|| = ||a_i|| ||z_i||` (ties: lowest index). Then each pick draws
     i with probability D_i^2 / sum D^2, D_i the distance to the nearest chosen seed, never a chosen
     index twice. When every unchosen point has D = 0 (n exceeds the number of distinct points) the
     pick is uniform over the unchosen. Draws use `generator` (on a's device) or the global RNG.
-    Per pick: two mat-vecs (rows split over CPU threads) and a few passes over `[N]` vectors;
-    no `[N, K*D]`, no host sync. The helper threads are joined before it returns: no thread it
-    started outlives the call.
+
+    Unscreened, a pick costs two mat-vecs over the factors (rows split over CPU threads) and a
+    few passes over `[N]` vectors; no `[N, K*D]`, no host sync. `screen` (default: on for CPU
+    factors) first reads the narrower factor's unit rows (float16 on CPU, 2 bytes x min(K, D) per
+    point, built once) and recomputes only the points that a proven bound
+    (`mmsample.signals.screen`) cannot rule out; when over a quarter of the points remain, that
+    pick runs unscreened and the screen rests for 1, 2, 4, ... (at most MAX_BACKOFF) picks, so a
+    pool it cannot help pays for it on few picks. Skipped points provably keep their nearest
+    distance, so the picks are the unscreened path's (the recomputed rows' dot products may
+    differ from the whole-matrix ones in the last bit, as any change of BLAS blocking may). One
+    host sync per screened pick.
+    `stats`, when given, receives `screened_picks`, `full_passes` (unscreened picks),
+    `recomputed_rows` (over the screened picks) and `screen_misses` (screens that left too many).
+
+    The helper threads are joined before it returns: no thread it started outlives the call.
+    Raises ValueError for factors that are not floating `[N, *]` tensors of one dtype and device,
+    non-finite embedding norms (the rows named), n outside [0, N], or a generator on another
+    device; TypeError for a non-int n.
     """
     _check_factors(a, z, "kmeans_pp")
     if isinstance(n, bool) or not isinstance(n, int):
@@ -152,8 +203,14 @@ def kmeans_pp(a: Tensor, z: Tensor, n: int, generator: torch.Generator | None = 
             f"The 'generator' of kmeans_pp must be on the factors' device ({a.device}); "
             f"got a generator on {generator.device}."
         )
+    if screen is not None and not isinstance(screen, bool):
+        raise TypeError(
+            f"The 'screen' parameter of kmeans_pp must be a bool or None; got {screen!r}."
+        )
+    counts = {"screened_picks": 0, "full_passes": 0, "recomputed_rows": 0, "screen_misses": 0}
     picks = torch.empty(n, dtype=torch.long, device=a.device)
     if n == 0:
+        _report(stats, counts)
         return picks
     self_sq = _sq_norms(a) * _sq_norms(z)
     if not bool(torch.isfinite(self_sq).all()):  # the one host sync: bad rows name themselves
@@ -162,17 +219,42 @@ def kmeans_pp(a: Tensor, z: Tensor, n: int, generator: torch.Generator | None = 
             f"The 'a' and 'z' arguments of kmeans_pp must be finite; rows {bad} have a NaN or "
             "infinite embedding norm (check the logits and features of those samples)."
         )
+    use_screen = (a.device.type == "cpu") if screen is None else screen
+    screener = RankOneScreen(a, z, self_sq) if use_screen and n > 2 else None
     center = self_sq.argmax().reshape(1)
     picks[0:1] = center
     # 1 for unchosen, 0 for chosen: the fallback law when every unchosen point has D = 0
     unchosen = torch.ones(num, dtype=a.dtype, device=a.device)
     nearest = torch.full((num,), float("inf"), dtype=a.dtype, device=a.device)
+    retry_at, backoff = 0, 0  # the screen is skipped before pick retry_at after failing
     with row_split_pool(a) as pool:  # helper threads live for this call only
         for k in range(1, n):
             unchosen.index_fill_(0, center, 0.0)
-            torch.minimum(nearest, _distances_to(a, z, self_sq, center, pool), out=nearest)
+            rows = None
+            # the first seed's distances are all needed: nearest is inf everywhere
+            if screener is not None and k > 1 and k >= retry_at:
+                rows = screener.survivors(int(center), nearest)
+                if len(rows) * FULL_PASS_SHARE > num:  # no gain: retry after 1, 2, 4, ... picks
+                    counts["screen_misses"] += 1
+                    backoff = min(2 * backoff or 1, MAX_BACKOFF)
+                    retry_at, rows = k + 1 + backoff, None
+                else:
+                    backoff = 0
+            if rows is None:
+                counts["full_passes"] += 1
+                torch.minimum(nearest, _distances_to(a, z, self_sq, center, pool), out=nearest)
+            else:
+                counts["screened_picks"] += 1
+                counts["recomputed_rows"] += len(rows)
+                _update_rows(a, z, self_sq, center, rows, nearest)
             nearest.index_fill_(0, center, 0.0)  # chosen stay at 0: distances are >= 0
             weight = torch.where(nearest.sum() > 0, nearest, unchosen)  # no host sync
             center = _draw(weight, generator)
             picks[k : k + 1] = center
+    _report(stats, counts)
     return picks
+
+
+def _report(stats: dict[str, int] | None, counts: dict[str, int]) -> None:
+    if stats is not None:
+        stats.update(counts)

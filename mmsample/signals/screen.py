@@ -1,0 +1,121 @@
+"""Exact screening of k-means++ distance updates over rank-one gradient embeddings.
+
+`kmeans_pp` (BADGE, BMMAL) lowers every point's nearest squared distance `nearest_i` to
+`||g_i - g_c||^2` at each new seed c. For rank-one `g = a (x) z` with `s = ||g|| = |a| |z|`:
+
+    ||g_i - g_c||^2 = n_i + n_c - 2 s_i s_c cos(a_i, a_c) cos(z_i, z_c),   n = s^2,
+
+and a cosine is at most 1 in magnitude, so one factor's cosine alone bounds the distance from
+below: `||g_i - g_c||^2 >= n_i + n_c - 2 s_i s_c |cos(f_i, f_c)|` for f = a or z. A point whose
+bound is not below `nearest_i` keeps `nearest_i`. When the pool model predicts one of many classes,
+`a = p - onehot(argmax p)` of two samples with different predicted classes are nearly orthogonal,
+so a new seed leaves almost every point's nearest distance unchanged, and the bound proves it.
+
+`RankOneScreen` keeps the narrower factor's unit rows (f = a `[N, K]` when K <= sum D), in
+float16 on CPU (half of float32's bytes; PyTorch's CPU float16 mat-vec accumulates in float32), and
+per pick reads them once (one mat-vec) and returns the rows it cannot rule out. `kmeans_pp`
+recomputes those rows' distances from the float32 factors, exactly as the unscreened path does.
+
+The bound is lowered by a margin that covers every rounding on both sides, so no skipped row's
+distance *as the unscreened path computes it* is below `nearest_i` (u: the factors' unit roundoff,
+`gamma_n = n u / (1 - n u)`; h: the stored rows' unit roundoff; e: the largest measured distance of
+a stored unit row from the exact unit row, quantisation and normalisation error included):
+
+- stored cosine vs exact: `E = 2e + e^2 + gamma_F (1 + e)^2 + h (1 + e)^2 (1 + gamma_F) + t`
+  (`gamma_F` of the accumulation precision over F = the factor's width, `t` the stored type's
+  smallest subnormal: output rounding in the subnormal range);
+- the unscreened path's own error: its cross term is off by at most `s_i s_c beta`,
+  `beta = gamma_K + gamma_D + gamma_K gamma_D + 2u`, its norms n by `theta = 2(gamma_K + gamma_D) +
+  8u` relatively, and its additions and this bound's evaluation by under `32u (n_i + n_c)`.
+
+A row survives when `(1 - 32u)(n_i + n_c) - 2 kappa s_i s_c (|cos16| + 2(E + beta + 3u(1 + beta)))
+< nearest_i`, `kappa = (1 + theta)^2 (1 + u)^2 (1 + 32u)` (the factor 2 on the margin is slack
+for this derivation's own lower-order terms). On the benchmark's VGGSound-scale pool (N = 180,000,
+K = 309, mean max probability 0.5) about 0.4% of rows survive a pick once the first hundred seeds
+are chosen (README, `tools/bench_query.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["RankOneScreen"]
+
+CHUNK_ROWS = 8192  # rows normalised per block when the unit rows are built (bounded temporaries)
+
+
+def _gamma(n: int, u: float) -> float:
+    """Higham's gamma_n = n u / (1 - n u): the relative error bound of an n-term dot product."""
+    return n * u / (1.0 - n * u)
+
+
+def _cpu_reduces_fp16_in_fp16() -> bool:
+    """True when PyTorch was told to let CPU float16 reductions run in float16 (the default is
+    float32 arithmetic, which the margin assumes); a private switch, read defensively."""
+    getter = getattr(torch._C, "_get_cpu_allow_fp16_reduced_precision_reduction", None)
+    return bool(getter()) if getter is not None else False
+
+
+def storage_dtype(factor: Tensor) -> torch.dtype:
+    """The dtype the screen stores unit rows in: float16 for float32 / float64 factors on CPU
+    (float32 accumulation there), else the factor's own dtype (on CUDA cuBLAS may reduce float16 in
+    float16, so the bytes are not halved there)."""
+    if (
+        factor.device.type == "cpu"
+        and factor.dtype in (torch.float32, torch.float64)
+        and not _cpu_reduces_fp16_in_fp16()
+    ):
+        return torch.float16
+    return factor.dtype
+
+
+class RankOneScreen:
+    """Which rows' nearest distance a new k-means++ seed can lower (module docstring).
+
+    Built once per selection from the factors `a [N, K]`, `z [N, D]` and their squared embedding
+    norms `self_sq [N]` (as `kmeans_pp` computes them). Memory: the narrower factor's unit rows in
+    the storage dtype (float16 on CPU: 2 bytes x min(K, D) per point) and two `[N]` vectors.
+    """
+
+    def __init__(self, a: Tensor, z: Tensor, self_sq: Tensor) -> None:
+        factor = a if a.shape[1] <= z.shape[1] else z
+        num, width = factor.shape
+        store = storage_dtype(factor)
+        self.unit = torch.empty((num, width), dtype=store, device=factor.device)
+        worst = 0.0
+        for lo in range(0, num, CHUNK_ROWS):
+            rows = factor[lo : lo + CHUNK_ROWS]
+            norm = torch.linalg.vector_norm(rows, dim=1, keepdim=True)
+            exact = rows / torch.where(norm > 0, norm, torch.ones_like(norm))
+            stored = self.unit[lo : lo + CHUNK_ROWS]
+            stored.copy_(exact)
+            gap = torch.linalg.vector_norm(stored.to(exact.dtype) - exact, dim=1)
+            worst = max(worst, float(gap.max()))
+        u = torch.finfo(a.dtype).eps / 2
+        h = torch.finfo(store).eps / 2
+        # float16 rows are reduced in float32 on CPU; otherwise in the stored dtype
+        u_acc = torch.finfo(torch.float32).eps / 2 if store == torch.float16 else h
+        subnormal = float(torch.finfo(store).smallest_normal) * torch.finfo(store).eps
+        e = worst * (1 + 4 * u) + (width + 4) * u  # + the normalisation's own rounding
+        g_f = _gamma(width, u_acc)
+        cos_error = 2 * e + e * e + g_f * (1 + e) ** 2 + h * (1 + e) ** 2 * (1 + g_f) + subnormal
+        g_k, g_d = _gamma(a.shape[1], u), _gamma(z.shape[1], u)
+        beta = g_k + g_d + g_k * g_d + 2 * u
+        theta = 2 * (g_k + g_d) + 8 * u
+        self.margin = 2 * (cos_error + beta + 3 * u * (1 + beta))
+        self.kappa = (1 + theta) ** 2 * (1 + u) ** 2 * (1 + 32 * u)
+        self.shrink = 1 - 32 * u
+        self.n_low = self_sq * self.shrink
+        self.norm = self_sq.sqrt()
+        self.bytes_per_pick = self.unit.numel() * self.unit.element_size()
+
+    def survivors(self, center: int, nearest: Tensor) -> Tensor:
+        """Rows (long `[m]`, ascending) whose distance to seed `center` may be below `nearest`
+        `[N]`; every other row provably keeps its `nearest` value."""
+        cos = torch.mv(self.unit, self.unit[center])
+        slack = cos.abs().to(self.norm.dtype).add_(self.margin).mul_(self.norm)
+        s_c = float(self.norm[center])
+        bound = torch.add(self.n_low, slack, alpha=-2.0 * self.kappa * s_c)
+        bound.add_(float(self.n_low[center]))
+        return torch.nonzero(bound < nearest).flatten()

@@ -1,0 +1,172 @@
+"""The k-means++ screen: sound at the boundary, not vacuous, and the same picks as unscreened."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmsample.signals import gradient_embedding_factors, kmeans_pp, rank_one_sq_distances
+from mmsample.signals.screen import RankOneScreen
+
+
+def class_pool(
+    n: int, k: int, d: int, temperature: float, seed: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BADGE factors of a class-structured pool: features = class centre + noise, the fused
+    softmax of a linear head at `temperature` (small: confident; large: near uniform)."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(k, (n,), generator=g)
+    centres = torch.randn(k, d, generator=g)
+    feats = centres[y] + torch.randn(n, d, generator=g)
+    probs = torch.softmax(feats @ centres.T / (d * temperature), dim=1)
+    a, z = gradient_embedding_factors(probs.to(dtype), [feats.to(dtype)])
+    return a, z
+
+
+def pools() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    gauss = (torch.randn(3000, 12, generator=g), torch.randn(3000, 40, generator=g))
+    # norms over six orders of magnitude, and exact duplicates (distance 0 ties)
+    spread = (
+        torch.randn(2000, 9, generator=g) * torch.logspace(-3, 3, 2000)[:, None],
+        torch.randn(2000, 30, generator=g),
+    )
+    dup_a, dup_z = torch.randn(300, 8, generator=g), torch.randn(300, 20, generator=g)
+    dups = (dup_a.repeat(5, 1), dup_z.repeat(5, 1))
+    # rows with a = 0 (one-hot softmax): zero embeddings, unit rows left at 0
+    za, zz = class_pool(2000, 20, 32, 0.01, seed=3)
+    za[::7] = 0.0
+    # z narrower than a: the screen reads z
+    wide_a, narrow_z = torch.randn(2500, 64, generator=g), torch.randn(2500, 6, generator=g)
+    return {
+        "gaussian": gauss,
+        "norm-spread": spread,
+        "duplicates": dups,
+        "zero-rows": (za, zz),
+        "narrow-z": (wide_a, narrow_z),
+        # mean max probability ~0.4, ~0.998 and ~0.06
+        "classes-unsure": class_pool(4000, 50, 64, 0.25, seed=1),
+        "classes-sure": class_pool(4000, 50, 64, 0.05, seed=2),
+        "classes-uniform": class_pool(4000, 50, 64, 1.0, seed=6),
+        "classes-float64": class_pool(3000, 30, 48, 0.25, seed=4, dtype=torch.float64),
+    }
+
+
+POOLS = pools()
+
+
+@pytest.mark.parametrize("name", sorted(POOLS))
+def test_screened_picks_equal_unscreened(name: str) -> None:
+    a, z = POOLS[name]
+    picks = min(300, a.shape[0])
+    for seed in (0, 1):
+        stats: dict[str, int] = {}
+        got = kmeans_pp(a, z, picks, generator=torch.Generator().manual_seed(seed), stats=stats)
+        ref = kmeans_pp(a, z, picks, generator=torch.Generator().manual_seed(seed), screen=False)
+        assert torch.equal(got, ref), name
+        assert stats["screened_picks"] + stats["full_passes"] == picks - 1
+
+
+def test_screen_skips_most_rows_on_a_many_class_pool() -> None:
+    """Not vacuous: on a pool whose model predicts one of many classes, after the first seeds
+    almost every row is proven unaffected, and the unscreened path gives the same picks."""
+    a, z = class_pool(6000, 100, 64, 0.2, seed=5)  # mean max probability ~0.5
+    stats: dict[str, int] = {}
+    got = kmeans_pp(a, z, 400, generator=torch.Generator().manual_seed(0), stats=stats)
+    ref = kmeans_pp(a, z, 400, generator=torch.Generator().manual_seed(0), screen=False)
+    assert torch.equal(got, ref)
+    assert stats["screened_picks"] > 300
+    # rows recomputed per screened pick: a small share of the 6,000
+    assert stats["recomputed_rows"] / stats["screened_picks"] < 0.1 * 6000
+
+
+def sq_norms(a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """||a_i (x) z_i||^2 = |a_i|^2 |z_i|^2 `[N]`."""
+    return torch.linalg.vector_norm(a, dim=1).square() * torch.linalg.vector_norm(z, dim=1).square()
+
+
+def exact_distances(a: torch.Tensor, z: torch.Tensor, c: int) -> torch.Tensor:
+    """||g_i - g_c||^2 in float64 from the materialised embeddings (the reference)."""
+    g = torch.einsum("nk,nd->nkd", a.double(), z.double()).flatten(1)
+    return ((g - g[c]) ** 2).sum(1)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "norm-spread", "classes-unsure", "narrow-z"])
+def test_every_row_that_can_move_survives(name: str) -> None:
+    """Soundness at the boundary: with nearest_i set just above or below the distance the
+    unscreened path computes, every row whose computed distance is below nearest_i survives."""
+    a, z = POOLS[name]
+    a, z = a[:1500], z[:1500]
+    self_sq = sq_norms(a, z)
+    screen = RankOneScreen(a, z, self_sq)
+    g = torch.Generator().manual_seed(11)
+    for c in (0, 17, 733, 1499):
+        d_ref = rank_one_sq_distances(a, z, c)
+        # relative offsets of +-1e-6 .. +-0.5 around the computed distance, and exact equality
+        scale = torch.logspace(-6, -0.3, 1500)[torch.randperm(1500, generator=g)]
+        sign = torch.randint(0, 3, (1500,), generator=g).to(a.dtype) - 1.0
+        nearest = d_ref * (1 + sign * scale) + (sign > 0) * 1e-30
+        kept = torch.zeros(1500, dtype=torch.bool)
+        kept[screen.survivors(c, nearest)] = True
+        must_move = d_ref < nearest
+        assert must_move.any()
+        assert kept[must_move].all(), f"{name}: a row whose distance drops was skipped"
+
+
+def test_margin_is_under_one_percent_of_the_norms() -> None:
+    """Not vacuous: rows whose nearest distance lies `0.01 (n_i + n_c)` under the exact
+    one-factor bound `n_i + n_c - 2 s_i s_c |cos(a_i, a_c)|` (float64) are all skipped."""
+    a, z = POOLS["classes-unsure"]
+    self_sq = sq_norms(a, z)
+    screen = RankOneScreen(a, z, self_sq)
+    a64, z64 = a.double(), z.double()
+    n64 = sq_norms(a64, z64)
+    s = n64.sqrt()
+    unit = a64 / torch.linalg.vector_norm(a64, dim=1, keepdim=True)
+    for c in (3, 1000, 3999):
+        lower = n64 + n64[c] - 2 * s * s[c] * (unit @ unit[c]).abs()
+        nearest = (lower - 0.01 * (n64 + n64[c])).to(a.dtype)
+        assert len(screen.survivors(c, nearest)) == 0
+        # and the exact distances are indeed at least the bound (the identity it rests on)
+        assert (exact_distances(a, z, c) >= lower - 1e-12 * (n64 + n64[c])).all()
+
+
+def test_storage_is_float16_of_the_narrower_factor() -> None:
+    a, z = POOLS["classes-unsure"]  # K = 50 < D = 64: a is screened
+    sq = torch.ones(a.shape[0])
+    screen = RankOneScreen(a, z, sq)
+    assert screen.unit.dtype == torch.float16 and screen.unit.shape == a.shape
+    assert screen.bytes_per_pick == a.shape[0] * a.shape[1] * 2
+    wa, nz = POOLS["narrow-z"]
+    assert RankOneScreen(wa, nz, torch.ones(wa.shape[0])).unit.shape == nz.shape
+    norms = torch.linalg.vector_norm(screen.unit.float(), dim=1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=2e-3)
+
+
+def test_a_screen_that_cannot_help_rests() -> None:
+    """Every a_i equal (|cos| = 1): the bound rules nothing out, so each screen is a miss; the
+    screen then rests 1, 2, 4, ..., 32 picks, and the picks stay the unscreened ones."""
+    g = torch.Generator().manual_seed(8)
+    a = torch.ones(3000, 10)
+    z = torch.randn(3000, 24, generator=g)
+    stats: dict[str, int] = {}
+    got = kmeans_pp(a, z, 200, generator=torch.Generator().manual_seed(0), stats=stats)
+    ref = kmeans_pp(a, z, 200, generator=torch.Generator().manual_seed(0), screen=False)
+    assert torch.equal(got, ref)
+    assert stats["screened_picks"] == 0 and stats["full_passes"] == 199
+    # screens at picks 2, 4, 7, 12, 21, 38, 71, 104, 137, 170 (rests 1, 2, 4, 8, 16, 32, 32, ...)
+    assert stats["screen_misses"] == 10
+
+
+def test_stats_and_screen_argument() -> None:
+    a, z = POOLS["gaussian"]
+    stats: dict[str, int] = {}
+    kmeans_pp(a, z, 5, generator=torch.Generator().manual_seed(0), screen=False, stats=stats)
+    assert stats == {
+        "screened_picks": 0,
+        "full_passes": 4,
+        "recomputed_rows": 0,
+        "screen_misses": 0,
+    }
+    with pytest.raises(TypeError, match=r"'screen'"):
+        kmeans_pp(a, z, 5, screen="yes")  # type: ignore[arg-type]

@@ -36,6 +36,11 @@ def pools() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     # rows with a = 0 (one-hot softmax): zero embeddings, unit rows left at 0
     za, zz = class_pool(2000, 20, 32, 0.01, seed=3)
     za[::7] = 0.0
+    # squared norms in float32's subnormal range (~1e-42): absolute, not relative, rounding
+    tiny = (
+        torch.randn(2000, 9, generator=g) * 1e-21 * torch.logspace(0, 2, 2000)[:, None],
+        torch.randn(2000, 30, generator=g) * 1e-2,
+    )
     # z narrower than a: the screen reads z
     wide_a, narrow_z = torch.randn(2500, 64, generator=g), torch.randn(2500, 6, generator=g)
     return {
@@ -44,6 +49,7 @@ def pools() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         "duplicates": dups,
         "zero-rows": (za, zz),
         "narrow-z": (wide_a, narrow_z),
+        "subnormal": tiny,
         # mean max probability ~0.4, ~0.998 and ~0.06
         "classes-unsure": class_pool(4000, 50, 64, 0.25, seed=1),
         "classes-sure": class_pool(4000, 50, 64, 0.05, seed=2),
@@ -91,7 +97,9 @@ def exact_distances(a: torch.Tensor, z: torch.Tensor, c: int) -> torch.Tensor:
     return ((g - g[c]) ** 2).sum(1)
 
 
-@pytest.mark.parametrize("name", ["gaussian", "norm-spread", "classes-unsure", "narrow-z"])
+@pytest.mark.parametrize(
+    "name", ["gaussian", "norm-spread", "classes-unsure", "narrow-z", "subnormal"]
+)
 def test_every_row_that_can_move_survives(name: str) -> None:
     """Soundness at the boundary: with nearest_i set just above or below the distance the
     unscreened path computes, every row whose computed distance is below nearest_i survives."""
@@ -170,3 +178,20 @@ def test_stats_and_screen_argument() -> None:
     }
     with pytest.raises(TypeError, match=r"'screen'"):
         kmeans_pp(a, z, 5, screen="yes")  # type: ignore[arg-type]
+
+
+def test_a_row_whose_squared_norm_underflows_still_moves() -> None:
+    """Seed c = (1e-20 e_0) (x) e_0 (n_c = 1e-40, subnormal) and row 1 = (1e-24 e_0) (x) e_0, whose
+    n_1 = 1e-48 underflows to 0 and s_1 = 0: the relative margin vanishes, yet the computed
+    distance n_c - 2e-44 lies below n_c; a nearest value between the two must let the row move."""
+    a = torch.zeros(3, 4)
+    z = torch.zeros(3, 5)
+    a[0, 0], a[1, 0], a[2, 1] = 1e-20, 1e-24, 1.0
+    z[0, 0] = z[1, 0] = z[2, 1] = 1.0
+    self_sq = sq_norms(a, z)
+    assert self_sq[1] == 0 and 0 < self_sq[0] < torch.finfo(torch.float32).tiny
+    d_ref = rank_one_sq_distances(a, z, 0)
+    assert d_ref[1] < self_sq[0]  # the cross term survives where the norm underflowed
+    nearest = torch.tensor([0.0, float(self_sq[0]), 5.0])
+    assert d_ref[1] < nearest[1]
+    assert 1 in RankOneScreen(a, z, self_sq).survivors(0, nearest).tolist()

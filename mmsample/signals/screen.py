@@ -28,11 +28,16 @@ a stored unit row from the exact unit row, quantisation and normalisation error 
   `beta = gamma_K + gamma_D + gamma_K gamma_D + 2u`, its norms n by `theta = 2(gamma_K + gamma_D) +
   8u` relatively, and its additions and this bound's evaluation by under `32u (n_i + n_c)`.
 
-A row survives when `(1 - 32u)(n_i + n_c) - 2 kappa s_i s_c (|cos16| + 2(E + beta + 3u(1 + beta)))
-< nearest_i`, `kappa = (1 + theta)^2 (1 + u)^2 (1 + 32u)` (the factor 2 on the margin is slack
-for this derivation's own lower-order terms). On the benchmark's VGGSound-scale pool (N = 180,000,
-K = 309, mean max probability 0.5) about 0.4% of rows survive a pick once the first hundred seeds
-are chosen (README, `tools/bench_query.py`).
+A row survives when
+
+    (1 - 32u)(n_i + n_c) - 2 kappa s_i s_c (|cos16| + 2(E + beta + 3u(1 + beta))) - 64 tiny
+        < nearest_i,
+
+`kappa = (1 + theta)^2 (1 + u)^2 (1 + 32u)`; the factor 2 on the margin is slack for this
+derivation's own lower-order terms, and `tiny` (the dtype's smallest normal number) covers the
+subnormal range, where norms and products round absolutely, not relatively. On the benchmark's
+VGGSound-scale pool (N = 180,000, K = 309, mean max probability 0.5) about 0.4% of rows survive a
+pick once the first hundred seeds are chosen (README, `tools/bench_query.py`).
 """
 
 from __future__ import annotations
@@ -106,6 +111,8 @@ class RankOneScreen:
         self.margin = 2 * (cos_error + beta + 3 * u * (1 + beta))
         self.kappa = (1 + theta) ** 2 * (1 + u) ** 2 * (1 + 32 * u)
         self.shrink = 1 - 32 * u
+        # absolute slack for the subnormal range, where the relative terms above do not hold
+        self.floor = 64 * float(torch.finfo(a.dtype).tiny)
         self.n_low = self_sq * self.shrink
         self.norm = self_sq.sqrt()
         self.bytes_per_pick = self.unit.numel() * self.unit.element_size()
@@ -117,5 +124,5 @@ class RankOneScreen:
         slack = cos.abs().to(self.norm.dtype).add_(self.margin).mul_(self.norm)
         s_c = float(self.norm[center])
         bound = torch.add(self.n_low, slack, alpha=-2.0 * self.kappa * s_c)
-        bound.add_(float(self.n_low[center]))
+        bound.add_(float(self.n_low[center]) - self.floor)
         return torch.nonzero(bound < nearest).flatten()

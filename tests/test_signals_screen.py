@@ -195,3 +195,17 @@ def test_a_row_whose_squared_norm_underflows_still_moves() -> None:
     nearest = torch.tensor([0.0, float(self_sq[0]), 5.0])
     assert d_ref[1] < nearest[1]
     assert 1 in RankOneScreen(a, z, self_sq).survivors(0, nearest).tolist()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_screen_on_cuda_gives_the_unscreened_picks() -> None:
+    """On CUDA the screen is off by default; asked for, it stores the unit rows in the factors'
+    dtype and must still give the unscreened picks."""
+    a, z = (t.cuda() for t in class_pool(4000, 50, 64, 0.25, seed=1))
+    stats: dict[str, int] = {}
+    gen = torch.Generator(device="cuda")
+    got = kmeans_pp(a, z, 200, generator=gen.manual_seed(0), screen=True, stats=stats)
+    ref = kmeans_pp(a, z, 200, generator=gen.manual_seed(0))
+    assert torch.equal(got, ref)
+    assert stats["screened_picks"] > 0
+    assert RankOneScreen(a, z, sq_norms(a, z)).unit.dtype == torch.float32

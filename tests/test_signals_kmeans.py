@@ -174,10 +174,10 @@ def test_non_finite_rows_are_named() -> None:
 
 
 def test_row_split_matvecs_equal_whole_matvecs() -> None:
-    from mmsample.signals.kmeans import SPLIT_ROWS, paired_matvecs
+    from mmsample.signals.kmeans import SPLIT_ELEMENTS, paired_matvecs, row_split_pool
 
     g = torch.Generator().manual_seed(7)
-    n = SPLIT_ROWS + 1001  # odd size: the parts have unequal lengths
+    n = SPLIT_ELEMENTS // 8 + 1001  # odd size: the parts have unequal lengths
     a = torch.randn(n, 3, generator=g, dtype=torch.float64)
     z = torch.randn(n, 5, generator=g, dtype=torch.float64)
     a_c, z_c = a[17], z[17]
@@ -185,6 +185,8 @@ def test_row_split_matvecs_equal_whole_matvecs() -> None:
     try:
         for threads in (1, 2, 3):
             torch.set_num_threads(threads)
+            with row_split_pool(a, z) as pool:
+                assert (pool is None) == (threads == 1)  # these rows are split over threads
             got_a, got_z = paired_matvecs(a, a_c, z, z_c)
             # independent reference: elementwise products summed per row
             assert torch.allclose(got_a, (a * a_c).sum(1), rtol=1e-12, atol=1e-12)
@@ -206,14 +208,14 @@ def test_no_thread_started_by_kmeans_pp_outlives_it() -> None:
     """Issue 7 item 15: a pool of helper threads (and the OpenMP teams their torch calls start)
     left behind by kmeans_pp slowed the caller's next calls; after it returns, nothing it started
     may still run or spin."""
-    from mmsample.signals.kmeans import SPLIT_ROWS
+    from mmsample.signals.kmeans import SPLIT_ELEMENTS
 
     before_threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)  # the row split needs >= 2 intra-op threads
         g = torch.Generator().manual_seed(3)
-        a = torch.randn(SPLIT_ROWS + 500, 4, generator=g)
-        z = torch.randn(SPLIT_ROWS + 500, 8, generator=g)
+        a = torch.randn(SPLIT_ELEMENTS // 12 + 500, 4, generator=g)
+        z = torch.randn(SPLIT_ELEMENTS // 12 + 500, 8, generator=g)
         torch.mv(a, a[0]).add_(1.0).sum()  # torch's own intra-op team exists before we count
         python_before = set(threading.enumerate())
         native_before = _native_threads()

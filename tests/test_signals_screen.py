@@ -170,3 +170,51 @@ def test_stats_and_screen_argument() -> None:
     }
     with pytest.raises(TypeError, match=r"'screen'"):
         kmeans_pp(a, z, 5, screen="yes")  # type: ignore[arg-type]
+
+
+def test_picks_that_hinge_on_rounding_residues_equal_unscreened() -> None:
+    """100 distinct points, each 10 times, 200 picks: once every distinct point is a seed, the
+    draws weigh only the duplicates' rounding residues, so a recomputed row whose distance
+    differs from the unscreened one in the last bit changes the picks (it did, for all of the
+    four seeds tried, while rows were recomputed by gathered BLAS mat-vecs)."""
+    for seed in (0, 1):
+        g = torch.Generator().manual_seed(seed)
+        a = torch.randn(100, 9, generator=g).repeat(10, 1)
+        z = torch.randn(100, 33, generator=g).repeat(10, 1)
+        stats: dict[str, int] = {}
+        got = kmeans_pp(a, z, 200, generator=torch.Generator().manual_seed(0), stats=stats)
+        ref = kmeans_pp(a, z, 200, generator=torch.Generator().manual_seed(0), screen=False)
+        assert stats["screened_picks"] > 100
+        assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_recomputed_rows_have_the_unscreened_bits(dtype: torch.dtype, threads: int) -> None:
+    """The kind of fault behind the residue case: a row recomputed among any gathered subset
+    (one row, a few, thousands; narrow and wide factors) gets exactly the bits of the
+    whole-pool distance `rank_one_sq_distances`, which match float64 within rounding."""
+    from mmsample.signals.kmeans import _update_rows, row_dots
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(5)
+        for num, k, d in ((5000, 7, 30), (3001, 309, 128), (7, 17000, 3), (5, 3, 33000)):
+            a = torch.randn(num, k, generator=g, dtype=dtype)
+            z = torch.randn(num, d, generator=g, dtype=dtype)
+            self_sq = sq_norms(a, z)
+            for c in (0, num - 1) if k * d < 20000 else (num - 1,):
+                whole = rank_one_sq_distances(a, z, c)
+                for size in sorted({1, 2, 3, num // 3, num}):
+                    rows = torch.randperm(num, generator=g)[:size].sort().values
+                    nearest = torch.full((num,), float("inf"), dtype=dtype)
+                    center = torch.tensor([c])
+                    _update_rows(a, z, self_sq, center, rows, nearest)
+                    assert torch.equal(nearest[rows], whole[rows]), (num, k, d, size)
+                    part = row_dots(a.index_select(0, rows), a[c])
+                    assert torch.equal(part, row_dots(a, a[c])[rows])
+            ref = a.double() @ a[0].double()
+            assert torch.allclose(row_dots(a, a[0]).double(), ref, rtol=1e-4, atol=1e-3)
+    finally:
+        torch.set_num_threads(before)

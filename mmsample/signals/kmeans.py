@@ -4,7 +4,8 @@ BMMAL and BADGE pick the samples to label by k-means++ seeding over last-layer g
 embeddings `g_i = a_i (x) z_i` (`gradient_embedding_factors`). At VGGSound scale the materialised
 `[N, K*D]` matrix needs over 200 GB; because every g is an outer product,
 `||a (x) b - c (x) d||^2 = |a|^2 |b|^2 + |c|^2 |d|^2 - 2 (a.c)(b.d)`, so each pick costs two
-mat-vecs (`a @ a_c`, `z @ z_c`): one read of the factors, the memory-bandwidth bound.
+mat-vecs (`a @ a_c`, `z @ z_c`, by `row_dots`): one read of the factors, the memory-bandwidth
+bound.
 
 On CPU, `kmeans_pp` by default screens each pick first (`mmsample.signals.screen`): one read of
 the narrower factor's unit rows in float16 proves which points the new seed cannot bring nearer,
@@ -29,6 +30,32 @@ SPLIT_ROWS = 1 << 16  # CPU mat-vecs over at least this many rows are split acro
 RECOMPUTE_ROWS = 8192  # screened rows recomputed per block (bounded temporaries)
 FULL_PASS_SHARE = 4  # more than 1/4 of the rows left by the screen: one unscreened pass instead
 MAX_BACKOFF = 32  # after such picks the screen rests for up to this many picks (doubling)
+SERIAL_ELEMENTS = 32767  # under torch's grain size (32768): a reduction this small runs serially
+
+
+def row_dots(m: Tensor, v: Tensor) -> Tensor:
+    """`m @ v` (`[R, W]`, `[W]` -> `[R]`) with every row's value independent of the other rows
+    computed with it: the same bits whether m is the whole factor, a part of it, or any gathered
+    subset of its rows.
+
+    A BLAS mat-vec does not promise that: its blocking makes a row's last bit depend on where the
+    row sits in the call, and the screened k-means++ path recomputes gathered rows that must equal
+    the unscreened whole-factor values bit for bit (or picks that hinge on rounding residues, as
+    exact duplicates' distances do, differ). Here blocks of under SERIAL_ELEMENTS elements are
+    reduced serially, each row in one fixed order; a row wider than that goes in a block of two
+    rows (padded with itself), which torch splits over threads by rows, never over the width.
+    About the speed of one single-threaded BLAS mat-vec; `paired_matvecs` splits rows over threads.
+    """
+    rows, width = m.shape
+    block = max(2, SERIAL_ELEMENTS // max(width, 1))
+    out = m.new_empty(rows)
+    for lo in range(0, rows, block):
+        part = m[lo : lo + block]
+        if part.shape[0] == 1 and width * 2 > SERIAL_ELEMENTS:
+            out[lo:] = torch.linalg.vecdot(part.expand(2, width), v)[:1]
+        else:
+            torch.linalg.vecdot(part, v, out=out[lo : lo + block])
+    return out
 
 
 @contextlib.contextmanager
@@ -52,8 +79,9 @@ def row_split_pool(a: Tensor) -> Iterator[ThreadPoolExecutor | None]:
 def paired_matvecs(
     a: Tensor, a_c: Tensor, z: Tensor, z_c: Tensor, pool: ThreadPoolExecutor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """`(a @ a_c, z @ z_c)`. On CPU the rows are split over torch's intra-op thread count, since
-    BLAS runs one mat-vec on one thread (2 cores: 1.8x the streaming-read time whole, 1.05x split):
+    """`(a @ a_c, z @ z_c)` by `row_dots` (the same bits as over any subset of rows). On CPU the
+    rows are split over torch's intra-op thread count, since a row-dot pass (like a BLAS mat-vec)
+    runs on one thread (2 cores: 1.8x the streaming-read time whole, 1.05x split):
     the calling thread takes one part, `pool` (from `row_split_pool`) the others; without a
     pool, one is made and joined for this call."""
     if pool is None:
@@ -66,14 +94,14 @@ def _paired(
     a: Tensor, a_c: Tensor, z: Tensor, z_c: Tensor, pool: ThreadPoolExecutor | None
 ) -> tuple[Tensor, Tensor]:
     if pool is None:
-        return torch.mv(a, a_c), torch.mv(z, z_c)
+        return row_dots(a, a_c), row_dots(z, z_c)
     rows, parts = a.shape[0], torch.get_num_threads()
     out_a, out_z = a.new_empty(rows), z.new_empty(rows)
 
     def part(i: int) -> None:
         lo, hi = i * rows // parts, (i + 1) * rows // parts
-        torch.mv(a[lo:hi], a_c, out=out_a[lo:hi])
-        torch.mv(z[lo:hi], z_c, out=out_z[lo:hi])
+        out_a[lo:hi] = row_dots(a[lo:hi], a_c)
+        out_z[lo:hi] = row_dots(z[lo:hi], z_c)
 
     # the calling thread takes part 0 itself: one hand-off fewer per pick
     others = [pool.submit(part, i) for i in range(1, parts)]
@@ -139,7 +167,8 @@ def _update_rows(
     a: Tensor, z: Tensor, self_sq: Tensor, center: Tensor, rows: Tensor, nearest: Tensor
 ) -> None:
     """`nearest[rows] = min(nearest[rows], ||g_rows - g_center||^2)`, the distances by the same
-    formula as `_distances_to`, over blocks of RECOMPUTE_ROWS gathered rows."""
+    formula and the same bits as `_distances_to` (`row_dots`), over blocks of RECOMPUTE_ROWS
+    gathered rows."""
     a_c = a.index_select(0, center).squeeze(0)
     z_c = z.index_select(0, center).squeeze(0)
     n_c = self_sq.index_select(0, center)
@@ -147,8 +176,8 @@ def _update_rows(
         part = rows[lo : lo + RECOMPUTE_ROWS]
         dist = torch.addcmul(
             self_sq.index_select(0, part),
-            torch.mv(a.index_select(0, part), a_c),
-            torch.mv(z.index_select(0, part), z_c),
+            row_dots(a.index_select(0, part), a_c),
+            row_dots(z.index_select(0, part), z_c),
             value=-2.0,
         )
         dist.add_(n_c).clamp_(min=0.0)
@@ -178,9 +207,10 @@ def kmeans_pp(
     (`mmsample.signals.screen`) cannot rule out; when over a quarter of the points remain, that
     pick runs unscreened and the screen rests for 1, 2, 4, ... (at most MAX_BACKOFF) picks, so a
     pool it cannot help pays for it on few picks. Skipped points provably keep their nearest
-    distance, so the picks are the unscreened path's (the recomputed rows' dot products may
-    differ from the whole-matrix ones in the last bit, as any change of BLAS blocking may). One
-    host sync per screened pick.
+    distance, and recomputed points get the very bits the unscreened path computes (`row_dots`
+    does not depend on which rows are computed together), so the picks are the unscreened
+    path's, even where they hinge on rounding residues (exact duplicates, n beyond the number of
+    distinct points). One host sync per screened pick.
     `stats`, when given, receives `screened_picks`, `full_passes` (unscreened picks),
     `recomputed_rows` (over the screened picks) and `screen_misses` (screens that left too many).
 

@@ -218,3 +218,67 @@ def test_recomputed_rows_have_the_unscreened_bits(dtype: torch.dtype, threads: i
             assert torch.allclose(row_dots(a, a[0]).double(), ref, rtol=1e-4, atol=1e-3)
     finally:
         torch.set_num_threads(before)
+
+
+def underflow_pools() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """float32 factors whose dot products or norms leave the normal range, while the embedding
+    norms stay finite: the relative error bounds alone do not hold there."""
+    a, z = class_pool(1500, 40, 64, 0.2, seed=1)
+    g = torch.Generator().manual_seed(2)
+    rows = torch.logspace(-25, 0, 1500)[torch.randperm(1500, generator=g)]
+    return {
+        "a~3e-22": (a * 3e-22, z),  # |a|^2 and n subnormal
+        "a~1e-21,z~1e18": (a * 1e-21, z * 1e18),  # a.a_c subnormal, n normal (~1e-7)
+        "a~1e-12,z~1e-11": (a * 1e-12, z * 1e-11),  # a.a_c z.z_c products subnormal
+        "rows 1e-25..1": (a * rows[:, None], z),  # a mix of normal and underflowing rows
+    }
+
+
+UNDERFLOW = underflow_pools()
+
+
+@pytest.mark.parametrize("name", sorted(UNDERFLOW))
+def test_rows_that_underflow_survive(name: str) -> None:
+    """Underflow (an absolute error of up to half the smallest subnormal) is outside the
+    relative margin; rows it can touch must be recomputed, with nearest_i set just above or
+    below the computed distance as in the boundary test above. Skipped before the guard."""
+    a, z = UNDERFLOW[name]
+    screen = RankOneScreen(a, z, sq_norms(a, z))
+    g = torch.Generator().manual_seed(11)
+    num = a.shape[0]
+    for c in (0, 1, 2, 100, 733, 1499):
+        d_ref = rank_one_sq_distances(a, z, c)
+        scale = torch.logspace(-6, -0.3, num)[torch.randperm(num, generator=g)]
+        sign = torch.randint(0, 3, (num,), generator=g).to(a.dtype) - 1.0
+        nearest = d_ref * (1 + sign * scale) + (sign > 0) * 1e-45
+        kept = torch.zeros(num, dtype=torch.bool)
+        kept[screen.survivors(c, nearest)] = True
+        must_move = d_ref < nearest
+        assert kept[must_move].all(), f"{name}: a row whose distance drops was skipped"
+    stats: dict[str, int] = {}
+    got = kmeans_pp(a, z, 150, generator=torch.Generator().manual_seed(0), stats=stats)
+    ref = kmeans_pp(a, z, 150, generator=torch.Generator().manual_seed(0), screen=False)
+    assert torch.equal(got, ref), name
+
+
+def test_guarded_rows() -> None:
+    """Normal-range rows and exactly-zero factors are guarded (screened); rows whose |a|^2, |z|^2
+    or n underflow are not. Thresholds (float32, K = 4, D = 6): |a|^2 >= 16 t / u ~ 3.8e-37,
+    |z|^2 >= 24 t / u ~ 5.6e-37, n >= tiny / u ~ 2.0e-31."""
+    from mmsample.signals.screen import guarded_rows
+
+    a = torch.tensor(
+        [[1.0, 0, 0, 0], [0, 0, 0, 0], [1e-19, 0, 0, 0], [1e-16, 0, 0, 0], [1e-8, 0, 0, 0]]
+    )
+    z = torch.tensor(
+        [
+            [1.0, 0, 0, 0, 0, 0],
+            [5, 0, 0, 0, 0, 0],
+            [1e19, 0, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0],
+            [1e-8, 0, 0, 0, 0, 0],
+        ]
+    )
+    got = guarded_rows(a, z, sq_norms(a, z))
+    # row 2: n = 1 but |a|^2 = 1e-38 < 3.8e-37; rows 3, 4: n = 1e-32 < 2e-31
+    assert got.tolist() == [True, True, False, False, False]

@@ -19,18 +19,29 @@ recomputes those rows' distances from the float32 factors, exactly as the unscre
 The bound is lowered by a margin that covers every rounding on both sides, so no skipped row's
 distance *as the unscreened path computes it* is below `nearest_i` (u: the factors' unit roundoff,
 `gamma_n = n u / (1 - n u)`; h: the stored rows' unit roundoff; e: the largest measured distance of
-a stored unit row from the exact unit row, quantisation and normalisation error included):
+a stored unit row from the exact unit row, quantisation and normalisation error included, plus
+`(F + 5) u` for the normalisation's own rounding):
 
 - stored cosine vs exact: `E = 2e + e^2 + gamma_F (1 + e)^2 + h (1 + e)^2 (1 + gamma_F) + t`
   (`gamma_F` of the accumulation precision over F = the factor's width, `t` the stored type's
   smallest subnormal: output rounding in the subnormal range);
 - the unscreened path's own error: its cross term is off by at most `s_i s_c beta`,
-  `beta = gamma_K + gamma_D + gamma_K gamma_D + 2u`, its norms n by `theta = 2(gamma_K + gamma_D) +
-  8u` relatively, and its additions and this bound's evaluation by under `32u (n_i + n_c)`.
+  `beta = gamma_K + gamma_D + gamma_K gamma_D + 4u`, its norms n by `theta = 2(gamma_K + gamma_D) +
+  10u` relatively (2u of each: underflow, below), and its additions and this bound's evaluation by under `32u (n_i + n_c)`.
 
 A row survives when `(1 - 32u)(n_i + n_c) - 2 kappa s_i s_c (|cos16| + 2(E + beta + 3u(1 + beta)))
 < nearest_i`, `kappa = (1 + theta)^2 (1 + u)^2 (1 + 32u)` (the factor 2 on the margin is slack
-for this derivation's own lower-order terms). On the benchmark's VGGSound-scale pool (N = 180,000,
+for this derivation's own lower-order terms).
+
+Those are relative error bounds: they hold only while nothing underflows (a product or sum in the
+subnormal range is off by up to half the smallest subnormal t, whatever its size). A row is
+*guarded* when `|a_i|^2 >= 4 K t / u`, `|z_i|^2 >= 4 D t / u` and `n_i >= tiny / u` (tiny: the
+smallest normal number): then every underflowed product in a dot product, a norm or the bound is
+at most u/4 of the term it belongs to (K t <= u |a_i| |a_c| / 4 for two guarded rows), covered by
+the 2u in beta and in theta and one u of the normalisation term. A row whose a or z is exactly
+zero is guarded too (its dot products are exact zeros). Unguarded rows (factors so small that |a|^2 or n leaves
+the normal range, e.g. a ~ 1e-21 with z ~ 1e18 in float32) always survive, and a pick whose seed
+is unguarded reads every row. On the benchmark's VGGSound-scale pool (N = 180,000,
 K = 309, mean max probability 0.5) about 0.4% of rows survive a pick once the first hundred seeds
 are chosen (README, `tools/bench_query.py`).
 """
@@ -70,6 +81,22 @@ def storage_dtype(factor: Tensor) -> torch.dtype:
     return factor.dtype
 
 
+def guarded_rows(a: Tensor, z: Tensor, self_sq: Tensor) -> Tensor:
+    """Bool `[N]`: rows whose distances the screen's relative error bounds cover (no underflow
+    can matter: module docstring), or whose a or z is exactly zero."""
+    tiny = torch.finfo(a.dtype)
+    u, t = tiny.eps / 2, tiny.smallest_normal * tiny.eps  # t: the smallest subnormal
+    a_sq = torch.linalg.vector_norm(a, dim=1).square()
+    z_sq = torch.linalg.vector_norm(z, dim=1).square()
+    large = (
+        (a_sq >= 4 * a.shape[1] * t / u)
+        & (z_sq >= 4 * z.shape[1] * t / u)
+        & (self_sq >= tiny.smallest_normal / u)
+    )
+    zero = (a == 0).all(dim=1) | (z == 0).all(dim=1)
+    return large | zero
+
+
 class RankOneScreen:
     """Which rows' nearest distance a new k-means++ seed can lower (module docstring).
 
@@ -97,22 +124,27 @@ class RankOneScreen:
         # float16 rows are reduced in float32 on CPU; otherwise in the stored dtype
         u_acc = torch.finfo(torch.float32).eps / 2 if store == torch.float16 else h
         subnormal = float(torch.finfo(store).smallest_normal) * torch.finfo(store).eps
-        e = worst * (1 + 4 * u) + (width + 4) * u  # + the normalisation's own rounding
+        e = worst * (1 + 4 * u) + (width + 5) * u  # + the normalisation's own rounding
         g_f = _gamma(width, u_acc)
         cos_error = 2 * e + e * e + g_f * (1 + e) ** 2 + h * (1 + e) ** 2 * (1 + g_f) + subnormal
         g_k, g_d = _gamma(a.shape[1], u), _gamma(z.shape[1], u)
-        beta = g_k + g_d + g_k * g_d + 2 * u
-        theta = 2 * (g_k + g_d) + 8 * u
+        beta = g_k + g_d + g_k * g_d + 4 * u  # 2u of it: underflow in guarded rows
+        theta = 2 * (g_k + g_d) + 10 * u  # 2u of it: underflow in guarded rows
         self.margin = 2 * (cos_error + beta + 3 * u * (1 + beta))
         self.kappa = (1 + theta) ** 2 * (1 + u) ** 2 * (1 + 32 * u)
         self.shrink = 1 - 32 * u
         self.n_low = self_sq * self.shrink
+        # rows the relative error bounds do not cover (underflow, module docstring) always survive
+        self.guarded = guarded_rows(a, z, self_sq)
+        self.n_low.masked_fill_(~self.guarded, float("-inf"))
         self.norm = self_sq.sqrt()
         self.bytes_per_pick = self.unit.numel() * self.unit.element_size()
 
     def survivors(self, center: int, nearest: Tensor) -> Tensor:
         """Rows (long `[m]`, ascending) whose distance to seed `center` may be below `nearest`
         `[N]`; every other row provably keeps its `nearest` value."""
+        if not bool(self.guarded[center]):
+            return torch.arange(len(nearest), device=nearest.device)
         cos = torch.mv(self.unit, self.unit[center])
         slack = cos.abs().to(self.norm.dtype).add_(self.margin).mul_(self.norm)
         s_c = float(self.norm[center])

@@ -93,7 +93,11 @@ def guarded_rows(a: Tensor, z: Tensor, self_sq: Tensor) -> Tensor:
         & (z_sq >= 4 * z.shape[1] * t / u)
         & (self_sq >= tiny.smallest_normal / u)
     )
-    zero = (a == 0).all(dim=1) | (z == 0).all(dim=1)
+    # exactly zero rows: the largest |entry| is 0 (a reduction: no [N, K] temporary)
+    inf = float("inf")
+    zero = (torch.linalg.vector_norm(a, ord=inf, dim=1) == 0) | (
+        torch.linalg.vector_norm(z, ord=inf, dim=1) == 0
+    )
     return large | zero
 
 

@@ -99,6 +99,26 @@ def pass_ids(
     return chosen, chosen[rank * len(chosen) // world : (rank + 1) * len(chosen) // world]
 
 
+def checked_features(out: Any, rows: int, names: Sequence[str]) -> list[Tensor]:
+    """`model.features(batch)`'s output as a list, checked: one 2-D tensor `[B, D_j]` per
+    modality, B the batch's sample count. ValueError naming `model.features(batch)`, what it
+    returned and the fix (a single fused tensor or `[B, T, D]` tensors are the usual slips)."""
+    if isinstance(out, Tensor) or not isinstance(out, Sequence):
+        got = f"a tensor {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+    else:
+        shapes = [tuple(f.shape) if isinstance(f, Tensor) else type(f).__name__ for f in out]
+        good = all(isinstance(f, Tensor) and f.ndim == 2 and f.shape[0] == rows for f in out)
+        if good and len(out) == len(names):
+            return list(out)
+        got = f"{len(out)} items {shapes}"
+    raise ValueError(
+        f"model.features(batch) must return a list of one 2-D tensor [B, D_j] per modality "
+        f"({len(names)}: {', '.join(names)}), B = {rows} samples in this batch; got {got}. "
+        "Return the per-modality features unfused, each flattened to [B, D_j] (the pool and "
+        "scoring passes concatenate them for model.head)."
+    )
+
+
 def model_pass(
     model: ScoringModel,
     reader: IndexedDataset,
@@ -136,7 +156,7 @@ def model_pass(
     with torch.inference_mode(), amp:
         for batch in loader:
             batch = batch.to(dev, non_blocking=True)
-            on_batch(batch, list(model.features(batch)))
+            on_batch(batch, checked_features(model.features(batch), len(batch), names))
             bar.update(len(batch))
     bar.close()
     return len(ids)

@@ -305,3 +305,50 @@ def test_round_state_and_id_files(tmp_path: Path) -> None:
     (tmp_path / "other.json").write_text('{"rounds": []}')
     with pytest.raises(ValueError, match="is not an mmsample active-learning state file"):
         RoundState.load(tmp_path / "other.json")
+
+
+class _FusedFeatures(TinyActiveModel):
+    def features(self, batch):  # type: ignore[no-untyped-def]
+        return torch.cat(super().features(batch), dim=1)  # one fused [B, 14] tensor
+
+
+class _SequenceFeatures(TinyActiveModel):
+    def features(self, batch):  # type: ignore[no-untyped-def]
+        audio, feat = super().features(batch)
+        return [audio[:, None, :], feat]  # [B, 1, 6]: not flattened
+
+
+@pytest.mark.parametrize(
+    ("model", "got"),
+    [
+        (_FusedFeatures(), r"got a tensor \(4, 14\)"),
+        (_SequenceFeatures(), r"\(4, 1, 6\), \(4, 8\)"),
+    ],
+)
+def test_features_of_the_wrong_form_are_named(root: Path, model: TinyActiveModel, got: str) -> None:
+    """A new user's usual slips: one fused tensor (was split into rows and reported as
+    `features[0] of subset_logits` with a row's shape) or [B, T, D] features."""
+    pattern = r"model\.features\(batch\) must return .*\(2: audio, feat\), B = 4 samples.*"
+    with pytest.raises(ValueError, match=pattern + got):
+        query(root, model, "bmmal", 2, batch_size=4, progress=False)
+
+
+def test_cli_model_module_in_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mmsample query --model mymodel:build` run from the folder holding mymodel.py, as the
+    `mmsample` console script runs it (no current directory on sys.path, unlike `python -m`)."""
+    from mmsample.active.command import load_model
+
+    (tmp_path / "walkmodel.py").write_text(
+        "from tests.active_model import TinyActiveModel\n\ndef build():\n    return TinyActiveModel(3)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    cwd = {"", ".", str(tmp_path)}
+    monkeypatch.setattr(sys, "path", [str(REPO)] + [p for p in sys.path if p not in cwd])
+    monkeypatch.delitem(sys.modules, "walkmodel", raising=False)
+    model, mods = load_model("walkmodel:build")
+    assert isinstance(model, TinyActiveModel) and list(mods) == ["audio", "feat"]
+    assert torch.equal(model.linear.weight, TinyActiveModel(3).linear.weight)
+    with pytest.raises(ValueError, match=r"cannot import 'build' from 'nosuchmodule'"):
+        load_model("nosuchmodule:build")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from scipy.stats import chisquare
 
 from mmsample.signals import gradient_embedding_factors, kmeans_pp, rank_one_sq_distances
 from mmsample.signals.screen import RankOneScreen
@@ -209,3 +211,146 @@ def test_screen_on_cuda_gives_the_unscreened_picks() -> None:
     assert torch.equal(got, ref)
     assert stats["screened_picks"] > 0
     assert RankOneScreen(a, z, sq_norms(a, z)).unit.dtype == torch.float32
+
+
+def test_picks_that_hinge_on_rounding_residues_equal_unscreened() -> None:
+    """100 distinct points, each 10 times, 200 picks: once every distinct point is a seed, the
+    draws weigh only the duplicates' rounding residues, so a recomputed row whose distance
+    differs from the unscreened one in the last bit changes the picks (it did, for all of the
+    four seeds tried, while rows were recomputed by gathered BLAS mat-vecs)."""
+    for seed in (0, 1):
+        g = torch.Generator().manual_seed(seed)
+        a = torch.randn(100, 9, generator=g).repeat(10, 1)
+        z = torch.randn(100, 33, generator=g).repeat(10, 1)
+        stats: dict[str, int] = {}
+        got = kmeans_pp(a, z, 200, generator=torch.Generator().manual_seed(0), stats=stats)
+        ref = kmeans_pp(a, z, 200, generator=torch.Generator().manual_seed(0), screen=False)
+        assert stats["screened_picks"] > 100
+        assert torch.equal(got, ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_recomputed_rows_equal_whole_pool_distances(dtype: torch.dtype, threads: int) -> None:
+    """A row recomputed among any gathered subset (one row, a few, thousands; narrow and wide
+    factors) equals the whole-pool `rank_one_sq_distances` within the formula's rounding error
+    `residue_tolerance (n_i + n_c)`, both equal the float64 formula within it, and a seed's exact
+    duplicate is exactly 0 on both paths (BLAS rounds the two paths' dot products apart in the
+    last bit: the reason for the zero rule)."""
+    from mmsample.signals.kmeans import _update_rows
+    from mmsample.signals.screen import residue_tolerance
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(5)
+        for num, k, d in ((5000, 7, 30), (3001, 309, 128), (7, 17000, 3), (5, 3, 33000)):
+            a = torch.randn(num, k, generator=g, dtype=dtype)
+            z = torch.randn(num, d, generator=g, dtype=dtype)
+            c, dup = num - 1, num // 2
+            a[dup], z[dup] = a[c], z[c]
+            self_sq = sq_norms(a, z)
+            scale = residue_tolerance(k, d, dtype) * (self_sq + self_sq[c]).double()
+            a64, z64 = a.double(), z.double()
+            n64 = sq_norms(a64, z64)
+            d64 = n64 + n64[c] - 2 * (a64 @ a64[c]) * (z64 @ z64[c])
+            whole = rank_one_sq_distances(a, z, c)
+            assert whole[dup] == 0 and whole[c] == 0
+            assert ((whole.double() - d64).abs() <= scale).all()
+            for size in sorted({1, 2, 3, num // 3, num}):
+                rows = torch.randperm(num, generator=g)[:size].sort().values
+                rows = torch.unique(torch.cat([rows, torch.tensor([dup])]))
+                nearest = torch.full((num,), float("inf"), dtype=dtype)
+                _update_rows(a, z, self_sq, torch.tensor([c]), rows, nearest)
+                got = nearest[rows].double()
+                assert ((got - whole[rows].double()).abs() <= scale[rows]).all(), (k, d, size)
+                assert nearest[dup] == 0
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_exact_duplicates_weigh_zero_not_rounding_residues() -> None:
+    """Two distinct embeddings, three copies each (random floats, whose self-distance the
+    formula leaves as rounding residues): pick 2 is always a copy of the other embedding, and
+    with every unchosen D = 0, pick 3 is uniform over the 4 unchosen (the documented law), not
+    weighted by residues (tau = 0 fails this: residues of 1e-7 to 1e-6 decide pick 3)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(2, 9, generator=g).repeat(3, 1)
+    z = torch.randn(2, 33, generator=g).repeat(3, 1)
+    first = int(sq_norms(a, z).argmax())
+    counts = np.zeros(6)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(600):
+        picks = kmeans_pp(a, z, 3, generator=gen).tolist()
+        assert picks[0] == first and picks[1] % 2 != first % 2
+        counts[picks[2]] += 1
+    # pick 3 is uniform over the 4 unchosen: each other copy of the first embedding 1/4, each
+    # copy of the second 2/3 (not pick 2) x 1/4 = 1/6
+    rest = [i for i in range(6) if i != first]
+    expected = np.array([1 / 4 if i % 2 == first % 2 else 1 / 6 for i in rest]) * 600
+    assert counts[first] == 0
+    assert chisquare(counts[rest], expected).pvalue > 1e-3
+
+
+def underflow_pools() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """float32 factors whose dot products or norms leave the normal range, while the embedding
+    norms stay finite: the relative error bounds alone do not hold there."""
+    a, z = class_pool(1500, 40, 64, 0.2, seed=1)
+    g = torch.Generator().manual_seed(2)
+    rows = torch.logspace(-25, 0, 1500)[torch.randperm(1500, generator=g)]
+    return {
+        "a~3e-22": (a * 3e-22, z),  # |a|^2 and n subnormal
+        "a~1e-21,z~1e18": (a * 1e-21, z * 1e18),  # a.a_c subnormal, n normal (~1e-7)
+        "a~1e-12,z~1e-11": (a * 1e-12, z * 1e-11),  # a.a_c z.z_c products subnormal
+        "rows 1e-25..1": (a * rows[:, None], z),  # a mix of normal and underflowing rows
+    }
+
+
+UNDERFLOW = underflow_pools()
+
+
+@pytest.mark.parametrize("name", sorted(UNDERFLOW))
+def test_rows_that_underflow_survive(name: str) -> None:
+    """Underflow (an absolute error of up to half the smallest subnormal) is outside the
+    relative margin; rows it can touch must be recomputed, with nearest_i set just above or
+    below the computed distance as in the boundary test above. Skipped before the guard."""
+    a, z = UNDERFLOW[name]
+    screen = RankOneScreen(a, z, sq_norms(a, z))
+    g = torch.Generator().manual_seed(11)
+    num = a.shape[0]
+    for c in (0, 1, 2, 100, 733, 1499):
+        d_ref = rank_one_sq_distances(a, z, c)
+        scale = torch.logspace(-6, -0.3, num)[torch.randperm(num, generator=g)]
+        sign = torch.randint(0, 3, (num,), generator=g).to(a.dtype) - 1.0
+        nearest = d_ref * (1 + sign * scale) + (sign > 0) * 1e-45
+        kept = torch.zeros(num, dtype=torch.bool)
+        kept[screen.survivors(c, nearest)] = True
+        must_move = d_ref < nearest
+        assert kept[must_move].all(), f"{name}: a row whose distance drops was skipped"
+    stats: dict[str, int] = {}
+    got = kmeans_pp(a, z, 150, generator=torch.Generator().manual_seed(0), stats=stats)
+    ref = kmeans_pp(a, z, 150, generator=torch.Generator().manual_seed(0), screen=False)
+    assert torch.equal(got, ref), name
+
+
+def test_guarded_rows() -> None:
+    """Normal-range rows and exactly-zero factors are guarded (screened); rows whose |a|^2, |z|^2
+    or n underflow are not. Thresholds (float32, K = 4, D = 6): |a|^2 >= 16 t / u ~ 3.8e-37,
+    |z|^2 >= 24 t / u ~ 5.6e-37, n >= tiny / u ~ 2.0e-31."""
+    from mmsample.signals.screen import guarded_rows
+
+    a = torch.tensor(
+        [[1.0, 0, 0, 0], [0, 0, 0, 0], [1e-19, 0, 0, 0], [1e-16, 0, 0, 0], [1e-8, 0, 0, 0]]
+    )
+    z = torch.tensor(
+        [
+            [1.0, 0, 0, 0, 0, 0],
+            [5, 0, 0, 0, 0, 0],
+            [1e19, 0, 0, 0, 0, 0],
+            [1, 0, 0, 0, 0, 0],
+            [1e-8, 0, 0, 0, 0, 0],
+        ]
+    )
+    got = guarded_rows(a, z, sq_norms(a, z))
+    # row 2: n = 1 but |a|^2 = 1e-38 < 3.8e-37; rows 3, 4: n = 1e-32 < 2e-31
+    assert got.tolist() == [True, True, False, False, False]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,10 +30,16 @@ from .strategies import make_strategy
 
 def load_model(spec: str) -> tuple[Any, Mapping[str, Any]]:
     """(model, modalities) from `module:function` (the function called with no arguments).
+    The current directory is importable, as under `python -m mmsample` (the `mmsample` console
+    script's sys.path lacks it): it is put first on sys.path when absent, and stays there for
+    the modules the model imports later.
     ValueError naming `--model` and the fix when it cannot be imported or returns neither."""
     module, colon, name = spec.partition(":")
     if not colon or not module or not name:
         raise ValueError(f"--model must be module:function (e.g. mypkg.models:build); got {spec!r}")
+    here = os.getcwd()
+    if not any(p in ("", ".") or os.path.abspath(p) == here for p in sys.path):
+        sys.path.insert(0, here)
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as err:

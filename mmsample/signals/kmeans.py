@@ -4,7 +4,9 @@ BMMAL and BADGE pick the samples to label by k-means++ seeding over last-layer g
 embeddings `g_i = a_i (x) z_i` (`gradient_embedding_factors`). At VGGSound scale the materialised
 `[N, K*D]` matrix needs over 200 GB; because every g is an outer product,
 `||a (x) b - c (x) d||^2 = |a|^2 |b|^2 + |c|^2 |d|^2 - 2 (a.c)(b.d)`, so each pick costs two
-mat-vecs (`a @ a_c`, `z @ z_c`): one read of the factors, the memory-bandwidth bound.
+mat-vecs (`a @ a_c`, `z @ z_c`): one read of the factors, the memory-bandwidth bound. A computed
+distance within the formula's rounding error of 0 counts as 0 (`residue_tolerance`), so an
+exact duplicate of a seed weighs 0, not a rounding residue.
 
 On CPU, `kmeans_pp` by default screens each pick first (`mmsample.signals.screen`): one read of
 the narrower factor's unit rows in float16 proves which points the new seed cannot bring nearer,
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .checks import describe
-from .screen import RankOneScreen
+from .screen import RankOneScreen, residue_tolerance
 
 __all__ = ["kmeans_pp", "rank_one_sq_distances"]
 
@@ -116,8 +118,19 @@ def _distances_to(
     a_c = a.index_select(0, center).squeeze(0)
     z_c = z.index_select(0, center).squeeze(0)
     dist = torch.addcmul(self_sq, *_paired(a, a_c, z, z_c, pool), value=-2.0)
-    dist.add_(self_sq.index_select(0, center))
-    return dist.clamp_(min=0.0)  # rounding can leave tiny negatives at (near) duplicates
+    return _finish(dist, self_sq, self_sq.index_select(0, center), _tolerance(a, z))
+
+
+def _tolerance(a: Tensor, z: Tensor) -> float:
+    return residue_tolerance(a.shape[1], z.shape[1], a.dtype)
+
+
+def _finish(dist: Tensor, self_sq_rows: Tensor, n_c: Tensor, tol: float) -> Tensor:
+    """`dist` (holding `n_i - 2 (a_i . a_c)(z_i . z_c)`) plus `n_c`, in place; values within the
+    formula's rounding error of 0 (`<= tol (n_i + n_c)`, negatives included) set to exactly 0."""
+    dist.add_(n_c)
+    residue = torch.add(self_sq_rows, n_c).mul_(tol)
+    return dist.masked_fill_(dist <= residue, 0.0)
 
 
 def _draw(weight: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -132,7 +145,9 @@ def _draw(weight: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 def rank_one_sq_distances(a: Tensor, z: Tensor, center: int | Tensor) -> Tensor:
-    """`||a_i (x) z_i - a_c (x) z_c||^2` for every i `[N]`, from the factors alone."""
+    """`||a_i (x) z_i - a_c (x) z_c||^2` for every i `[N]`, from the factors alone, as
+    `kmeans_pp` computes them: a value within the formula's rounding error of 0
+    (`mmsample.signals.screen.residue_tolerance` times `n_i + n_c`) is exactly 0."""
     _check_factors(a, z, "rank_one_sq_distances")
     c = torch.as_tensor(center, dtype=torch.long, device=a.device).reshape(1)
     self_sq = _sq_norms(a) * _sq_norms(z)
@@ -144,19 +159,22 @@ def _update_rows(
     a: Tensor, z: Tensor, self_sq: Tensor, center: Tensor, rows: Tensor, nearest: Tensor
 ) -> None:
     """`nearest[rows] = min(nearest[rows], ||g_rows - g_center||^2)`, the distances by the same
-    formula as `_distances_to`, over blocks of RECOMPUTE_ROWS gathered rows."""
+    formula as `_distances_to` (`_finish` included), over blocks of RECOMPUTE_ROWS gathered
+    rows. BLAS may round a gathered row's dot product differently in the last bit."""
     a_c = a.index_select(0, center).squeeze(0)
     z_c = z.index_select(0, center).squeeze(0)
     n_c = self_sq.index_select(0, center)
+    tol = _tolerance(a, z)
     for lo in range(0, len(rows), RECOMPUTE_ROWS):
         part = rows[lo : lo + RECOMPUTE_ROWS]
+        part_sq = self_sq.index_select(0, part)
         dist = torch.addcmul(
-            self_sq.index_select(0, part),
+            part_sq,
             torch.mv(a.index_select(0, part), a_c),
             torch.mv(z.index_select(0, part), z_c),
             value=-2.0,
         )
-        dist.add_(n_c).clamp_(min=0.0)
+        dist = _finish(dist, part_sq, n_c, tol)
         nearest.index_copy_(0, part, torch.minimum(nearest.index_select(0, part), dist))
 
 
@@ -183,9 +201,13 @@ def kmeans_pp(
     (`mmsample.signals.screen`) cannot rule out; when over a quarter of the points remain, that
     pick runs unscreened and the screen rests for 1, 2, 4, ... (at most MAX_BACKOFF) picks, so a
     pool it cannot help pays for it on few picks. Skipped points provably keep their nearest
-    distance, so the picks are the unscreened path's (the recomputed rows' dot products may
-    differ from the whole-matrix ones in the last bit, as any change of BLAS blocking may). One
-    host sync per screened pick.
+    distance; recomputed points get the unscreened formula, and a distance within its rounding
+    error of 0 counts as 0 on both paths (an exact duplicate of a seed weighs 0, never a
+    rounding residue), so no draw hinges on rounding residues. BLAS may round a recomputed row's
+    dot product differently in the last bit from the whole-factor mat-vec; a draw can differ
+    only when the uniform lands within such a bit of a step of the cumulative weights (a chance
+    of order 1e-7 a pick; the benchmark's 5,000 VGGSound-scale picks are identical, in order).
+    One host sync per screened pick.
     `stats`, when given, receives `screened_picks`, `full_passes` (unscreened picks),
     `recomputed_rows` (over the screened picks) and `screen_misses` (screens that left too many).
 

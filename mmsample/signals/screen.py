@@ -19,25 +19,36 @@ recomputes those rows' distances from the float32 factors, exactly as the unscre
 The bound is lowered by a margin that covers every rounding on both sides, so no skipped row's
 distance *as the unscreened path computes it* is below `nearest_i` (u: the factors' unit roundoff,
 `gamma_n = n u / (1 - n u)`; h: the stored rows' unit roundoff; e: the largest measured distance of
-a stored unit row from the exact unit row, quantisation and normalisation error included):
+a stored unit row from the exact unit row, quantisation and normalisation error included, plus
+`(F + 5) u` for the normalisation's own rounding):
 
 - stored cosine vs exact: `E = 2e + e^2 + gamma_F (1 + e)^2 + h (1 + e)^2 (1 + gamma_F) + t`
   (`gamma_F` of the accumulation precision over F = the factor's width, `t` the stored type's
   smallest subnormal: output rounding in the subnormal range);
 - the unscreened path's own error: its cross term is off by at most `s_i s_c beta`,
-  `beta = gamma_K + gamma_D + gamma_K gamma_D + 2u`, its norms n by `theta = 2(gamma_K + gamma_D) +
-  8u` relatively, and its additions and this bound's evaluation by under `32u (n_i + n_c)`.
+  `beta = gamma_K + gamma_D + gamma_K gamma_D + 4u`, its norms n by `theta = 2(gamma_K + gamma_D) +
+  10u` relatively (2u of each: underflow, below), and its additions and this bound's evaluation by under `32u (n_i + n_c)`.
 
 A row survives when
 
-    (1 - 32u)(n_i + n_c) - 2 kappa s_i s_c (|cos16| + 2(E + beta + 3u(1 + beta))) - 64 tiny
+    (1 - 32u - 2 tau)(n_i + n_c) - 2 kappa s_i s_c (|cos16| + 2(E + beta + 3u(1 + beta)))
         < nearest_i,
 
-`kappa = (1 + theta)^2 (1 + u)^2 (1 + 32u)`; the factor 2 on the margin is slack for this
-derivation's own lower-order terms, and `tiny` (the dtype's smallest normal number) covers the
-subnormal range, where norms and products round absolutely, not relatively. On the benchmark's
-VGGSound-scale pool (N = 180,000, K = 309, mean max probability 0.5) about 0.4% of rows survive a
-pick once the first hundred seeds are chosen (README, `tools/bench_query.py`).
+`kappa = (1 + theta)^2 (1 + u)^2 (1 + 32u)` (the factor 2 on the margin is slack for this
+derivation's own lower-order terms; `tau = residue_tolerance(K, D)`: `kmeans_pp` sets a computed
+distance of at most `tau (n_i + n_c)` to 0, so a row that might be set to 0 survives too).
+
+Those are relative error bounds: they hold only while nothing underflows (a product or sum in the
+subnormal range is off by up to half the smallest subnormal t, whatever its size). A row is
+*guarded* when `|a_i|^2 >= 4 K t / u`, `|z_i|^2 >= 4 D t / u` and `n_i >= tiny / u` (tiny: the
+smallest normal number): then every underflowed product in a dot product, a norm or the bound is
+at most u/4 of the term it belongs to (K t <= u |a_i| |a_c| / 4 for two guarded rows), covered by
+the 2u in beta and in theta and one u of the normalisation term. A row whose a or z is exactly
+zero is guarded too (its dot products are exact zeros). Unguarded rows (factors so small that |a|^2 or n leaves
+the normal range, e.g. a ~ 1e-21 with z ~ 1e18 in float32) always survive, and a pick whose seed
+is unguarded reads every row. On the benchmark's VGGSound-scale pool (N = 180,000,
+K = 309, mean max probability 0.5) about 0.4% of rows survive a pick once the first hundred seeds
+are chosen (README, `tools/bench_query.py`).
 """
 
 from __future__ import annotations
@@ -45,7 +56,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["RankOneScreen"]
+__all__ = ["RankOneScreen", "residue_tolerance"]
 
 CHUNK_ROWS = 8192  # rows normalised per block when the unit rows are built (bounded temporaries)
 
@@ -53,6 +64,16 @@ CHUNK_ROWS = 8192  # rows normalised per block when the unit rows are built (bou
 def _gamma(n: int, u: float) -> float:
     """Higham's gamma_n = n u / (1 - n u): the relative error bound of an n-term dot product."""
     return n * u / (1.0 - n * u)
+
+
+def residue_tolerance(k: int, d: int, dtype: torch.dtype) -> float:
+    """`tau = 3 (gamma_K + gamma_D) + 24 u`: a squared distance that `n_i + n_c - 2 (a_i . a_c)
+    (z_i . z_c)` computes (a [*, K], z [*, D] in `dtype`) as at most `tau (n_i + n_c)` is within
+    the formula's rounding error of 0 (its norms off by theta, its cross term by beta, its sums by
+    6u of `n_i + n_c`, module docstring: `beta + theta + 6u <= tau`), so `kmeans_pp` sets it to exactly 0: an exact duplicate
+    of a seed weighs 0 in the draw, not a rounding residue that depends on BLAS blocking."""
+    u = torch.finfo(dtype).eps / 2
+    return 3 * (_gamma(k, u) + _gamma(d, u)) + 24 * u
 
 
 def _cpu_reduces_fp16_in_fp16() -> bool:
@@ -73,6 +94,26 @@ def storage_dtype(factor: Tensor) -> torch.dtype:
     ):
         return torch.float16
     return factor.dtype
+
+
+def guarded_rows(a: Tensor, z: Tensor, self_sq: Tensor) -> Tensor:
+    """Bool `[N]`: rows whose distances the screen's relative error bounds cover (no underflow
+    can matter: module docstring), or whose a or z is exactly zero."""
+    tiny = torch.finfo(a.dtype)
+    u, t = tiny.eps / 2, tiny.smallest_normal * tiny.eps  # t: the smallest subnormal
+    a_sq = torch.linalg.vector_norm(a, dim=1).square()
+    z_sq = torch.linalg.vector_norm(z, dim=1).square()
+    large = (
+        (a_sq >= 4 * a.shape[1] * t / u)
+        & (z_sq >= 4 * z.shape[1] * t / u)
+        & (self_sq >= tiny.smallest_normal / u)
+    )
+    # exactly zero rows: the largest |entry| is 0 (a reduction: no [N, K] temporary)
+    inf = float("inf")
+    zero = (torch.linalg.vector_norm(a, ord=inf, dim=1) == 0) | (
+        torch.linalg.vector_norm(z, ord=inf, dim=1) == 0
+    )
+    return large | zero
 
 
 class RankOneScreen:
@@ -102,27 +143,31 @@ class RankOneScreen:
         # float16 rows are reduced in float32 on CPU; otherwise in the stored dtype
         u_acc = torch.finfo(torch.float32).eps / 2 if store == torch.float16 else h
         subnormal = float(torch.finfo(store).smallest_normal) * torch.finfo(store).eps
-        e = worst * (1 + 4 * u) + (width + 4) * u  # + the normalisation's own rounding
+        e = worst * (1 + 4 * u) + (width + 5) * u  # + the normalisation's own rounding
         g_f = _gamma(width, u_acc)
         cos_error = 2 * e + e * e + g_f * (1 + e) ** 2 + h * (1 + e) ** 2 * (1 + g_f) + subnormal
         g_k, g_d = _gamma(a.shape[1], u), _gamma(z.shape[1], u)
-        beta = g_k + g_d + g_k * g_d + 2 * u
-        theta = 2 * (g_k + g_d) + 8 * u
+        beta = g_k + g_d + g_k * g_d + 4 * u  # 2u of it: underflow in guarded rows
+        theta = 2 * (g_k + g_d) + 10 * u  # 2u of it: underflow in guarded rows
         self.margin = 2 * (cos_error + beta + 3 * u * (1 + beta))
         self.kappa = (1 + theta) ** 2 * (1 + u) ** 2 * (1 + 32 * u)
-        self.shrink = 1 - 32 * u
-        # absolute slack for the subnormal range, where the relative terms above do not hold
-        self.floor = 64 * float(torch.finfo(a.dtype).tiny)
+        # a distance within tau (n_i + n_c) of 0 is set to 0: such rows must survive too
+        self.shrink = 1 - 32 * u - 2 * residue_tolerance(a.shape[1], z.shape[1], a.dtype)
         self.n_low = self_sq * self.shrink
+        # rows the relative error bounds do not cover (underflow, module docstring) always survive
+        self.guarded = guarded_rows(a, z, self_sq)
+        self.n_low.masked_fill_(~self.guarded, float("-inf"))
         self.norm = self_sq.sqrt()
         self.bytes_per_pick = self.unit.numel() * self.unit.element_size()
 
     def survivors(self, center: int, nearest: Tensor) -> Tensor:
         """Rows (long `[m]`, ascending) whose distance to seed `center` may be below `nearest`
         `[N]`; every other row provably keeps its `nearest` value."""
+        if not bool(self.guarded[center]):
+            return torch.arange(len(nearest), device=nearest.device)
         cos = torch.mv(self.unit, self.unit[center])
         slack = cos.abs().to(self.norm.dtype).add_(self.margin).mul_(self.norm)
         s_c = float(self.norm[center])
         bound = torch.add(self.n_low, slack, alpha=-2.0 * self.kappa * s_c)
-        bound.add_(float(self.n_low[center]) - self.floor)
+        bound.add_(float(self.n_low[center]))
         return torch.nonzero(bound < nearest).flatten()

@@ -108,11 +108,13 @@ def guarded_rows(a: Tensor, z: Tensor, self_sq: Tensor) -> Tensor:
         & (z_sq >= 4 * z.shape[1] * t / u)
         & (self_sq >= tiny.smallest_normal / u)
     )
-    # exactly zero rows: the largest |entry| is 0 (a reduction: no [N, K] temporary)
-    inf = float("inf")
-    zero = (torch.linalg.vector_norm(a, ord=inf, dim=1) == 0) | (
-        torch.linalg.vector_norm(z, ord=inf, dim=1) == 0
-    )
+    # exactly zero factors: only rows whose squared norm is 0 can be (a nonzero row's may have
+    # underflowed to 0), so only those rows are read again, for their largest |entry|
+    zero = torch.zeros_like(large)
+    for factor, sq in ((a, a_sq), (z, z_sq)):
+        rows = torch.nonzero(sq == 0).flatten()
+        if len(rows):
+            zero[rows] |= factor.index_select(0, rows).abs().amax(dim=1) == 0
     return large | zero
 
 

@@ -100,7 +100,16 @@ def exact_distances(a: torch.Tensor, z: torch.Tensor, c: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "name", ["gaussian", "norm-spread", "classes-unsure", "narrow-z", "subnormal"]
+    "name",
+    [
+        "gaussian",
+        "norm-spread",
+        "classes-unsure",
+        "narrow-z",
+        "subnormal",
+        "duplicates",
+        "zero-rows",
+    ],
 )
 def test_every_row_that_can_move_survives(name: str) -> None:
     """Soundness at the boundary: with nearest_i set just above or below the distance the

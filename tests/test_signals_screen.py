@@ -93,6 +93,16 @@ def sq_norms(a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(a, dim=1).square() * torch.linalg.vector_norm(z, dim=1).square()
 
 
+def screen_of(a: torch.Tensor, z: torch.Tensor) -> RankOneScreen:
+    """The screen kmeans_pp builds for these factors."""
+    return RankOneScreen(a, z, *factor_sq(a, z))
+
+
+def factor_sq(a: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """|a_i|^2 and |z_i|^2 `[N]` each."""
+    return torch.linalg.vector_norm(a, dim=1).square(), torch.linalg.vector_norm(z, dim=1).square()
+
+
 def exact_distances(a: torch.Tensor, z: torch.Tensor, c: int) -> torch.Tensor:
     """||g_i - g_c||^2 in float64 from the materialised embeddings (the reference)."""
     g = torch.einsum("nk,nd->nkd", a.double(), z.double()).flatten(1)
@@ -116,8 +126,7 @@ def test_every_row_that_can_move_survives(name: str) -> None:
     unscreened path computes, every row whose computed distance is below nearest_i survives."""
     a, z = POOLS[name]
     a, z = a[:1500], z[:1500]
-    self_sq = sq_norms(a, z)
-    screen = RankOneScreen(a, z, self_sq)
+    screen = screen_of(a, z)
     g = torch.Generator().manual_seed(11)
     for c in (0, 17, 733, 1499):
         d_ref = rank_one_sq_distances(a, z, c)
@@ -136,8 +145,7 @@ def test_margin_is_under_one_percent_of_the_norms() -> None:
     """Not vacuous: rows whose nearest distance lies `0.01 (n_i + n_c)` under the exact
     one-factor bound `n_i + n_c - 2 s_i s_c |cos(a_i, a_c)|` (float64) are all skipped."""
     a, z = POOLS["classes-unsure"]
-    self_sq = sq_norms(a, z)
-    screen = RankOneScreen(a, z, self_sq)
+    screen = screen_of(a, z)
     a64, z64 = a.double(), z.double()
     n64 = sq_norms(a64, z64)
     s = n64.sqrt()
@@ -152,12 +160,11 @@ def test_margin_is_under_one_percent_of_the_norms() -> None:
 
 def test_storage_is_float16_of_the_narrower_factor() -> None:
     a, z = POOLS["classes-unsure"]  # K = 50 < D = 64: a is screened
-    sq = torch.ones(a.shape[0])
-    screen = RankOneScreen(a, z, sq)
+    screen = screen_of(a, z)
     assert screen.unit.dtype == torch.float16 and screen.unit.shape == a.shape
     assert screen.bytes_per_pick == a.shape[0] * a.shape[1] * 2
     wa, nz = POOLS["narrow-z"]
-    assert RankOneScreen(wa, nz, torch.ones(wa.shape[0])).unit.shape == nz.shape
+    assert screen_of(wa, nz).unit.shape == nz.shape
     norms = torch.linalg.vector_norm(screen.unit.float(), dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=2e-3)
 
@@ -205,7 +212,7 @@ def test_a_row_whose_squared_norm_underflows_still_moves() -> None:
     assert d_ref[1] < self_sq[0]  # the cross term survives where the norm underflowed
     nearest = torch.tensor([0.0, float(self_sq[0]), 5.0])
     assert d_ref[1] < nearest[1]
-    assert 1 in RankOneScreen(a, z, self_sq).survivors(0, nearest).tolist()
+    assert 1 in screen_of(a, z).survivors(0, nearest).tolist()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -219,7 +226,7 @@ def test_screen_on_cuda_gives_the_unscreened_picks() -> None:
     ref = kmeans_pp(a, z, 200, generator=gen.manual_seed(0))
     assert torch.equal(got, ref)
     assert stats["screened_picks"] > 0
-    assert RankOneScreen(a, z, sq_norms(a, z)).unit.dtype == torch.float32
+    assert screen_of(a, z).unit.dtype == torch.float32
 
 
 def test_picks_that_hinge_on_rounding_residues_equal_unscreened() -> None:
@@ -324,7 +331,7 @@ def test_rows_that_underflow_survive(name: str) -> None:
     relative margin; rows it can touch must be recomputed, with nearest_i set just above or
     below the computed distance as in the boundary test above. Skipped before the guard."""
     a, z = UNDERFLOW[name]
-    screen = RankOneScreen(a, z, sq_norms(a, z))
+    screen = screen_of(a, z)
     g = torch.Generator().manual_seed(11)
     num = a.shape[0]
     for c in (0, 1, 2, 100, 733, 1499):
@@ -360,6 +367,6 @@ def test_guarded_rows() -> None:
             [1e-8, 0, 0, 0, 0, 0],
         ]
     )
-    got = guarded_rows(a, z, sq_norms(a, z))
+    got = guarded_rows(a, z, *factor_sq(a, z))
     # row 2: n = 1 but |a|^2 = 1e-38 < 3.8e-37; rows 3, 4: n = 1e-32 < 2e-31
     assert got.tolist() == [True, True, False, False, False]

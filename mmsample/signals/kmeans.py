@@ -239,7 +239,8 @@ def kmeans_pp(
     if n == 0:
         _report(stats, counts)
         return picks
-    self_sq = _sq_norms(a) * _sq_norms(z)
+    a_sq, z_sq = _sq_norms(a), _sq_norms(z)
+    self_sq = a_sq * z_sq
     if not bool(torch.isfinite(self_sq).all()):  # the one host sync: bad rows name themselves
         bad = torch.nonzero(~torch.isfinite(self_sq)).flatten()[:5].tolist()
         raise ValueError(
@@ -247,7 +248,7 @@ def kmeans_pp(
             "infinite embedding norm (check the logits and features of those samples)."
         )
     use_screen = (a.device.type == "cpu") if screen is None else screen
-    screener = RankOneScreen(a, z, self_sq) if use_screen and n > 2 else None
+    screener = RankOneScreen(a, z, a_sq, z_sq) if use_screen and n > 2 else None
     center = self_sq.argmax().reshape(1)
     picks[0:1] = center
     # 1 for unchosen, 0 for chosen: the fallback law when every unchosen point has D = 0

@@ -96,13 +96,13 @@ def storage_dtype(factor: Tensor) -> torch.dtype:
     return factor.dtype
 
 
-def guarded_rows(a: Tensor, z: Tensor, self_sq: Tensor) -> Tensor:
+def guarded_rows(a: Tensor, z: Tensor, a_sq: Tensor, z_sq: Tensor) -> Tensor:
     """Bool `[N]`: rows whose distances the screen's relative error bounds cover (no underflow
-    can matter: module docstring), or whose a or z is exactly zero."""
+    can matter: module docstring), or whose a or z is exactly zero. `a_sq`, `z_sq` `[N]`: the
+    factors' squared row norms, as `kmeans_pp` computes them."""
     tiny = torch.finfo(a.dtype)
     u, t = tiny.eps / 2, tiny.smallest_normal * tiny.eps  # t: the smallest subnormal
-    a_sq = torch.linalg.vector_norm(a, dim=1).square()
-    z_sq = torch.linalg.vector_norm(z, dim=1).square()
+    self_sq = a_sq * z_sq
     large = (
         (a_sq >= 4 * a.shape[1] * t / u)
         & (z_sq >= 4 * z.shape[1] * t / u)
@@ -121,12 +121,13 @@ def guarded_rows(a: Tensor, z: Tensor, self_sq: Tensor) -> Tensor:
 class RankOneScreen:
     """Which rows' nearest distance a new k-means++ seed can lower (module docstring).
 
-    Built once per selection from the factors `a [N, K]`, `z [N, D]` and their squared embedding
-    norms `self_sq [N]` (as `kmeans_pp` computes them). Memory: the narrower factor's unit rows in
+    Built once per selection from the factors `a [N, K]`, `z [N, D]` and their squared row norms
+    `a_sq`, `z_sq [N]` (as `kmeans_pp` computes them; the embeddings' are `a_sq * z_sq`). Memory: the narrower factor's unit rows in
     the storage dtype (float16 on CPU: 2 bytes x min(K, D) per point) and two `[N]` vectors.
     """
 
-    def __init__(self, a: Tensor, z: Tensor, self_sq: Tensor) -> None:
+    def __init__(self, a: Tensor, z: Tensor, a_sq: Tensor, z_sq: Tensor) -> None:
+        self_sq = a_sq * z_sq
         factor = a if a.shape[1] <= z.shape[1] else z
         num, width = factor.shape
         store = storage_dtype(factor)
@@ -157,7 +158,7 @@ class RankOneScreen:
         self.shrink = 1 - 32 * u - 2 * residue_tolerance(a.shape[1], z.shape[1], a.dtype)
         self.n_low = self_sq * self.shrink
         # rows the relative error bounds do not cover (underflow, module docstring) always survive
-        self.guarded = guarded_rows(a, z, self_sq)
+        self.guarded = guarded_rows(a, z, a_sq, z_sq)
         self.n_low.masked_fill_(~self.guarded, float("-inf"))
         self.norm = self_sq.sqrt()
         self.bytes_per_pick = self.unit.numel() * self.unit.element_size()

@@ -17,6 +17,10 @@ same arguments resumes from it. Writes `OUT/config.json`, `OUT/stats.jsonl` (the
 fused head and of each modality alone, Shapley contribution per modality, time and throughput
 per epoch) and, when the run ends, `OUT/done.json`.
 
+`--model resnet18` trains on its preset's "train" specs (a few random frames per step, OGM-GE's
+crop and flip on the device, drawn from (seed, epoch, step, rank)) and evaluates on the "test"
+specs (all frames).
+
 Evaluation reads the `--test-split` with an `IndexedDataset`; under DDP each rank scores a
 disjoint share of the test ids and the counts are summed, so every test sample counts once
 (the training reader's padding never reaches it).
@@ -352,6 +356,7 @@ class Run:
         self.modalities = choice.modalities
         self.names = list(self.modalities)
         self.model = choice.model.to(self.device)
+        self.augment = choice.augment
         self.ddp: nn.Module = self.model
         if distributed():
             # device_ids=None: batches are moved by MultimodalBatch.to, not by DDP; unused
@@ -369,7 +374,9 @@ class Run:
             encoders = {n: self.model.encoders[n] for n in self.names}
             self.ogm = OGMGE(encoders, args.ogm_alpha, end=args.epochs - 1, generator=gen)
         self.test = (
-            IndexedDataset(args.data, self.modalities, split=args.test_split)
+            IndexedDataset(
+                args.data, choice.test_modalities or self.modalities, split=args.test_split
+            )
             if args.test_split
             else None
         )
@@ -427,9 +434,23 @@ class Run:
         return True
 
     # ---- one step ----
+    def augment_batch(self, batch: MultimodalBatch) -> None:
+        """The model's training-time augmentation, in place, on the device; its draws come from
+        a generator seeded by (seed, epoch, step, rank), so a resumed run draws the same."""
+        if not self.augment:
+            return
+        key = (self.args.seed, self.epoch, self.step, self.rank)
+        seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
+        gen = torch.Generator(self.device).manual_seed(seed)
+        for name, fn in self.augment.items():
+            if name in batch:
+                part = batch.modalities[name]
+                part.data = fn(part.data, gen)  # type: ignore[arg-type]
+
     def train_step(self, batch: MultimodalBatch) -> tuple[float, int, int]:
         """Forward, loss, backward, OGM-GE, step, ledger; (loss sum, fused right, full rows)."""
         batch = batch.to(self.device, non_blocking=True)
+        self.augment_batch(batch)
         y = batch.labels
         present = torch.stack([batch.present(n) for n in self.names], 1)
         full = (1 << len(self.names)) - 1

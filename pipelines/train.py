@@ -49,11 +49,11 @@ from mmsample.batch import Collate, MultimodalBatch
 from mmsample.ledger import Ledger
 from mmsample.loader import BalancedLoader, balanced_loader, wrap
 from mmsample.methods import BSS, DUS, OGMGE, SMV
-from mmsample.scoring import VALUES, Scorer
+from mmsample.scoring import VALUES, Scorer, model_pass, pass_ids
 from mmsample.shards.format import Manifest
-from mmsample.shards.indexed import IdSubset, IndexedDataset
+from mmsample.shards.indexed import IndexedDataset
 from mmsample.shards.streamed import StreamedDataset
-from mmsample.signals import shapley
+from mmsample.signals import shapley, subset_logits
 
 from .models import MODELS, LateFusion
 
@@ -269,42 +269,42 @@ def build_loader(
 
 
 # ---- evaluation ------------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate(
-    model: LateFusion,
-    reader: IndexedDataset,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    rank: int,
-    world: int,
+    model: LateFusion, reader: IndexedDataset, device: torch.device, batch_size: int, workers: int
 ) -> dict[str, float]:
-    """Test metrics over every id of `reader`, each counted once across ranks: `test/acc`
+    """Test metrics over every id of `reader`, each counted once across ranks (this rank's
+    share of `mmsample.scoring.pass_ids`, read by `model_pass`, the counts summed): `test/acc`
     (fused), `test/acc/<m>` (the fusion head on modality m alone, the others zeroed),
     `test/probe/<m>` (the unimodal probe), `test/contribution/<m>` (Shapley value of m with
     v(C) = accuracy of the head on subset C), `test/n`."""
     names = model.names
-    ids = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
-    mine = ids[rank * len(ids) // world : (rank + 1) * len(ids) // world]
-    loader = DataLoader(
-        IdSubset(reader, mine),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=Collate(names),
-        pin_memory=device.type == "cuda",
-    )
     m = len(names)
     counts = torch.zeros((1 << m) + m + 1, dtype=torch.float64)
+
+    def tally(batch: MultimodalBatch, feats: list[Tensor]) -> None:
+        y = batch.labels
+        logits = subset_logits(feats, model.head)
+        right = (logits.argmax(-1) == y[:, None]).double().sum(0).cpu()
+        uni = model.unimodal(feats)
+        probes = torch.stack([(u.argmax(-1) == y).double().sum() for u in uni]).cpu()
+        counts.add_(torch.cat([right, probes, torch.tensor([float(len(y))])]))
+
+    _, mine = pass_ids(reader, None, "evaluate")
     was_training = model.training
     model.eval()
-    with autocast(device):
-        for batch in loader:
-            batch = batch.to(device, non_blocking=True)
-            logits, uni = model(batch)
-            y = batch.labels
-            right = (logits.argmax(-1) == y[:, None]).double().sum(0).cpu()
-            probes = torch.stack([(u.argmax(-1) == y).double().sum() for u in uni]).cpu()
-            counts += torch.cat([right, probes, torch.tensor([float(len(y))])])
+    with autocast(device):  # bf16 as in training; model_pass's own autocast is off
+        model_pass(
+            model,
+            reader,
+            mine,
+            tally,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=device,
+            progress=False,
+            autocast=False,
+            desc="evaluate",
+        )
     model.train(was_training)
     dev = device if device.type == "cuda" else torch.device("cpu")
     counts = all_sum(counts.to(dev)).cpu()
@@ -559,17 +559,7 @@ class Run:
         }
         if self.test is not None:
             t0 = time.perf_counter()
-            record.update(
-                evaluate(
-                    self.model,
-                    self.test,
-                    self.device,
-                    64,
-                    args.workers,
-                    self.rank,
-                    self.world,
-                )
-            )
+            record.update(evaluate(self.model, self.test, self.device, 64, args.workers))
             record["time/eval_s"] = time.perf_counter() - t0
         self.save(end_of_epoch=True)
         self.epoch, self.step = self.epoch + 1, 0

@@ -148,6 +148,9 @@ def measure_imbalance(args: argparse.Namespace) -> Path:
 
 
 def notes(args: argparse.Namespace) -> str:
+    """The report's notes; the schedules are read from the runs' own `pipelines.train` options."""
+    run = train.parse_args(train_argv(args, Path("data"), Path("out"), "plain", 0))
+    bss_every = "every epoch" if run.bss_interval == 1 else f"every {run.bss_interval} epochs"
     return "\n".join(
         [
             "## The demo",
@@ -156,9 +159,10 @@ def notes(args: argparse.Namespace) -> str:
             f"the digit shown from its first {IMAGE_COMPONENTS} principal components, the "
             f"speech under white noise at {AUDIO_SNR_DB:g} dB SNR; the model reads 4 video "
             "frames and the 40-band log-mel audio track of each mp4, decoded on the fly. "
-            "Schedules are shortened to the epochs run: DUS spans the run's epochs, BSS "
-            "t_grow = epochs - 1 with lambda0 0.25 and rescoring every epoch (learned), SMV "
-            "warm-up 1 epoch, OGM-GE alpha 0.5 over every epoch.",
+            "Schedules are shortened to the epochs run: DUS spans the run's epochs "
+            f"(beta {run.dus_beta:g}), BSS t_grow = epochs - 1 with lambda0 "
+            f"{run.bss_lambda0:g} and rescoring {bss_every} (learned), SMV warm-up "
+            f"{run.smv_warmup} epoch(s), OGM-GE alpha {run.ogm_alpha:g} over every epoch.",
             "",
             "The active-learning demo (BMMAL and the other query strategies) is its own "
             f"command, not part of this report's run: `{ACTIVE_COMMAND}` writes "

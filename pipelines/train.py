@@ -406,7 +406,7 @@ class Run:
         """Load this rank's checkpoint if there is one; True if it did."""
         if not self.ckpt.exists():
             return False
-        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(self.ckpt, map_location="cpu")
         if state["world"] != self.world:
             raise ValueError(
                 f"{self.ckpt} was saved by a run of {state['world']} ranks; this run has "

@@ -8,8 +8,9 @@ unimodal loss that would itself rebalance the encoders). Its interface is the on
 for the rows that do not carry the modality), `head(x) -> [B, K]`, `unimodal(features) -> M
 logits [B, K]`.
 
-To add a model (e.g. the papers' ResNet-18 pair), write a function `(num_classes) -> Choice`
-that returns the reader specs it needs and the model, and add it to `MODELS`.
+To add a model, write a function `(num_classes, only) -> Choice` that returns the reader specs it
+needs and the model (optionally evaluation specs and a training-time augmentation, as
+`resnet18` does), and add it to `MODELS`.
 """
 
 from __future__ import annotations

@@ -33,6 +33,11 @@ from . import train
 IMAGE_COMPONENTS = 16
 AUDIO_SNR_DB = 6.0
 TEST_FRACTION = 0.2
+# the active-learning demo the report links to (README, "Active learning")
+ACTIVE_COMMAND = (
+    "python -m pipelines.avmnist --out runs/avmnist && "
+    "python -m pipelines.active_avmnist --data runs/avmnist --out runs/active"
+)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -143,6 +148,9 @@ def measure_imbalance(args: argparse.Namespace) -> Path:
 
 
 def notes(args: argparse.Namespace) -> str:
+    """The report's notes; the schedules are read from the runs' own `pipelines.train` options."""
+    run = train.parse_args(train_argv(args, Path("data"), Path("out"), "plain", 0))
+    bss_every = "every epoch" if run.bss_interval == 1 else f"every {run.bss_interval} epochs"
     return "\n".join(
         [
             "## The demo",
@@ -151,12 +159,16 @@ def notes(args: argparse.Namespace) -> str:
             f"the digit shown from its first {IMAGE_COMPONENTS} principal components, the "
             f"speech under white noise at {AUDIO_SNR_DB:g} dB SNR; the model reads 4 video "
             "frames and the 40-band log-mel audio track of each mp4, decoded on the fly. "
-            "Schedules are shortened to the epochs run: DUS spans the run's epochs, BSS "
-            "t_grow = epochs - 1 with lambda0 0.25 and rescoring every epoch (learned), SMV "
-            "warm-up 1 epoch, OGM-GE alpha 0.5 over every epoch.",
+            "Schedules are shortened to the epochs run: DUS spans the run's epochs "
+            f"(beta {run.dus_beta:g}), BSS t_grow = epochs - 1 with lambda0 "
+            f"{run.bss_lambda0:g} and rescoring {bss_every} (learned), SMV warm-up "
+            f"{run.smv_warmup} epoch(s), OGM-GE alpha {run.ogm_alpha:g} over every epoch.",
             "",
             "The active-learning demo (BMMAL and the other query strategies) is its own "
-            "command, not part of this report's run.",
+            f"command, not part of this report's run: `{ACTIVE_COMMAND}` writes "
+            "[runs/active/plot.png](../active/plot.png) and `runs/active/metrics.json`; "
+            "measured results in the README's Active learning section "
+            "([README](../../README.md#active-learning)).",
         ]
     )
 

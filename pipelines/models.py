@@ -8,14 +8,15 @@ unimodal loss that would itself rebalance the encoders). Its interface is the on
 for the rows that do not carry the modality), `head(x) -> [B, K]`, `unimodal(features) -> M
 logits [B, K]`.
 
-To add a model (e.g. the papers' ResNet-18 pair), write a function `(num_classes) -> Choice`
-that returns the reader specs it needs and the model, and add it to `MODELS`.
+To add a model, write a function `(num_classes, only) -> Choice` that returns the reader specs it
+needs and the model (optionally evaluation specs and a training-time augmentation, as
+`resnet18` does), and add it to `MODELS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -130,11 +131,15 @@ class SpectrogramEncoder(nn.Module):
 
 @dataclass
 class Choice:
-    """What a model name gives: the reader specs (`{modality: Spec}`, in model order) and the
-    model."""
+    """What a model name gives: the training reader's specs (`{modality: Spec}`, in model
+    order), the model, the evaluation reader's specs (None: the training specs) and the
+    training-time augmentation per modality (`{modality: fn(data, generator) -> data}`, applied
+    to the batch on the device; empty: none)."""
 
     modalities: dict[str, Any]
     model: LateFusion
+    test_modalities: dict[str, Any] | None = None
+    augment: dict[str, Callable[[Tensor, torch.Generator], Tensor]] = field(default_factory=dict)
 
 
 def small(num_classes: int, only: Sequence[str] | None = None) -> Choice:
@@ -162,15 +167,23 @@ def resnet18(
 ) -> Choice:
     """The papers' model (OGM-GE's code): ResNet-18 trunks for the spectrogram (one channel)
     and the frames (folded into the batch, pooled over time) from `transformers.ResNetConfig`,
-    concatenation fusion; the reader specs of `pipelines.presets.preset(preset, "train",
-    size=size, audio_seconds=audio_seconds)`."""
+    concatenation fusion. Trains on `pipelines.presets.preset(preset, "train", size=size,
+    audio_seconds=audio_seconds)` (a few random frames per step) with OGM-GE's random resized
+    crop and flip of the frames (`pipelines.augment`), evaluates on the "test" preset (all
+    frames, no augmentation)."""
+    from pipelines.augment import random_resized_crop_flip
     from pipelines.paper_models import FEATURE_DIM, AudioTrunk, FrameTrunk
     from pipelines.presets import preset as make_preset
 
-    specs = make_preset(preset, "train", size=size, audio_seconds=audio_seconds)
-    modalities: dict[str, Any] = dict(specs)
+    train = make_preset(preset, "train", size=size, audio_seconds=audio_seconds)
+    test = make_preset(preset, "test", size=size, audio_seconds=audio_seconds)
     encoders: dict[str, nn.Module] = {"audio": AudioTrunk(), "visual": FrameTrunk()}
-    return Choice(modalities, LateFusion(encoders, FEATURE_DIM, num_classes, only))
+    return Choice(
+        dict(train),
+        LateFusion(encoders, FEATURE_DIM, num_classes, only),
+        test_modalities=dict(test),
+        augment={"visual": random_resized_crop_flip},
+    )
 
 
 MODELS: dict[str, Callable[..., Choice]] = {"small": small, "resnet18": resnet18}

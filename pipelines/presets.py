@@ -10,8 +10,8 @@ BMMAL, seed 000, section 4; `mmsample.audio` documents the spectrogram variants)
 
 | preset | visual (train / test) | audio |
 | --- | --- | --- |
-| vggsound | 10 frames at 1 fps, 3 random per step / all 10 | 16 kHz, 10 s crop (random in train) |
-| kinetics_sounds | 10 frames at 1 fps, 3 random per step / all 10 | 16 kHz, 5 s crop (random in train) |
+| vggsound | 10 frames at 1 fps, 3 random per step / all 10 | 16 kHz, 10 s crop |
+| kinetics_sounds | 10 frames at 1 fps, 3 random per step / all 10 | 16 kHz, 5 s crop |
 | cremad | 3 frames at 1 fps, 1 random per step (2 optional) / all 3 | 22.05 kHz, 3 s, hop 353 |
 
 Frames are resized to 224 x 224 (OGM-GE's test `Resize((224, 224))`) and kept uint8 (4x less
@@ -29,7 +29,9 @@ Where the papers differ, and what is chosen here:
 - Audio crop: OGM-GE's VGGSound loader takes a random 5 s crop of audio tiled to 10 s, with
   n_fft 256 / hop 128; the issue asks for 10 s on VGGSound (the whole clip), which is the
   default here; `audio_seconds=5` gives OGM-GE's crop length. Short audio is zero-padded, not
-  tiled.
+  tiled. The crop window is random in both splits: readers always pass the item's generator
+  (seeded by seed, epoch, id), so a test reader takes one fixed window per clip, not the
+  centre one (`mmsample.audio.crop_or_pad` centres only without a generator).
 - Spatial augmentation: OGM-GE trains with RandomResizedCrop(224) and a horizontal flip per
   frame; the readers decode a plain resize, and `pipelines.augment.random_resized_crop_flip`
   does the crop and flip on the batch, on the device, in the training loop.

@@ -17,6 +17,10 @@ same arguments resumes from it. Writes `OUT/config.json`, `OUT/stats.jsonl` (the
 fused head and of each modality alone, Shapley contribution per modality, time and throughput
 per epoch) and, when the run ends, `OUT/done.json`.
 
+`--model resnet18` trains on its preset's "train" specs (a few random frames per step, OGM-GE's
+crop and flip on the device, drawn from (seed, epoch, step, rank)) and evaluates on the "test"
+specs (all frames).
+
 Evaluation reads the `--test-split` with an `IndexedDataset`; under DDP each rank scores a
 disjoint share of the test ids and the counts are summed, so every test sample counts once
 (the training reader's padding never reaches it).
@@ -45,11 +49,11 @@ from mmsample.batch import Collate, MultimodalBatch
 from mmsample.ledger import Ledger
 from mmsample.loader import BalancedLoader, balanced_loader, wrap
 from mmsample.methods import BSS, DUS, OGMGE, SMV
-from mmsample.scoring import VALUES, Scorer
+from mmsample.scoring import VALUES, Scorer, model_pass, pass_ids
 from mmsample.shards.format import Manifest
-from mmsample.shards.indexed import IdSubset, IndexedDataset
+from mmsample.shards.indexed import IndexedDataset
 from mmsample.shards.streamed import StreamedDataset
-from mmsample.signals import shapley
+from mmsample.signals import shapley, subset_logits
 
 from .models import MODELS, LateFusion
 
@@ -265,42 +269,42 @@ def build_loader(
 
 
 # ---- evaluation ------------------------------------------------------------------------------
-@torch.no_grad()
 def evaluate(
-    model: LateFusion,
-    reader: IndexedDataset,
-    device: torch.device,
-    batch_size: int,
-    workers: int,
-    rank: int,
-    world: int,
+    model: LateFusion, reader: IndexedDataset, device: torch.device, batch_size: int, workers: int
 ) -> dict[str, float]:
-    """Test metrics over every id of `reader`, each counted once across ranks: `test/acc`
+    """Test metrics over every id of `reader`, each counted once across ranks (this rank's
+    share of `mmsample.scoring.pass_ids`, read by `model_pass`, the counts summed): `test/acc`
     (fused), `test/acc/<m>` (the fusion head on modality m alone, the others zeroed),
     `test/probe/<m>` (the unimodal probe), `test/contribution/<m>` (Shapley value of m with
     v(C) = accuracy of the head on subset C), `test/n`."""
     names = model.names
-    ids = np.unique(np.asarray(reader.table.ids, dtype=np.int64))
-    mine = ids[rank * len(ids) // world : (rank + 1) * len(ids) // world]
-    loader = DataLoader(
-        IdSubset(reader, mine),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=Collate(names),
-        pin_memory=device.type == "cuda",
-    )
     m = len(names)
     counts = torch.zeros((1 << m) + m + 1, dtype=torch.float64)
+
+    def tally(batch: MultimodalBatch, feats: list[Tensor]) -> None:
+        y = batch.labels
+        logits = subset_logits(feats, model.head)
+        right = (logits.argmax(-1) == y[:, None]).double().sum(0).cpu()
+        uni = model.unimodal(feats)
+        probes = torch.stack([(u.argmax(-1) == y).double().sum() for u in uni]).cpu()
+        counts.add_(torch.cat([right, probes, torch.tensor([float(len(y))])]))
+
+    _, mine = pass_ids(reader, None, "evaluate")
     was_training = model.training
     model.eval()
-    with autocast(device):
-        for batch in loader:
-            batch = batch.to(device, non_blocking=True)
-            logits, uni = model(batch)
-            y = batch.labels
-            right = (logits.argmax(-1) == y[:, None]).double().sum(0).cpu()
-            probes = torch.stack([(u.argmax(-1) == y).double().sum() for u in uni]).cpu()
-            counts += torch.cat([right, probes, torch.tensor([float(len(y))])])
+    with autocast(device):  # bf16 as in training; model_pass's own autocast is off
+        model_pass(
+            model,
+            reader,
+            mine,
+            tally,
+            batch_size=batch_size,
+            num_workers=workers,
+            device=device,
+            progress=False,
+            autocast=False,
+            desc="evaluate",
+        )
     model.train(was_training)
     dev = device if device.type == "cuda" else torch.device("cpu")
     counts = all_sum(counts.to(dev)).cpu()
@@ -352,6 +356,7 @@ class Run:
         self.modalities = choice.modalities
         self.names = list(self.modalities)
         self.model = choice.model.to(self.device)
+        self.augment = choice.augment
         self.ddp: nn.Module = self.model
         if distributed():
             # device_ids=None: batches are moved by MultimodalBatch.to, not by DDP; unused
@@ -369,7 +374,9 @@ class Run:
             encoders = {n: self.model.encoders[n] for n in self.names}
             self.ogm = OGMGE(encoders, args.ogm_alpha, end=args.epochs - 1, generator=gen)
         self.test = (
-            IndexedDataset(args.data, self.modalities, split=args.test_split)
+            IndexedDataset(
+                args.data, choice.test_modalities or self.modalities, split=args.test_split
+            )
             if args.test_split
             else None
         )
@@ -399,7 +406,7 @@ class Run:
         """Load this rank's checkpoint if there is one; True if it did."""
         if not self.ckpt.exists():
             return False
-        state = torch.load(self.ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(self.ckpt, map_location="cpu")
         if state["world"] != self.world:
             raise ValueError(
                 f"{self.ckpt} was saved by a run of {state['world']} ranks; this run has "
@@ -427,9 +434,23 @@ class Run:
         return True
 
     # ---- one step ----
+    def augment_batch(self, batch: MultimodalBatch) -> None:
+        """The model's training-time augmentation, in place, on the device; its draws come from
+        a generator seeded by (seed, epoch, step, rank), so a resumed run draws the same."""
+        if not self.augment:
+            return
+        key = (self.args.seed, self.epoch, self.step, self.rank)
+        seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
+        gen = torch.Generator(self.device).manual_seed(seed)
+        for name, fn in self.augment.items():
+            if name in batch:
+                part = batch.modalities[name]
+                part.data = fn(part.data, gen)  # type: ignore[arg-type]
+
     def train_step(self, batch: MultimodalBatch) -> tuple[float, int, int]:
         """Forward, loss, backward, OGM-GE, step, ledger; (loss sum, fused right, full rows)."""
         batch = batch.to(self.device, non_blocking=True)
+        self.augment_batch(batch)
         y = batch.labels
         present = torch.stack([batch.present(n) for n in self.names], 1)
         full = (1 << len(self.names)) - 1
@@ -538,17 +559,7 @@ class Run:
         }
         if self.test is not None:
             t0 = time.perf_counter()
-            record.update(
-                evaluate(
-                    self.model,
-                    self.test,
-                    self.device,
-                    64,
-                    args.workers,
-                    self.rank,
-                    self.world,
-                )
-            )
+            record.update(evaluate(self.model, self.test, self.device, 64, args.workers))
             record["time/eval_s"] = time.perf_counter() - t0
         self.save(end_of_epoch=True)
         self.epoch, self.step = self.epoch + 1, 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,21 @@ def train_one_epoch(
         "train": train_ids,
         "model": model,
     }
+
+
+def reference_loop_one_epoch(
+    root: Path, out: Path, preset_name: str, method: str, *extra: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`python -m pipelines.train --model resnet18 --preset NAME` for one epoch at 32x32 on a
+    recipe's shards (the issue's "one-epoch run of pipelines/train.py with the paper model");
+    returns its metrics.jsonl and stats.jsonl rows."""
+    from pipelines import train
+
+    argv = ["--data", str(root), "--out", str(out), "--model", "resnet18", "--preset"]
+    argv += [preset_name, "--size", "32", "--epochs", "1", "--batch-size", "2", "--method"]
+    assert train.main([*argv, method, "--mode", "indexed", "--no-progress", *extra]) == 0
+    rows = [
+        [json.loads(x) for x in (out / name).read_text().splitlines()]
+        for name in ("metrics.jsonl", "stats.jsonl")
+    ]
+    return rows[0], rows[1]

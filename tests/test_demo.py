@@ -110,6 +110,9 @@ def test_demo_report_numbers_equal_the_logs(demo: Path) -> None:
         png = demo / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"]({name}.png)" in report
     assert "throughput.png" in report
+    # the active-learning demo is its own command, linked from the report (issue 9, item 3)
+    assert "python -m pipelines.active_avmnist --data runs/avmnist --out runs/active" in report
+    assert "](../active/plot.png)" in report
 
 
 def test_a_second_demo_reuses_finished_runs(demo: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,13 @@ from mmsample.testing import encode_wav
 from pipelines import cremad
 from pipelines.presets import preset
 
-from .recipe_helpers import clip_bytes, read_back, shard_args, train_one_epoch
+from .recipe_helpers import (
+    clip_bytes,
+    read_back,
+    reference_loop_one_epoch,
+    shard_args,
+    train_one_epoch,
+)
 
 # (name, split, what is on disk)
 CLIPS = [
@@ -133,6 +139,12 @@ def test_recipe_reads_back_and_trains(tmp_path: Path, capsys: pytest.CaptureFixt
     assert scored == 2
     ids = torch.as_tensor(sorted(int(i) for i in test_reader.table.ids))
     assert bool(run["ledger"].snapshot()["values_seen"][ids].all())
+
+    # and pipelines/train.py with the paper model on the recipe's shards (flv + wav fields)
+    metrics, stats = reference_loop_one_epoch(out, tmp_path / "run", "cremad", "dus")
+    n = {s: sum(1 for _, sp, how in CLIPS if sp == s and how == "both") for s in ("train", "test")}
+    assert [m["test/n"] for m in metrics] == [n["test"]]
+    assert stats[0]["method"] == "DUS" and stats[0]["ids"] == n["train"]
 
 
 def test_layout_errors_are_named(tmp_path: Path) -> None:

@@ -16,7 +16,14 @@ from mmsample.shards.format import Manifest
 from pipelines import kinetics_sounds as ks
 from pipelines.presets import preset
 
-from .recipe_helpers import clip_bytes, corrupt_bytes, read_back, shard_args, train_one_epoch
+from .recipe_helpers import (
+    clip_bytes,
+    corrupt_bytes,
+    read_back,
+    reference_loop_one_epoch,
+    shard_args,
+    train_one_epoch,
+)
 
 # (label, youtube id, start, end, split, how the file is stored)
 ROWS = [
@@ -120,3 +127,12 @@ def test_recipe_reads_back_and_trains(tmp_path: Path, capsys: pytest.CaptureFixt
     assert set(run["ids"]) == set(run["train"])  # SMV at epoch 0: every train sample
     assert all(torch.isfinite(torch.tensor(run["losses"])))
     assert run["moved"] == {"audio_net": True, "visual_net": True, "fc_out": True}
+
+    # and pipelines/train.py with the paper model, evaluating on the CSVs' "val" split
+    extra = ("--audio-seconds", "0.5", "--test-split", "val")
+    metrics, stats = reference_loop_one_epoch(
+        out, tmp_path / "run", "kinetics_sounds", "smv", *extra
+    )
+    n_val = sum(1 for r in good if r[4] == "val")
+    assert [m["test/n"] for m in metrics] == [n_val]  # every val clip once
+    assert stats[0]["method"] == "SMV" and stats[0]["ids"] == len(good) - n_val

@@ -4,6 +4,7 @@ labels with commas) and clips named `<id>_<start:06d>.mp4` (or unpadded, or in a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -152,3 +153,22 @@ def test_the_reference_loop_trains_the_paper_model_one_epoch(tmp_path: Path) -> 
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     n_test = sum(1 for r in ROWS if r[3] == "test" and r[4] not in ("missing", "corrupt"))
     assert metrics[-1]["test/n"] == n_test
+    # the papers' setting in that loop: 3 random frames of 10 per training step, all 10 at
+    # test time (issue 10, item 2), and OGM-GE's crop and flip on the training frames only
+    loop = train.Run(train.parse_args([*args, "--out", str(tmp_path / "again"), "--no-progress"]))
+    assert loop.test is not None
+    assert tuple(loop.test[0]["visual"].shape) == (10, 3, 32, 32)
+    batch = next(iter(loop.loader))
+    assert tuple(batch["visual"].shape[1:]) == (3, 3, 32, 32)
+    plain = batch["visual"].clone()  # type: ignore[union-attr]
+    twice = []
+    for step in (0, 0, 1):
+        copy = dataclasses.replace(batch, modalities=dict(batch.modalities))
+        copy.modalities["visual"] = dataclasses.replace(batch.modalities["visual"], data=plain)
+        loop.step = step
+        loop.augment_batch(copy)
+        twice.append(copy["visual"])
+    assert not torch.equal(twice[0], plain)  # cropped or flipped
+    assert torch.equal(twice[0], twice[1])  # seeded by (seed, epoch, step, rank): resumable
+    assert not torch.equal(twice[0], twice[2])
+    assert torch.equal(batch["visual"], plain)  # the batch given was not touched

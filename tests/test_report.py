@@ -1,0 +1,93 @@
+"""`mmsample report` over several seeds (what `make demo SEEDS=3` writes): the headline cells
+and the verdicts against the plain loader, checked against means and spreads worked out by
+hand from hand-written run logs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mmsample.report import write_report
+
+# method -> fused test accuracy of seeds 0, 1, 2 (last epoch); worked out by hand:
+# plain 0.750 ± 0.050; smv 0.960 ± 0.010 (+0.210 > 0.050: beat); dus 0.780 ± 0.020
+# (+0.030 <= 0.050: within the spread); bss 0.650 ± 0.050 (-0.100: did not beat)
+ACC = {
+    "plain": (0.70, 0.75, 0.80),
+    "smv": (0.95, 0.96, 0.97),
+    "dus": (0.76, 0.78, 0.80),
+    "bss": (0.60, 0.65, 0.70),
+}
+# contributions of audio / video per seed (the same for every method): gaps 0.3, 0.1, 0.2
+# -> 0.200 ± 0.100; audio 0.300 ± 0.100, video 0.500 ± 0.100
+AUDIO = (0.2, 0.3, 0.4)
+VIDEO = (0.5, 0.4, 0.6)
+
+
+def write_run(folder: Path, method: str, seed: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
+    epochs = []
+    for epoch in (0, 1):
+        last = epoch == 1
+        epochs.append(
+            {
+                "epoch": epoch,
+                "test/acc": ACC[method][seed] if last else 0.1,  # only the last epoch counts
+                "test/acc/audio": 0.5 if last else 0.1,
+                "test/acc/video": 0.6 if last else 0.1,
+                "test/contribution/audio": AUDIO[seed] if last else 0.0,
+                "test/contribution/video": VIDEO[seed] if last else 0.0,
+                "time/epoch_s": 2.0,
+                "time/eval_s": 0.5,
+                "throughput/items_per_s": 100.0 + 10 * seed + 20 * epoch,
+            }
+        )
+    lines = [json.dumps(e) for e in reversed(epochs)]  # order on disk does not matter
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "stats.jsonl").write_text(json.dumps({"epoch": 1, "ids": 10, "items": 10}) + "\n")
+
+
+def test_several_seeds_give_mean_spread_and_honest_verdicts(tmp_path: Path) -> None:
+    for method in ACC:
+        for seed in range(3):
+            write_run(tmp_path / f"seed{seed}" / method, method, seed)
+    report_path, table = write_report(tmp_path)
+    cells = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table[2:]}
+    assert list(cells) == ["plain", "dus", "bss", "smv"]  # ORDER, not file order
+    # method, seeds, fused, audio alone, video alone, contribution a / v, gap, vs plain, time, items/s
+    assert cells["plain"][1:9] == [
+        "3",
+        "0.750 ± 0.050",
+        "0.500 ± 0.000",
+        "0.600 ± 0.000",
+        "0.300 ± 0.100",
+        "0.500 ± 0.100",
+        "0.200 ± 0.100",
+        "",
+    ]
+    assert cells["smv"][2] == "0.960 ± 0.010" and cells["smv"][8] == "+0.210"
+    assert cells["dus"][8] == "+0.030" and cells["bss"][8] == "-0.100"
+    # time: 2 epochs x (2.0 + 0.5) s; items/s: mean of 100, 120, 110, 130, 120, 140 (sd 14.1)
+    assert cells["plain"][9] == "5.0 ± 0.0" and cells["plain"][10].rstrip(" |") == "120.0 ± 14.1"
+    report = report_path.read_text()
+    assert "- smv beat the plain loader: fused test accuracy 0.960 vs 0.750" in report
+    assert "**dus did not beat the plain loader beyond the spread**" in report
+    assert "within one standard deviation (0.050)" in report
+    assert "**bss did not beat the plain loader**: fused test accuracy 0.650 vs 0.750" in report
+    assert "unknown noise" not in report  # three seeds: judged against the spread
+
+
+def test_the_command_writes_where_asked(tmp_path: Path) -> None:
+    write_run(tmp_path / "runs" / "plain", "plain", 0)
+    out = tmp_path / "elsewhere"
+    done = subprocess.run(
+        [sys.executable, "-m", "mmsample", "report", str(tmp_path / "runs"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "report.md").exists() and not (tmp_path / "runs" / "report.md").exists()
+    assert "| plain | 1 | 0.700 |" in done.stdout and f"report: {out / 'report.md'}" in done.stdout

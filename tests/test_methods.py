@@ -354,12 +354,23 @@ def test_dus_rl_reward_update_and_state() -> None:
     first = dus.batch_sizes(0)
     a = softmax(np.array(dus.state_dict()["saved"]["_last"]["logits"]))  # the epoch-0 action
     assert first == {"audio": round(16 * a[0]), "video": round(16 * a[1])}
-    before = [p.clone() for p in dus._net.parameters()]
+    logits = np.array(dus.state_dict()["saved"]["_last"]["logits"])
     second = dus.batch_sizes(1)
     # reward of the epoch-0 action: (1/M) * log(share of video), video being the weak modality
-    assert dus.stats(1)["reward"] == pytest.approx(math.log(a[1]) / 2)
-    after = list(dus._net.parameters())
-    assert any(not torch.equal(b, a_) for b, a_ in zip(before, after))  # one REINFORCE step
+    reward = math.log(a[1]) / 2
+    assert dus.stats(1)["reward"] == pytest.approx(reward)
+    # one REINFORCE step by hand: loss = -r * sum_j log N(l_j; W s + b, 0.5^2), W = b = 0 at
+    # the start, s = S / sum S = (7.2, 4.8) / 12 (p 0.9 and 0.6 at the label on 8 rows);
+    # d loss / d b_j = -r * l_j / 0.25, d loss / d W_jk = that * s_k; Adam's first step moves
+    # each parameter by -lr * g / (|g| + eps)
+    s = np.array([0.6, 0.4])
+    g_b = -reward * logits / 0.25
+    g_w = g_b[:, None] * s[None, :]
+    step = {"bias": g_b, "weight": g_w}
+    for name, p in dus._net.named_parameters():
+        g = step[name]
+        expected = -1e-4 * g / (np.abs(g) + 1e-8)
+        assert p.detach().numpy() == pytest.approx(expected, rel=1e-6), name
     state = dus.state_dict()
     fresh = DUS(led, batch_size=16, epochs=3, policy="rl", seed=2)
     fresh.load_state_dict(state)

@@ -406,3 +406,29 @@ def test_bss_ids_observed_without_fused_logits_are_never_scored() -> None:
     led.observe(torch.tensor([4, 5]), torch.zeros(2, dtype=torch.long), [z[:2], z[:2]])
     with pytest.raises(ValueError, match=r"2 of the 6 ids were never scored.*\[4, 5\]"):
         BSS(led).plan(0)
+
+
+def test_methods_copy_the_ledger_table_only_when_they_read_it() -> None:
+    """`set_epoch` reads the table (a copy of every column) only where the plan needs it: DUS
+    never (it reads S), BSS heuristic once (the frozen ranking), BSS learned at each rescoring,
+    SMV after the warm-up."""
+    led, *_ = fed_ledger(12)
+    calls = []
+    snapshot = led.snapshot
+
+    def counting() -> dict:
+        calls.append(1)
+        return snapshot()
+
+    led.snapshot = counting
+    cases = [
+        (DUS(led, batch_size=4, epochs=3), 4, 0),
+        (BSS(led, lambda0=0.5), 4, 1),
+        (BSS(led, scheduler="learned", interval=2), 4, 2),  # epochs 0 and 2
+        (SMV(led, warmup=2), 4, 2),  # epochs 2 and 3
+    ]
+    for method, epochs, copies in cases:
+        calls.clear()
+        for epoch in range(epochs):
+            method.plan(epoch)
+        assert len(calls) == copies, type(method).__name__

@@ -151,7 +151,7 @@ class DUS(Method):
         """Rows of each batch of `epoch`: the largest per-modality size."""
         return max(self.batch_sizes(epoch).values())
 
-    def _take(self, epoch: int, snapshot: dict[str, torch.Tensor]) -> None:
+    def _take(self, epoch: int) -> None:
         s = self.ledger.cumulative_discrepancy.numpy().astype(np.float64)
         observed = self.ledger.step > 0
         self._s = s.tolist()

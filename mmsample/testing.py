@@ -368,14 +368,34 @@ def write_tiny_dataset(
 class CountingSpec:
     """A real spec whose `decode` calls are counted in shared memory, so calls made in
     DataLoader workers show in the main process: `CountingSpec(Audio()).calls` (int64 `[1]`).
-    For tests and benchmarks that check a loader decodes exactly what a plan needs."""
+    For tests and benchmarks that check a loader decodes exactly what a plan needs.
+
+    Each process counts in its own slot (the main process in slot 0, DataLoader worker w in
+    slot w + 1; at most `SLOTS - 1` workers, else ValueError): a `+= 1` on one shared counter
+    from several workers loses updates (two read-modify-writes interleave)."""
+
+    SLOTS = 256
 
     def __init__(self, spec: Any) -> None:
         import torch
 
         self.spec, self.field = spec, spec.field
-        self.calls = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self._slots = torch.zeros(self.SLOTS, dtype=torch.int64).share_memory_()
+
+    @property
+    def calls(self) -> Any:
+        """int64 `[1]`: decode calls so far, over the main process and every worker."""
+        return self._slots.sum().reshape(1)
 
     def decode(self, data: bytes, *, generator: Any = None) -> Any:
-        self.calls += 1
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        slot = 0 if info is None else info.id + 1
+        if slot >= self.SLOTS:
+            raise ValueError(
+                f"CountingSpec counts at most {self.SLOTS - 1} DataLoader workers; worker "
+                f"{info.id if info is not None else None} decoded."
+            )
+        self._slots[slot] += 1
         return self.spec.decode(data, generator=generator)

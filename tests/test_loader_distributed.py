@@ -10,7 +10,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from .loader_helpers import METHODS, N, fed_ledger, items, make_method, modalities, write_dataset
+from .loader_helpers import (
+    METHODS,
+    NAMES,
+    N,
+    fed_ledger,
+    items,
+    make_method,
+    modalities,
+    write_dataset,
+)
 
 
 def _rank(rank: int, world: int, init: str, root: str, out: str) -> None:
@@ -36,7 +45,13 @@ def _rank(rank: int, world: int, init: str, root: str, out: str) -> None:
                 if method is not None:
                     p = method.plan(1)
                     plan = [(i, m) for i in range(N) for m in p.items(i)]
-                result[(name, mode)] = {"batches": batches, "plan": plan, "len": len(loader)}
+                sizes = method.batch_sizes(1) if name.startswith("dus") else None
+                result[(name, mode)] = {
+                    "batches": batches,
+                    "plan": plan,
+                    "len": len(loader),
+                    "sizes": sizes,
+                }
         torch.save(result, f"{out}{rank}.pt")
         dist.barrier()  # no rank tears gloo down while its peer still talks to it
     finally:
@@ -61,7 +76,12 @@ def test_two_ranks_equal_batches_cover_the_plan(tmp_path: Path) -> None:
             want_ids = Counter(i for i, _ in a["plan"])
             got_ids = Counter(i for i, _ in got)
             assert set(got_ids) == set(want_ids), key
-            assert all(len(x) == len(a["batches"][0]) for x in a["batches"] + b["batches"])
+            assert a["sizes"] == b["sizes"], key
+            want_rows = [a["sizes"][n] for n in NAMES]
+            for batch in a["batches"] + b["batches"]:
+                assert len(batch) == max(want_rows), key
+                rows = [sum(m >> j & 1 for _, m in batch) for j in range(len(NAMES))]
+                assert rows == want_rows, key  # the scheduled rows of each modality
             continue
         want = Counter(a["plan"]) if a["plan"] is not None else Counter((i, 3) for i in range(N))
         assert not want - got, key  # nothing missing

@@ -354,12 +354,23 @@ def test_dus_rl_reward_update_and_state() -> None:
     first = dus.batch_sizes(0)
     a = softmax(np.array(dus.state_dict()["saved"]["_last"]["logits"]))  # the epoch-0 action
     assert first == {"audio": round(16 * a[0]), "video": round(16 * a[1])}
-    before = [p.clone() for p in dus._net.parameters()]
+    logits = np.array(dus.state_dict()["saved"]["_last"]["logits"])
     second = dus.batch_sizes(1)
     # reward of the epoch-0 action: (1/M) * log(share of video), video being the weak modality
-    assert dus.stats(1)["reward"] == pytest.approx(math.log(a[1]) / 2)
-    after = list(dus._net.parameters())
-    assert any(not torch.equal(b, a_) for b, a_ in zip(before, after))  # one REINFORCE step
+    reward = math.log(a[1]) / 2
+    assert dus.stats(1)["reward"] == pytest.approx(reward)
+    # one REINFORCE step by hand: loss = -r * sum_j log N(l_j; W s + b, 0.5^2), W = b = 0 at
+    # the start, s = S / sum S = (7.2, 4.8) / 12 (p 0.9 and 0.6 at the label on 8 rows);
+    # d loss / d b_j = -r * l_j / 0.25, d loss / d W_jk = that * s_k; Adam's first step moves
+    # each parameter by -lr * g / (|g| + eps)
+    s = np.array([0.6, 0.4])
+    g_b = -reward * logits / 0.25
+    g_w = g_b[:, None] * s[None, :]
+    step = {"bias": g_b, "weight": g_w}
+    for name, p in dus._net.named_parameters():
+        g = step[name]
+        expected = -1e-4 * g / (np.abs(g) + 1e-8)
+        assert p.detach().numpy() == pytest.approx(expected, rel=1e-6), name
     state = dus.state_dict()
     fresh = DUS(led, batch_size=16, epochs=3, policy="rl", seed=2)
     fresh.load_state_dict(state)
@@ -395,3 +406,29 @@ def test_bss_ids_observed_without_fused_logits_are_never_scored() -> None:
     led.observe(torch.tensor([4, 5]), torch.zeros(2, dtype=torch.long), [z[:2], z[:2]])
     with pytest.raises(ValueError, match=r"2 of the 6 ids were never scored.*\[4, 5\]"):
         BSS(led).plan(0)
+
+
+def test_methods_copy_the_ledger_table_only_when_they_read_it() -> None:
+    """`set_epoch` reads the table (a copy of every column) only where the plan needs it: DUS
+    never (it reads S), BSS heuristic once (the frozen ranking), BSS learned at each rescoring,
+    SMV after the warm-up."""
+    led, *_ = fed_ledger(12)
+    calls = []
+    snapshot = led.snapshot
+
+    def counting() -> dict:
+        calls.append(1)
+        return snapshot()
+
+    led.snapshot = counting
+    cases = [
+        (DUS(led, batch_size=4, epochs=3), 4, 0),
+        (BSS(led, lambda0=0.5), 4, 1),
+        (BSS(led, scheduler="learned", interval=2), 4, 2),  # epochs 0 and 2
+        (SMV(led, warmup=2), 4, 2),  # epochs 2 and 3
+    ]
+    for method, epochs, copies in cases:
+        calls.clear()
+        for epoch in range(epochs):
+            method.plan(epoch)
+        assert len(calls) == copies, type(method).__name__

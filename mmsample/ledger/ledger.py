@@ -249,7 +249,7 @@ class Ledger:
             )
             true_prob = log_true.exp()
             record = torch.cat([true_prob, log_true.neg(), sim.unsqueeze(1)], 1)
-            self._count_discrepancy(true_prob[:, : self.num_modalities], rows.present, rows.batch)
+            self._count_discrepancy(true_prob[:, : self.num_modalities], rows.present, rows.calls)
             self._t.write(rows, record.float(), correct, self._scratch)
         if rows.error is not None:
             raise rows.error
@@ -388,12 +388,12 @@ class Ledger:
             self.flush()
         return self
 
-    def _count_discrepancy(self, true_prob: Tensor, present: bool | Tensor, batch: Tensor) -> None:
-        """Add the drained calls' per-modality sums of p^(j) at the label (rows carrying j)."""
+    def _count_discrepancy(self, true_prob: Tensor, present: bool | Tensor, calls: int) -> None:
+        """Add the `calls` drained calls' per-modality sums of p^(j) at the label (rows carrying
+        j)."""
         p = true_prob.double()
         if present is not True:
             p = p * present.to(p.device)  # type: ignore[union-attr]
-        calls = int(batch[-1]) + 1
         self._disc_sum += p.sum(0).cpu()
         self._disc_calls += calls
 

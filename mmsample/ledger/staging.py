@@ -54,7 +54,7 @@ class Drained:
     values: Tensor  # [n, 2**M] subset values (undefined in rows without)
     has_values: bool | Tensor
     present: bool | Tensor  # True: every row carried every modality; else a [n, M] bool mask
-    batch: Tensor  # [n] int64: the index of each row's batch among the drained batches
+    calls: int  # the observe calls (batches) these rows come from
     error: ValueError | None  # the first failed check; that batch is left out
     distinct: bool  # known: no id repeats (else unknown)
 
@@ -214,7 +214,7 @@ class StagingRing:
             values=values,
             has_values=_rows_where(with_values, batches, "has_values", sizes),
             present=present if with_present else True,
-            batch=torch.from_numpy(np.arange(len(batches), dtype=np.int64).repeat(sizes)),
+            calls=len(batches),
             error=error,
             distinct=distinct and not rejected,
         )

@@ -73,6 +73,10 @@ class Tables:
         self.count.index_add_(0, ids, torch.ones_like(ids))
         ints = torch.stack([rows.labels, (stamp >> STEP_BITS) - 1], 1)
         pick = _last(ids, True, distinct, scratch)
+
+        def last(rows_: bool | Tensor) -> Tensor | None:  # all rows: the pick made above
+            return pick if rows_ is True else _last(ids, rows_, distinct, scratch)
+
         u_ids, u_ints = _take(pick, ids, ints)
         i[:, :2].index_copy_(0, u_ids, u_ints)
         present = rows.present
@@ -84,27 +88,28 @@ class Tables:
             i[:, 2 : 2 + m].index_copy_(0, u_ids, u_stamp.unsqueeze(1).expand(-1, m))
         else:
             for j in range(m):
-                pick_j = _last(ids, present[:, j], distinct, scratch)
+                pick_j = last(present[:, j])
                 j_ids, j_rec, j_ok, j_stamp = _take(pick_j, ids, record, correct, stamp)
                 f[:, j].index_copy_(0, j_ids, j_rec[:, j])
                 f[:, r + j].index_copy_(0, j_ids, j_rec[:, w + j])
                 self.b[:, j].index_copy_(0, j_ids, j_ok[:, j])
                 i[:, 2 + j].index_copy_(0, j_ids, j_stamp)
         full: bool | Tensor = present.all(1) if isinstance(present, Tensor) else True
-        pick = _last(ids, full, distinct, scratch)
-        s_ids, s_rec, s_stamp = _take(pick, ids, record, stamp)
+        s_ids, s_rec, s_stamp = _take(last(full), ids, record, stamp)
         f[:, 2 * r].index_copy_(0, s_ids, s_rec[:, 2 * w])
         i[:, 2 + m].index_copy_(0, s_ids, s_stamp)
         if rows.fused is not False:
-            pick = _last(ids, _both(rows.fused, full), distinct, scratch)
-            f_ids, f_rec, f_ok, f_stamp = _take(pick, ids, record, correct, stamp)
+            f_ids, f_rec, f_ok, f_stamp = _take(
+                last(_both(rows.fused, full)), ids, record, correct, stamp
+            )
             f[:, m].index_copy_(0, f_ids, f_rec[:, m])
             f[:, r + m].index_copy_(0, f_ids, f_rec[:, r + m])
             self.b[:, m].index_copy_(0, f_ids, f_ok[:, m])
             i[:, 3 + m].index_copy_(0, f_ids, f_stamp)
         if rows.has_values is not False:
-            pick = _last(ids, _both(rows.has_values, full), distinct, scratch)
-            v_ids, v_values, v_stamp = _take(pick, ids, rows.values, stamp)
+            v_ids, v_values, v_stamp = _take(
+                last(_both(rows.has_values, full)), ids, rows.values, stamp
+            )
             f[:, 2 * r + 1 :].index_copy_(0, v_ids, v_values.float())
             i[:, 4 + m].index_copy_(0, v_ids, v_stamp)
 

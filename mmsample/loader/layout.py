@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..plan import ArrayPlan, Plan
-from ..shards.decode import item_counts, mix_seed
+from ..plan import ArrayPlan
+from ..shards.decode import mix_seed
 
 _TAG_SHUFFLE, _TAG_ROWS = 0x10AD, 0x2035
 
@@ -32,19 +32,17 @@ def worker_batches(batches: int, worker: int, workers: int) -> np.ndarray:
 
 
 def item_sequence(
-    plan: Plan, ids: np.ndarray, seed: int, epoch: int, shuffle: bool = True
+    plan: ArrayPlan, ids: np.ndarray, seed: int, epoch: int, shuffle: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """The epoch's item sequence for random access: (sample ids, item index within the id), both
     int64 `[items]`. A plan with `order()` fixes it (the k-th occurrence of an id is its item
     k); otherwise every item of the plan in id order, permuted by a generator seeded by
     (seed, epoch) when `shuffle`."""
-    order_fn = getattr(plan, "order", None)
-    order = order_fn() if callable(order_fn) else None
+    order = plan.order()
     if order is not None:
         seq = np.asarray(order, dtype=np.int64)
     else:
-        counts = item_counts(plan, ids)
-        seq = np.repeat(ids, counts)
+        seq = np.repeat(ids, plan.counts(ids))
         if shuffle and len(seq) > 1:
             rng = np.random.default_rng(mix_seed(seed, epoch, _TAG_SHUFFLE))
             seq = seq[rng.permutation(len(seq))]
@@ -64,13 +62,9 @@ def occurrence_index(seq: np.ndarray) -> np.ndarray:
     return out
 
 
-def item_masks(plan: Plan, seq: np.ndarray, k: np.ndarray) -> np.ndarray:
+def item_masks(plan: ArrayPlan, seq: np.ndarray, k: np.ndarray) -> np.ndarray:
     """int64 mask of each (id, item index) of a sequence."""
-    if isinstance(plan, ArrayPlan):
-        return plan.masks[plan.first_items(seq) + k] if len(seq) else np.zeros(0, np.int64)
-    return np.fromiter(
-        (plan.items(int(i))[int(j)] for i, j in zip(seq, k)), dtype=np.int64, count=len(seq)
-    )
+    return plan.masks[plan.first_items(seq) + k] if len(seq) else np.zeros(0, np.int64)
 
 
 def dus_row_masks(sizes: Sequence[int], rows: int, seed: int, *key: int) -> np.ndarray:

@@ -251,9 +251,9 @@ def balanced_loader(
             forms batches itself, so batch_size, shuffle, sampler, batch_sampler, collate_fn
             and drop_last there are refused.
         log: a JSONL path: rank 0 appends each epoch's `method.stats(e)`.
-        scorer: `scorer(ids)` runs a scoring pass over those ids (e.g. a
-            `functools.partial(mmsample.scoring.score, model, reader, ledger)`); the loader calls
-            it at `set_epoch` for the ids `method.scoring_ids(epoch)` asks for.
+        scorer: `scorer(ids)` runs a scoring pass over those ids (e.g.
+            `mmsample.scoring.Scorer(model, reader, ledger)`); the loader calls it at
+            `set_epoch` for the ids `method.scoring_ids(epoch)` asks for.
         ids: read only these sample ids (e.g. an active-learning round's labeled set), for a
             shard path; a reader given as `source` takes `ids=` itself.
 

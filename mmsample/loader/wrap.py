@@ -96,7 +96,8 @@ def wrap(
     Args:
         dataloader: a DataLoader whose dataset returns a tuple or a dict per index (the index is
             the sample id), with a SequentialSampler (shuffle=False) or RandomSampler
-            (shuffle=True; the wrapped loader then permutes each epoch by (seed, epoch)).
+            (shuffle=True; the wrapped loader then permutes each epoch by (seed, epoch)). Its
+            batch_size is kept, except under DUS, whose rows per batch replace it.
         method: DUS, BSS or SMV on a Ledger with `len(dataset)` ids or more, or None.
         fields: `{modality name: tuple position or dict key, ..., "label": position or key}`;
             modality bit j is the j-th modality listed.

@@ -5,7 +5,8 @@ Place in the data flow: ledger -> **method** -> plan -> reader. The loader calls
 and then `method.set_epoch(e)` on every rank; the method takes what it needs from the ledger
 there (or at the first `plan(e)` if `set_epoch(e)` was not called) and from then on its plan of
 epoch e is a pure function of (seed, epoch, its state), identical on every rank. Subclasses
-implement `_take(epoch, snapshot)`, `_plan(epoch)`, `_stats(epoch)` and list the fields they save.
+implement `_take(epoch)` (reading `ledger.snapshot()` only when they need the table),
+`_plan(epoch)`, `_stats(epoch)` and list the fields they save.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class Method:
         check_number(type(self).__name__, "epoch", epoch, low=0, integer=True)
         if self._taken == epoch:
             return
-        self._take(epoch, self.ledger.snapshot())
+        self._take(epoch)
         self._taken = epoch
         self._cache = None
 
@@ -210,7 +211,7 @@ class Method:
     def _reset(self) -> None:
         """Forget snapshot-derived state (the id set changed)."""
 
-    def _take(self, epoch: int, snapshot: dict[str, torch.Tensor]) -> None:
+    def _take(self, epoch: int) -> None:
         raise NotImplementedError
 
     def _plan(self, epoch: int) -> ArrayPlan:

@@ -174,15 +174,16 @@ class BSS(Method):
         every = 1 if self.variant == "reference" else self.interval
         return self._rescored is None or epoch // every != self._rescored // every
 
-    def _take(self, epoch: int, snapshot: dict[str, torch.Tensor]) -> None:
+    def _take(self, epoch: int) -> None:
         if self.scheduler == "heuristic":
             if self._ranking is None:
-                s = self.scores(snapshot)
+                s = self.scores()
                 key = -s if self.variant == "paper" else s
                 self._ranking = self._ids[np.lexsort((self._ids, key))]
             return
         if not self._due(epoch):
             return
+        snapshot = self.ledger.snapshot()
         if self.variant == "reference":
             w = self._learned_weights(snapshot)
             self._p = w / w.sum()

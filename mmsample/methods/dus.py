@@ -14,8 +14,8 @@ RL policy (no public code exists; these are our choices): the state is S normali
 (uniform before any observation); the policy is a linear layer M -> M (float64, initialised to
 zero, so its mean action is uniform) giving the mean of Gaussian logits with a fixed standard
 deviation `policy_std`; the action `a_hat = softmax(logits)` gives modality j
-`max(1, round(N_B * a_hat_j))` rows (N_B = `batch_size` is the total). The first epoch uses the
-initial action N_B / M each. Each later epoch, the reward of the previous action,
+`max(1, round(N_B * a_hat_j))` rows (N_B = `batch_size` is the total). Before any observation
+every modality gets the initial action N_B / M. Each later epoch, the reward of the previous action,
 `r = (1/M) sum_j 1[S^(j) != max_k S^(k)] log(a_hat_j)` on the new S, makes one REINFORCE step
 (loss `-r * log pi(logits | state)`, Adam, learning rate `lr` = 1e-4), then a new action is drawn
 from a generator seeded by (seed, epoch). Sizes are fixed within an epoch.
@@ -151,7 +151,7 @@ class DUS(Method):
         """Rows of each batch of `epoch`: the largest per-modality size."""
         return max(self.batch_sizes(epoch).values())
 
-    def _take(self, epoch: int, snapshot: dict[str, torch.Tensor]) -> None:
+    def _take(self, epoch: int) -> None:
         s = self.ledger.cumulative_discrepancy.numpy().astype(np.float64)
         observed = self.ledger.step > 0
         self._s = s.tolist()

@@ -101,10 +101,11 @@ class SMV(Method):
         size = max(1, int(self.fraction * len(self._ids)))
         return np.sort(rng.choice(self._ids, size=size, replace=False))
 
-    def _take(self, epoch: int, snapshot: dict[str, torch.Tensor]) -> None:
+    def _take(self, epoch: int) -> None:
         self._reset()
         if epoch < self.warmup:
             return
+        snapshot = self.ledger.snapshot()
         ids = torch.from_numpy(self._ids)
         valued = snapshot["values_seen"][ids]
         has = snapshot["modality_seen"][ids]

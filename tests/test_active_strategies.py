@@ -277,3 +277,16 @@ def test_screen_changes_no_pick_and_reports_its_work(cls: type[BADGE]) -> None:
     assert repr(plain) == f"{cls.__name__}(screen=False)" and repr(screened) == f"{cls.__name__}()"
     with pytest.raises(ValueError, match=f"'screen' parameter of {cls.__name__}"):
         cls(screen="on")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a generator on another device")
+@pytest.mark.parametrize("cls", [BADGE, BMMAL])
+def test_a_generator_on_another_device_is_refused_not_ignored(cls: type[BADGE]) -> None:
+    """A CUDA generator for a CPU pool was dropped silently (the draws then came from the global
+    RNG, so the user's seed did not fix the picks)."""
+    pool = class_pool(0, torch.full((60, 2), 0.5, dtype=torch.float64))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    with pytest.raises(ValueError, match=r"'generator' argument of .*must be on the pool's device"):
+        cls().select(pool, 5, generator=gen)
+    cpu = [cls().select(pool, 5, generator=torch.Generator().manual_seed(0)) for _ in range(2)]
+    assert cpu[0].tolist() == cpu[1].tolist()

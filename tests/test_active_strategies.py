@@ -290,3 +290,14 @@ def test_a_generator_on_another_device_is_refused_not_ignored(cls: type[BADGE]) 
         cls().select(pool, 5, generator=gen)
     cpu = [cls().select(pool, 5, generator=torch.Generator().manual_seed(0)) for _ in range(2)]
     assert cpu[0].tolist() == cpu[1].tolist()
+
+
+def test_pool_nbytes_counts_every_tensor_it_holds() -> None:
+    """5 samples, D = 3 + 2, K = 4, M = 2: float32 features 25, probs 20, subset 80 values
+    (4 bytes each), int64 ids and labels 5 each (8 bytes each): 500 + 80 bytes."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(5, 4, generator=g), 1)
+    feats = [torch.randn(5, 3, generator=g), torch.randn(5, 2, generator=g)]
+    sub = torch.softmax(torch.randn(5, 4, 4, generator=g), -1)
+    assert Pool(feats, p, sub).nbytes == 4 * 125 + 8 * 5
+    assert Pool(feats, p, sub, labels=torch.arange(5) % 4).nbytes == 4 * 125 + 8 * 10

@@ -288,10 +288,11 @@ def query(
     or object) picks `budget` ids not in `labeled` (pool ids), exactly over the whole pool
     (`split=1`) or over `split` parts (`select_split`). Randomness: a generator on `device`
     seeded with `seed`. BALD runs `mc_passes` (default 5) MC-dropout passes of the head.
-    Memory: the Pool, `4 * (sum D_j + K * (2**M + 1)) + 8` bytes per pool sample, plus the
-    selection's factors (`4 * (K + sum D_j)` bytes per unlabeled sample) and, for BADGE / BMMAL
-    on CPU, the k-means++ screen's `2 * min(K, sum D_j)`. Raises ValueError naming the argument (unknown strategy, budget over
-    the unlabeled count, split < 1, ...).
+    Memory: the Pool, `4 * (sum D_j + K * (2**M + 1)) + 16` bytes per pool sample (id and
+    label included), plus the selection's factors (`4 * (K + sum D_j)` bytes per unlabeled
+    sample) and, for BADGE / BMMAL on CPU, the k-means++ screen's `2 * min(K, sum D_j)`.
+    Raises ValueError naming the argument (unknown strategy, budget over the unlabeled count,
+    split < 1, ...).
     """
     chosen = make_strategy(strategy, "query")
     if isinstance(pool_source, Pool):

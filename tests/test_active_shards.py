@@ -383,3 +383,19 @@ def test_subset_keeps_each_samples_split_and_metadata(tmp_path: Path) -> None:
         assert raw["key"] == f"k{i}" and raw["label"] == i % 2
         assert raw["fields"]["txt"] == b"x" * i
         assert json.loads(raw["fields"]["json"]) == {"n": str(i)}
+
+
+@pytest.mark.parametrize(("budget", "split"), [(-1, 1), (2.5, 1), (True, 1), (3, 0)])
+def test_query_refuses_a_bad_budget_or_split_before_the_pool_pass(
+    root: Path, budget: object, split: object
+) -> None:
+    """The pass over a VGGSound-size pool takes minutes: a budget or split that can never work
+    is named before it starts (the model's features are never called)."""
+    model = TinyActiveModel()
+    calls = []
+    features = model.features
+    model.features = lambda batch: calls.append(1) or features(batch)  # type: ignore[method-assign]
+    name = "split" if split == 0 else "budget"
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of query must be an int >= "):
+        query(root, model, "badge", budget, split=split, modalities=modalities(), progress=False)  # type: ignore[arg-type]
+    assert calls == []

@@ -231,6 +231,14 @@ def pool_pass(
     )
 
 
+def _check_request(budget: object, split: object) -> None:
+    """The types and lower bounds of `budget` and `split` (checked before a pool pass)."""
+    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
+        raise ValueError(f"The 'split' parameter of query must be an int >= 1; got {split!r}.")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise ValueError(f"The 'budget' parameter of query must be an int >= 0; got {budget!r}.")
+
+
 def select_split(
     strategy: Strategy,
     pool: Pool,
@@ -245,12 +253,11 @@ def select_split(
     first parts the larger), `budget // split` picks from each and one more from the first
     `budget % split` parts; exactly `budget` distinct ids in all. ValueError for `split < 1` or
     a budget over the unlabeled count."""
-    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
-        raise ValueError(f"The 'split' parameter of query must be an int >= 1; got {split!r}.")
+    _check_request(budget, split)
     if split == 1:
         return strategy.select(pool, budget, labeled=labeled, generator=generator)
     rows = pool.unlabeled(labeled)
-    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= len(rows):
+    if budget > len(rows):
         raise ValueError(
             f"The 'budget' parameter of query must be an int in [0, {len(rows)}] (the unlabeled "
             f"samples of the pool's {len(pool)}); got {budget!r}."
@@ -295,6 +302,7 @@ def query(
     split < 1, ...).
     """
     chosen = make_strategy(strategy, "query")
+    _check_request(budget, split)  # before the pass, which may take minutes
     if isinstance(pool_source, Pool):
         pool = pool_source
     else:

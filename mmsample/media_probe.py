@@ -20,7 +20,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from mmsample.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_header
+from mmsample.image_header import (
+    DEFAULT_MAX_PIXELS,
+    check_max_pixels,
+    check_pixels,
+    image_header,
+)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -238,6 +243,7 @@ def probe(data: bytes, ext: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     `max_pixels` pixels (from the header, before decoding; None: no limit) are refused.
     Extensions without a check (metadata, labels) are accepted.
     """
+    check_max_pixels(max_pixels, "probe")
     kind = ext.rsplit(".", 1)[-1].lower()
     check = PROBES.get(kind)
     if check is None:

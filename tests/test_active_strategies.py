@@ -301,3 +301,26 @@ def test_pool_nbytes_counts_every_tensor_it_holds() -> None:
     sub = torch.softmax(torch.randn(5, 4, 4, generator=g), -1)
     assert Pool(feats, p, sub).nbytes == 4 * 125 + 8 * 5
     assert Pool(feats, p, sub, labels=torch.arange(5) % 4).nbytes == 4 * 125 + 8 * 10
+
+
+def test_split_coreset_measures_from_the_labeled_samples() -> None:
+    """k-center greedy starts from the labeled samples; with split=S each part was a Pool
+    without them, so CoreSet's first pick in a part was a random one. Here the labeled samples
+    and 10 unlabeled ones sit at the origin, 10 more far away: each part's one pick must be far
+    (a part without a far sample has odds 1 / C(20, 10) ~ 5e-6)."""
+    g = torch.Generator().manual_seed(0)
+    near = torch.randn(15, 4, generator=g, dtype=torch.float64) * 0.01  # 5 labeled + 10
+    far = 100.0 + torch.randn(10, 4, generator=g, dtype=torch.float64)
+    x = torch.cat([near, far])
+    p = torch.full((25, 3), 1 / 3, dtype=torch.float64)
+    pool = Pool([x[:, :2], x[:, 2:]], p, ids=torch.arange(25) + 100)
+    labeled = list(range(100, 105))
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        ids = select_split(CoreSet(), pool, 2, 2, labeled=labeled, generator=gen)
+        assert all(i >= 115 for i in ids.tolist()), (seed, ids.tolist())
+    # for every strategy the labeled rows beside each part are never picked
+    for name in ("random", "entropy", "badge"):
+        a = select_split(make_strategy(name), pool, 6, 3, labeled=labeled,
+                         generator=torch.Generator().manual_seed(1))  # fmt: skip
+        assert not set(a.tolist()) & set(labeled) and len(set(a.tolist())) == 6

@@ -251,7 +251,8 @@ def select_split(
     """`strategy.select` over the whole pool (`split=1`, exact), or the paper's pool splitting:
     the unlabeled samples permuted (`generator`) into `split` parts of equal size +-1 (the
     first parts the larger), `budget // split` picks from each and one more from the first
-    `budget % split` parts; exactly `budget` distinct ids in all. ValueError for `split < 1` or
+    `budget % split` parts; exactly `budget` distinct ids in all. Each part is selected with the
+    pool's labeled samples beside it (never picked; CoreSet's distances start from them). ValueError for `split < 1` or
     a budget over the unlabeled count."""
     _check_request(budget, split)
     if split == 1:
@@ -263,12 +264,16 @@ def select_split(
             f"samples of the pool's {len(pool)}); got {budget!r}."
         )
     perm = rows[randperm(len(rows), generator)]
+    # every part keeps the labeled samples (never picked): CoreSet measures from them
+    taken = torch.ones(len(pool), dtype=torch.bool)
+    taken[rows] = False
+    known = torch.nonzero(taken).flatten()
     picks = []
     for i, part in enumerate(torch.tensor_split(perm, split)):
         share = budget // split + (1 if i < budget % split else 0)
         if share:
-            sub = pool.take(part.sort().values)
-            picks.append(strategy.select(sub, share, generator=generator))
+            sub = pool.take(torch.cat([part, known]).sort().values)
+            picks.append(strategy.select(sub, share, labeled=pool.ids[known], generator=generator))
     return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
 
 

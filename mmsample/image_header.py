@@ -18,6 +18,7 @@ import torch
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ImageHeader",
+    "check_max_pixels",
     "check_pixels",
     "ffmpeg_decodes_size",
     "image_header",
@@ -155,6 +156,16 @@ def image_header(data: bytes) -> ImageHeader | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return _webp(data)
     return None
+
+
+def check_max_pixels(value: object, owner: str) -> int | None:
+    """Validate a `max_pixels` parameter of `owner`: None (no limit) or an int >= 1."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ValueError(
+            f"The 'max_pixels' parameter of {owner} must be None (no limit) or an int >= 1; "
+            f"got {value!r}."
+        )
+    return value
 
 
 def check_pixels(width: int, height: int, max_pixels: int | None, *, how: str) -> None:

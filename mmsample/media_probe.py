@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
 
-from mmsample.image_header import DEFAULT_MAX_PIXELS, check_pixels, image_header
+from mmsample.image_header import (
+    DEFAULT_MAX_PIXELS,
+    check_max_pixels,
+    check_pixels,
+    image_header,
+)
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -52,14 +57,41 @@ class WavInfo(NamedTuple):
     data_size: int
 
 
-def parse_wav(data: bytes) -> WavInfo:
-    """Parse a RIFF/WAVE header (PCM or IEEE float); raise ValueError naming what is wrong."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file (missing the 'RIFF'...'WAVE' header)")
-    pos, fmt = 12, None
+# Data-chunk sizes that streaming writers leave when they cannot seek back to fill in the
+# length: the data then runs to the end of the file (FFmpeg reads such files that way).
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
+
+
+def _wav_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(chunk id, body offset, declared size) of each RIFF chunk after the 'WAVE' tag."""
+    pos = 12
     while pos + 8 <= len(data):
         chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = pos + 8
+        yield chunk_id, pos + 8, size
+        pos += 8 + size + (size & 1)
+
+
+def _data_size(size: int, body: int, data: bytes) -> int:
+    """The data chunk's byte count: as declared, or to the end of the file for a streaming
+    writer's unknown size; ValueError when the file ends before the declared size."""
+    available = len(data) - body
+    if size in _UNKNOWN_SIZES:
+        return available
+    if size > available:
+        raise ValueError(
+            f"wav is truncated: the data chunk declares {size} bytes, {available} present"
+        )
+    return size
+
+
+def parse_wav(data: bytes) -> WavInfo:
+    """Parse a RIFF/WAVE header (PCM or IEEE float); raise ValueError naming what is wrong.
+    A data size of 0 or 0xFFFFFFFF (a streaming writer's unknown length) means the samples run
+    to the end of the file (whole sample frames), as FFmpeg reads it."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file (missing the 'RIFF'...'WAVE' header)")
+    fmt = None
+    for chunk_id, body, size in _wav_chunks(data):
         if chunk_id == b"fmt ":
             if size < 16 or body + 16 > len(data):
                 raise ValueError("wav 'fmt ' chunk is truncated")
@@ -77,15 +109,12 @@ def parse_wav(data: bytes) -> WavInfo:
             if fmt is None:
                 raise ValueError("wav 'data' chunk comes before the 'fmt ' chunk")
             channels, rate, bits, is_float = fmt
-            available = len(data) - body
-            if size > available:
-                raise ValueError(
-                    f"wav is truncated: the data chunk declares {size} bytes, {available} present"
-                )
-            if size % (channels * bits // 8):
+            frame = channels * bits // 8
+            if size in _UNKNOWN_SIZES:
+                size = _data_size(size, body, data) // frame * frame
+            elif _data_size(size, body, data) % frame:
                 raise ValueError("wav data size is not a whole number of sample frames")
             return WavInfo(channels, rate, bits, is_float, body, size)
-        pos = body + size + (size & 1)
     raise ValueError("wav has no 'fmt ' and 'data' chunks (truncated or not a wav)")
 
 
@@ -121,18 +150,12 @@ def check_wav_complete(data: bytes) -> None:
     """Raise ValueError if RIFF/WAVE bytes end before their data chunk does (a cut-off file,
     which FFmpeg would decode silently up to the cut). Any sample format; a data size of 0 or
     0xFFFFFFFF (written by streaming encoders that did not know the length) is accepted."""
-    pos, fmt = 12, False
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+    fmt = False
+    for chunk_id, body, size in _wav_chunks(data):
         fmt = fmt or chunk_id == b"fmt "
         if chunk_id == b"data":
-            available = len(data) - pos - 8
-            if size not in (0, 0xFFFFFFFF) and size > available:
-                raise ValueError(
-                    f"wav is truncated: the data chunk declares {size} bytes, {available} present"
-                )
+            _data_size(size, body, data)
             return
-        pos += 8 + size + (size & 1)
     missing = "'data' chunk" if fmt else "'fmt ' and 'data' chunks"
     raise ValueError(f"wav has no {missing} (truncated or not a wav)")
 
@@ -220,6 +243,7 @@ def probe(data: bytes, ext: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
     `max_pixels` pixels (from the header, before decoding; None: no limit) are refused.
     Extensions without a check (metadata, labels) are accepted.
     """
+    check_max_pixels(max_pixels, "probe")
     kind = ext.rsplit(".", 1)[-1].lower()
     check = PROBES.get(kind)
     if check is None:

@@ -26,6 +26,7 @@ from mmsample import audio as audio_ops
 from mmsample.backends import KNOWN_BACKENDS, check_backend_name, get_backend
 from mmsample.image_header import (
     DEFAULT_MAX_PIXELS,
+    check_max_pixels,
     check_pixels,
     ffmpeg_decodes_size,
     image_header,
@@ -265,9 +266,7 @@ class Image:
         self.background = _check_background(self.background)
         if not isinstance(self.alpha, bool):
             raise _bad("Image", "alpha", "a bool", self.alpha)
-        m = self.max_pixels
-        if m is not None and (not isinstance(m, int) or isinstance(m, bool) or m < 1):
-            raise _bad("Image", "max_pixels", "None or an int >= 1", m)
+        check_max_pixels(self.max_pixels, "Image")
 
     def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Check the declared size, decode the first frame, orient, composite or keep alpha,

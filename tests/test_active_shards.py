@@ -352,3 +352,50 @@ def test_cli_model_module_in_the_current_directory(
     assert torch.equal(model.linear.weight, TinyActiveModel(3).linear.weight)
     with pytest.raises(ValueError, match=r"cannot import 'build' from 'nosuchmodule'"):
         load_model("nosuchmodule:build")
+
+
+def test_subset_keeps_each_samples_split_and_metadata(tmp_path: Path) -> None:
+    """Splits and `KEY.json` metadata travel with each copied sample (written by hand below)."""
+    from mmsample.active import write_subset
+    from mmsample.shards.format import Manifest
+    from mmsample.shards.tario import ShardTable
+    from mmsample.shards.writer import ShardWriter
+
+    src = tmp_path / "src"
+    src.mkdir()
+    split = ["train", "test", "", "train", "val", "test"]  # "" = no split for id 2
+    infos = []
+    for s in range(2):
+        w = ShardWriter(src / f"shard-{s:06d}.tar", ["a", "b"])
+        for i in range(3 * s, 3 * s + 3):
+            w.write(f"k{i}", i, i % 2, {"txt": b"x" * i}, meta={"n": str(i)}, split=split[i])
+        infos.append(w.close())
+    Manifest(["a", "b"], ["txt"], infos, num_rows=6, samples_per_shard=3).save(src)
+    out = tmp_path / "out"
+    write_subset(src, [1, 2, 3, 5], out, samples_per_shard=3)
+    assert Manifest.load(out).split_counts() == {"test": 2, "train": 1}
+    assert ShardTable(out, split="test").ids.tolist() == [1, 5]
+    assert ShardTable(out, split="train").ids.tolist() == [3]
+    table = ShardTable(out)
+    assert table.ids.tolist() == [1, 2, 3, 5]
+    for row, i in enumerate([1, 2, 3, 5]):
+        raw = table.read(row)
+        assert raw["key"] == f"k{i}" and raw["label"] == i % 2
+        assert raw["fields"]["txt"] == b"x" * i
+        assert json.loads(raw["fields"]["json"]) == {"n": str(i)}
+
+
+@pytest.mark.parametrize(("budget", "split"), [(-1, 1), (2.5, 1), (True, 1), (3, 0)])
+def test_query_refuses_a_bad_budget_or_split_before_the_pool_pass(
+    root: Path, budget: object, split: object
+) -> None:
+    """The pass over a VGGSound-size pool takes minutes: a budget or split that can never work
+    is named before it starts (the model's features are never called)."""
+    model = TinyActiveModel()
+    calls = []
+    features = model.features
+    model.features = lambda batch: calls.append(1) or features(batch)  # type: ignore[method-assign]
+    name = "split" if split == 0 else "budget"
+    with pytest.raises(ValueError, match=f"The '{name}' parameter of query must be an int >= "):
+        query(root, model, "badge", budget, split=split, modalities=modalities(), progress=False)  # type: ignore[arg-type]
+    assert calls == []

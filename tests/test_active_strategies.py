@@ -277,3 +277,50 @@ def test_screen_changes_no_pick_and_reports_its_work(cls: type[BADGE]) -> None:
     assert repr(plain) == f"{cls.__name__}(screen=False)" and repr(screened) == f"{cls.__name__}()"
     with pytest.raises(ValueError, match=f"'screen' parameter of {cls.__name__}"):
         cls(screen="on")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a generator on another device")
+@pytest.mark.parametrize("cls", [BADGE, BMMAL])
+def test_a_generator_on_another_device_is_refused_not_ignored(cls: type[BADGE]) -> None:
+    """A CUDA generator for a CPU pool was dropped silently (the draws then came from the global
+    RNG, so the user's seed did not fix the picks)."""
+    pool = class_pool(0, torch.full((60, 2), 0.5, dtype=torch.float64))
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    with pytest.raises(ValueError, match=r"'generator' argument of .*must be on the pool's device"):
+        cls().select(pool, 5, generator=gen)
+    cpu = [cls().select(pool, 5, generator=torch.Generator().manual_seed(0)) for _ in range(2)]
+    assert cpu[0].tolist() == cpu[1].tolist()
+
+
+def test_pool_nbytes_counts_every_tensor_it_holds() -> None:
+    """5 samples, D = 3 + 2, K = 4, M = 2: float32 features 25, probs 20, subset 80 values
+    (4 bytes each), int64 ids and labels 5 each (8 bytes each): 500 + 80 bytes."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(torch.randn(5, 4, generator=g), 1)
+    feats = [torch.randn(5, 3, generator=g), torch.randn(5, 2, generator=g)]
+    sub = torch.softmax(torch.randn(5, 4, 4, generator=g), -1)
+    assert Pool(feats, p, sub).nbytes == 4 * 125 + 8 * 5
+    assert Pool(feats, p, sub, labels=torch.arange(5) % 4).nbytes == 4 * 125 + 8 * 10
+
+
+def test_split_coreset_measures_from_the_labeled_samples() -> None:
+    """k-center greedy starts from the labeled samples; with split=S each part was a Pool
+    without them, so CoreSet's first pick in a part was a random one. Here the labeled samples
+    and 10 unlabeled ones sit at the origin, 10 more far away: each part's one pick must be far
+    (a part without a far sample has odds 1 / C(20, 10) ~ 5e-6)."""
+    g = torch.Generator().manual_seed(0)
+    near = torch.randn(15, 4, generator=g, dtype=torch.float64) * 0.01  # 5 labeled + 10
+    far = 100.0 + torch.randn(10, 4, generator=g, dtype=torch.float64)
+    x = torch.cat([near, far])
+    p = torch.full((25, 3), 1 / 3, dtype=torch.float64)
+    pool = Pool([x[:, :2], x[:, 2:]], p, ids=torch.arange(25) + 100)
+    labeled = list(range(100, 105))
+    for seed in range(5):
+        gen = torch.Generator().manual_seed(seed)
+        ids = select_split(CoreSet(), pool, 2, 2, labeled=labeled, generator=gen)
+        assert all(i >= 115 for i in ids.tolist()), (seed, ids.tolist())
+    # for every strategy the labeled rows beside each part are never picked
+    for name in ("random", "entropy", "badge"):
+        a = select_split(make_strategy(name), pool, 6, 3, labeled=labeled,
+                         generator=torch.Generator().manual_seed(1))  # fmt: skip
+        assert not set(a.tolist()) & set(labeled) and len(set(a.tolist())) == 6

@@ -327,3 +327,18 @@ def test_probe_refuses_what_no_reader_decodes(
             probe(data, ext)
         with pytest.raises(ValueError, match=reason):
             Audio(field=ext, spectrogram=None, backend=backend).waveform(data)
+
+
+@pytest.mark.parametrize("size", [0xFFFFFFFF, 0])
+@pytest.mark.parametrize("backend", READERS)
+def test_a_streaming_writers_wav_reads_to_the_end_on_every_reader(backend: str, size: int) -> None:
+    """A writer that cannot seek (a pipe) leaves the data size 0 or 0xFFFFFFFF: the samples run
+    to the end of the file. The FFmpeg backends read them; `backend="wave"` refused the file as
+    truncated (0xFFFFFFFF) or empty (0). Values by hand: 16-bit PCM v decodes to v / 32768."""
+    pcm = np.array([[1000, -2000, 3000, 16384], [-32767, 0, 5, 32767]], dtype="<i2")
+    good = encode_wav(pcm / 32767.0, sample_rate=SR)  # encode_wav scales by 32767
+    at = good.index(b"data") + 4
+    data = good[:at] + size.to_bytes(4, "little") + good[at + 4 :]
+    want = torch.from_numpy(pcm.astype(np.float32) / 32768.0)
+    audio = Audio(field="wav", sample_rate=SR, mono=False, spectrogram=None, backend=backend)
+    assert torch.equal(audio.waveform(data), want)

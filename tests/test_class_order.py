@@ -115,3 +115,14 @@ def test_given_classes_are_used_as_given(
         capsys.readouterr().out
     )
     assert stored_classes(tmp_path / "o") == {"r0": 0, "r1": 1, "r2": 0}
+
+
+def test_integer_labels_from_100000_on_are_ordered_numerically() -> None:
+    """The cap the README and module docstring now state: 0..99,999 are class indices (99,999
+    gives 100,000 classes), a label of 100,000 (an id used as a label) makes the order numeric."""
+    from mmsample.shards.classes import order_classes
+
+    wide = order_classes(["3", "99999"])
+    assert (wide.rule, len(wide.names), wide.names[99999]) == ("integer", 100_000, "99999")
+    ids = order_classes(["100000", "5", "-0", "100000"])
+    assert (ids.rule, ids.names) == ("numeric", ["0", "5", "100000"])

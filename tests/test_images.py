@@ -347,3 +347,25 @@ def test_the_sharding_command_names_and_takes_the_pixel_limit(
         )
         == 0
     )  # 0: no limit
+
+
+@pytest.mark.parametrize("bad", [-1, 0.5, True, "1000"])
+def test_a_bad_pixel_limit_is_named_before_any_row_is_read(tmp_path: Path, bad: object) -> None:
+    """`shard_dataset(max_pixels=-1)` (or `--max-pixels -1`) turned every image row into a bad
+    row ("more than the limit of -1"); the parameter is now refused up front, on every path."""
+    from mmsample.cli import main
+    from mmsample.shards.tool import shard_dataset
+
+    (tmp_path / "a.png").write_bytes(encode_png(np.zeros((4, 4, 3), np.uint8)))
+    (tmp_path / "t.csv").write_text("key,label,png\nk0,x,a.png\n")
+    with pytest.raises(ValueError, match=r"'max_pixels' parameter of shard_dataset .*got "):
+        shard_dataset(tmp_path / "t.csv", tmp_path / "out", max_pixels=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=r"'max_pixels' parameter of probe must be None"):
+        probe(b"", "png", max_pixels=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'max_pixels' parameter of Image must be None"):
+        Image(max_pixels=bad)  # type: ignore[arg-type]
+    if bad == -1:
+        assert (
+            main(["shard", str(tmp_path / "t.csv"), str(tmp_path / "o"), "--max-pixels", "-1"]) == 1
+        )

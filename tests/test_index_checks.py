@@ -301,3 +301,17 @@ def test_inspect_on_a_tar_or_a_missing_path_says_what_to_give(
     assert main(["inspect", str(empty)]) == 1
     assert f"no manifest.json in {empty}" in capsys.readouterr().err
     assert main(["inspect", str(root)]) == 0
+
+
+def test_an_index_with_an_unknown_column_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    from mmsample.errors import ManifestError
+
+    data = np.zeros(2, dtype=[("id", "<i8"), ("start", "<i8"), ("end", "<i8"), ("key", "S2"),
+                              ("extra", "<i8")])  # fmt: skip
+    np.save(tmp_path / "x.idx.npy", data, allow_pickle=False)
+    with pytest.raises(ManifestError) as info:
+        load_index(tmp_path / "x.idx.npy")
+    assert str(info.value) == (
+        f"{tmp_path / 'x.idx.npy'}: offset index must hold int64 id, start, end, an ASCII key "
+        f"(and a unicode split) column and no others; got {data.dtype} (2,)"
+    )

@@ -3,7 +3,6 @@ features, images of different sizes, a mono/stereo audio mix; shapes before padd
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from torch.utils.data import DataLoader
 from mmsample.batch import Collate, MultimodalBatch, collate
 from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
 from mmsample.spec import Array, Audio, Image, Spec, Text
-from mmsample.testing import encode_npy, encode_wav, make_tokenizer
+from mmsample.testing import encode_npy, encode_png, encode_wav, make_tokenizer
 
 TEXTS = ["", "one two", "the quick brown fox jumps over the lazy dog"]  # 0, 2 and 9 words
 FRAMES = [12, 25, 17, 3]  # MFCC frames [T, 13] of samples 0..3
@@ -23,20 +22,6 @@ SIZES = [(6, 8), (12, 20), (5, 7)]  # image (H, W) of samples 0..2; sample 3 has
 SECONDS = [0.25, 0.5, 0.3]  # audio of samples 0..2: mono, stereo, mono; sample 3 has none
 CHANNELS = [1, 2, 1]
 RATE = 16000
-
-
-def _png(image: np.ndarray) -> bytes:
-    import av
-
-    ctx: Any = av.CodecContext.create("png", "w")
-    ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = (
-        image.shape[1],
-        image.shape[0],
-        "rgb24",
-        Fraction(1, 25),
-    )
-    frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-    return b"".join(bytes(p) for p in [*ctx.encode(frame), *ctx.encode(None)])
 
 
 def _mfcc(i: int) -> np.ndarray:
@@ -61,7 +46,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(4):
             fields = {"txt": (TEXTS[i] if i < 3 else "a").encode(), "npy": encode_npy(_mfcc(i))}
             if i < 3:
-                fields["png"] = _png(_image(i))
+                fields["png"] = encode_png(_image(i))
                 fields["wav"] = encode_wav(_wave(i), RATE)
             yield f"v{i}", i % 2, fields
 

@@ -5,8 +5,9 @@ Place in the data flow: pool shards -> reader -> model (`mmsample.active.query`'
 tested (and used) without shards.
 
 Memory: a Pool holds, per sample, `4 * (sum_j D_j + K + 2**M * K)` bytes in float32 (features,
-fused softmax, subset softmaxes) plus 8 for its id; VGGSound scale (M = 2, D_j = 512, K = 309):
-10,276 bytes a sample, 1.85 GB for 180,000 samples. BADGE / BMMAL add the factors `a [U, K]`
+fused softmax, subset softmaxes) plus 8 for its id (and 8 for its label when the pool pass keeps
+labels); VGGSound scale (M = 2, D_j = 512, K = 309): 10,284 bytes a sample with its id, 1.85 GB
+for 180,000 samples. BADGE / BMMAL add the factors `a [U, K]`
 and `z [U, sum D]` (U unlabeled) during selection: at most 1.5x the Pool again.
 """
 
@@ -131,8 +132,9 @@ class Pool:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the Pool's tensors (features, probs, subset_probs, mc_probs, ids)."""
+        """Bytes of the Pool's tensors (features, probs, subset_probs, mc_probs, ids, labels)."""
         parts = [*self.features, self.probs, self.ids, self.subset_probs, self.mc_probs]
+        parts.append(self.labels)
         return sum(t.numel() * t.element_size() for t in parts if t is not None)
 
     def fused_features(self, positions: Tensor | None = None) -> Tensor:

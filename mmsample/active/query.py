@@ -231,6 +231,14 @@ def pool_pass(
     )
 
 
+def _check_request(budget: object, split: object) -> None:
+    """The types and lower bounds of `budget` and `split` (checked before a pool pass)."""
+    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
+        raise ValueError(f"The 'split' parameter of query must be an int >= 1; got {split!r}.")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
+        raise ValueError(f"The 'budget' parameter of query must be an int >= 0; got {budget!r}.")
+
+
 def select_split(
     strategy: Strategy,
     pool: Pool,
@@ -243,25 +251,29 @@ def select_split(
     """`strategy.select` over the whole pool (`split=1`, exact), or the paper's pool splitting:
     the unlabeled samples permuted (`generator`) into `split` parts of equal size +-1 (the
     first parts the larger), `budget // split` picks from each and one more from the first
-    `budget % split` parts; exactly `budget` distinct ids in all. ValueError for `split < 1` or
+    `budget % split` parts; exactly `budget` distinct ids in all. Each part is selected with the
+    pool's labeled samples beside it (never picked; CoreSet's distances start from them). ValueError for `split < 1` or
     a budget over the unlabeled count."""
-    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
-        raise ValueError(f"The 'split' parameter of query must be an int >= 1; got {split!r}.")
+    _check_request(budget, split)
     if split == 1:
         return strategy.select(pool, budget, labeled=labeled, generator=generator)
     rows = pool.unlabeled(labeled)
-    if isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= len(rows):
+    if budget > len(rows):
         raise ValueError(
             f"The 'budget' parameter of query must be an int in [0, {len(rows)}] (the unlabeled "
             f"samples of the pool's {len(pool)}); got {budget!r}."
         )
     perm = rows[randperm(len(rows), generator)]
+    # every part keeps the labeled samples (never picked): CoreSet measures from them
+    taken = torch.ones(len(pool), dtype=torch.bool)
+    taken[rows] = False
+    known = torch.nonzero(taken).flatten()
     picks = []
     for i, part in enumerate(torch.tensor_split(perm, split)):
         share = budget // split + (1 if i < budget % split else 0)
         if share:
-            sub = pool.take(part.sort().values)
-            picks.append(strategy.select(sub, share, generator=generator))
+            sub = pool.take(torch.cat([part, known]).sort().values)
+            picks.append(strategy.select(sub, share, labeled=pool.ids[known], generator=generator))
     return torch.cat(picks) if picks else torch.zeros(0, dtype=torch.long)
 
 
@@ -288,12 +300,14 @@ def query(
     or object) picks `budget` ids not in `labeled` (pool ids), exactly over the whole pool
     (`split=1`) or over `split` parts (`select_split`). Randomness: a generator on `device`
     seeded with `seed`. BALD runs `mc_passes` (default 5) MC-dropout passes of the head.
-    Memory: the Pool, `4 * (sum D_j + K * (2**M + 1)) + 8` bytes per pool sample, plus the
-    selection's factors (`4 * (K + sum D_j)` bytes per unlabeled sample) and, for BADGE / BMMAL
-    on CPU, the k-means++ screen's `2 * min(K, sum D_j)`. Raises ValueError naming the argument (unknown strategy, budget over
-    the unlabeled count, split < 1, ...).
+    Memory: the Pool, `4 * (sum D_j + K * (2**M + 1)) + 16` bytes per pool sample (id and
+    label included), plus the selection's factors (`4 * (K + sum D_j)` bytes per unlabeled
+    sample) and, for BADGE / BMMAL on CPU, the k-means++ screen's `2 * min(K, sum D_j)`.
+    Raises ValueError naming the argument (unknown strategy, budget over the unlabeled count,
+    split < 1, ...).
     """
     chosen = make_strategy(strategy, "query")
+    _check_request(budget, split)  # before the pass, which may take minutes
     if isinstance(pool_source, Pool):
         pool = pool_source
     else:

@@ -49,7 +49,8 @@ class Strategy:
 
         `labeled`: pool ids already labeled (never picked; ids outside the pool are ignored).
         `generator`: the randomness of random draws (on the pool's device for BADGE / BMMAL).
-        Raises ValueError when `budget` is not an int in [0, unlabeled samples].
+        Raises ValueError when `budget` is not an int in [0, unlabeled samples], or (BADGE /
+        BMMAL) when `generator` is on another device than the pool.
         """
         if not isinstance(pool, Pool):
             raise ValueError(
@@ -231,14 +232,20 @@ class BADGE(Strategy):
     def _pick(
         self, pool: Pool, rows: Tensor, budget: int, generator: torch.Generator | None
     ) -> Tensor:
+        dev = pool.probs.device
+        if generator is not None and generator.device.type != dev.type:
+            raise ValueError(
+                f"The 'generator' argument of {type(self).__name__}.select must be on the "
+                f"pool's device ({dev}) for the k-means++ draws; got a generator on "
+                f"{generator.device}: make it with torch.Generator(device={str(dev)!r})."
+            )
         probs = _subset(pool.probs, rows, len(pool))
         feats = [_subset(f, rows, len(pool)) for f in pool.features]
         w = self.weights(pool, rows)
         a, z = gradient_embedding_factors(probs, feats, None if w is None else w.to(probs.dtype))
         del probs, feats
-        gen = generator if generator is None or generator.device.type == a.device.type else None
         self.stats = {}
-        return kmeans_pp(a, z, budget, generator=gen, screen=self.screen, stats=self.stats)
+        return kmeans_pp(a, z, budget, generator=generator, screen=self.screen, stats=self.stats)
 
     def __repr__(self) -> str:
         args = "" if self.screen is None else f"screen={self.screen}"

@@ -5,9 +5,11 @@ the input table before any shard is written; the index stored in each sample's `
 `manifest.json`'s `classes` follow it. The rule, also printed by `mmsample shard`:
 
 1. `--classes FILE` (`classes=`): class i is line i + 1 of the file, as given.
-2. Every label an integer >= 0 (CSV cells such as `7`, JSONL numbers such as `7`): class i is label
-   i, the classes are 0..max(label), and classes no row has are kept (and listed as empty).
-3. Every label an integer, some negative: numeric order (class i is the i-th smallest label).
+2. Every label an integer in 0..99,999 (CSV cells such as `7`, JSONL numbers such as `7`): class i
+   is label i, the classes are 0..max(label), and classes no row has are kept (and listed as
+   empty).
+3. Every label an integer, some negative or >= 100,000 (`MAX_INTEGER_CLASSES`, e.g. ids used as
+   labels): numeric order (class i is the i-th smallest label).
 4. Otherwise: sorted order of the label text (Unicode code points: `B` before `a`).
 """
 

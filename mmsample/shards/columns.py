@@ -35,7 +35,6 @@ from .format import FIELD_PATTERN, check_field
 MEDIA_EXTENSIONS = frozenset({*VIDEO_EXTENSIONS, *AUDIO_EXTENSIONS, *IMAGE_EXTENSIONS, "npy"})
 TEXT_EXTENSION = "txt"
 DEFAULT_SPLIT_COLUMN = "split"
-KINDS = ("file", "text", "split", "meta")
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,7 @@ def load_index(path: str | Path) -> OffsetIndex:
     if not ok or set(names) - {*INDEX_COLUMNS, "key", "split"}:
         raise ManifestError(
             f"{path}: offset index must hold int64 id, start, end, an ASCII key (and a unicode "
-            "split) column; "
-            f"columns; got {data.dtype} {data.shape}"
+            f"split) column and no others; got {data.dtype} {data.shape}"
         )
     rows = np.stack([data[c] for c in INDEX_COLUMNS], axis=1).astype(np.int64)
     splits = np.asarray(data["split"]) if "split" in names else None

@@ -187,14 +187,14 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         """Serve `plan` as epoch `epoch` (for a loader that computed the epoch's plan itself and
         iterates with `stream`)."""
         if self.epoch != epoch or self.plan is not plan:
-            self.plan, self.epoch = plan, epoch
-            self._yielded = 0
-            self._resume = None
-            self._layout_cache = None
+            self._start(epoch, plan)
 
     def _select(self, epoch: int) -> None:
-        self.plan = resolve_plan(self.plan_source, epoch, len(self.decoder.names))
-        self.epoch = epoch
+        self._start(epoch, resolve_plan(self.plan_source, epoch, len(self.decoder.names)))
+
+    def _start(self, epoch: int, plan: Plan) -> None:
+        """Serve `plan` as epoch `epoch` from its first item."""
+        self.plan, self.epoch = plan, epoch
         self._yielded = 0
         self._resume = None
         self._layout_cache = None
@@ -240,12 +240,15 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
 
     def consumer_items(self) -> int:
         """Items the current consumer (rank, DataLoader worker) yields this epoch."""
-        total = self._layout()[2]
+        lo, hi = self._consumer_range(self._layout()[2])
+        return hi - lo
+
+    def _consumer_range(self, total: int) -> tuple[int, int]:
+        """[lo, hi) of the epoch's `total` items that the current consumer yields."""
         worker, workers = self._consumer
-        lo, hi = consumer_range(
+        return consumer_range(
             total, self.rank, self.world_size, worker, workers, self.equal_split, self.granule
         )
-        return hi - lo
 
     def stream(
         self, start: int = 0, position_mask: Callable[[int], int] | None = None
@@ -255,9 +258,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         item at position `step` (a loader assigning modalities by batch position, as DUS does)."""
         rows, cum, total = self._layout()
         worker, workers = self._consumer
-        lo, hi = consumer_range(
-            total, self.rank, self.world_size, worker, workers, self.equal_split, self.granule
-        )
+        lo, hi = self._consumer_range(total)
         if start > hi - lo:
             raise ValueError(
                 f"StreamedDataset: the state says {start} items were yielded but this consumer "

@@ -108,10 +108,6 @@ class InputTable:
     rows: list[Row]
     columns: list[Column] = field(default_factory=list)
 
-    def describe_columns(self) -> str:
-        """One line per column for the summary of `mmsample shard`."""
-        return "\n".join(c.describe() for c in self.columns)
-
 
 def bad_rows_jsonl(rows: Iterable[BadRow]) -> str:
     """The JSON-lines text of `rows` (one `BadRow.to_json` object a line), as `bad_rows.jsonl`

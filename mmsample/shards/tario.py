@@ -393,16 +393,14 @@ def check_ids(ids: Iterable[int] | np.ndarray | None, owner: str) -> np.ndarray 
 
 def _select(index: OffsetIndex, info: ShardInfo, split: str) -> OffsetIndex:
     """The rows of `index` whose split is `split`."""
-    if index.splits is None:
-        if info.split_counts:
-            raise ManifestError(
-                f"offset index {info.index} has no split column but the manifest counts splits "
-                f"{info.split_counts}; rebuild it with `mmsample index`"
-            )
-        return OffsetIndex(index.rows[:0], None if index.keys is None else index.keys[:0])
-    keep = index.splits == split
-    keys = None if index.keys is None else index.keys[keep]
-    return OffsetIndex(index.rows[keep], keys, index.splits[keep])
+    if index.splits is None and info.split_counts:
+        raise ManifestError(
+            f"offset index {info.index} has no split column but the manifest counts splits "
+            f"{info.split_counts}; rebuild it with `mmsample index`"
+        )
+    return _keep(
+        index, np.zeros(len(index), bool) if index.splits is None else index.splits == split
+    )
 
 
 def check_split(manifest: Manifest, split: str | None, owner: str) -> str | None:

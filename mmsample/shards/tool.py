@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
-from ..image_header import DEFAULT_MAX_PIXELS
+from ..image_header import DEFAULT_MAX_PIXELS, check_max_pixels
 from ..media_probe import probe
 from .classes import ClassOrder
 from .columns import Column
@@ -401,6 +401,7 @@ def shard_dataset(
     limit) are bad rows: shards come from strangers, and the readers refuse them too. Raises ManifestError (a ValueError) for a malformed table
     or a parameter naming no column, BadRowsError for bad rows."""
     _check_parameters(samples_per_shard, workers, part)
+    check_max_pixels(max_pixels, "shard_dataset (--max-pixels: 0 for no limit)")
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     table = read_input(input, text_fields, fields=fields, meta=meta, split_column=split_column)
     order = check_rows(table, classes)

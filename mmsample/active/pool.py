@@ -8,7 +8,8 @@ Memory: a Pool holds, per sample, `4 * (sum_j D_j + K + 2**M * K)` bytes in floa
 fused softmax, subset softmaxes) plus 8 for its id (and 8 for its label when the pool pass keeps
 labels); VGGSound scale (M = 2, D_j = 512, K = 309): 10,284 bytes a sample with its id, 1.85 GB
 for 180,000 samples. BADGE / BMMAL add the factors `a [U, K]`
-and `z [U, sum D]` (U unlabeled) during selection: at most 1.5x the Pool again.
+and `z [U, sum D]` (U unlabeled) during selection and, on CPU, k-means++'s screen (float16
+`[U, min(K, sum D)]`): at most 1.5x the Pool again.
 """
 
 from __future__ import annotations

@@ -210,8 +210,9 @@ class BADGE(Strategy):
     screen's float16 unit rows `[U, min(K, sum D)]`.
 
     `screen`: `kmeans_pp`'s exact screening of distance updates (None: on for CPU pools; the
-    picks are the same either way, `mmsample.signals.screen`). After each selection `stats` holds
-    `kmeans_pp`'s counts (`screened_picks`, `full_passes`, `recomputed_rows`).
+    picks are the same either way, `mmsample.signals.screen`). After each `select`, `stats` holds
+    that call's `kmeans_pp` counts (`screened_picks`, `full_passes`, `recomputed_rows`,
+    `screen_misses`; under `select_split`, the last part's).
     """
 
     name = "badge"

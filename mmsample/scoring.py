@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 
 from .batch import Collate, MultimodalBatch
 from .ledger import Ledger
+from .schedule import resolve_world
 from .shards.indexed import IdSubset, IndexedDataset
-from .shards.streamed import resolve_world
 from .signals import subset_correct, subset_logits, subset_sizes
 
 

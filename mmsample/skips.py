@@ -1,37 +1,17 @@
-"""Skip-and-replace: which epoch items stand in for a bad one, and the count of skips.
+"""The count of skipped items (`on_error="skip"`), over a process and its DataLoader workers.
 
-With `on_error="skip"` a reader replaces an item that cannot be read or decoded by another item
-of the same epoch. Both readers use `replacement_positions`: the candidates are a function of
-(seed, epoch, the bad item's position in the epoch's item sequence, its length) alone, so the
-replacement is the same whichever rank, DataLoader worker or worker count meets the bad item,
-and a run of bad items (a whole corrupt shard) is replaced by items spread over the epoch rather
-than one item repeated. `SkipCounter` counts skips in shared memory, so the main process sees
-the skips of its DataLoader workers.
+Which item replaces a bad one is the schedule's decision (`mmsample.schedule.replacement_positions`);
+`SkipCounter` counts skips in shared memory, so the main process sees its workers' skips.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch.utils.data import get_worker_info
 
-__all__ = ["MAX_WORKER_SLOTS", "SkipCounter", "replacement_positions"]
+__all__ = ["MAX_WORKER_SLOTS", "SkipCounter"]
 
 MAX_WORKER_SLOTS = 1024  # worker ids beyond this share slots (their counts may then race)
-
-
-def replacement_positions(position: int, total: int, start: int) -> Iterator[int]:
-    """Every position of an epoch of `total` items but `position`, in the order tried as its
-    replacement: from `(position + 1 + start % (total - 1)) % total` on, wrapping around.
-    `start` is a seeded draw (e.g. `mix_seed(seed, epoch, position)`)."""
-    if total < 2:
-        return
-    first = position + 1 + start % (total - 1)
-    for k in range(total):
-        q = (first + k) % total
-        if q != position:
-            yield q
 
 
 class SkipCounter:

@@ -15,9 +15,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmsample.errors import SampleError
+from mmsample.schedule import replacement_positions
 from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
 from mmsample.shards.decode import SkippedSampleWarning
-from mmsample.skips import SkipCounter, replacement_positions
+from mmsample.skips import SkipCounter
 from mmsample.spec import Spec, Text, Video
 from mmsample.testing import tiny_sample_fields
 

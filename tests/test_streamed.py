@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from mmsample.resume_check import check_resume
+from mmsample.schedule import buffer_order, consumer_range
 from mmsample.shards import StreamedDataset
-from mmsample.shards.streamed import buffer_order, consumer_range
 from mmsample.spec import Array, Spec, Text
 from mmsample.testing import TablePlan, write_tiny_dataset
 

@@ -29,15 +29,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..batch import MultimodalBatch
 from ..errors import SampleError
 from ..plan import ArrayPlan
-from ..shards.streamed import consumer_range
-from ..state import check_compatible
-from .layout import (
+from ..schedule import (
     batch_count,
+    consumer_range,
     dus_row_masks,
     item_masks,
     item_sequence,
     worker_batches,
 )
+from ..state import check_compatible
 from .shared import SharedPlan
 
 STATE_VERSION = 1

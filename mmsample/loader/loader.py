@@ -23,8 +23,9 @@ import numpy as np
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..batch import Collate
+from ..schedule import resolve_world
 from ..shards.indexed import IndexedDataset
-from ..shards.streamed import StreamedDataset, resolve_world
+from ..shards.streamed import StreamedDataset
 from ..state import check_compatible
 from .control import EpochControl, Scorer
 from .dataset import MODES, BalancedDataset

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sequent
 from torch.utils.data._utils.collate import default_collate
 
 from ..batch import MultimodalBatch, Rows
-from ..shards.streamed import resolve_world
+from ..schedule import resolve_world
 from .control import Scorer
 from .dataset import BalancedDataset
 from .loader import BalancedLoader, attach

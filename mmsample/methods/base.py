@@ -22,7 +22,6 @@ import torch
 
 from ..ledger import Ledger
 from ..plan import ArrayPlan
-from ..shards.decode import mix_seed
 from ..state import check_compatible
 
 STATE_VERSION = 1
@@ -60,11 +59,6 @@ def check_number(
         raise ValueError(
             f"The '{name}' parameter of {owner} must be {what} in {lo}, {hi}; got {value!r}."
         )
-
-
-def rng_for(seed: int, epoch: int, tag: int) -> np.random.Generator:
-    """The numpy generator of one (seed, epoch, purpose): the same on every rank and process."""
-    return np.random.default_rng(mix_seed(seed, epoch, tag))
 
 
 def ids_digest(ids: np.ndarray) -> str:

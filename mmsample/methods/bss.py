@@ -30,8 +30,9 @@ import torch
 
 from ..ledger import Ledger
 from ..plan import ArrayPlan
+from ..schedule import rng_for
 from ..signals import min_max, root_pacing
-from .base import Method, check_choice, check_number, rng_for
+from .base import Method, check_choice, check_number
 
 SCHEDULERS: dict[str, str] = {
     "heuristic": "rank once, root pacing",

@@ -32,7 +32,7 @@ import torch
 
 from ..ledger import Ledger
 from ..plan import ArrayPlan
-from ..shards.decode import mix_seed
+from ..schedule import mix_seed
 from .base import Method, check_choice, check_number
 
 _TAG_ACTION = 0xD05

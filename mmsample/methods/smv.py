@@ -28,8 +28,9 @@ import torch
 
 from ..ledger import Ledger
 from ..plan import ArrayPlan
+from ..schedule import rng_for
 from ..signals import SMV_PROBABILITY, shapley, smv_copies, smv_modality_probability
-from .base import Method, check_choice, check_number, rng_for
+from .base import Method, check_choice, check_number
 
 LEVELS: dict[str, str] = {"sample": "extra items per id", "modality": "weak modality re-sampling"}
 VARIANTS: dict[str, str] = {"paper": "the paper's formulas", "reference": "the authors' code"}

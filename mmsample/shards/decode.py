@@ -21,6 +21,7 @@ from torch.utils.data import get_worker_info
 from ..batch import SAMPLE_KEYS
 from ..errors import SampleError
 from ..plan import EveryItem, Plan
+from ..schedule import mix_seed
 
 if TYPE_CHECKING:
     from ..spec import Spec
@@ -28,23 +29,6 @@ if TYPE_CHECKING:
 RESERVED_NAMES = SAMPLE_KEYS  # the keys of a decoded sample that are not modalities
 # Extensions whose conventional decoders unpickle (WebDataset's do): never decoded here.
 UNSAFE_FIELDS = frozenset({"pyd", "pickle", "pkl", "pt", "pth"})
-_MASK64 = (1 << 64) - 1
-SKIP_SALT = 0x5C1B  # mix_seed(seed, epoch, position, SKIP_SALT): where replacements start
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed that depends on every part and their order (splitmix64 chain)."""
-    state = 0
-    for part in parts:
-        state = _splitmix64(state ^ (int(part) & _MASK64))
-    return state >> 1
 
 
 def item_generator(

@@ -16,14 +16,12 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import SampleError
-from ..skips import replacement_positions
+from ..schedule import replacement_positions, skip_start
 from .decode import (
     MAIN_PROCESS_DECODE_THREADS,
-    SKIP_SALT,
     PlanSource,
     check_decode_threads,
     item_counts,
-    mix_seed,
     resolve_plan,
 )
 from .source import ShardSource
@@ -130,7 +128,7 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
             n = len(self)
             # Deterministic replacement, the same in every worker: see replacement_positions.
             at = int(i) % n
-            later = replacement_positions(at, n, mix_seed(self.seed, self.epoch, at, SKIP_SALT))
+            later = replacement_positions(at, n, skip_start(self.seed, self.epoch, at))
             return self._replace(err, ((f"item {j}", self._attempt(j)) for j in later))
 
     def _attempt(self, i: int) -> Callable[[], dict[str, Any]]:

@@ -12,27 +12,30 @@ reading or decoding the items already yielded.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import SampleError
 from ..plan import Plan
-from ..skips import replacement_positions
+from ..schedule import (
+    buffer_order,
+    consumer_range,
+    mix_seed,
+    replacement_positions,
+    resolve_world,
+    skip_start,
+)
 from ..state import check_compatible
 from .decode import (
     MAIN_PROCESS_DECODE_THREADS,
-    SKIP_SALT,
     PlanSource,
     check_decode_threads,
     item_counts,
-    mix_seed,
     resolve_plan,
 )
 from .source import ShardSource
@@ -46,77 +49,6 @@ _COMPAT = (
     *("rank", "world_size", "worker", "num_workers", "seed"),
     *("shuffle", "shuffle_shards", "equal_split", "modalities", "num_samples", "split"),
 )
-
-
-def resolve_world(rank: int | None, world_size: int | None, owner: str) -> tuple[int, int]:
-    """(rank, world size): explicit values, else torch.distributed if initialised, else the
-    RANK / WORLD_SIZE environment variables, else (0, 1). The one place this context is read."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        found = (dist.get_rank(), dist.get_world_size())
-    else:
-        found = (0, 1)
-        for pos, var in enumerate(("RANK", "WORLD_SIZE")):
-            text = os.environ.get(var)
-            if text is None:
-                continue
-            if not text.strip().isdigit():
-                raise ValueError(f"{owner}: environment variable {var}={text!r} is not an int")
-            found = (int(text), found[1]) if pos == 0 else (found[0], int(text))
-    world = found[1] if world_size is None else world_size
-    rank_ = found[0] if rank is None else rank
-    if not isinstance(world, int) or world < 1:
-        raise ValueError(f"The 'world_size' parameter of {owner} must be >= 1; got {world!r}.")
-    if not isinstance(rank_, int) or not 0 <= rank_ < world:
-        raise ValueError(
-            f"The 'rank' parameter of {owner} must be in [0, world_size={world}); got {rank_!r}."
-        )
-    return rank_, world
-
-
-def buffer_order(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """Emission order of a shuffle buffer of `size` slots over items 0..n-1 (size <= 1: in
-    order). The item emitted at step e has index < e + size, so a reader needs to hold at most
-    `size` items read ahead."""
-    if size <= 1 or n <= 1:
-        return np.arange(n, dtype=np.int64)
-    size = min(size, n)
-    out = np.empty(n, dtype=np.int64)
-    buf = list(range(size))
-    picks = rng.integers(0, size, n - size).tolist()
-    for t in range(size, n):
-        j = picks[t - size]
-        out[t - size] = buf[j]
-        buf[j] = t
-    out[n - size :] = np.asarray(buf, dtype=np.int64)[rng.permutation(size)]
-    return out
-
-
-def consumer_range(
-    total: int,
-    rank: int,
-    world: int,
-    worker: int,
-    workers: int,
-    equal_split: bool,
-    granule: int = 1,
-) -> tuple[int, int]:
-    """[start, stop) of one consumer in the epoch's item sequence (positions taken mod total).
-
-    Ranks get contiguous slices; with `equal_split` each has ceil(total / world) items rounded
-    up to a multiple of `granule` (a batch, for loaders that need whole batches), the last ones
-    padded by wrapping around to the first items of the epoch (as DistributedSampler does); else
-    slices differ by at most one. A rank's slice is cut into `workers` slices of equal size +-1
-    granule."""
-    if equal_split:
-        each = -(-total // world)
-        each = -(-each // granule) * granule
-        lo, hi = rank * each, (rank + 1) * each
-    else:
-        lo, hi = rank * total // world, (rank + 1) * total // world
-        granule = 1
-    k = (hi - lo) // granule
-    return lo + worker * k // workers * granule, lo + (worker + 1) * k // workers * granule
 
 
 class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
@@ -296,9 +228,7 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
                     raise
                 # Deterministic replacement from the whole epoch, the same for any worker count.
                 p = int(pos[u])
-                later = replacement_positions(
-                    p, total, mix_seed(self.seed, self.epoch, p, SKIP_SALT)
-                )
+                later = replacement_positions(p, total, skip_start(self.seed, self.epoch, p))
                 out = self._replace(
                     err,
                     ((f"epoch item {q}", self._attempt_at(q, rows, cum, restrict)) for q in later),

@@ -1,0 +1,77 @@
+"""Who gets which part of an epoch: ranks, DataLoader workers, batches.
+
+Place in the data flow: plan -> item sequence -> **split** -> each consumer's positions -> read.
+An epoch is a sequence of `total` items. Ranks take contiguous slices; with `equal_split` every
+rank's slice has the same length (rounded up to whole batches where a loader needs them), the
+missing items taken by wrapping around to the epoch's first items, as DistributedSampler pads.
+Pure functions of integers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def batch_count(items: int, batch: int, drop_last: bool = False) -> int:
+    """Batches of at most `batch` rows holding `items` items (`drop_last`: full ones only)."""
+    return items // batch if drop_last else -(-items // batch)
+
+
+def rank_range(
+    total: int, rank: int, world: int, equal_split: bool = True, granule: int = 1
+) -> tuple[int, int]:
+    """[start, stop) of rank `rank`'s slice of an epoch of `total` items (positions are taken
+    mod `total`, so a stop past it wraps around to the epoch's first items).
+
+    `equal_split`: every rank gets ceil(total / world) positions rounded up to a multiple of
+    `granule`; else slices differ by at most one item and `granule` is ignored."""
+    if equal_split:
+        each = -(-total // world)
+        each = -(-each // granule) * granule
+        return rank * each, (rank + 1) * each
+    return rank * total // world, (rank + 1) * total // world
+
+
+def consumer_range(
+    total: int,
+    rank: int,
+    world: int,
+    worker: int,
+    workers: int,
+    equal_split: bool,
+    granule: int = 1,
+) -> tuple[int, int]:
+    """[start, stop) of one (rank, worker) in the epoch's item sequence (positions mod total):
+    the rank's slice (`rank_range`) cut into `workers` runs of equal size +-1 granule."""
+    lo, hi = rank_range(total, rank, world, equal_split, granule)
+    if not equal_split:
+        granule = 1
+    k = (hi - lo) // granule
+    return lo + worker * k // workers * granule, lo + (worker + 1) * k // workers * granule
+
+
+def worker_batches(batches: int, worker: int, workers: int) -> np.ndarray:
+    """The batch indices (of a rank's `batches`) that DataLoader worker `worker` yields:
+    round-robin, so the DataLoader's in-order output keeps the batch order."""
+    return np.arange(worker, batches, workers)
+
+
+def interleave(per_worker: list[int]) -> list[tuple[int, int]]:
+    """The order in which an in-order DataLoader yields its workers' batches: round r gives each
+    worker's r-th batch, workers in turn, skipping a worker once it has none left. Returns
+    (worker, batch index within the worker) for every batch."""
+    out: list[tuple[int, int]] = []
+    for r in range(max(per_worker, default=0)):
+        out.extend((w, r) for w, n in enumerate(per_worker) if r < n)
+    return out
+
+
+def worker_starts(yielded: int, per_worker: list[int]) -> list[int]:
+    """How many batches each worker had yielded when the DataLoader had yielded `yielded` in all
+    (`interleave` order). ValueError when `yielded` exceeds the batches there are."""
+    if yielded > sum(per_worker):
+        raise ValueError(f"{yielded} batches yielded but the epoch has only {sum(per_worker)}")
+    starts = [0] * len(per_worker)
+    for w, _ in interleave(per_worker)[:yielded]:
+        starts[w] += 1
+    return starts

@@ -1,42 +1,24 @@
-"""The plan: the only thing between a balancing method and a reader.
+"""The plan: the only thing between a balancing method and the loader.
 
 A plan says, for one epoch, how many items each global sample id yields and which modalities
-each item carries (an integer bitmask, bit j = modality j in the dataset's modality order).
-Streamed readers ask `items(id)` as each sample passes; indexed readers expand it into an
-exact order with `expand`. A plan may also fix the epoch's sequence with `order()` (int64 ids,
-each id as often as it has items; its k-th occurrence is its item k): the indexed loader yields
-exactly that order.
+each item carries (an integer bitmask, bit j = modality j in the dataset's modality order). A
+plan may also fix the epoch's sequence with `order()` (int64 ids, each id as often as it has
+items; its k-th occurrence is its item k): the indexed loader yields exactly that order.
 
-`ArrayPlan` is the public way to build one (every method returns one): per-id item counts and
-the items' masks as arrays, so a plan of 200,000 ids is a few numpy arrays that reach loader
-workers without Python objects per id.
+`Plan` (also named `ArrayPlan`) holds per-id item counts and the items' masks as arrays, so a
+plan of 200,000 ids is a few numpy arrays that reach loader workers without Python objects per
+id. Every method returns one; `Plan.every` is the plain plan (every id once, every modality);
+`TablePlan` writes a small fixed plan by hand and `to_plan` turns it into one. The loader
+(`mmsample.loader`) is the only applier of a plan; the schedule (`mmsample.schedule`) lays it
+out over ranks, workers and positions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
-
-@runtime_checkable
-class Plan(Protocol):
-    """Per-id item masks for one epoch: () drops the id, (mask,) yields it once, more repeats it."""
-
-    def items(self, sample_id: int) -> Sequence[int]: ...
-
-
-class EveryItem:
-    """The identity plan: every id once, with every modality it has."""
-
-    def __init__(self, num_modalities: int) -> None:
-        if num_modalities < 1:
-            raise ValueError(f"num_modalities must be >= 1; got {num_modalities}")
-        self.full = (1 << num_modalities) - 1
-
-    def items(self, sample_id: int) -> Sequence[int]:
-        return (self.full,)
 
 
 class TablePlan:
@@ -74,16 +56,25 @@ class TablePlan:
         self.table, self.full = rows, int(full)
 
     def items(self, sample_id: int) -> tuple[int, ...]:
+        """The item masks of `sample_id` (`(full,)` for an id the table does not list)."""
         return self.table.get(sample_id, (self.full,))
+
+    def to_plan(self, ids: np.ndarray, num_ids: int) -> ArrayPlan:
+        """The table as an `ArrayPlan` over `ids` (ascending, unique) in an id space of
+        `num_ids`: listed ids as the table says, the others once with `full`. Ids the table
+        lists but `ids` lacks yield nothing (they are not in the dataset)."""
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        counts = np.zeros(num_ids, dtype=np.int64)
+        masks: list[int] = []
+        for i in ids.tolist():
+            row = self.items(i)
+            counts[i] = len(row)
+            masks.extend(row)
+        return ArrayPlan(counts, np.asarray(masks, dtype=np.int64))
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def expand(plan: Plan, ids: Iterable[int]) -> list[tuple[int, int]]:
-    """Expand a plan over ids into the exact (id, mask) item list an indexed reader serves."""
-    return [(i, m) for i in ids for m in plan.items(i)]
 
 
 class ArrayPlan:
@@ -133,6 +124,22 @@ class ArrayPlan:
                     f"times ({total} entries, ids in [0, {len(c)})); got {o.size} entries."
                 )
             self._order = o
+
+    @classmethod
+    def every(cls, ids: np.ndarray, num_ids: int, full: int) -> ArrayPlan:
+        """The plain plan: each of `ids` (unique, in [0, num_ids)) once with mask `full`.
+        ValueError naming the parameter for `full` < 1 or an id outside the range."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if not _is_int(full) or full < 1:
+            raise ValueError(f"The 'full' parameter of Plan.every must be an int >= 1; got {full!r}.")
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_ids):
+            raise ValueError(
+                f"The 'ids' parameter of Plan.every must hold ids in [0, num_ids={num_ids}); "
+                f"got ids {int(ids.min())}..{int(ids.max())}."
+            )
+        counts = np.zeros(num_ids, dtype=np.int64)
+        counts[ids] = 1
+        return cls(counts, np.full(len(ids), int(full), dtype=np.int64))
 
     @property
     def num_ids(self) -> int:
@@ -193,3 +200,6 @@ class ArrayPlan:
     def __repr__(self) -> str:
         ordered = "" if self._order is None else ", ordered"
         return f"ArrayPlan(ids={len(self._counts)}, items={len(self._masks)}{ordered})"
+
+
+Plan = ArrayPlan  # the plan type every method returns and the loader applies

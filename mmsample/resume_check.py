@@ -3,7 +3,10 @@
 It runs a loader uninterrupted, then stops it after k batches, saves `state_dict()`, restores a
 fresh loader from that state and finishes the epoch; the two halves together must equal the
 uninterrupted run: nothing missing, nothing duplicated, same order. It also checks that loading a
-state never mutates the caller's dict, and resumes across an epoch boundary.
+state never mutates the caller's dict, that a state taken after an epoch's last batch (inside the
+loop, after the loop ended, or after `set_epoch` of the next) restores to "that epoch done" (the
+restored loader's next pass is the next epoch, as the uninterrupted loader's is), and resumes
+across an epoch boundary.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any, Protocol
 class ResumableLoader(Protocol):
     """What the check needs: iteration plus torchdata's `state_dict` / `load_state_dict`."""
 
-    dataset: Any
+    def set_epoch(self, epoch: int) -> None: ...
 
     def __iter__(self) -> Any: ...
 
@@ -66,6 +69,7 @@ def check_resume(
     """
     reference, _ = _take(make(0), items)
     batches = sum(1 for _ in make(0))
+    following: list[Hashable] | None = None  # epoch 1's items, computed when first needed
     points = sorted({0, min(1, batches), batches // 2, batches}) if stops is None else stops
     for stop in points:
         first, state = _take(make(0), items, stop)
@@ -75,11 +79,26 @@ def check_resume(
         rest, _ = _take(fresh, items)
         if repr(state) != repr(saved):
             raise AssertionError(f"resume at batch {stop}: load_state_dict mutated its argument")
-        compare_runs(reference, first + rest, f"resume at batch {stop}")
+        if stop < batches:
+            compare_runs(reference, first + rest, f"resume at batch {stop}")
+            continue
+        # the state was taken after the epoch's last batch: the next pass is epoch 1
+        following = _take(make(1), items)[0] if following is None else following
+        compare_runs(reference, first, f"resume at batch {stop}")
+        compare_runs(following, rest, f"resume at batch {stop} (the epoch's last)")
     if epoch_boundary:
+        following = _take(make(1), items)[0] if following is None else following
+        for when in ("after the loop ended", "after set_epoch of the next"):
+            loader = make(0)
+            _take(loader, items)
+            if when == "after set_epoch of the next":
+                loader.set_epoch(1)
+            fresh = make(0)
+            fresh.load_state_dict(loader.state_dict())
+            compare_runs(following, _take(fresh, items)[0], f"resume from a state taken {when}")
         loader = make(0)
         _take(loader, items)
-        loader.dataset.set_epoch(1)
+        loader.set_epoch(1)
         first, state = _take(loader, items, max(1, batches // 2))
         expected, _ = _take(make(1), items)
         fresh = make(0)  # built at epoch 0: the state must carry epoch 1

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from mmsample.batch import MultimodalBatch, collate
-from mmsample.plan import EveryItem, expand
+from mmsample.plan import Plan, TablePlan
 
 
 def _sample(i: int, mask: int) -> dict:
@@ -84,15 +85,18 @@ def test_pinned_non_blocking_transfer_to_cuda() -> None:
     assert torch.equal(dense.cpu(), batch.dense("video"))  # type: ignore[arg-type]
 
 
-def test_every_item_plan_and_expand() -> None:
-    plan = EveryItem(3)
-    assert list(plan.items(5)) == [7]
-    assert expand(plan, [2, 0]) == [(2, 7), (0, 7)]
+def test_plain_plan_and_table_plan_layout() -> None:
+    plan = Plan.every(np.array([2, 0, 5]), 6, 7)  # 3 modalities: mask 0b111
+    assert [plan.items(i) for i in range(7)] == [(7,), (), (7,), (), (), (7,), ()]
+    assert plan.counts(np.arange(6)).tolist() == [1, 0, 1, 0, 0, 1]
+    assert plan.order() is None
 
-    class Twice:
-        def items(self, sample_id: int) -> tuple[int, ...]:
-            return (3, 1) if sample_id % 2 == 0 else ()
-
-    assert expand(Twice(), range(4)) == [(0, 3), (0, 1), (2, 3), (2, 1)]
-    with pytest.raises(ValueError, match="num_modalities"):
-        EveryItem(0)
+    # a table lists only the ids it changes: 0 twice, 1 dropped, 3 dropped; 2 keeps one full item
+    table = TablePlan({0: (3, 1), 1: (), 3: ()}, full=0b11)
+    laid = table.to_plan(np.array([3, 0, 2, 1]), 5)
+    assert [laid.items(i) for i in range(5)] == [(3, 1), (), (3,), (), ()]
+    assert laid.masks.tolist() == [3, 1, 3]  # ids ascending, items in order
+    with pytest.raises(ValueError, match="'full' parameter of Plan.every must be an int >= 1"):
+        Plan.every(np.array([0]), 1, 0)
+    with pytest.raises(ValueError, match=r"'ids' parameter of Plan.every must hold ids in \[0, "):
+        Plan.every(np.array([0, 4]), 4, 1)

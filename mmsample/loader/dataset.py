@@ -1,30 +1,31 @@
-"""BalancedDataset: one epoch's plan as batches, on every rank and DataLoader worker.
+"""BalancedDataset: the published epoch as batches, on every rank and DataLoader worker.
 
 Place in the data flow: method -> plan (published once per epoch in the main process through
-`SharedPlan`) -> **BalancedDataset** (in each worker: the rank's slice of the epoch, cut into
-batches, fetched through a reader) -> `MultimodalBatch`. The loader's DataLoader runs with
-`batch_size=None`: this dataset forms batches itself, because DUS changes the rows per batch
-between epochs and assigns each row's modalities by its position in the batch.
+`SharedPlan`) -> **BalancedDataset** (in each worker: schedule -> read -> decode -> replace ->
+batch -> collate) -> `MultimodalBatch`. The loader's DataLoader runs with `batch_size=None`:
+this dataset forms batches itself, because DUS changes the rows per batch between epochs and
+assigns each row's modalities by its position in the batch.
 
 Two fetch modes, one meaning:
 - "indexed": random access in the epoch's exact sequence (the plan's `order()` if it has one,
   else the plan's items permuted by (seed, epoch)); each rank takes a contiguous slice and its
   batches go to workers round-robin, so the loader yields exactly that sequence.
-- "streamed": shards read sequentially by `StreamedDataset` (shard order and a shuffle buffer
-  seeded by (seed, epoch)); the plan's multiset of (id, mask) items is kept exactly, its order
-  is not (the reader's order replaces it).
+- "streamed": shards read sequentially (`mmsample.shards.stages`: shard order and a shuffle
+  buffer seeded by (seed, epoch)); the plan's multiset of (id, mask) items is kept exactly, its
+  order is not (the reader's order replaces it).
 
-State per worker: (epoch, batches yielded); resume skips forward without reading the batches
-already yielded. A state names what it is compatible with and refuses a mismatch.
+This object stores no position: the epoch, the plan and the number of batches the loader had
+already yielded in the epoch (a resumed state) are read from the shared header each pass, and
+each worker derives from them where it starts (`mmsample.schedule.worker_starts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset
 
 from ..batch import MultimodalBatch
 from ..errors import SampleError
@@ -35,24 +36,43 @@ from ..schedule import (
     dus_row_masks,
     item_masks,
     item_sequence,
+    next_worker,
+    rank_range,
     worker_batches,
+    worker_starts,
 )
-from ..state import check_compatible
+from ..shards.stages import StreamedEpoch, streamed_epoch, streamed_samples
+from ..shards.streamed import worker_of
 from .shared import SharedPlan
 
-STATE_VERSION = 1
 MODES = ("streamed", "indexed")
 # (id, mask, item, epoch, fallback mask) -> sample
 Fetch = Callable[[int, int, int, int, "int | None"], dict[str, Any]]
+Replace = Callable[[SampleError, Any], dict[str, Any]]
+
+
+def batched(
+    samples: Iterator[dict[str, Any]], rows: int, drop_last: bool
+) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive lists of `rows` samples; the last shorter one too unless `drop_last`."""
+    buffer: list[dict[str, Any]] = []
+    for sample in samples:
+        buffer.append(sample)
+        if len(buffer) == rows:
+            yield buffer
+            buffer = []
+    if buffer and not drop_last:
+        yield buffer
 
 
 class BalancedDataset(IterableDataset[MultimodalBatch]):
     """Batches of the published plan for this rank and worker (see the module docstring).
 
     `reader` is a `StreamedDataset` (mode "streamed") or anything with `fetch` (mode "indexed":
-    `fetch(id, mask, item, epoch)` -> decoded sample dict); `collate` turns a list of samples into
-    a `MultimodalBatch`; `epoch_hook(epoch)` runs in the main process at `set_epoch` and returns
-    (plan, rows per batch, DUS sizes or None).
+    `fetch(id, mask, item, epoch, fallback)` -> decoded sample dict); `collate` turns a list of
+    samples into a `MultimodalBatch`; `epoch_hook(epoch)` runs in the main process at `publish`
+    and returns (plan, rows per batch, DUS sizes or None); `replace(err, candidates)` replaces a
+    bad item (None: raise).
     """
 
     def __init__(
@@ -72,7 +92,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         shuffle: bool,
         batch_size: int,
         drop_last: bool = False,
-        replace: Callable[[SampleError, Any], dict[str, Any]] | None = None,
+        replace: Replace | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"The 'mode' parameter must be one of {list(MODES)}; got {mode!r}.")
@@ -83,113 +103,138 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         self.seed, self.rank, self.world_size, self.shuffle = seed, rank, world_size, shuffle
         self.batch_size, self.drop_last = batch_size, bool(drop_last)
         self.shared = SharedPlan(num_ids, len(self.names))
-        self.epoch = -1  # the epoch published by this process (main) or served (worker)
-        self._yielded = 0
-        self._resume: tuple[int, int] | None = None
-        self._consumer = (0, 1)
-        # (epoch, (ids, item indices, masks)) of the epoch's item sequence (indexed mode)
-        self._sequence: tuple[int, tuple[np.ndarray, ...]] | None = None
+        # (epoch, plan) -> the epoch's layout, computed once per process
+        self._layout: tuple[tuple[int, int], Any] | None = None
 
     # ---- main process ---------------------------------------------------------------------
-    def set_epoch(self, epoch: int) -> bool:
-        """Publish epoch `epoch`'s plan to every worker (main process). Returns True when the
-        shared buffers were reallocated (persistent workers must restart)."""
-        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-            raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
+    def publish(self, epoch: int, start: int = 0) -> bool:
+        """Plan epoch `epoch` (the epoch hook) and publish it to every worker, the workers to
+        start after the loader's first `start` batches of it. Returns True when the shared
+        buffers were reallocated (persistent workers must restart)."""
         plan, rows, sizes = self.epoch_hook(epoch)
-        grown = self.shared.publish(epoch, plan, rows, sizes)
-        self.epoch = epoch
-        self._yielded, self._resume, self._sequence = 0, None, None
-        return grown
+        return self.shared.publish(epoch, plan, rows, sizes, start)
 
-    # ---- iteration (main process with 0 workers, else each worker) -----------------------------
+    def resume_at(self, start: int) -> None:
+        """Let the next pass start after the loader's first `start` batches of the epoch."""
+        self.shared.set_start(start)
+
+    def batches_per_worker(self, workers: int) -> list[int]:
+        """Batches each of `workers` DataLoader workers yields in the published epoch."""
+        workers = max(1, workers)
+        epoch, plan, rows = self.shared.epoch, self.shared.plan(), self.shared.rows()
+        if self.mode == "indexed":
+            total = len(self._sequence(epoch, plan)[0])
+            lo, hi = rank_range(total, self.rank, self.world_size, True, self._granule())
+            count = batch_count(hi - lo, rows, self.drop_last) if total else 0
+            return [len(worker_batches(count, w, workers)) for w in range(workers)]
+        total = self._streamed(epoch, plan).total
+        out = []
+        for w in range(workers):
+            lo, hi = consumer_range(
+                total, self.rank, self.world_size, w, workers, True, self._granule()
+            )
+            out.append(batch_count(hi - lo, rows, self.drop_last))
+        return out
+
+    def batches(self, workers: int = 1) -> int:
+        """Batches this rank yields in the published epoch, over `workers` DataLoader workers."""
+        return sum(self.batches_per_worker(workers))
+
+    # ---- iteration (main process with 0 workers, else each worker) -------------------------
     def __iter__(self) -> Iterator[MultimodalBatch]:
-        info = get_worker_info()
-        self._consumer = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.shared.epoch
         if epoch < 0:
-            if info is not None:
-                raise RuntimeError("BalancedDataset: no plan was published; call set_epoch")
-            self.set_epoch(0)
-            epoch = 0
-        start = 0
-        if self._resume is not None:
-            r_epoch, start = self._resume
-            self._resume = None
-            if r_epoch != epoch:
-                raise ValueError(
-                    f"BalancedDataset: the state resumes epoch {r_epoch} but the loader published "
-                    f"epoch {epoch}; restore through BalancedLoader.load_state_dict"
-                )
-        self.epoch, self._yielded = epoch, start
-        plan, rows, sizes = self.shared.plan(), self.shared.rows(), self.shared.sizes()
+            raise RuntimeError(
+                "BalancedDataset: no epoch was published; iterate the BalancedLoader (or call "
+                "its set_epoch) rather than this dataset"
+            )
+        worker, workers = worker_of()
+        per_worker, yielded = self.batches_per_worker(workers), self.shared.start()
+        # the DataLoader asks its worker 0 first: on a resumed pass it plays the worker whose
+        # batch comes next, so the cycle over workers continues where it stopped
+        worker = (worker + next_worker(yielded, per_worker)) % workers
+        start = worker_starts(yielded, per_worker)[worker]
         if self.mode == "streamed":
-            return self._streamed(epoch, plan, rows, sizes, start)
-        return self._indexed(epoch, plan, rows, sizes, start)
+            samples = self._streamed_batches(epoch, worker, workers, start)
+        else:
+            samples = self._indexed_batches(epoch, worker, workers, start)
+        for batch in samples:
+            yield self.collate(batch)
 
-    def _streamed(
-        self, epoch: int, plan: ArrayPlan, rows: int, sizes: list[int] | None, start: int
-    ) -> Iterator[MultimodalBatch]:
-        reader = self._serve(epoch, plan, rows, sizes)
-        worker, workers = self._consumer
-        reader._consumer = (worker, workers)
-        position_mask = None
+    def _granule(self) -> int:
+        """Slices are whole batches under DUS (each row's modalities follow its position)."""
+        return self.shared.rows() if self.shared.sizes() is not None else 1
+
+    def _streamed(self, epoch: int, plan: ArrayPlan) -> StreamedEpoch:
+        key = (epoch, id(plan))
+        if self._layout is None or self._layout[0] != key:
+            self._layout = (key, streamed_epoch(self.reader, epoch, plan))
+        layout: StreamedEpoch = self._layout[1]
+        return layout
+
+    def _sequence(self, epoch: int, plan: ArrayPlan) -> tuple[np.ndarray, ...]:
+        """(ids, item indices, masks) of the epoch's full item sequence (indexed mode)."""
+        key = (epoch, id(plan))
+        if self._layout is None or self._layout[0] != key:
+            seq, k = item_sequence(plan, self.ids, self.seed, epoch, self.shuffle)
+            self._layout = (key, (seq, k, item_masks(plan, seq, k)))
+        sequence: tuple[np.ndarray, ...] = self._layout[1]
+        return sequence
+
+    def _streamed_batches(
+        self, epoch: int, worker: int, workers: int, start: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        layout = self._streamed(epoch, self.shared.plan())
+        rows, sizes = self.shared.rows(), self.shared.sizes()
+        consumer = self.reader.consumer(worker, workers)
+        restrict = None
         if sizes is not None:
             cache: dict[int, np.ndarray] = {}
+            key = (epoch, self.rank, worker, workers)
 
-            def position_mask(step: int) -> int:
+            def restrict(step: int) -> int:
                 b = step // rows
                 if b not in cache:
                     cache.clear()
-                    cache[b] = dus_row_masks(
-                        sizes, rows, self.seed, epoch, self.rank, worker, workers, b
-                    )
+                    cache[b] = dus_row_masks(sizes, rows, self.seed, *key, b)
                 return int(cache[b][step % rows])
 
-        buffer: list[dict[str, Any]] = []
+        lo, hi = consumer_range(
+            layout.total, self.rank, self.world_size, worker, workers, True, self._granule()
+        )
         # only a consumer's last batch can be short: past it, everything was yielded
-        first = min(start * rows, reader.consumer_items())
-        for sample in reader.stream(first, position_mask):
-            buffer.append(sample)
-            if len(buffer) == rows:
-                self._yielded += 1
-                yield self.collate(buffer)
-                buffer = []
-        if buffer and not self.drop_last:
-            self._yielded += 1
-            yield self.collate(buffer)
+        first = min(start * rows, hi - lo)
+        samples = streamed_samples(
+            self.reader,
+            layout,
+            consumer,
+            start=first,
+            granule=self._granule(),
+            restrict=restrict,
+            equal_split=True,
+        )
+        yield from batched(samples, rows, self.drop_last)
 
-    def epoch_sequence(self, epoch: int, plan: ArrayPlan) -> tuple[np.ndarray, ...]:
-        """(ids, item indices, masks) of the epoch's full item sequence (indexed mode)."""
-        if self._sequence is None or self._sequence[0] != epoch:
-            seq, k = item_sequence(plan, self.ids, self.seed, epoch, self.shuffle)
-            self._sequence = (epoch, (seq, k, item_masks(plan, seq, k)))
-        return self._sequence[1]
-
-    def _indexed(
-        self, epoch: int, plan: ArrayPlan, rows: int, sizes: list[int] | None, start: int
-    ) -> Iterator[MultimodalBatch]:
-        assert self.fetch is not None
-        seq, k, masks = self.epoch_sequence(epoch, plan)
+    def _indexed_batches(
+        self, epoch: int, worker: int, workers: int, start: int
+    ) -> Iterator[list[dict[str, Any]]]:
+        seq, k, masks = self._sequence(epoch, self.shared.plan())
+        rows, sizes = self.shared.rows(), self.shared.sizes()
         total = len(seq)
-        granule = rows if sizes is not None else 1
-        lo, hi = consumer_range(total, self.rank, self.world_size, 0, 1, True, granule)
         if total == 0:
             return
-        worker, workers = self._consumer
-        mine = worker_batches(self._count(hi - lo, rows), worker, workers)
-        for b in mine[start:].tolist():
+        lo, hi = rank_range(total, self.rank, self.world_size, True, self._granule())
+        count = batch_count(hi - lo, rows, self.drop_last)
+        for b in worker_batches(count, worker, workers)[start:].tolist():
             pos = np.arange(lo + b * rows, min(lo + (b + 1) * rows, hi)) % total
             if sizes is not None:
                 restrict = dus_row_masks(sizes, rows, self.seed, epoch, self.rank, b)[: len(pos)]
             else:
                 restrict = np.full(len(pos), -1, dtype=np.int64)
-            samples = [
+            yield [
                 self._get(epoch, seq, k, masks, int(p), int(r), total)
                 for p, r in zip(pos.tolist(), restrict.tolist())
             ]
-            self._yielded += 1
-            yield self.collate(samples)
 
     def _get(
         self,
@@ -231,87 +276,10 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
             )
             return self.replace(err, candidates)
 
-    def batches(self, workers: int = 1) -> int:
-        """Batches this rank yields in the published epoch, over `workers` DataLoader workers
-        (main process)."""
-        epoch, plan, rows = self.shared.epoch, self.shared.plan(), self.shared.rows()
-        granule = rows if self.shared.sizes() is not None else 1
-        if self.mode == "indexed":
-            total = len(self.epoch_sequence(epoch, plan)[0])
-            lo, hi = consumer_range(total, self.rank, self.world_size, 0, 1, True, granule)
-            return self._count(hi - lo, rows) if total else 0
-        total = self._serve(epoch, plan, rows, self.shared.sizes())._layout()[2]
-        count = 0
-        for w in range(max(1, workers)):
-            lo, hi = consumer_range(
-                total, self.rank, self.world_size, w, max(1, workers), True, granule
-            )
-            count += self._count(hi - lo, rows)
-        return count
-
-    def _serve(self, epoch: int, plan: ArrayPlan, rows: int, sizes: list[int] | None) -> Any:
-        """The streamed reader set to serve `plan` as `epoch`, its consumers' slices whole
-        batches under DUS."""
-        self.reader.granule = rows if sizes is not None else 1
-        self.reader.use_plan(epoch, plan)
-        return self.reader
-
-    def _count(self, items: int, rows: int) -> int:
-        """Batches of `rows` rows made of `items` items (the last one short unless drop_last)."""
-        return items // rows if self.drop_last else batch_count(items, rows)
-
-    # ---- state ---------------------------------------------------------------------------
-    def _compat(self) -> dict[str, Any]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info is not None else self._consumer
-        return {
-            "mode": self.mode,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "worker": worker,
-            "num_workers": workers,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "drop_last": self.drop_last,
-            "modalities": list(self.names),
-            "ids": len(self.ids),
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        """This consumer's position: (epoch, batches yielded) and what it is compatible with."""
-        return {
-            "class": type(self).__name__,
-            "version": STATE_VERSION,
-            "epoch": self.epoch,
-            "batches": self._yielded,
-            **self._compat(),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume: the next iteration continues the saved epoch after the saved batches."""
-        if state.get("class") != type(self).__name__ or state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"BalancedDataset.load_state_dict: not a BalancedDataset state (class "
-                f"{state.get('class')!r}, version {state.get('version')!r})"
-            )
-        mine = self._compat()
-        check_compatible(
-            "BalancedDataset.load_state_dict",
-            state,
-            mine,
-            "loader",
-            "resume with the same settings",
-        )
-        epoch, batches = state.get("epoch"), state.get("batches")
-        if not isinstance(epoch, int) or not isinstance(batches, int) or batches < 0:
-            raise ValueError(f"BalancedDataset.load_state_dict: bad epoch/batches {epoch!r}")
-        self._resume = (epoch, batches)
-        self.epoch, self._yielded = epoch, batches
-
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["epoch_hook"] = None  # the method stays in the main process
-        state["_sequence"] = None
+        state["_layout"] = None
         return state
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ..schedule import resolve_world
 from ..shards.indexed import IndexedDataset
 from ..shards.streamed import StreamedDataset
 from ..state import check_compatible
-from .control import EpochControl, Scorer
+from .control import EpochControl, Scorer, check_plan_source
 from .dataset import MODES, BalancedDataset
 from .log import StatsLog
 
@@ -35,13 +35,20 @@ _FORMAT = "mmsample.BalancedLoader"
 _FORMED_HERE = frozenset(
     {"batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn", "drop_last"}
 )
-_VERSION = 1
+_VERSION = 2
 
 
 class BalancedLoader(StatefulDataLoader):
     """A StatefulDataLoader over a `BalancedDataset` (build it with `balanced_loader` or
-    `wrap`). `set_epoch(e)` starts epoch e everywhere; `state_dict()` = the loader's position +
-    the method's and the ledger's states."""
+    `wrap`): the only holder of the epoch and of the position in it.
+
+    Epochs: `set_epoch(e)` starts epoch e (on every rank, before iterating); without it, the
+    first pass serves epoch 0 and a pass that starts after a completed one serves the next
+    epoch. A pass that starts after an incomplete one (a `break`) serves its epoch again from
+    the start. `state_dict()` = (epoch, batches yielded in it, whether its pass began) + the
+    method's and the ledger's states; a loader restored from it continues the same batches,
+    and one restored from a state taken after an epoch's last batch serves the next epoch.
+    """
 
     dataset: BalancedDataset
 
@@ -50,6 +57,10 @@ class BalancedLoader(StatefulDataLoader):
             warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
             super().__init__(dataset, batch_size=None, **kwargs)
         self.control = control
+        self._epoch = -1  # the epoch published to the workers (-1: none yet)
+        self._yielded = 0  # batches of it yielded to the caller
+        self._began = False  # a pass over it began (iteration, or a restored state)
+        self._resuming = False  # the next pass continues a restored position
 
     @property
     def method(self) -> Any:
@@ -61,11 +72,23 @@ class BalancedLoader(StatefulDataLoader):
         """The method's Ledger (None without a method)."""
         return self.control.ledger
 
+    @property
+    def epoch(self) -> int:
+        """The epoch being (or last) served; -1 before the first."""
+        return self._epoch
+
     def set_epoch(self, epoch: int) -> None:
         """Start epoch `epoch`: sync the ledger, let the method take its snapshot and plan,
         publish the plan to the workers (restarting persistent ones if the plan outgrew the
         shared buffers) and log the method's stats. Call it on every rank before iterating."""
-        grown = self.dataset.set_epoch(epoch)
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
+        self._start(epoch, 0)
+        self._began, self._resuming = False, False
+
+    def _start(self, epoch: int, start: int) -> None:
+        grown = self.dataset.publish(epoch, start)
+        self._epoch, self._yielded = epoch, start
         running: Any = getattr(self, "_iterator", None)
         if grown and running is not None and self.persistent_workers:
             shutdown = getattr(running, "_shutdown_workers", None)
@@ -73,35 +96,67 @@ class BalancedLoader(StatefulDataLoader):
                 shutdown()
             self._iterator = None
 
-    def _ensure_epoch(self) -> None:
-        if self.dataset.shared.epoch < 0:
-            self.set_epoch(0)
+    def _complete(self) -> bool:
+        """A pass over the published epoch began and yielded every batch."""
+        return self._began and self._yielded >= len(self)
 
     def __iter__(self) -> Any:
-        self._ensure_epoch()
-        return super().__iter__()
+        if self._epoch < 0:
+            self.set_epoch(0)
+        elif self._complete():
+            self.set_epoch(self._epoch + 1)
+        elif self._began and not self._resuming:
+            self._yielded = 0  # an abandoned pass: its epoch again from the start
+            self.dataset.resume_at(0)
+        self._began, self._resuming = True, False
+        return self._counted(super().__iter__())
+
+    def _counted(self, batches: Any) -> Iterator[Any]:
+        for batch in batches:
+            self._yielded += 1
+            yield batch
 
     def __len__(self) -> int:
-        """Batches this rank yields in the published epoch."""
-        self._ensure_epoch()
+        """Batches this rank yields in the published epoch (epoch 0 before the first)."""
+        if self._epoch < 0:
+            self.set_epoch(0)
         return self.dataset.batches(self.num_workers)
 
+    def _compat(self) -> dict[str, Any]:
+        ds = self.dataset
+        return {
+            "num_workers": self.num_workers,
+            "mode": ds.mode,
+            "rank": ds.rank,
+            "world_size": ds.world_size,
+            "seed": ds.seed,
+            "batch_size": ds.batch_size,
+            "drop_last": ds.drop_last,
+            "modalities": list(ds.names),
+            "ids": len(ds.ids),
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        self._ensure_epoch()
+        """(epoch, batches yielded in it, whether its pass began), what the loader is
+        compatible with, and the method's and the ledger's states."""
+        if self._epoch < 0:
+            self.set_epoch(0)
         method, ledger = self.method, self.ledger
         return {
             "format": _FORMAT,
             "version": _VERSION,
-            "epoch": self.dataset.epoch if self.dataset.epoch >= 0 else self.dataset.shared.epoch,
-            "num_workers": self.num_workers,
-            "loader": super().state_dict(),
+            "epoch": self._epoch,
+            "batches": self._yielded,
+            "began": self._began,
+            **self._compat(),
             "method": None if method is None else method.state_dict(),
             "ledger": None if ledger is None else ledger.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the ledger, the method and the position; the next iteration continues the
-        saved epoch. Refuses a state of another configuration; never modifies `state`."""
+        """Restore the ledger, the method and the position; the next pass continues the saved
+        epoch (or, for a state taken after its last batch, serves the next one). Refuses a
+        state of another configuration; never modifies `state`."""
         if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
             raise ValueError(
                 "BalancedLoader.load_state_dict expects a dict from BalancedLoader.state_dict()."
@@ -111,9 +166,9 @@ class BalancedLoader(StatefulDataLoader):
         check_compatible(
             "BalancedLoader.load_state_dict",
             state,
-            {"num_workers": self.num_workers},
+            self._compat(),
             "loader",
-            "resume with the same num_workers (each worker's position is saved)",
+            "resume with the same settings (num_workers too: each worker's slice depends on it)",
         )
         for key, part in (("method", self.method), ("ledger", self.ledger)):
             if (state.get(key) is None) != (part is None):
@@ -121,12 +176,25 @@ class BalancedLoader(StatefulDataLoader):
                     f"BalancedLoader.load_state_dict: the state has {'no ' * (part is not None)}"
                     f"{key} state but this loader has {'no ' * (part is None)}{key}."
                 )
+        epoch, batches = state.get("epoch"), state.get("batches")
+        if not isinstance(epoch, int) or epoch < 0 or not isinstance(batches, int) or batches < 0:
+            raise ValueError(
+                f"BalancedLoader.load_state_dict: bad epoch/batches {epoch!r}/{batches!r}"
+            )
         if self.ledger is not None:
             self.ledger.load_state_dict(state["ledger"])
         if self.method is not None:
             self.method.load_state_dict(state["method"])
-        self.dataset.set_epoch(int(state["epoch"]))
-        super().load_state_dict(dict(state["loader"]))
+        self._start(epoch, 0)
+        if batches > len(self):
+            raise ValueError(
+                f"BalancedLoader.load_state_dict: the state says {batches} batches of epoch "
+                f"{epoch} were yielded but this loader has {len(self)} in it: the plan or "
+                "dataset changed"
+            )
+        self._yielded = batches
+        self.dataset.resume_at(batches)
+        self._began, self._resuming = bool(state.get("began", batches > 0)), True
 
 
 class IndexedFetch:
@@ -187,10 +255,16 @@ def attach(
     rank: int,
     owner: str,
     classes: int | None = None,
+    plan: Any = None,
 ) -> EpochControl:
-    """Check `method` against the dataset, give it the reader's ids and build the loader's
-    epoch control (one place for `balanced_loader` and `wrap`)."""
+    """Check `method` (or the fixed `plan`) against the dataset, give the method the reader's
+    ids and build the loader's epoch control (one place for `balanced_loader` and `wrap`)."""
     check_method(method, names, id_space, owner, classes)
+    plan = check_plan_source(plan, owner)
+    if plan is not None and method is not None:
+        raise ValueError(
+            f"{owner} takes a method or a fixed 'plan', not both: the method plans each epoch."
+        )
     if method is not None:
         method.set_ids(ids)
     return EpochControl(
@@ -202,6 +276,7 @@ def attach(
         scorer=scorer,
         log=None if log is None else StatsLog(log),
         rank=rank,
+        plan=plan,
     )
 
 
@@ -227,6 +302,7 @@ def balanced_loader(
     log: str | os.PathLike[str] | None = None,
     scorer: Scorer | None = None,
     ids: Iterable[int] | np.ndarray | None = None,
+    plan: Any = None,
     **dataloader_kwargs: Any,
 ) -> BalancedLoader:
     """A loader that applies `method`'s plans to a sharded dataset.
@@ -257,6 +333,9 @@ def balanced_loader(
             `set_epoch` for the ids `method.scoring_ids(epoch)` asks for.
         ids: read only these sample ids (e.g. an active-learning round's labeled set), for a
             shard path; a reader given as `source` takes `ids=` itself.
+        plan: without a method, a fixed plan for every epoch (a `mmsample.plan.ArrayPlan` or
+            `TablePlan`) or a callable epoch -> plan; default: every sample once with every
+            modality.
 
     Returns a `BalancedLoader` (a torchdata `StatefulDataLoader`). Raises ValueError naming the
     argument for bad settings (no modalities for a path, an unknown mode, a ledger smaller than
@@ -344,6 +423,7 @@ def balanced_loader(
         rank=rank_,
         owner="balanced_loader",
         classes=len(manifest.classes),
+        plan=plan,
     )
     num_ids = control.num_ids
     dataset = BalancedDataset(
@@ -361,7 +441,7 @@ def balanced_loader(
         shuffle=shuffle,
         batch_size=control.batch_size,
         drop_last=drop_last,
-        replace=reader._replace if reader.on_error == "skip" else None,
+        replace=reader.replace if reader.on_error == "skip" else None,
     )
     extra: dict[str, Any] = dict(dataloader_kwargs)
     if prefetch_factor is not None:

@@ -2,8 +2,9 @@
 workers as arrays in shared memory.
 
 Place in the data flow: method -> plan -> **SharedPlan** -> workers. The main process publishes
-(epoch, plan arrays, rows per batch, DUS sizes) at `set_epoch`; workers, persistent ones too,
-read them when they start an epoch. The arrays live in shared memory allocated with room to
+(epoch, plan arrays, rows per batch, DUS sizes, and the batches of the epoch the loader had
+already yielded: 0, or a restored position) when an epoch starts; workers, persistent ones too,
+read them when they start a pass. The arrays live in shared memory allocated with room to
 spare; a plan that does not fit gets new buffers (a new generation), and the loader restarts
 persistent workers so none reads a stale buffer.
 """
@@ -17,8 +18,9 @@ import torch
 
 from ..plan import ArrayPlan
 
-# header: epoch, generation, items, has_order, rows per batch, then one size per modality
-_EPOCH, _GEN, _ITEMS, _ORDERED, _ROWS, _SIZES = range(6)
+# header: epoch, generation, items, has_order, rows per batch, start batch, then one size per
+# modality
+_EPOCH, _GEN, _ITEMS, _ORDERED, _ROWS, _START, _SIZES = range(7)
 
 
 class SharedPlan:
@@ -34,9 +36,17 @@ class SharedPlan:
         self._generation = 0
         self._cached: tuple[int, int, ArrayPlan] | None = None
 
-    def publish(self, epoch: int, plan: ArrayPlan, rows: int, sizes: Sequence[int] | None) -> bool:
-        """Write one epoch's plan; returns True when the buffers had to be reallocated (workers
-        holding the old ones must be restarted)."""
+    def publish(
+        self,
+        epoch: int,
+        plan: ArrayPlan,
+        rows: int,
+        sizes: Sequence[int] | None,
+        start: int = 0,
+    ) -> bool:
+        """Write one epoch's plan, to be served after the loader's first `start` batches;
+        returns True when the buffers had to be reallocated (workers holding the old ones must
+        be restarted)."""
         arrays = plan.arrays()
         counts, masks = arrays["counts"], arrays["masks"]
         if len(counts) > self.num_ids and int(counts[self.num_ids :].sum()) > 0:
@@ -62,6 +72,7 @@ class SharedPlan:
         h = self._header
         h[_GEN], h[_ITEMS], h[_ORDERED] = self._generation, n, int(ordered)
         h[_ROWS] = rows
+        h[_START] = start
         h[_SIZES:] = torch.tensor(list(sizes) if sizes is not None else [-1] * self.num_modalities)
         h[_EPOCH] = epoch
         self._cached = None
@@ -71,6 +82,14 @@ class SharedPlan:
     def epoch(self) -> int:
         """The epoch last published (-1: none yet)."""
         return int(self._header[_EPOCH])
+
+    def start(self) -> int:
+        """Batches of the published epoch the loader had yielded before this pass."""
+        return int(self._header[_START])
+
+    def set_start(self, start: int) -> None:
+        """Let the next pass start after the loader's first `start` batches."""
+        self._header[_START] = int(start)
 
     def rows(self) -> int:
         """Rows per batch of the published epoch."""

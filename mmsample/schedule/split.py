@@ -66,6 +66,15 @@ def interleave(per_worker: list[int]) -> list[tuple[int, int]]:
     return out
 
 
+def next_worker(yielded: int, per_worker: list[int]) -> int:
+    """The worker whose batch an in-order DataLoader yields after `yielded` batches
+    (`interleave` order; 0 once every batch was yielded). A resumed pass lets DataLoader worker
+    i play worker `(i + next_worker(...)) % workers`, since a DataLoader always asks worker 0
+    first: the cycle then continues where the interrupted one stopped."""
+    order = interleave(per_worker)
+    return order[yielded][0] if yielded < len(order) else 0
+
+
 def worker_starts(yielded: int, per_worker: list[int]) -> list[int]:
     """How many batches each worker had yielded when the DataLoader had yielded `yielded` in all
     (`interleave` order). ValueError when `yielded` exceeds the batches there are."""

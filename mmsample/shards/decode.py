@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
 from ..batch import SAMPLE_KEYS
 from ..errors import SampleError
-from ..plan import EveryItem, Plan
 from ..schedule import mix_seed
 
 if TYPE_CHECKING:
@@ -191,7 +189,6 @@ class Decoder:
 
 
 ON_ERROR = ("raise", "skip")
-PlanSource = Plan | Callable[[int], Plan] | None
 
 
 class SkippedSampleWarning(UserWarning):
@@ -205,50 +202,6 @@ def check_on_error(value: str, owner: str) -> str:
             f"The 'on_error' parameter of {owner} must be one of {list(ON_ERROR)}; got {value!r}."
         )
     return value
-
-
-def check_plan_source(plan: PlanSource, owner: str) -> PlanSource:
-    """Accept a Plan, a callable epoch -> Plan (e.g. a method's `plan`), or None. A mapping
-    (which has an `items` method too) is refused with the fix: wrap it in a TablePlan."""
-    if isinstance(plan, Mapping):
-        raise ValueError(
-            f"The 'plan' parameter of {owner} must be a Plan, not a {type(plan).__name__}: "
-            "wrap a table id -> item masks as mmsample.plan.TablePlan(table, full=<mask of "
-            "every modality>) (ids not in the table yield one full item), or give an object "
-            "whose items(sample_id) returns that id's tuple of masks."
-        )
-    if plan is None or isinstance(plan, Plan) or callable(plan):
-        return plan
-    raise ValueError(
-        f"The 'plan' parameter of {owner} must be a Plan (with items(id)), a callable "
-        f"epoch -> Plan, or None; got {plan!r}."
-    )
-
-
-def resolve_plan(plan: PlanSource, epoch: int, num_modalities: int) -> Plan:
-    """The plan of one epoch: None -> every item once with every modality."""
-    if plan is None:
-        return EveryItem(num_modalities)
-    if isinstance(plan, Plan):
-        return plan
-    made = plan(epoch)
-    if isinstance(made, Mapping) or not isinstance(made, Plan):
-        raise ValueError(
-            f"The 'plan' callable returned a {type(made).__name__} for epoch {epoch}, not a "
-            "Plan; return an object with items(sample_id) -> tuple of masks, e.g. "
-            "mmsample.plan.TablePlan(table, full=<mask of every modality>) for a table."
-        )
-    return made
-
-
-def item_counts(plan: Plan, ids: np.ndarray) -> np.ndarray:
-    """Items per id (`len(plan.items(id))`), int64, in the order of `ids`."""
-    if isinstance(plan, EveryItem):
-        return np.ones(len(ids), dtype=np.int64)
-    counts = getattr(plan, "counts", None)
-    if callable(counts):  # a vectorised plan (ArrayPlan)
-        return np.asarray(counts(ids), dtype=np.int64)
-    return np.fromiter((len(plan.items(int(i))) for i in ids), dtype=np.int64, count=len(ids))
 
 
 def report_skip(owner: str, err: SampleError, replacement: str) -> None:

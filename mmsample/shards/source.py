@@ -1,8 +1,9 @@
-"""What both readers stand on: the shard table, the decode stage, the plan, the epoch, skips.
+"""What both readers stand on: the shard table, the decode stage and the skip policy.
 
-`StreamedDataset` and `IndexedDataset` differ only in how they order and fetch items; opening a
-dataset, validating the shared parameters, following the epoch across worker processes and the
-skip-and-replace policy live here once.
+Place in the data flow: schedule -> **read** (`read_row`: one sample's bytes) -> **decode**
+(`decode`: the modalities of one item) -> replace (`replace`: a bad item's stand-in). A reader
+holds configuration only (the dataset, the modalities, the seed of the decoders' draws, the
+error policy); which item comes when, and in which epoch, is the caller's argument.
 """
 
 from __future__ import annotations
@@ -13,53 +14,44 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..epoch import SharedEpoch
 from ..errors import SampleError
 from ..skips import SkipCounter
-from .decode import (
-    Decoder,
-    PlanSource,
-    check_modalities,
-    check_on_error,
-    check_plan_source,
-    report_skip,
-)
-from .tario import ShardTable
+from .decode import Decoder, check_modalities, check_on_error, report_skip
+from .tario import RawSample, ShardTable
 
 if TYPE_CHECKING:
     from ..spec import Spec
 
 
 class ShardSource:
-    """Base of the readers: sets `table`, `decoder`, `plan_source`, `seed`, `on_error`,
-    `skipped` and the epoch (published to worker processes through shared memory)."""
+    """Base of the readers: `table`, `decoder`, `seed`, `on_error` and the skip count."""
 
     table: ShardTable
     decoder: Decoder
-    epoch: int
 
     def _open(
         self,
         root: str | Path,
         modalities: Mapping[str, Spec],
-        plan: PlanSource,
         seed: int,
         on_error: str,
         split: str | None = None,
         ids: Iterable[int] | np.ndarray | None = None,
     ) -> None:
         owner = type(self).__name__
-        if not isinstance(seed, int) or seed < 0:
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0; got {seed!r}.")
         self.on_error = check_on_error(on_error, owner)
         self.table = ShardTable(root, split=split, owner=owner, ids=ids)
         specs = check_modalities(modalities, owner, self.table.manifest.fields)
         self.decoder = Decoder(specs, seed)
-        self.plan_source = check_plan_source(plan, owner)
         self.seed = seed
         self._skips = SkipCounter()
-        self.epoch = 0
-        self._shared_epoch = SharedEpoch(0)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The modality names; bit j of every mask is `names[j]`."""
+        return self.decoder.names
 
     @property
     def skipped(self) -> int:
@@ -67,21 +59,35 @@ class ShardSource:
         workers together (counted in shared memory)."""
         return self._skips.total()
 
-    def _publish_epoch(self, epoch: int) -> None:
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
-        self._shared_epoch.set(epoch)
+    def read_row(self, row: int) -> RawSample | SampleError:
+        """The raw sample of table row `row`, or the SampleError that reading it raised (so a
+        read-ahead stage can carry it to the item that needs it)."""
+        try:
+            return self.table.read(row)
+        except SampleError as err:
+            return err
 
-    def _published_epoch(self) -> int:
-        """The epoch the main process last set (differs from `epoch` in a persistent worker)."""
-        return self._shared_epoch.get()
+    def decode(
+        self,
+        raw: RawSample | SampleError,
+        mask: int,
+        *,
+        epoch: int,
+        item: int,
+        fallback: int | None = None,
+    ) -> dict[str, Any]:
+        """Decode one item of `raw` (see `Decoder.__call__`); raises the SampleError of a raw
+        sample that could not be read, or of a modality that does not decode."""
+        if isinstance(raw, SampleError):
+            raise raw
+        return self.decoder(raw, mask, epoch=epoch, item=item, fallback=fallback)
 
-    def _replace(
+    def replace(
         self, bad: SampleError, candidates: Iterable[tuple[str, Callable[[], dict[str, Any]]]]
     ) -> dict[str, Any]:
         """Count and report a skipped item; return the first candidate that decodes. Each
         candidate is (how the report names it, e.g. "item 3", a decode thunk); candidates come
-        from `mmsample.skips.replacement_positions`, the same in every process."""
+        from the schedule's `replacement_positions`, the same in every process."""
         for where, attempt in candidates:
             try:
                 out = attempt()

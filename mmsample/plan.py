@@ -131,7 +131,9 @@ class ArrayPlan:
         ValueError naming the parameter for `full` < 1 or an id outside the range."""
         ids = np.asarray(ids, dtype=np.int64)
         if not _is_int(full) or full < 1:
-            raise ValueError(f"The 'full' parameter of Plan.every must be an int >= 1; got {full!r}.")
+            raise ValueError(
+                f"The 'full' parameter of Plan.every must be an int >= 1; got {full!r}."
+            )
         if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= num_ids):
             raise ValueError(
                 f"The 'ids' parameter of Plan.every must hold ids in [0, num_ids={num_ids}); "

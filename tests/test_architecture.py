@@ -62,7 +62,7 @@ RULES = [
     (SCHEDULE, ("torch.utils.data",), "the schedule knows no DataLoader"),
     (DECODING, LOADER + METHODS, "decoding knows nothing of loading or balancing"),
     (READERS, LOADER + METHODS, "readers read and decode; the loader drives them"),
-    (METHODS, READERS + ("mmsample.sharding",), "methods plan from the ledger, never from shards"),
+    (METHODS, (*READERS, "mmsample.sharding"), "methods plan from the ledger, never from shards"),
 ]
 ALLOWED = {"mmsample.schedule": ("mmsample.plan", "mmsample.schedule")}
 
@@ -123,9 +123,12 @@ def _third_party_roots(tree: ast.AST) -> set[str]:
             for alias in node.names:
                 if not alias.name.startswith("mmsample"):
                     roots.add((alias.asname or alias.name).split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            if not (node.module or "").startswith("mmsample"):
-                roots.update(alias.asname or alias.name for alias in node.names)
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and not (node.module or "").startswith("mmsample")
+        ):
+            roots.update(alias.asname or alias.name for alias in node.names)
     return roots
 
 

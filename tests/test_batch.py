@@ -96,7 +96,7 @@ def test_plain_plan_and_table_plan_layout() -> None:
     laid = table.to_plan(np.array([3, 0, 2, 1]), 5)
     assert [laid.items(i) for i in range(5)] == [(3, 1), (), (3,), (), ()]
     assert laid.masks.tolist() == [3, 1, 3]  # ids ascending, items in order
-    with pytest.raises(ValueError, match="'full' parameter of Plan.every must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"'full' parameter of Plan\.every must be an int >= 1"):
         Plan.every(np.array([0]), 1, 0)
     with pytest.raises(ValueError, match=r"'ids' parameter of Plan.every must hold ids in \[0, "):
         Plan.every(np.array([0, 4]), 4, 1)

@@ -1,4 +1,5 @@
-"""IndexedDataset: plan expansion, random access under samplers, ids with holes, processes."""
+"""IndexedDataset: random access under samplers, ids with holes, processes; plan expansion and
+epochs through the loader that applies them (`balanced_loader(reader, None, plan=...)`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from mmsample.batch import MultimodalBatch
 from mmsample.errors import SampleError
+from mmsample.loader import BalancedLoader, balanced_loader
+from mmsample.plan import ArrayPlan
+from mmsample.schedule import item_sequence
 from mmsample.shards import IndexedDataset, ShardWriter, StreamedDataset
 from mmsample.shards.format import Manifest, ShardInfo, index_name
 from mmsample.spec import Array, Spec, Text, Video
@@ -36,37 +41,58 @@ def _feat(i: int) -> torch.Tensor:
     return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
 
 
+def _loader(ds: IndexedDataset, batch_size: int = 1, **kwargs: Any) -> BalancedLoader:
+    """The indexed loader over `ds` without a method (its items in id order unless
+    `shuffle=True` is passed)."""
+    kwargs.setdefault("shuffle", False)
+    return balanced_loader(ds, None, batch_size=batch_size, **kwargs)
+
+
+def _rows(batch: MultimodalBatch) -> list[tuple[int, int]]:
+    return list(zip(batch.ids.tolist(), batch.mask.tolist()))
+
+
 def test_items_follow_the_expanded_plan(root: Path) -> None:
     plan = TablePlan({0: (), 3: (0b01, 0b10, 0b11), 7: (0b10,)})
-    ds = IndexedDataset(root, MODS, plan=plan)
+    ds = IndexedDataset(root, MODS)
+    loader = _loader(ds, plan=plan)  # one item per batch, the plan's items in id order
     # worked by hand: ids in order, id 0 dropped, id 3 three items, id 7 feature only
     expected = [(1, 3, 0), (2, 3, 0), (3, 1, 0), (3, 2, 1), (3, 3, 2), (4, 3, 0), (5, 3, 0)]
     expected += [(6, 3, 0), (7, 2, 0), (8, 3, 0), (9, 3, 0), (10, 3, 0)]
-    assert len(ds) == len(expected)
-    assert [ds.item(i) for i in range(len(ds))] == expected
-    for i, (sample_id, mask, _) in enumerate(expected):
-        got = ds[i]
-        assert (got["id"], got["mask"], got["label"], got["key"]) == (
-            sample_id,
-            mask,
-            sample_id % 3,
-            f"s{sample_id:06d}",
+    assert len(loader) == len(expected)
+    batches = list(loader)
+    assert [row for b in batches for row in _rows(b)] == [(i, m) for i, m, _ in expected]
+    # the item index within the id, as the loader's schedule lays the plan out
+    _, k = item_sequence(plan.to_plan(ds.ids, N), ds.ids, ds.seed, 0, shuffle=False)
+    assert k.tolist() == [j for _, _, j in expected]
+    for (sample_id, mask, _), got in zip(expected, batches, strict=True):
+        assert (got.ids.tolist(), got.mask.tolist(), got.labels.tolist(), got.keys) == (
+            [sample_id],
+            [mask],
+            [sample_id % 3],
+            [f"s{sample_id:06d}"],
         )
         assert ("feat" in got) == bool(mask & 0b10) and ("text" in got) == bool(mask & 0b01)
         if "feat" in got:
-            assert torch.equal(got["feat"], _feat(sample_id))
+            assert torch.equal(got["feat"][0], _feat(sample_id))
+    # the reader on its own: sample i in id order, every modality
+    assert len(ds) == N
+    for i in range(N):
+        got = ds[i]
+        assert (got["id"], got["mask"], got["label"], got["key"]) == (i, 3, i % 3, f"s{i:06d}")
+        assert torch.equal(got["feat"], _feat(i))
     assert ds[-1]["id"] == 10
-    with pytest.raises(IndexError, match=r"item index 12 outside \[0, 12\)"):
-        ds[12]
+    with pytest.raises(IndexError, match=r"item index 11 outside \[0, 11\)"):
+        ds[11]
 
 
 def test_any_sampler_covers_the_items(root: Path) -> None:
-    ds = IndexedDataset(root, MODS, plan=TablePlan({5: (3, 3)}))
+    ds = IndexedDataset(root, MODS)
     gen = torch.Generator().manual_seed(0)
     loader = DataLoader(ds, batch_size=None, sampler=RandomSampler(ds, generator=gen))
     ids = [s["id"] for s in loader]
     assert ids != sorted(ids)
-    assert Counter(ids) == Counter([*range(N), 5])
+    assert Counter(ids) == Counter(range(N))
     per_rank = []
     for rank in range(2):
         sampler: DistributedSampler[Any] = DistributedSampler(
@@ -75,6 +101,28 @@ def test_any_sampler_covers_the_items(root: Path) -> None:
         per_rank.append([s["id"] for s in DataLoader(ds, batch_size=None, sampler=sampler)])
     assert len(per_rank[0]) == len(per_rank[1]) == 6
     assert set(per_rank[0]) | set(per_rank[1]) == set(range(N))
+
+
+def test_the_loader_shuffles_and_splits_a_plans_items(root: Path) -> None:
+    plan = TablePlan({5: (3, 3)})
+    shuffled = _loader(IndexedDataset(root, MODS), batch_size=2, plan=plan, shuffle=True)
+    ids = [i for b in shuffled for i in b.ids.tolist()]
+    assert ids != sorted(ids)
+    assert Counter(ids) == Counter([*range(N), 5])
+    per_rank = []
+    for rank in range(2):
+        loader = _loader(
+            IndexedDataset(root, MODS, seed=1),
+            batch_size=2,
+            plan=plan,
+            shuffle=True,
+            rank=rank,
+            world_size=2,
+        )
+        per_rank.append([i for b in loader for i in b.ids.tolist()])
+    assert len(per_rank[0]) == len(per_rank[1]) == 6
+    assert set(per_rank[0]) | set(per_rank[1]) == set(range(N))
+    assert Counter(per_rank[0] + per_rank[1]) == Counter([*range(N), 5])  # 12 items: no padding
 
 
 def test_workers_open_their_own_files(root: Path) -> None:
@@ -109,6 +157,17 @@ def test_get_by_id_with_holes(tmp_path: Path) -> None:
     assert ds.get(5, mask=0)["mask"] == 0 and "feat" not in ds.get(5, mask=0)
 
 
+def _frames(loader: BalancedLoader) -> tuple[list[int], list[torch.Tensor]]:
+    """(ids, each item's frames) of a one-item-per-batch pass."""
+    ids, frames = [], []
+    for batch in loader:
+        video = batch["video"]
+        assert isinstance(video, torch.Tensor) and len(batch) == 1
+        ids.append(int(batch.ids[0]))
+        frames.append(video[0])
+    return ids, frames
+
+
 def test_epoch_reseeds_items_and_re_expands_callable_plans(tmp_path: Path) -> None:
     write_tiny_dataset(tmp_path, n=4, fields=("mp4",), samples_per_shard=2)
     video = {"video": Video(frames=8, fps=10.0, random_frames=3)}
@@ -116,16 +175,30 @@ def test_epoch_reseeds_items_and_re_expands_callable_plans(tmp_path: Path) -> No
     def plan_of(epoch: int) -> TablePlan:
         return TablePlan({i: (1,) * (1 + (i + epoch) % 2) for i in range(4)}, full=1)
 
-    ds = IndexedDataset(tmp_path, video, plan=plan_of, seed=5)
-    assert [ds.item(i)[0] for i in range(len(ds))] == [0, 1, 1, 2, 3, 3]
-    first = [ds[i]["video"] for i in range(len(ds))]
-    again = IndexedDataset(tmp_path, video, plan=plan_of, seed=5)
-    assert all(torch.equal(a, again[i]["video"]) for i, a in enumerate(first))
+    ds = IndexedDataset(tmp_path, video, seed=5)
+    loader = _loader(ds, plan=plan_of)
+    loader.set_epoch(0)
+    ids, first = _frames(loader)
+    assert ids == [0, 1, 1, 2, 3, 3]
+    # the same items from another reader, decoded in DataLoader worker processes
+    again = _loader(IndexedDataset(tmp_path, video, seed=5), plan=plan_of, num_workers=2)
+    again_ids, again_frames = _frames(again)
+    assert again_ids == ids
+    assert all(torch.equal(a, b) for a, b in zip(first, again_frames, strict=True))
     # two items of one id draw different frames; the same item is stable across processes
     assert not torch.equal(first[1], first[2])
-    ds.set_epoch(1)
-    assert [ds.item(i)[0] for i in range(len(ds))] == [0, 0, 1, 2, 2, 3]
-    assert not all(torch.equal(ds.get(i)["video"], again.get(i)["video"]) for i in range(4))
+    # the k-th item of an id is get(id, item=k) of that epoch
+    for (i, k), frames in zip([(0, 0), (1, 0), (1, 1), (2, 0), (3, 0), (3, 1)], first):
+        assert torch.equal(frames, ds.get(i, item=k, epoch=0)["video"])
+    loader.set_epoch(1)
+    ids, second = _frames(loader)
+    assert ids == [0, 0, 1, 2, 2, 3]
+    for (i, k), frames in zip([(0, 0), (0, 1), (1, 0), (2, 0), (2, 1), (3, 0)], second):
+        assert torch.equal(frames, ds.get(i, item=k, epoch=1)["video"])
+    # the epoch reseeds the draws: some id's item 0 differs between the epochs
+    assert not all(torch.equal(ds.get(i, epoch=1)["video"], ds.get(i)["video"]) for i in range(4))
+    item0 = {0: (0, 0), 1: (1, 2), 2: (3, 3), 3: (4, 5)}  # id: (its position in epoch 0, 1)
+    assert not all(torch.equal(first[a], second[b]) for a, b in item0.values())
 
 
 @pytest.mark.parametrize(
@@ -133,12 +206,18 @@ def test_epoch_reseeds_items_and_re_expands_callable_plans(tmp_path: Path) -> No
     [
         ({"seed": -1}, "'seed' parameter of IndexedDataset must be an int >= 0"),
         ({"on_error": "drop"}, r"'on_error' parameter of IndexedDataset must be one of \["),
-        ({"plan": "all"}, "'plan' parameter of IndexedDataset must be a Plan"),
     ],
 )
 def test_parameters_are_validated(root: Path, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         IndexedDataset(root, MODS, **kwargs)
+
+
+def test_plan_parameter_is_validated_by_the_loader(root: Path) -> None:
+    with pytest.raises(ValueError, match="'plan' parameter of balanced_loader must be a mmsample"):
+        _loader(IndexedDataset(root, MODS), plan="all")
+    every = ArrayPlan.every(np.arange(N), N, 3)
+    assert len(_loader(IndexedDataset(root, MODS), plan=every)) == N  # a plan is accepted
 
 
 def test_duplicate_ids_are_refused(tmp_path: Path) -> None:

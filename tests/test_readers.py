@@ -1,4 +1,5 @@
-"""Both readers on real shards of real mp4/wav/txt/npy: same tensors, lazy decoding, errors."""
+"""Both readers on real shards of real mp4/wav/txt/npy: same tensors, lazy decoding, errors.
+Plans and epochs are applied by the loader (`balanced_loader(reader, None, plan=...)`)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from mmsample.batch import MultimodalBatch, collate
 from mmsample.errors import SampleError
+from mmsample.loader import BalancedLoader, balanced_loader
 from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
 from mmsample.shards.decode import SkippedSampleWarning
 from mmsample.spec import Array, Audio, Spec, Text, Video
@@ -61,49 +64,95 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
 
 
-def _key(item: dict[str, Any], names: Sequence[str]) -> tuple[int, int]:
+def _loader(ds: StreamedDataset | IndexedDataset, **kwargs: Any) -> BalancedLoader:
+    """The loader over a reader without a method (one item per batch unless told)."""
+    kwargs.setdefault("batch_size", 1)
+    return balanced_loader(ds, None, **kwargs)
+
+
+def _row(batch: MultimodalBatch, r: int, names: Sequence[str]) -> dict[str, Any]:
+    """Row r of a loader's batch as a sample dict: id, mask, label, key and the tensors of the
+    modalities that row carries."""
+    out: dict[str, Any] = {
+        "id": int(batch.ids[r]),
+        "mask": int(batch.mask[r]),
+        "label": int(batch.labels[r]),
+        "key": batch.keys[r],
+    }
+    for name in names:
+        if name in batch and r in batch.rows(name).tolist():
+            at = batch.rows(name).tolist().index(r)
+            data = batch[name]
+            out[name] = {k: v[at] for k, v in data.items()} if isinstance(data, dict) else data[at]
+    return out
+
+
+def _samples(loader: BalancedLoader, names: Sequence[str]) -> list[dict[str, Any]]:
+    return [_row(b, r, names) for b in loader for r in range(len(b))]
+
+
+def _key(item: dict[str, Any]) -> tuple[int, int]:
     return int(item["id"]), int(item["mask"])
+
+
+def _planned(i: int) -> list[tuple[int, int]]:
+    """(item index, planned mask) of id i's items in PLAN."""
+    return list(enumerate(PLAN.items(i)))
 
 
 def test_streamed_and_indexed_give_identical_tensors(root: Path) -> None:
     specs = _specs()
     names = list(specs)
-    streamed = StreamedDataset(root, specs, plan=PLAN, shuffle=4, seed=11)
-    indexed = IndexedDataset(root, specs, plan=PLAN, seed=11)
+    streamed = StreamedDataset(root, specs, shuffle=4, seed=11)
+    indexed = IndexedDataset(root, specs, seed=11)
+    # the plan as worked out by hand, with the mask cut to the fields each sample has
+    expected = set()
+    for i in range(N):
+        have = FULL & ~(0b0010 if i == NO_WAV else 0) & ~(0b0001 if i == NO_MP4 else 0)
+        expected |= {(i, m & have) for m in PLAN.items(i)}
+    by_epoch = []
     for epoch in (0, 1):
-        streamed.set_epoch(epoch)
-        indexed.set_epoch(epoch)
         workers = 2 if epoch == 0 else 0  # in DataLoader workers, then in this process
-        loader = DataLoader(streamed, batch_size=None, num_workers=workers)
-        from_stream = {_key(s, names): s for s in loader}
-        from_index = {
-            _key(s, names): s for s in DataLoader(indexed, batch_size=None, num_workers=workers)
-        }
-        # the plan as worked out by hand, with the mask cut to the fields each sample has
-        expected = set()
-        for i in range(N):
-            have = FULL & ~(0b0010 if i == NO_WAV else 0) & ~(0b0001 if i == NO_MP4 else 0)
-            expected |= {(i, m & have) for m in PLAN.items(i)}
+        from_loaders = []
+        for reader in (streamed, indexed):
+            loader = _loader(reader, plan=PLAN, num_workers=workers)
+            loader.set_epoch(epoch)
+            items = _samples(loader, names)
+            assert len(items) == len(loader) == N - 1 + 2 + 1
+            from_loaders.append({_key(s): s for s in items})
+        from_stream, from_index = from_loaders
         assert set(from_stream) == set(from_index) == expected
-        assert len(from_index) == len(indexed) == N - 1 + 2 + 1
+        assert len(from_index) == N - 1 + 2 + 1  # every item distinct
         for key, a in from_stream.items():
             b = from_index[key]
-            assert (a["label"], a["key"], a["shard"]) == (b["label"], b["key"], b["shard"])
+            assert (a["label"], a["key"]) == (b["label"], b["key"])
             present = [n for j, n in enumerate(names) if key[1] >> j & 1]
             assert [n for n in names if n in a] == present == [n for n in names if n in b]
             for n in present:
                 assert _same(a[n], b[n]), (key, n)
-        if epoch == 0:
-            first = from_index
+        # each item, decoded by the readers themselves: the same sample dict (shard included)
+        # and the same tensors as the loaders'
+        for i in range(N):
+            row = int(np.flatnonzero(streamed.table.ids == i)[0])
+            for k, m in _planned(i):
+                a = streamed.decode(streamed.read_row(row), m, epoch=epoch, item=k)
+                b = indexed.get(i, m, k, epoch=epoch)
+                assert (a["label"], a["key"], a["shard"]) == (b["label"], b["key"], b["shard"])
+                assert (a["id"], a["mask"]) == (b["id"], b["mask"]) and _key(a) in expected
+                for n in names:
+                    assert (n in a) == (n in b) == (n in from_stream[_key(a)])
+                    if n in a:
+                        assert _same(a[n], b[n]) and _same(a[n], from_stream[_key(a)][n])
+        by_epoch.append(from_index)
+    first, second = by_epoch
     # the random draws are real: another epoch picks other frames / crops for some items
     changed = [
-        k
-        for k in first
-        if "video" in first[k] and not _same(first[k]["video"], from_index[k]["video"])
+        k for k in first if "video" in first[k] and not _same(first[k]["video"], second[k]["video"])
     ]
     assert changed
-    # and get(id) is item 0 of that id
-    assert _same(indexed.get(8)["video"], from_index[(8, FULL)]["video"])
+    # and get(id, epoch=e) is item 0 of that id in epoch e
+    assert _same(indexed.get(8, epoch=1)["video"], second[(8, FULL)]["video"])
+    assert _same(indexed.get(8)["video"], first[(8, FULL)]["video"])
 
 
 class Counting:
@@ -129,11 +178,9 @@ def _calls_per_id(spec: Counting, field: str) -> dict[int, int]:
 @pytest.mark.parametrize("reader", ["streamed", "indexed"])
 def test_only_needed_modalities_are_decoded(root: Path, reader: str) -> None:
     specs = {name: Counting(spec) for name, spec in _specs().items()}
-    if reader == "streamed":
-        items = list(StreamedDataset(root, specs, plan=PLAN))
-    else:
-        ds = IndexedDataset(root, specs, plan=PLAN)
-        items = [ds[i] for i in range(len(ds))]
+    ds: Any = StreamedDataset(root, specs) if reader == "streamed" else IndexedDataset(root, specs)
+    items = _samples(_loader(ds, plan=PLAN, batch_size=3), list(specs))  # decoded in this process
+    assert len(items) == N - 1 + 2 + 1
     # Worked by hand from PLAN: id 2 -> masks 1111, 0001, 0110; id 4 -> 0100; id 6 -> 0001,
     # 0011; id 7 dropped; others 1111; id 3 has no wav, id 5 no mp4.
     assert _calls_per_id(specs["video"], "mp4") == {0: 1, 1: 1, 2: 2, 3: 1, 6: 2, 8: 1, 9: 1}
@@ -242,7 +289,9 @@ def test_undecodable_clip_is_named_by_both_readers(garbage: Path) -> None:
         list(loader)
     # The same clip is never opened when the plan leaves the video out.
     text_only = TablePlan({i: (0b10,) for i in range(5)}, full=FULL)
-    assert len(list(StreamedDataset(root, specs, plan=text_only))) == 5
+    for ds in (StreamedDataset(root, specs), IndexedDataset(root, specs)):
+        ids = [i for b in _loader(ds, plan=text_only, batch_size=2) for i in b.ids.tolist()]
+        assert sorted(ids) == list(range(5))
 
 
 def test_skip_replaces_counts_and_reports(garbage: Path) -> None:
@@ -300,19 +349,9 @@ def test_requested_field_must_exist(root: Path) -> None:
             cls(root, {"label": Text(byte_ids=True)})
 
 
-@pytest.mark.parametrize("reader", ["streamed", "indexed"])
-def test_collate_into_multimodal_batches(root: Path, reader: str) -> None:
-    specs = _specs()
-    names = list(specs)
-    ds: Any = (
-        StreamedDataset(root, specs, plan=PLAN)
-        if reader == "streamed"
-        else IndexedDataset(root, specs, plan=PLAN)
-    )
-    loader = DataLoader(ds, batch_size=4, collate_fn=functools.partial(collate, names=names))
-    batches: list[MultimodalBatch] = list(loader)
-    ids = torch.cat([b.ids for b in batches])
-    assert sorted(ids.tolist()) == sorted([i for i in range(N) if i != 7] + [2, 2, 6])
+def _check_batches(batches: list[MultimodalBatch], names: Sequence[str]) -> torch.Tensor:
+    """Each modality's rows are exactly the rows whose mask carries it; video frames have
+    their shape. Returns the batches' ids."""
     for b in batches:
         for j, name in enumerate(names):
             carried = (b.mask >> j & 1).bool()
@@ -326,29 +365,49 @@ def test_collate_into_multimodal_batches(root: Path, reader: str) -> None:
             assert frames.shape[1:] == (2, 3, 32, 32) and frames.dtype == torch.uint8
             dense = b.dense("video")
             assert isinstance(dense, torch.Tensor) and dense.shape[0] == len(b)
+    return torch.cat([b.ids for b in batches])
+
+
+@pytest.mark.parametrize("reader", ["streamed", "indexed"])
+def test_collate_into_multimodal_batches(root: Path, reader: str) -> None:
+    specs = _specs()
+    names = list(specs)
+    ds: Any = StreamedDataset(root, specs) if reader == "streamed" else IndexedDataset(root, specs)
+    # the loader forms MultimodalBatches of the plan's items
+    batches: list[MultimodalBatch] = list(_loader(ds, plan=PLAN, batch_size=4))
+    assert all(isinstance(b, MultimodalBatch) for b in batches)
+    ids = _check_batches(batches, names)
+    assert sorted(ids.tolist()) == sorted([i for i in range(N) if i != 7] + [2, 2, 6])
+    # `collate` under a plain DataLoader over the reader alone (every sample once)
+    loader = DataLoader(ds, batch_size=4, collate_fn=functools.partial(collate, names=names))
+    ids = _check_batches(list(loader), names)
+    assert sorted(ids.tolist()) == list(range(N))
 
 
 def test_plan_given_as_a_dict_names_the_fix(root: Path) -> None:
     """Issue 7 item 14: a dict has an `items` method, so it passed as a Plan and failed inside
-    the reader with "dict.items() takes no arguments"."""
+    the reader with "dict.items() takes no arguments". The loader applies plans now."""
     from mmsample.plan import TablePlan
 
     table = {2: (FULL, 0b0001), 7: ()}
     for cls in (StreamedDataset, IndexedDataset):
         for plan in (table, dict(table), {}):
             with pytest.raises(ValueError) as info:
-                cls(root, _specs(), plan=plan)  # type: ignore[arg-type]
+                _loader(cls(root, _specs()), plan=plan)
             message = str(info.value)
-            assert message.startswith(f"The 'plan' parameter of {cls.__name__} must be a Plan")
+            assert message.startswith("The 'plan' parameter of balanced_loader must be a plan")
             assert "mmsample.plan.TablePlan(table, full=" in message
+        loader = _loader(cls(root, _specs()), plan=lambda epoch: table)
         with pytest.raises(ValueError, match=r"'plan' callable returned a dict for epoch 0.*Table"):
-            cls(root, _specs(), plan=lambda epoch: table)  # type: ignore[arg-type, return-value]
+            next(iter(loader))
+        with pytest.raises(ValueError, match=r"'plan' callable returned a dict for epoch 3.*Table"):
+            loader.set_epoch(3)
     # the fix works: id 2 twice, id 7 dropped, every other id once
     expected = sorted([i for i in range(N) if i != 7] + [2])
     fixed = TablePlan(table, full=FULL)
-    assert sorted(int(s["id"]) for s in StreamedDataset(root, _specs(), plan=fixed)) == expected
-    indexed = IndexedDataset(root, _specs(), plan=fixed)
-    assert sorted(indexed.item(i)[0] for i in range(len(indexed))) == expected
+    for ds in (StreamedDataset(root, _specs()), IndexedDataset(root, _specs())):
+        loader = _loader(ds, plan=fixed, batch_size=4)
+        assert sorted(i for b in loader for i in b.ids.tolist()) == expected
 
 
 def test_table_plan_checks_its_table() -> None:

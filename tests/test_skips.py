@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmsample.errors import SampleError
+from mmsample.loader import balanced_loader
 from mmsample.schedule import replacement_positions
 from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
 from mmsample.shards.decode import SkippedSampleWarning
@@ -88,6 +89,36 @@ def test_a_worker_whose_whole_slice_is_bad_gets_replacements_from_the_epoch(
     assert len([i for i, c in seen[0].items() if c > 1]) >= 2  # spread, not one item 5 times
     if reader == "streamed":  # a shuffle buffer reorders items, never changes replacements
         assert Counter(int(s["id"]) for s in _epoch(make(shuffle=3), 2)) == seen[0]
+
+
+@pytest.mark.parametrize("reader", ["streamed", "indexed"])
+def test_the_loader_replaces_bad_items_the_same_for_any_worker_count(
+    root: Path, reader: str
+) -> None:
+    """The same policy through `balanced_loader(reader, None)`: the epoch keeps its length,
+    only good items, one copy per skip, counted in the reader of the main process."""
+    seen: dict[int, Counter[int]] = {}
+    for workers in (0, 1, 2):
+        ds: Any = (
+            StreamedDataset(root, _specs(), on_error="skip", shuffle_shards=False)
+            if reader == "streamed"
+            else IndexedDataset(root, _specs(), on_error="skip")
+        )
+        loader = balanced_loader(ds, None, batch_size=3, num_workers=workers)
+        gc.collect()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SkippedSampleWarning)
+            ids = [i for batch in loader for i in batch.ids.tolist()]
+        assert len(ids) == N
+        assert set(ids) == set(range(N)) - BAD
+        assert ds.skipped == len(BAD)
+        counts = Counter(ids)
+        assert sum(c - 1 for c in counts.values()) == len(BAD)
+        seen[workers] = counts
+    assert seen[0] == seen[1] == seen[2]
+    if reader == "streamed":  # the loader's streamed epoch 0 is the reader's own epoch 0
+        alone = StreamedDataset(root, _specs(), on_error="skip", shuffle_shards=False)
+        assert Counter(int(s["id"]) for s in _epoch(alone, 0)) == seen[0]
 
 
 def test_skips_are_reported_naming_the_bad_and_the_replacing_item(root: Path) -> None:

@@ -1,4 +1,5 @@
-"""StreamedDataset: rank/worker split, shuffling, plans, and resume through StatefulDataLoader."""
+"""StreamedDataset: rank/worker split and shuffling on its own; plans, epochs and resume through
+the loader that owns them (`balanced_loader(reader, None, plan=...)`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 from torch.utils.data import DataLoader
-from torchdata.stateful_dataloader import StatefulDataLoader
 
+from mmsample.batch import MultimodalBatch
+from mmsample.loader import BalancedLoader, balanced_loader
 from mmsample.resume_check import check_resume
 from mmsample.schedule import buffer_order, consumer_range
 from mmsample.shards import StreamedDataset
@@ -34,12 +36,25 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _ids(batch: list[dict[str, Any]]) -> list[int]:
+def _ids(batch: MultimodalBatch) -> list[int]:
+    return [int(i) for i in batch.ids.tolist()]
+
+
+def _items(batch: MultimodalBatch) -> list[tuple[int, int]]:
+    """(id, mask) of every row of a loader's batch."""
+    return list(zip(batch.ids.tolist(), batch.mask.tolist()))
+
+
+def _sample_ids(batch: list[dict[str, Any]]) -> list[int]:
+    """Ids of a plain DataLoader's list of samples."""
     return [int(s["id"]) for s in batch]
 
 
-def _items(batch: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    return [(int(s["id"]), int(s["mask"])) for s in batch]
+def _loader(ds: StreamedDataset, batch_size: int = 4, **kwargs: Any) -> BalancedLoader:
+    """The loader over `ds` (its seed, shuffle buffer, rank and world size) without a method."""
+    return balanced_loader(
+        ds, None, batch_size=batch_size, rank=ds.rank, world_size=ds.world_size, **kwargs
+    )
 
 
 # ----- pure pieces -----
@@ -89,17 +104,32 @@ def test_two_ranks_two_workers_cover_every_item_once(root: Path) -> None:
     total = len(expected)  # 23 items: odd, so one rank needs one padding item
     per_rank: list[list[tuple[int, int]]] = []
     for rank in range(2):
-        ds = StreamedDataset(
-            root, MODS, plan=plan, rank=rank, world_size=2, shuffle=5, shuffle_shards=False
-        )
-        loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=_items)
-        got = [item for batch in loader for item in batch]
-        assert len(got) == len(ds) == -(-total // 2)
+        ds = StreamedDataset(root, MODS, rank=rank, world_size=2, shuffle=5, shuffle_shards=False)
+        assert len(ds) == -(-N // 2)  # on its own: the plain plan's items of this rank
+        loader = _loader(ds, batch_size=3, plan=plan, num_workers=2)
+        batches = list(loader)
+        got = [item for batch in batches for item in _items(batch)]
+        assert len(got) == -(-total // 2)
+        # 12 items per rank, 6 per worker: 2 batches of 3 each
+        assert len(batches) == len(loader) == 4
         per_rank.append(got)
     assert len(per_rank[0]) == len(per_rank[1])
     union = Counter(per_rank[0] + per_rank[1])
     # Padding: the epoch's first item (id 0, shards in order) is served once more.
     assert union == Counter([*expected, (0, 0b11)])
+
+
+def test_a_reader_on_its_own_splits_over_dataloader_workers(root: Path) -> None:
+    """The plain plan's epoch 0 under a plain DataLoader: each rank's slice, cut over its
+    workers, every sample once plus the padding item."""
+    per_rank = []
+    for rank in range(2):
+        ds = StreamedDataset(root, MODS, rank=rank, world_size=2, shuffle=5, shuffle_shards=False)
+        loader = DataLoader(ds, batch_size=3, num_workers=2, collate_fn=_sample_ids)
+        got = [i for batch in loader for i in batch]
+        assert len(got) == len(ds) == -(-N // 2)
+        per_rank.append(got)
+    assert Counter(per_rank[0] + per_rank[1]) == Counter([*range(N), 0])
 
 
 def test_equal_split_false_yields_each_item_once(root: Path) -> None:
@@ -156,8 +186,9 @@ def test_rank_from_environment(root: Path, monkeypatch: pytest.MonkeyPatch) -> N
 def test_shuffle_is_seeded(root: Path) -> None:
     def order(seed: int, epoch: int, shuffle: int = 6, shards: bool = True) -> list[int]:
         ds = StreamedDataset(root, MODS, shuffle=shuffle, shuffle_shards=shards, seed=seed)
-        ds.set_epoch(epoch)
-        return [s["id"] for s in ds]
+        loader = _loader(ds)
+        loader.set_epoch(epoch)
+        return [i for batch in loader for i in _ids(batch)]
 
     assert order(0, 0, 0, False) == list(range(N))
     base = order(0, 0)
@@ -165,6 +196,9 @@ def test_shuffle_is_seeded(root: Path) -> None:
     assert base == order(0, 0)
     assert base != order(0, 1)
     assert base != order(1, 0)
+    # the reader on its own serves epoch 0's order
+    alone = StreamedDataset(root, MODS, shuffle=6, shuffle_shards=True, seed=0)
+    assert [int(s["id"]) for s in alone] == base
     # shard order only: each shard's ids stay contiguous and in file order
     shards_only = order(0, 1, 0, True)
     assert shards_only != list(range(N))
@@ -175,72 +209,116 @@ def test_shuffle_is_seeded(root: Path) -> None:
         assert [where[i] for i in shard] == list(range(at, at + len(shard)))
 
 
+def test_a_reader_on_its_own_always_serves_epoch_0(root: Path) -> None:
+    """Readers hold no epoch: every pass of a reader is epoch 0; the loader over the same
+    reader serves the epochs (each a permutation of the samples, epoch 0 the reader's)."""
+    ds = StreamedDataset(root, MODS, shuffle=6, seed=2)
+    first = [int(s["id"]) for s in ds]
+    assert first == [int(s["id"]) for s in ds]  # a second pass: epoch 0 again
+    assert sorted(first) == list(range(N))
+    loader = balanced_loader(ds, None, batch_size=5)
+    epochs = []
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        epochs.append([i for batch in loader for i in _ids(batch)])
+    assert all(sorted(e) == list(range(N)) for e in epochs)
+    assert epochs[0] != epochs[1]
+    assert epochs[0] == first
+    assert [int(s["id"]) for s in ds] == first  # the loader's epochs left the reader at epoch 0
+
+
 def test_plan_masks_and_callable_plans(root: Path) -> None:
     def plan_of(epoch: int) -> TablePlan:
         return TablePlan({i: ((0b01,) if (i + epoch) % 2 else (0b10, 0b11)) for i in range(N)})
 
-    ds = StreamedDataset(root, MODS, plan=plan_of, shuffle=0, shuffle_shards=False)
+    names = list(MODS)
+    ds = StreamedDataset(root, MODS, shuffle=0, shuffle_shards=False)
+    loader = _loader(ds, batch_size=4, plan=plan_of)
     for epoch in (0, 1):
-        ds.set_epoch(epoch)
-        got = [(s["id"], s["mask"], sorted(k for k in ("text", "feat") if k in s)) for s in ds]
+        loader.set_epoch(epoch)
+        got = []
+        batches = list(loader)
+        for batch in batches:
+            for r, (i, m) in enumerate(_items(batch)):
+                present = sorted(n for n in names if n in batch and r in batch.rows(n).tolist())
+                got.append((i, m, present))
         expected = []
         for i in range(N):
             for m in plan_of(epoch).items(i):
                 expected.append((i, m, sorted(n for j, n in enumerate(MODS) if m >> j & 1)))
         assert got == expected
-        assert len(ds) == len(expected)
+        assert len(batches) == len(loader) == -(-len(expected) // 4)
 
 
-# ----- resume -----
-def _loader(root: Path, workers: int, epoch: int = 0) -> StatefulDataLoader:
-    ds = StreamedDataset(root, MODS, shuffle=5, seed=3, plan=TablePlan({2: (3, 1), 5: ()}))
-    ds.set_epoch(epoch)
-    return StatefulDataLoader(ds, batch_size=2, num_workers=workers, collate_fn=_ids)
+# ----- resume (the loader's) -----
+def _resumable(root: Path, workers: int, epoch: int = 0) -> BalancedLoader:
+    ds = StreamedDataset(root, MODS, shuffle=5, seed=3)
+    loader = _loader(ds, batch_size=2, num_workers=workers, plan=TablePlan({2: (3, 1), 5: ()}))
+    loader.set_epoch(epoch)
+    return loader
 
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_continues_exactly(root: Path, workers: int) -> None:
-    reference = check_resume(lambda epoch: _loader(root, workers, epoch))
+    reference = check_resume(lambda epoch: _resumable(root, workers, epoch), _ids)
     assert sorted(reference) == sorted([i for i in range(N) if i != 5] + [2])  # type: ignore[type-var]
 
 
-def test_resume_check_catches_a_reader_that_forgets_its_position(root: Path) -> None:
-    class Forgetful(StatefulDataLoader):  # restores nothing: the epoch restarts from the top
-        def load_state_dict(self, state: dict[str, Any]) -> None:
-            pass
+class _Forgetful:
+    """A loader that restores nothing: the epoch restarts from the top."""
 
-    def make(epoch: int) -> StatefulDataLoader:
-        ds = StreamedDataset(root, MODS, shuffle=5, seed=3)
-        ds.set_epoch(epoch)
-        return Forgetful(ds, batch_size=2, num_workers=0, collate_fn=_ids)
+    def __init__(self, loader: BalancedLoader) -> None:
+        self.loader = loader
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self) -> Any:
+        return iter(self.loader)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def test_resume_check_catches_a_loader_that_forgets_its_position(root: Path) -> None:
+    def make(epoch: int) -> _Forgetful:
+        loader = _Forgetful(_loader(StreamedDataset(root, MODS, shuffle=5, seed=3), batch_size=2))
+        loader.set_epoch(epoch)
+        return loader
 
     with pytest.raises(AssertionError, match="duplicated"):
-        check_resume(make)
+        check_resume(make, _ids)
 
 
 def test_state_refuses_a_different_configuration(root: Path) -> None:
-    ds = StreamedDataset(root, MODS, shuffle=5, seed=3)
-    it = iter(ds)
+    loader = _loader(StreamedDataset(root, MODS, shuffle=5, seed=3), batch_size=1)
+    it = iter(loader)
     next(it)
-    state = ds.state_dict()
-    assert (state["epoch"], state["yielded"]) == (0, 1)
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches"]) == (0, 1)
     saved = copy.deepcopy(state)
     with pytest.raises(ValueError, match=r"seed: saved 3, now 4"):
-        StreamedDataset(root, MODS, shuffle=5, seed=4).load_state_dict(state)
+        _loader(StreamedDataset(root, MODS, shuffle=5, seed=4), batch_size=1).load_state_dict(state)
+    two = StreamedDataset(root, MODS, shuffle=5, seed=3, rank=0, world_size=2)
     with pytest.raises(ValueError, match=r"world_size: saved 1, now 2"):
-        StreamedDataset(root, MODS, shuffle=5, seed=3, rank=0, world_size=2).load_state_dict(state)
+        _loader(two, batch_size=1).load_state_dict(state)
+    text = StreamedDataset(root, {"text": Text(byte_ids=True)}, shuffle=5, seed=3)
     with pytest.raises(ValueError, match="modalities"):
-        StreamedDataset(root, {"text": Text(byte_ids=True)}, shuffle=5, seed=3).load_state_dict(
-            state
-        )
-    with pytest.raises(ValueError, match="not a StreamedDataset state"):
-        ds.load_state_dict({"class": "IndexedDataset"})
+        _loader(text, batch_size=1).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"expects a dict from BalancedLoader\.state_dict\(\)"):
+        loader.load_state_dict({"class": "IndexedDataset"})
+    # a state of the other mode (an indexed reader's loader) is refused too
+    with pytest.raises(ValueError, match=r"mode: saved 'indexed', now 'streamed'"):
+        loader.load_state_dict({**state, "mode": "indexed"})
     assert state == saved
-    too_far = {**state, "yielded": N + 1}
-    other = StreamedDataset(root, MODS, shuffle=5, seed=3)
-    other.load_state_dict(too_far)
+    too_far = {**state, "batches": N + 1}
+    other = _loader(StreamedDataset(root, MODS, shuffle=5, seed=3), batch_size=1)
     with pytest.raises(ValueError, match="the plan or dataset changed"):
-        list(other)
+        other.load_state_dict(too_far)
+    assert state == saved
 
 
 @pytest.mark.parametrize(
@@ -251,7 +329,6 @@ def test_state_refuses_a_different_configuration(root: Path) -> None:
         ({"on_error": "ignore"}, r"'on_error' parameter of StreamedDataset must be one of \["),
         ({"rank": 2, "world_size": 2}, r"'rank' parameter of StreamedDataset must be in \[0, "),
         ({"world_size": 0}, "'world_size' parameter of StreamedDataset must be >= 1"),
-        ({"plan": 3}, "'plan' parameter of StreamedDataset"),
     ],
 )
 def test_parameters_are_validated(root: Path, kwargs: dict[str, Any], message: str) -> None:
@@ -259,9 +336,16 @@ def test_parameters_are_validated(root: Path, kwargs: dict[str, Any], message: s
         StreamedDataset(root, MODS, **kwargs)
 
 
+def test_plan_parameter_is_validated_by_the_loader(root: Path) -> None:
+    with pytest.raises(ValueError, match="'plan' parameter of balanced_loader"):
+        _loader(StreamedDataset(root, MODS), plan=3)
+
+
 def test_set_epoch_resets_position(root: Path) -> None:
-    ds = StreamedDataset(root, MODS, shuffle=4)
-    assert torch.equal(torch.tensor([s["id"] for s in ds]).sort().values, torch.arange(N))
-    assert ds.state_dict()["yielded"] == N
-    ds.set_epoch(2)
-    assert (ds.state_dict()["epoch"], ds.state_dict()["yielded"]) == (2, 0)
+    loader = _loader(StreamedDataset(root, MODS, shuffle=4), batch_size=5)
+    ids = torch.tensor([i for batch in loader for i in _ids(batch)])
+    assert torch.equal(ids.sort().values, torch.arange(N))
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches"]) == (0, len(loader))
+    loader.set_epoch(2)
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batches"]) == (2, 0)

@@ -94,7 +94,7 @@ class EpochControl:
         ledger = method.ledger
         ledger.sync()
         ledger.set_epoch(epoch)
-        if self.scorer is not None and getattr(method, "_taken", None) != epoch:
+        if self.scorer is not None and method.taken_epoch != epoch:
             wanted = method.scoring_ids(epoch)
             if wanted is not None and len(wanted):
                 self.scorer(np.asarray(wanted, dtype=np.int64))

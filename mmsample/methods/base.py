@@ -123,6 +123,12 @@ class Method:
             self._reset()
 
     # ---- life cycle ----------------------------------------------------------------------
+    @property
+    def taken_epoch(self) -> int | None:
+        """The last epoch whose ledger statistics `set_epoch` took (None before the first, and
+        after `set_ids` changed the ids). The loader runs a scoring pass only before a take."""
+        return self._taken
+
     def set_epoch(self, epoch: int) -> None:
         """Take what epoch `epoch` needs from the ledger (once per epoch; a repeated call for
         the same epoch, or one after `load_state_dict` restored it, changes nothing)."""

@@ -414,16 +414,9 @@ class Run:
             )
         self.model.load_state_dict(state["model"])
         self.optim.load_state_dict(state["optim"])
-        if state["end_of_epoch"]:
-            # between epochs: the ledger and the method as the epoch left them; the next
-            # set_epoch plans from them exactly as an uninterrupted run does
-            saved = state["loader"]
-            if self.loader.ledger is not None:
-                self.loader.ledger.load_state_dict(saved["ledger"])
-            if self.loader.method is not None:
-                self.loader.method.load_state_dict(saved["method"])
-        else:
-            self.loader.load_state_dict(state["loader"])
+        # a state taken after an epoch's last batch restores to "that epoch done": the next
+        # set_epoch plans from the ledger and the method exactly as an uninterrupted run does
+        self.loader.load_state_dict(state["loader"])
         if self.ogm is not None and state["ogm"] is not None:
             self.ogm.load_state_dict(state["ogm"])
         torch.set_rng_state(state["rng"])

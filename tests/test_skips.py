@@ -116,6 +116,7 @@ def test_the_loader_replaces_bad_items_the_same_for_any_worker_count(
         assert sum(c - 1 for c in counts.values()) == len(BAD)
         seen[workers] = counts
     assert seen[0] == seen[1] == seen[2]
+    assert len([i for i, c in seen[0].items() if c > 1]) >= 2  # spread, not one item 5 times
     if reader == "streamed":  # the loader's streamed epoch 0 is the reader's own epoch 0
         alone = StreamedDataset(root, _specs(), on_error="skip", shuffle_shards=False)
         assert Counter(int(s["id"]) for s in _epoch(alone, 0)) == seen[0]

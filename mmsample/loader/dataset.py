@@ -38,6 +38,8 @@ from ..schedule import (
     item_sequence,
     next_worker,
     rank_range,
+    replacement_positions,
+    skip_start,
     worker_batches,
     worker_starts,
 )
@@ -257,9 +259,10 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         except SampleError as err:
             if self.replace is None:
                 raise
-            # deterministic replacement: the next items of the epoch's sequence that decode,
-            # each with its own planned mask (restricted by this row's position, if any)
-            later = ((p + d) % total for d in range(1, total))
+            # deterministic replacement: the first item that decodes from a start seeded by
+            # (seed, epoch, position), each with its own planned mask (restricted by this row's
+            # position, if any): the same for any worker count, spread over the epoch
+            later = replacement_positions(p, total, skip_start(self.seed, epoch, p))
             candidates = (
                 (
                     f"item {q}",

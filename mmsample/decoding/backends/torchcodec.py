@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import torch
 
-from mmsample.audio import mixdown
-from mmsample.backends import (
+from ..audio_ops import mixdown
+from . import (
     DecodedVideo,
     MediaKind,
     Timestamps,
@@ -38,7 +38,7 @@ from mmsample.backends import (
     pyav_image,
     resolve_times,
 )
-from mmsample.backends.container import check_complete
+from .container import check_complete
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"  # the packet scan (and images)
 VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # frames after discarded packets

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
+from ..shards.format import check_key
 from .classes import ClassOrder, canonical_label, order_classes
 from .columns import DEFAULT_SPLIT_COLUMN, Column, classify_columns
-from .format import check_key
 
 SKIPPED_REPORT = "skipped.jsonl"
 DEFAULT_TEXT_FIELDS = ("txt",)

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from ..decoding.extensions import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from ..errors import ManifestError
-from ..media_probe import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from .format import FIELD_PATTERN, check_field
+from ..shards.format import FIELD_PATTERN, check_field
 
 MEDIA_EXTENSIONS = frozenset({*VIDEO_EXTENSIONS, *AUDIO_EXTENSIONS, *IMAGE_EXTENSIONS, "npy"})
 TEXT_EXTENSION = "txt"

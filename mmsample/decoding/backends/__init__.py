@@ -198,7 +198,7 @@ def pyav_image(data: bytes, backend: str) -> torch.Tensor | None:
     FFmpeg's 16-bit to 8-bit conversion was off by one level), so every backend gives the same
     pixels. Raises ValueError for a PNG with transparency when PyAV is not installed.
     """
-    from mmsample.image_header import image_header
+    from ..image_header import image_header
 
     header = image_header(data)
     if header is not None and header.alpha is False and header.bits <= 8:

@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mmsample.audio import mixdown
-from mmsample.backends import (
+from ..audio_ops import mixdown
+from . import (
     DecodedVideo,
     MediaKind,
     Timestamps,
@@ -32,7 +32,7 @@ from mmsample.backends import (
     presentation_window,
     resolve_times,
 )
-from mmsample.backends.container import check_complete
+from .container import check_complete
 
 try:
     import av

@@ -31,9 +31,10 @@ class Audio:
     (`[C, F, frames]` if mono=False), or the waveform `[S]` / `[C, S]` if spectrogram=None.
 
     "log": log(|STFT| + 1e-7), F = n_fft // 2 + 1 (window 512, hop 159 = overlap 353, as BMMAL and
-    OGM-GE state; see `mmsample.audio` for where the authors' code differs). "mel": mel filterbank
-    of the power spectrogram, F = n_mels; "logmel": its log(+1e-7). `seconds`: a random crop with a
-    generator, the centre crop without; zeros appended if the audio is shorter.
+    OGM-GE state; see `mmsample.decoding.audio_ops` for where the authors' code differs). "mel":
+    mel filterbank of the power spectrogram, F = n_mels; "logmel": its log(+1e-7). `seconds`: a
+    random crop with a generator, the centre crop without; zeros appended if the audio is
+    shorter.
     backend="wave" reads PCM/float wav without FFmpeg and resamples in torch.
     """
 

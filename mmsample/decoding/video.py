@@ -48,9 +48,10 @@ class Video:
 
     The frames are what a player shows, identical on every backend. Timeline: t = 0 is the first
     frame the container presents (packets an mp4 edit list hides, as in clips cut by stream
-    copy, are never returned; see `mmsample.backends.presentation_window`). Orientation: the
-    display rotation (mp4 `rotate` tag / display matrix) is applied, so H and W are the displayed
-    ones (a 64x32 clip rotated by 90 degrees gives `[T, 3, 64, 32]`); mirror flips are not.
+    copy, are never returned; see `mmsample.decoding.backends.presentation_window`).
+    Orientation: the display rotation (mp4 `rotate` tag / display matrix) is applied, so H and W
+    are the displayed ones (a 64x32 clip rotated by 90 degrees gives `[T, 3, 64, 32]`); mirror
+    flips are not.
     Timestamps: see `frame_times` (with fps=1.0, frames=10: 0.5 s, 1.5 s, ... 9.5 s; on a clip
     shorter than 10 s, the centres of 10 equal segments of the whole clip, frames repeating if it
     holds fewer than 10). With `random_frames=k`, k of those T are decoded: random with a

@@ -1,7 +1,7 @@
 """What each column of the sharding tool's input table is: a file field, inline text, the split,
 or per-sample metadata.
 
-Place in the data flow: `mmsample shard` reads the table (`mmsample.shards.table`), then asks this
+Place in the data flow: `mmsample shard` reads the table (`mmsample.sharding.table`), then asks this
 module what every column other than `key` and `label` holds, before any file is opened. The rule,
 first match wins, also printed by `mmsample shard`:
 

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import torch
 
-from .padding import PaddingError, PadValue, pad_stack, valid_mask
+from .decoding.padding import PaddingError, PadValue, pad_stack, valid_mask
 
 Data = torch.Tensor | dict[str, torch.Tensor]
 

@@ -1,8 +1,8 @@
 """The `mmsample` command: `shard`, `index`, `inspect`, `query`, `subset` and `report` (in
 `cli_report`).
 
-Place in the data flow: the user's entry point to the sharding tool (`mmsample.shards.tool`), the
-shard check (`mmsample.shards.verify`) and the dataset report (`mmsample.inspect`). Each
+Place in the data flow: the user's entry point to the sharding tool (`mmsample.sharding.tool`),
+the shard check (`mmsample.sharding.verify`) and the dataset report (`mmsample.inspect`). Each
 subcommand parses its arguments, calls one library function and prints the result; errors print
 one clear message and give a non-zero exit status.
 """
@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .cli_report import add_report_command, run_report
+from .decoding.image_header import DEFAULT_MAX_PIXELS
 from .errors import ManifestError, SampleError
-from .image_header import DEFAULT_MAX_PIXELS
+from .sharding.rebuild import rebuild
+from .sharding.table import SKIPPED_REPORT, read_classes
+from .sharding.tool import shard_dataset
+from .sharding.verify import verify_dataset, verify_shards
 from .shards.format import MANIFEST, Manifest
-from .shards.rebuild import rebuild
-from .shards.table import SKIPPED_REPORT, read_classes
-from .shards.tool import shard_dataset
-from .shards.verify import verify_dataset, verify_shards
 
 
 def _part(text: str) -> tuple[int, int]:
@@ -177,10 +177,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `mmsample` command and its subcommands."""
-    parser = argparse.ArgumentParser(prog="mmsample", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_shard_command(sub: argparse._SubParsersAction) -> None:
     shard = sub.add_parser(
         "shard",
         help="CSV/JSONL table -> WebDataset tar shards, offset indexes and manifest.json",
@@ -212,6 +209,24 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument(
         "--skip-bad", action="store_true", help=f"leave bad rows out, listed in {SKIPPED_REPORT}"
     )
+    _add_column_options(shard)
+    shard.add_argument("--verify", action="store_true", help="re-read every shard afterwards")
+    shard.add_argument(
+        "--overwrite", action="store_true", help="replace a dataset of a different input in OUT"
+    )
+    shard.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images over N pixels, read from the header (default {DEFAULT_MAX_PIXELS:,}, "
+        "Pillow's; 0: no limit; readers take Image(max_pixels=N))",
+    )
+    shard.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_column_options(shard: argparse.ArgumentParser) -> None:
+    """`mmsample shard`'s options saying what the input table's columns hold."""
     shard.add_argument(
         "--classes",
         type=Path,
@@ -249,19 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="column holding each row's split (default: a column named split); readers take "
         "split='train'",
     )
-    shard.add_argument("--verify", action="store_true", help="re-read every shard afterwards")
-    shard.add_argument(
-        "--overwrite", action="store_true", help="replace a dataset of a different input in OUT"
-    )
-    shard.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        metavar="N",
-        help=f"refuse images over N pixels, read from the header (default {DEFAULT_MAX_PIXELS:,}, "
-        "Pillow's; 0: no limit; readers take Image(max_pixels=N))",
-    )
-    shard.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_index_command(sub: argparse._SubParsersAction) -> None:
     index = sub.add_parser(
         "index",
         help="rebuild offset indexes and manifest.json from the tars in DIR",
@@ -271,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("dir", type=Path)
     index.add_argument("--classes", type=Path, metavar="FILE", help="class names, one a line")
     index.add_argument("--verify", action="store_true", help="re-read every shard afterwards")
+
+
+def _add_inspect_command(sub: argparse._SubParsersAction) -> None:
     inspect = sub.add_parser(
         "inspect",
         help="summary, class counts and decoded shapes of one sample",
@@ -285,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", type=Path, metavar="PATH", help="tokenizer directory for text fields"
     )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _add_query_command(sub: argparse._SubParsersAction) -> None:
     from .active.strategies import STRATEGIES
 
     query = sub.add_parser(
@@ -319,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--batch-size", type=_positive, default=64, metavar="N")
     query.add_argument("--device", default="cpu")
     query.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_subset_command(sub: argparse._SubParsersAction) -> None:
     subset = sub.add_parser(
         "subset",
         help="write the samples of an id set (a state file's labeled ids) as a new shard set",
@@ -329,6 +343,17 @@ def build_parser() -> argparse.ArgumentParser:
     subset.add_argument("ids", type=Path)
     subset.add_argument("out", type=Path)
     subset.add_argument("--samples-per-shard", type=_positive, default=None, metavar="S")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `mmsample` command and its subcommands."""
+    parser = argparse.ArgumentParser(prog="mmsample", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_shard_command(sub)
+    _add_index_command(sub)
+    _add_inspect_command(sub)
+    _add_query_command(sub)
+    _add_subset_command(sub)
     add_report_command(sub)
     return parser
 

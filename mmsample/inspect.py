@@ -29,8 +29,8 @@ def inspect_dataset(
 ) -> dict[str, Any]:
     """Summarise the dataset at `root` (samples, shards, bytes, fields, class counts) and decode
     one sample (default: the first stored id) with the default spec of each field."""
+    from .decoding import DEFAULT_SPECS, default_spec
     from .shards.indexed import IndexedDataset
-    from .spec import DEFAULT_SPECS, default_spec
 
     root = Path(root)
     manifest = Manifest.load(root)

@@ -351,7 +351,7 @@ def write_tiny_dataset(
 ) -> Manifest:
     """Write a small real sharded dataset (keys `s000000`..., label = index % num_classes) and
     return its manifest; `missing[field]` lists sample indices that lack that field."""
-    from .shards.writer import write_samples
+    from .sharding import write_samples
 
     fields = tuple(fields)
     missing = missing or {}

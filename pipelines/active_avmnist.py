@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 
 from mmsample.active import RoundState, query
 from mmsample.batch import Collate, MultimodalBatch
+from mmsample.decoding import Array, Image, Spec
 from mmsample.shards import IndexedDataset
 from mmsample.signals import subset_logits
-from mmsample.spec import Array, Image, Spec
 
 SPECS: dict[str, Spec] = {"image": Image(field="png"), "audio": Array(field="npy")}
 STRATEGIES = ("random", "entropy", "badge", "bmmal")

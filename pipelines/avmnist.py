@@ -61,8 +61,8 @@ def describe(value: Any) -> str:
 
 def decoded_sample(root: Path, sample_id: int) -> dict[str, Any]:
     """One sample read back through `IndexedDataset` with a spec per modality."""
+    from mmsample.decoding import Array, Audio, Image, Spec, Text, Video
     from mmsample.shards.indexed import IndexedDataset
-    from mmsample.spec import Array, Audio, Image, Spec, Text, Video
 
     modalities: dict[str, Spec] = {
         "video": Video(field="mp4", frames=10, fps=None),

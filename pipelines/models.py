@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from mmsample.batch import MultimodalBatch
+from mmsample.decoding import Audio, Video
 from mmsample.signals import subset_logits
-from mmsample.spec import Audio, Video
 
 
 class LateFusion(nn.Module):

@@ -6,7 +6,7 @@ Place in the data flow: shards written by a recipe (`pipelines.vggsound`, `.kine
 `normalize_frames` on the device.
 
 What each preset decodes (sources: OGM-GE, seed 001 and its public code GeWu-Lab/OGM-GE_CVPR2022;
-BMMAL, seed 000, section 4; `mmsample.audio` documents the spectrogram variants):
+BMMAL, seed 000, section 4; `mmsample.decoding.audio_ops` documents the spectrogram variants):
 
 | preset | visual (train / test) | audio |
 | --- | --- | --- |
@@ -25,13 +25,13 @@ Where the papers differ, and what is chosen here:
   of 10. Default 3 (1 for CREMA-D); `train_frames=` picks another count.
 - CREMA-D clips last 2-3 s, so "10 frames at 1 fps" does not exist: OGM-GE extracts frames at
   1 fps (2-3 per clip) and picks 1. Here 3 frames at 1 fps; on a clip shorter than 3 s they are
-  the centres of 3 equal parts of the clip (`mmsample.spec.frame_times`).
+  the centres of 3 equal parts of the clip (`mmsample.decoding.frame_times`).
 - Audio crop: OGM-GE's VGGSound loader takes a random 5 s crop of audio tiled to 10 s, with
   n_fft 256 / hop 128; the issue asks for 10 s on VGGSound (the whole clip), which is the
   default here; `audio_seconds=5` gives OGM-GE's crop length. Short audio is zero-padded, not
   tiled. The crop window is random in both splits: readers always pass the item's generator
   (seeded by seed, epoch, id), so a test reader takes one fixed window per clip, not the
-  centre one (`mmsample.audio.crop_or_pad` centres only without a generator).
+  centre one (`mmsample.decoding.audio_ops.crop_or_pad` centres only without a generator).
 - Spatial augmentation: OGM-GE trains with RandomResizedCrop(224) and a horizontal flip per
   frame; the readers decode a plain resize, and `pipelines.augment.random_resized_crop_flip`
   does the crop and flip on the batch, on the device, in the training loop.
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmsample.spec import Audio, Spec, Video
+from mmsample.decoding import Audio, Spec, Video
 
 __all__ = [
     "IMAGENET_MEAN",

@@ -2,7 +2,7 @@
 
 Place in the data flow: a recipe (`pipelines.vggsound`, `.kinetics_sounds`, `.cremad`) turns a
 dataset's public layout into `Clip`s; `write_table` writes them as the sharding tool's input CSV
-(`key,label,split,<file columns>`), and `run` shards it with `mmsample.shards.tool.shard_dataset`
+(`key,label,split,<file columns>`), and `run` shards it with `mmsample.sharding.shard_dataset`
 (what `mmsample shard` runs: parallel, resumable, `--part i/n`), with the dataset's full class
 list so that label ids do not depend on which clips were downloaded. A clip whose file is absent
 is listed with the path it should have, so the tool reports it as "file not found"; an
@@ -21,8 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmsample.shards.table import BadRow, BadRowsError
-from mmsample.shards.tool import ShardReport, shard_dataset
+from mmsample.sharding import BadRow, BadRowsError, ShardReport, shard_dataset
 
 __all__ = [
     "Clip",

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmsample.decoding import Array, Audio
 from mmsample.ledger import Ledger
 from mmsample.loader import balanced_loader
 from mmsample.methods import BSS, DUS, SMV
-from mmsample.spec import Array, Audio
 from mmsample.testing import write_tiny_dataset
 
 N, K = 22, 3

@@ -52,7 +52,8 @@ def _within(name: str, prefixes: tuple[str, ...]) -> bool:
 
 SCHEDULE = ("mmsample.schedule",)
 READERS = ("mmsample.shards",)
-DECODING = ("mmsample.decoding", "mmsample.spec", "mmsample.shards.decode")
+DECODING = ("mmsample.decoding",)
+SHARDING = ("mmsample.sharding",)
 METHODS = ("mmsample.methods",)
 LOADER = ("mmsample.loader",)
 
@@ -62,7 +63,10 @@ RULES = [
     (SCHEDULE, ("torch.utils.data",), "the schedule knows no DataLoader"),
     (DECODING, LOADER + METHODS, "decoding knows nothing of loading or balancing"),
     (READERS, LOADER + METHODS, "readers read and decode; the loader drives them"),
-    (METHODS, (*READERS, "mmsample.sharding"), "methods plan from the ledger, never from shards"),
+    (METHODS, READERS + SHARDING, "methods plan from the ledger, never from shards"),
+    (READERS, SHARDING, "readers read shards; writing them is the sharding tool's job"),
+    (DECODING, SHARDING, "decoding turns bytes into tensors; it knows nothing of writing shards"),
+    (DECODING, READERS, "decoding is handed bytes; the readers call it, never the reverse"),
 ]
 ALLOWED = {"mmsample.schedule": ("mmsample.plan", "mmsample.schedule")}
 

@@ -1,4 +1,5 @@
-"""Audio mathematics (mmsample.audio) against hand computations and independent numpy code."""
+"""Audio mathematics (mmsample.decoding.audio_ops) against hand computations and independent
+numpy code."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmsample import audio
+from mmsample.decoding import audio_ops as audio
 
 
 def _sine(freq: float, sr: int, n: int, amp: float = 0.5) -> torch.Tensor:

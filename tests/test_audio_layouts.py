@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmsample.backends import available_backends
+from mmsample.decoding import Audio
+from mmsample.decoding.backends import available_backends
+from mmsample.decoding.media_probe import probe
 from mmsample.errors import SampleError
-from mmsample.media_probe import probe
-from mmsample.shards import IndexedDataset, write_samples
-from mmsample.spec import Audio
+from mmsample.sharding import write_samples
+from mmsample.shards import IndexedDataset
 from mmsample.testing import encode_audio, encode_wav, moving_square_clip
 
 FFMPEG_BACKENDS = [b for b in available_backends() if b != "torchcodec-cuda"]
@@ -76,9 +77,9 @@ _CHILD = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
-    import mmsample.backends
-    from mmsample.media_probe import probe
-    from mmsample.spec import Audio
+    import mmsample.decoding.backends
+    from mmsample.decoding.media_probe import probe
+    from mmsample.decoding import Audio
     paths, backends = json.loads(sys.argv[1]), json.loads(sys.argv[2])
     out = {}
     for name, path in paths.items():
@@ -105,7 +106,7 @@ _CHILD = textwrap.dedent(
             except ValueError as err:
                 row["mono"] = {"error": str(err)}
             if backend != "wave":  # the sharding probe with this default backend
-                mmsample.backends._DEFAULT[:] = [backend]
+                mmsample.decoding.backends._DEFAULT[:] = [backend]
                 ext = name.split("-")[0].replace("nut", "m4a")  # any audio extension: the
                 # probe decodes whatever stream FFmpeg finds, whatever the container
                 try:
@@ -307,7 +308,9 @@ def test_probe_accepts_what_every_reader_decodes(
 ) -> None:
     """Item 7: the probe decodes the whole stream as the readers do (it used to decode only the
     first 10 ms and refused streams whose first packet starts later)."""
-    monkeypatch.setattr("mmsample.backends._DEFAULT", [backend])  # the probe's default backend
+    monkeypatch.setattr(
+        "mmsample.decoding.backends._DEFAULT", [backend]
+    )  # the probe's default backend
     for name, (ext, data, seconds) in _accepted().items():
         probe(data, ext)
         wave = Audio(field=ext, sample_rate=8000, spectrogram=None, backend=backend).waveform(data)
@@ -321,7 +324,7 @@ def test_probe_accepts_what_every_reader_decodes(
 def test_probe_refuses_what_no_reader_decodes(
     backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("mmsample.backends._DEFAULT", [backend])
+    monkeypatch.setattr("mmsample.decoding.backends._DEFAULT", [backend])
     for ext, data, reason in _refused().values():
         with pytest.raises(ValueError, match=reason):
             probe(data, ext)

@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from mmsample.backends import (
+from mmsample.decoding.backends import (
     KNOWN_BACKENDS,
     available_backends,
     get_backend,
 )
-from mmsample.media_probe import npy_header, parse_wav, probe
+from mmsample.decoding.media_probe import probe
+from mmsample.decoding.npy import npy_header
+from mmsample.decoding.wav import parse_wav
 from mmsample.testing import encode_mp4, encode_npy, encode_wav, moving_square_clip
 
 BACKENDS = available_backends()
@@ -134,7 +136,7 @@ def test_get_backend_unknown_and_missing_names() -> None:
 
 def test_env_var_picks_the_process_default() -> None:
     code = (
-        "import sys; from mmsample.backends import get_backend; "
+        "import sys; from mmsample.decoding.backends import get_backend; "
         "print(get_backend().name, 'torchcodec' in sys.modules)"
     )
     env = {**os.environ, "MMSAMPLE_BACKEND": "pyav"}

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from mmsample.cli import main
+from mmsample.decoding import Text
+from mmsample.sharding import shard_dataset
 from mmsample.shards import IndexedDataset
 from mmsample.shards.format import Manifest
-from mmsample.shards.tool import shard_dataset
-from mmsample.spec import Text
 
 # rows' labels, in a shuffled order so that row order cannot give the class order
 TWELVE = [7, 0, 11, 3, 10, 1, 2, 9, 4, 8, 6, 5, 10, 2]
@@ -120,7 +120,7 @@ def test_given_classes_are_used_as_given(
 def test_integer_labels_from_100000_on_are_ordered_numerically() -> None:
     """The cap the README and module docstring now state: 0..99,999 are class indices (99,999
     gives 100,000 classes), a label of 100,000 (an id used as a label) makes the order numeric."""
-    from mmsample.shards.classes import order_classes
+    from mmsample.sharding.classes import order_classes
 
     wide = order_classes(["3", "99999"])
     assert (wide.rule, len(wide.names), wide.names[99999]) == ("integer", 100_000, "99999")

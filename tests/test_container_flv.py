@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from mmsample.backends.container import check_complete
-from mmsample.media_probe import probe
-from mmsample.spec import Video
+from mmsample.decoding import Video
+from mmsample.decoding.backends.container import check_complete
+from mmsample.decoding.media_probe import probe
 
 from .test_recipe_cremad import flv_bytes
 

@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmsample.batch import Collate, MultimodalBatch
+from mmsample.decoding import Array, Text
 from mmsample.shards import StreamedDataset
-from mmsample.spec import Array, Text
 from mmsample.testing import write_tiny_dataset
 
 NAMES = ["features", "text"]

@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mmsample.decoding import Array
 from mmsample.errors import SampleError
-from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
-from mmsample.spec import Array
+from mmsample.sharding import write_samples
+from mmsample.shards import IndexedDataset, StreamedDataset
 from mmsample.testing import encode_npy, write_tiny_dataset
 
 N = 6

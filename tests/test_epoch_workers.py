@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from mmsample.decoding import Array
 from mmsample.loader import BalancedLoader, balanced_loader
 from mmsample.plan import TablePlan
 from mmsample.shards import IndexedDataset, StreamedDataset
-from mmsample.spec import Array
 from mmsample.testing import write_tiny_dataset
 
 N = 12

@@ -11,8 +11,8 @@ import pytest
 import webdataset as wds
 
 from mmsample.errors import ManifestError
+from mmsample.sharding import ShardWriter, write_samples
 from mmsample.shards.format import Manifest, check_field, check_key, read_index, write_index
-from mmsample.shards.writer import ShardWriter, write_samples
 
 
 def _samples(n: int) -> list[tuple[str, int, dict[str, bytes]]]:

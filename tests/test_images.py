@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmsample.backends import available_backends
+from mmsample.decoding import Image
+from mmsample.decoding.backends import available_backends
+from mmsample.decoding.media_probe import probe
 from mmsample.errors import SampleError
-from mmsample.media_probe import probe
-from mmsample.shards import IndexedDataset, write_samples
-from mmsample.spec import Image
+from mmsample.sharding import write_samples
+from mmsample.shards import IndexedDataset
 from mmsample.testing import add_exif_orientation, encode_image, encode_png
 
 BACKENDS = [b for b in available_backends() if b != "torchcodec-cuda"]
@@ -354,7 +355,7 @@ def test_a_bad_pixel_limit_is_named_before_any_row_is_read(tmp_path: Path, bad: 
     """`shard_dataset(max_pixels=-1)` (or `--max-pixels -1`) turned every image row into a bad
     row ("more than the limit of -1"); the parameter is now refused up front, on every path."""
     from mmsample.cli import main
-    from mmsample.shards.tool import shard_dataset
+    from mmsample.sharding import shard_dataset
 
     (tmp_path / "a.png").write_bytes(encode_png(np.zeros((4, 4, 3), np.uint8)))
     (tmp_path / "t.csv").write_text("key,label,png\nk0,x,a.png\n")

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 from mmsample.cli import main
+from mmsample.decoding import Array, Text
 from mmsample.errors import SampleError
-from mmsample.shards import IndexedDataset, ShardWriter, StreamedDataset
+from mmsample.sharding import ShardWriter, verify_dataset
+from mmsample.shards import IndexedDataset, StreamedDataset
 from mmsample.shards.format import Manifest, ShardInfo
 from mmsample.shards.offsets import load_index, read_index, write_index
-from mmsample.shards.verify import verify_dataset
-from mmsample.spec import Array, Text
 from mmsample.testing import tiny_sample_fields, write_tiny_dataset
 
 MODS = {"text": Text(byte_ids=True, max_length=8)}

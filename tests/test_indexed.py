@@ -15,13 +15,14 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from mmsample.batch import MultimodalBatch
+from mmsample.decoding import Array, Spec, Text, Video
 from mmsample.errors import SampleError
 from mmsample.loader import BalancedLoader, balanced_loader
 from mmsample.plan import ArrayPlan
 from mmsample.schedule import item_sequence
-from mmsample.shards import IndexedDataset, ShardWriter, StreamedDataset
+from mmsample.sharding import ShardWriter
+from mmsample.shards import IndexedDataset, StreamedDataset
 from mmsample.shards.format import Manifest, ShardInfo, index_name
-from mmsample.spec import Array, Spec, Text, Video
 from mmsample.testing import TablePlan, tiny_sample_fields, write_tiny_dataset
 
 N = 11

@@ -163,7 +163,7 @@ def test_bad_settings_name_the_argument(root: Path) -> None:
     with pytest.raises(ValueError, match="'mode' parameter of balanced_loader"):
         balanced_loader(root, None, modalities=modalities(), mode="random")
     with pytest.raises(ValueError, match="reads field 'mp4'"):
-        from mmsample.spec import Video
+        from mmsample.decoding import Video
 
         balanced_loader(
             root, None, modalities={"video": Video(field="mp4"), "feat": modalities()["feat"]}
@@ -218,7 +218,7 @@ def test_persistent_workers_follow_each_epochs_plan(root: Path, mode: str) -> No
 
 
 def test_split_reaches_the_loader(tmp_path: Path) -> None:
-    from mmsample.shards.tool import shard_dataset
+    from mmsample.sharding import shard_dataset
     from mmsample.testing import encode_npy
 
     rows = ["key,label,split,npy"]
@@ -227,7 +227,7 @@ def test_split_reaches_the_loader(tmp_path: Path) -> None:
         rows.append(f"k{i},{i % 2},{'train' if i < 7 else 'test'},f{i}.npy")
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
     shard_dataset(tmp_path / "t.csv", tmp_path / "out", samples_per_shard=3)
-    from mmsample.spec import Array
+    from mmsample.decoding import Array
 
     specs = {"a": Array(field="npy"), "b": Array(field="npy")}
     led = Ledger(10, 2, 2, names=["a", "b"])
@@ -302,7 +302,7 @@ class _Decodes(torch.utils.data.Dataset):
 def test_counting_spec_loses_no_call_of_concurrent_workers() -> None:
     """The decoder counts the loader tests compare exactly: 2 workers decoding at once, 40,000
     calls (one shared `+= 1` counter lost 1 or 2 in 3 of 4 runs)."""
-    from mmsample.spec import Array
+    from mmsample.decoding import Array
 
     spec = CountingSpec(Array(field="npy"))
     spec.decode(_Decodes(spec, 0).data)  # one call in the main process

@@ -12,8 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmsample.batch import Collate, MultimodalBatch, collate
-from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
-from mmsample.spec import Array, Audio, Image, Spec, Text
+from mmsample.decoding import Array, Audio, Image, Spec, Text
+from mmsample.sharding import write_samples
+from mmsample.shards import IndexedDataset, StreamedDataset
 from mmsample.testing import encode_npy, encode_png, encode_wav, make_tokenizer
 
 TEXTS = ["", "one two", "the quick brown fox jumps over the lazy dog"]  # 0, 2 and 9 words

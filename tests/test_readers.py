@@ -21,11 +21,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmsample.batch import MultimodalBatch, collate
+from mmsample.decoding import Array, Audio, Spec, Text, Video
+from mmsample.decoding.decoder import SkippedSampleWarning
 from mmsample.errors import SampleError
 from mmsample.loader import BalancedLoader, balanced_loader
-from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
-from mmsample.shards.decode import SkippedSampleWarning
-from mmsample.spec import Array, Audio, Spec, Text, Video
+from mmsample.sharding import write_samples
+from mmsample.shards import IndexedDataset, StreamedDataset
 from mmsample.testing import TablePlan, tiny_sample_fields, write_tiny_dataset
 
 N = 10  # samples in shards of 3: 4 shards
@@ -197,7 +198,7 @@ def test_only_needed_modalities_are_decoded(root: Path, reader: str) -> None:
 def test_unrequested_modalities_never_reach_a_decoder(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mmsample.backends import get_backend
+    from mmsample.decoding.backends import get_backend
 
     backend = type(get_backend(None))
     seen = Counter[str]()

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 
 from mmsample.cli import main
+from mmsample.decoding import Audio, Image, Spec, Text
 from mmsample.errors import ManifestError
+from mmsample.sharding import BadRowsError, shard_dataset
 from mmsample.shards import IndexedDataset, StreamedDataset
 from mmsample.shards.format import Manifest
 from mmsample.shards.offsets import load_index
-from mmsample.shards.tool import BadRowsError, shard_dataset
-from mmsample.spec import Audio, Image, Spec, Text
 
 ROWS = [  # the user's table: key, label, split, image (path), text (inline), audio (path)
     ("kite", "bird", "train", "img/kite.png", "A red kite.", "snd/kite.ogg"),

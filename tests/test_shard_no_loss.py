@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mmsample.cli import main
+from mmsample.sharding import BadRowsError, shard_dataset
 from mmsample.shards.format import Manifest
-from mmsample.shards.tool import BadRowsError, shard_dataset
 from mmsample.testing import encode_npy, moving_square_clip
 
 NOT_MEDIA = b"hello\n"  # a 6-byte text file given a media extension

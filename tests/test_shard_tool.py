@@ -18,9 +18,8 @@ import pytest
 
 from mmsample.cli import main
 from mmsample.errors import ManifestError
+from mmsample.sharding import BadRowsError, shard_dataset, verify_dataset
 from mmsample.shards.format import Manifest, read_index, write_index
-from mmsample.shards.tool import BadRowsError, shard_dataset
-from mmsample.shards.verify import verify_dataset
 from mmsample.testing import encode_npy, encode_wav, moving_square_clip
 
 LABELS = ["owl", "cat", "dog"]  # row i has LABELS[i % 3]; sorted classes: cat, dog, owl

@@ -14,13 +14,14 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mmsample.decoding import Spec, Text, Video
+from mmsample.decoding.decoder import SkippedSampleWarning
 from mmsample.errors import SampleError
 from mmsample.loader import balanced_loader
 from mmsample.schedule import replacement_positions
-from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
-from mmsample.shards.decode import SkippedSampleWarning
+from mmsample.sharding import write_samples
+from mmsample.shards import IndexedDataset, StreamedDataset
 from mmsample.skips import SkipCounter
-from mmsample.spec import Spec, Text, Video
 from mmsample.testing import tiny_sample_fields
 
 GARBAGE = b"\x00\x00\x00\x18ftypmp42 not a real movie" * 20

@@ -20,8 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmsample.backends import available_backends
-from mmsample.spec import (
+from mmsample.decoding import (
     DEFAULT_SPECS,
     Array,
     Audio,
@@ -33,6 +32,7 @@ from mmsample.spec import (
     frame_times,
     uniform_subset,
 )
+from mmsample.decoding.backends import available_backends
 from mmsample.testing import encode_mp4, encode_npy, encode_wav, make_tokenizer, moving_square_clip
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -350,7 +350,7 @@ def test_text_needs_an_explicit_tokenizer_or_byte_ids(tokenizer_dir: str) -> Non
 def test_missing_tokenizer_is_an_error_at_construction_never_a_hub_lookup(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mmsample.spec import _tokenizer
+    from mmsample.decoding.text import _tokenizer
 
     monkeypatch.chdir(tmp_path)  # one-word names resolve against an empty directory
     (tmp_path / "empty").mkdir()
@@ -476,7 +476,7 @@ def test_same_generator_state_gives_identical_tensors_in_another_process(tmp_pat
     path.write_bytes(clip)
     code = f"""
 import sys, torch
-from mmsample.spec import Audio, Video
+from mmsample.decoding import Audio, Video
 data = open({str(path)!r}, "rb").read()
 g = torch.Generator().manual_seed(1234)
 video = Video(frames=10, fps=2.5, random_frames=3).decode(data, generator=g)

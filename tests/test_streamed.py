@@ -18,11 +18,11 @@ import torch.multiprocessing as tmp
 from torch.utils.data import DataLoader
 
 from mmsample.batch import MultimodalBatch
+from mmsample.decoding import Array, Spec, Text
 from mmsample.loader import BalancedLoader, balanced_loader
 from mmsample.resume_check import check_resume
 from mmsample.schedule import buffer_order, consumer_range
 from mmsample.shards import StreamedDataset
-from mmsample.spec import Array, Spec, Text
 from mmsample.testing import TablePlan, write_tiny_dataset
 
 N = 23  # samples: 6 shards of 4 (the last of 3)

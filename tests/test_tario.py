@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmsample.errors import SampleError
+from mmsample.sharding import ShardWriter, write_samples
 from mmsample.shards.format import read_index
 from mmsample.shards.tario import ShardTable, iter_samples, parse_sample, split_name
-from mmsample.shards.writer import ShardWriter, write_samples
 
 
 def _payloads() -> list[tuple[str, int, int, dict[str, bytes]]]:

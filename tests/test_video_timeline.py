@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 import torch
 
-from mmsample.backends import available_backends, get_backend, presentation_window
-from mmsample.backends.container import check_complete
+from mmsample.decoding import Video
+from mmsample.decoding.backends import available_backends, get_backend, presentation_window
+from mmsample.decoding.backends.container import check_complete
+from mmsample.decoding.decoder import SkippedSampleWarning
+from mmsample.decoding.media_probe import probe
 from mmsample.errors import SampleError
-from mmsample.media_probe import probe
-from mmsample.shards import IndexedDataset, StreamedDataset, write_samples
-from mmsample.shards.decode import SkippedSampleWarning
-from mmsample.shards.tool import BadRowsError, shard_dataset
-from mmsample.spec import Video
+from mmsample.sharding import BadRowsError, shard_dataset, write_samples
+from mmsample.shards import IndexedDataset, StreamedDataset
 
 BACKENDS = [b for b in available_backends() if b != "torchcodec-cuda"]
 FFMPEG = shutil.which("ffmpeg")

@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mmsample.shards import StreamedDataset, write_samples
-from mmsample.shards.decode import intra_op_threads
-from mmsample.spec import Audio, Spec, Video
+from mmsample.decoding import Audio, Spec, Video
+from mmsample.decoding.decoder import intra_op_threads
+from mmsample.sharding import write_samples
+from mmsample.shards import StreamedDataset
 from mmsample.testing import moving_square_clip
 
 

@@ -33,10 +33,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_read import build, table
 
+from mmsample.decoding import Audio, Video
 from mmsample.ledger import Ledger
 from mmsample.loader import balanced_loader
 from mmsample.methods import BSS, DUS, SMV
-from mmsample.spec import Audio, Video
 from mmsample.testing import CountingSpec
 
 K = 10

@@ -33,7 +33,8 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from mmsample.shards import StreamedDataset, write_samples
+from mmsample.sharding import write_samples
+from mmsample.shards import StreamedDataset
 from mmsample.testing import encode_mp4, encode_wav
 from pipelines.presets import PRESETS, preset
 

@@ -140,7 +140,7 @@ def norm_bound_skips(pool: Pool, picks: int, device: torch.device) -> float:
 
 
 def bench_pass(samples: int) -> list[list[str]]:
-    from mmsample.spec import Array, Audio
+    from mmsample.decoding import Array, Audio
     from mmsample.testing import write_tiny_dataset
 
     specs = {"audio": Audio(field="wav", seconds=0.25), "feat": Array(field="npy")}

@@ -30,10 +30,11 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader
 
-from mmsample.backends import available_backends, get_backend
-from mmsample.shards import StreamedDataset, write_samples
+from mmsample.decoding import Video
+from mmsample.decoding.backends import available_backends, get_backend
+from mmsample.sharding import write_samples
+from mmsample.shards import StreamedDataset
 from mmsample.shards.tario import iter_samples
-from mmsample.spec import Video
 from mmsample.testing import encode_mp4
 
 

@@ -2,7 +2,7 @@
 
 Place in the data flow: an active-learning state file (or any id list) -> **subset** -> a labeled
 shard set that reads like any other (manifest, offset indexes). Samples are copied byte for byte
-through the shard writer (`mmsample.shards.writer.ShardWriter`): same keys, global ids, labels,
+through the shard writer (`mmsample.sharding.ShardWriter`): same keys, global ids, labels,
 fields, metadata and split, so every id decodes to the same tensors as in the source. Usually
 the readers' `ids=` filter does the same job without a copy.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sharding import ShardWriter
 from ..shards.format import META_FIELD, Manifest, shard_name
 from ..shards.offsets import load_index
 from ..shards.tario import ShardTable
-from ..shards.writer import ShardWriter
 
 
 def write_subset(

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..audio import hz_to_mel, mel_filterbank, mel_to_hz
+from ..decoding.audio_ops import hz_to_mel, mel_filterbank, mel_to_hz
 
 __all__ = [
     "FSDD_MFCC",

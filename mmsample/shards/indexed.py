@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch.utils.data import Dataset
 
+from ..decoding.decoder import MAIN_PROCESS_DECODE_THREADS, check_decode_threads
 from ..errors import SampleError
 from ..schedule import replacement_positions, skip_start
-from .decode import MAIN_PROCESS_DECODE_THREADS, check_decode_threads
 from .source import ShardSource
 
 if TYPE_CHECKING:
-    from ..spec import Spec
+    from ..decoding import Spec
 
 
 class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..decoding.decoder import Decoder, check_modalities, check_on_error, report_skip
 from ..errors import SampleError
 from ..skips import SkipCounter
-from .decode import Decoder, check_modalities, check_on_error, report_skip
 from .tario import RawSample, ShardTable
 
 if TYPE_CHECKING:
-    from ..spec import Spec
+    from ..decoding import Spec
 
 
 class ShardSource:

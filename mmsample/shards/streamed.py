@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..decoding.decoder import MAIN_PROCESS_DECODE_THREADS, check_decode_threads
 from ..schedule import Consumer, consumer_range, resolve_world
-from .decode import MAIN_PROCESS_DECODE_THREADS, check_decode_threads
 from .source import ShardSource
 from .stages import streamed_epoch, streamed_samples
 
 if TYPE_CHECKING:
-    from ..spec import Spec
+    from ..decoding import Spec
 
 
 def worker_of() -> tuple[int, int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import (
+from ..shards.format import (
     ID_FIELD,
     LABEL_FIELD,
     META_FIELD,

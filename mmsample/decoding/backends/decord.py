@@ -17,15 +17,15 @@ from typing import Any
 
 import torch
 
-from mmsample.audio import mixdown
-from mmsample.backends import (
+from ..audio_ops import mixdown
+from . import (
     DecodedVideo,
     MediaKind,
     Timestamps,
     pyav_image,
     resolve_times,
 )
-from mmsample.backends.container import check_complete
+from .container import check_complete
 
 try:
     import decord

@@ -1,8 +1,8 @@
 """`mmsample index`: rebuild the offset indexes and manifest.json of a directory of tars.
 
-Place in the data flow: beside the sharding tool (`mmsample.shards.tool`), for shards whose
+Place in the data flow: beside the sharding tool (`mmsample.sharding.tool`), for shards whose
 manifest or indexes are lost, or tars written by another tool. Ids and labels come from the `.id`
-/ `.cls` members (`mmsample.shards.verify.scan_tar`); where the shard sidecars of a finished
+/ `.cls` members (`mmsample.sharding.tar_scan.scan_tar`); where the shard sidecars of a finished
 `mmsample shard` job match the tars, the manifest is written from them exactly as that job would.
 """
 
@@ -18,9 +18,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ManifestError
-from .format import ID_FIELD, LABEL_FIELD, MANIFEST, Manifest, ShardInfo, index_name, write_index
-from .tool import load_sidecar, remove_stale, save_manifest, sidecar_numbers, write_manifest
-from .verify import TarSample, count_classes, record_ids, scan_tar
+from ..shards.format import (
+    ID_FIELD,
+    LABEL_FIELD,
+    MANIFEST,
+    Manifest,
+    ShardInfo,
+    index_name,
+    write_index,
+)
+from .finalise import save_manifest, write_manifest
+from .output_files import remove_stale
+from .sidecars import load_sidecar, sidecar_numbers
+from .tar_scan import TarSample, count_classes, record_ids, scan_tar
 
 
 def _index_shard(tar: Path, samples: list[TarSample], classes: Sequence[str]) -> ShardInfo:
@@ -52,14 +62,10 @@ def _names(tars: Sequence[Path], shown: int = 5) -> str:
     return names + (f", ... ({len(tars) - shown} more)" if len(tars) > shown else "")
 
 
-def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
-    """Rebuild every tar's offset index and manifest.json from the tars in `root` (ids and labels
-    from the `.id` / `.cls` members); class names from `classes`, the sidecars or the old
-    manifest."""
-    root = Path(root)
-    tars = sorted(p for p in root.glob("*.tar") if p.is_file())
-    if not tars:
-        raise ManifestError(f"no .tar shards in {root}: nothing to index")
+def _scan_all(root: Path, tars: list[Path]) -> tuple[list[Path], list[list[TarSample]]]:
+    """Scan every tar; (tars holding samples, their samples). ManifestError listing every
+    problem (structure, a missing id or label, an id in two places) or when no tar holds a
+    sample."""
     scans, problems = [], []
     for tar in tars:
         samples, found = scan_tar(tar)
@@ -85,6 +91,18 @@ def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
             "samples; shard the data with `mmsample shard` (or copy in the shards that hold "
             "samples) and index again"
         )
+    return tars, scans
+
+
+def rebuild(root: str | Path, classes: Sequence[str] | None = None) -> Manifest:
+    """Rebuild every tar's offset index and manifest.json from the tars in `root` (ids and labels
+    from the `.id` / `.cls` members); class names from `classes`, the sidecars or the old
+    manifest."""
+    root = Path(root)
+    tars = sorted(p for p in root.glob("*.tar") if p.is_file())
+    if not tars:
+        raise ManifestError(f"no .tar shards in {root}: nothing to index")
+    tars, scans = _scan_all(root, tars)
     old = Manifest.load(root) if (root / MANIFEST).exists() else None
     numbers = sidecar_numbers(root)
     sidecars = [d for d in (load_sidecar(root, n) for n in numbers) if d is not None]

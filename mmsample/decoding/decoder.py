@@ -22,7 +22,7 @@ from ..errors import SampleError
 from ..schedule import mix_seed
 
 if TYPE_CHECKING:
-    from ..spec import Spec
+    from .base import Spec
 
 RESERVED_NAMES = SAMPLE_KEYS  # the keys of a decoded sample that are not modalities
 # Extensions whose conventional decoders unpickle (WebDataset's do): never decoded here.

@@ -1,9 +1,10 @@
 """What a still image's header says before any pixel is decoded: size, transparency, orientation.
 
-Place in the data flow: `mmsample.spec.Image` (at read time) and `mmsample.media_probe` (at shard
-time) read the header of every image first, to refuse decompression bombs by their declared
-pixel count before a decoder allocates them, and to learn the EXIF orientation a viewer applies
-(decoders return the stored pixels; `orient` turns them to the display orientation). Parsed
+Place in the data flow: `mmsample.decoding.Image` (at read time) and
+`mmsample.decoding.media_probe` (at shard time) read the header of every image first, to refuse
+decompression bombs by their declared pixel count before a decoder allocates them, and to learn
+the EXIF orientation a viewer applies (decoders return the stored pixels; `orient` turns them to
+the display orientation). Parsed
 here: PNG (IHDR, tRNS, eXIf), JPEG (SOFn, APP1 Exif), GIF, BMP and WebP (VP8, VP8L, VP8X).
 Other formats give None and are checked after decoding. Nothing here decodes pixels.
 """

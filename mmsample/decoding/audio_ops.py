@@ -1,8 +1,8 @@
 """Audio mathematics as pure tensor functions: mixdown, crop/pad, resampling, spectrograms, mel.
 
 Place in the data flow: a backend decodes a shard member to a float waveform `[C, S]`;
-`mmsample.spec.Audio` then calls these functions to produce the model's input. Nothing here reads
-bytes or holds state, so every function is tested against hand computations.
+`mmsample.decoding.Audio` then calls these functions to produce the model's input. Nothing here
+reads bytes or holds state, so every function is tested against hand computations.
 
 The spectrogram, and where the papers' code differs from the paper text
 -----------------------------------------------------------------------

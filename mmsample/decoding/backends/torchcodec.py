@@ -1,11 +1,12 @@
 """torchcodec decoder backend: the default, fastest on this project's machines for audio and dense
 frame decoding (on sparse 1 fps sampling it and PyAV measured within ~15% of each other).
 
-Place in the data flow: `mmsample.spec` calls it (through `mmsample.backends.get_backend`) on
-shard member bytes inside DataLoader workers. Each call opens the bytes with one FFmpeg thread
-(`num_ffmpeg_threads=1`: one decoder thread per worker was fastest here) in seek mode "exact":
-the open scans the packets (demuxing only, no decoding) for the presentation timeline and the
-truncation check (`mmsample.backends.presentation_window`), and frames are then frame-accurate.
+Place in the data flow: `mmsample.decoding` calls it (through
+`mmsample.decoding.backends.get_backend`) on shard member bytes inside DataLoader workers. Each
+call opens the bytes with one FFmpeg thread (`num_ffmpeg_threads=1`: one decoder thread per
+worker was fastest here) in seek mode "exact": the open scans the packets (demuxing only, no
+decoding) for the presentation timeline and the truncation check
+(`mmsample.decoding.backends.presentation_window`), and frames are then frame-accurate.
 One exception: when packets were discarded (an mp4 edit list starting after them), a second,
 "approximate" open decodes the frames, seeking through FFmpeg's own index. The exact-mode index
 leaves out the discarded packets, so on a clip cut by stream copy (`ffmpeg -ss 1.3 -i src.mp4
@@ -28,8 +29,8 @@ from typing import Any, Literal
 
 import torch
 
-from mmsample.audio import mixdown
-from mmsample.backends import (
+from ..audio_ops import mixdown
+from . import (
     DecodedVideo,
     MediaKind,
     Timestamps,
@@ -38,7 +39,7 @@ from mmsample.backends import (
     pyav_image,
     resolve_times,
 )
-from mmsample.backends.container import check_complete
+from .container import check_complete
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"  # the packet scan (and images)
 VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # frames after discarded packets
@@ -140,7 +141,7 @@ class TorchcodecBackend:
 
         torchcodec returns 8-bit RGB only, so files that may carry transparency or hold more
         than 8 bits per sample are decoded by PyAV (installed with the same `video` extra; see
-        `mmsample.backends.pyav_image`): the same pixels as the PyAV backend.
+        `mmsample.decoding.backends.pyav_image`): the same pixels as the PyAV backend.
         """
         decoded = pyav_image(data, self.name)
         if decoded is not None:

@@ -1,6 +1,6 @@
 """Decoder backends for video, audio and images: a registry keyed by name, and the choice of one.
 
-Place in the data flow: `mmsample.spec` turns shard member bytes into tensors through a backend
+Place in the data flow: `mmsample.decoding` turns shard member bytes into tensors through a backend
 chosen here (torchcodec, PyAV or decord). The choice is automatic (the fastest installed one) and
 overridable per spec (`Video(backend="pyav")`) or per process (env var `MMSAMPLE_BACKEND`); it is
 made once per process and cached. Backends hold no per-sample state; every call opens the bytes it
@@ -77,9 +77,10 @@ class VideoBackend(Protocol):
         ...
 
 
-# name -> (module under mmsample.backends, package users install). Order = fastest first, as
-# measured on this project's machines (torchcodec, then PyAV; decord is legacy). "torchcodec-cuda"
-# is GPU decoding; it is never chosen automatically and only listed when CUDA is available.
+# name -> (module under mmsample.decoding.backends, package users install). Order = fastest
+# first, as measured on this project's machines (torchcodec, then PyAV; decord is legacy).
+# "torchcodec-cuda" is GPU decoding; it is never chosen automatically and only listed when CUDA
+# is available.
 KNOWN_BACKENDS: dict[str, tuple[str, str]] = {
     "torchcodec": ("torchcodec", "torchcodec"),
     "pyav": ("pyav", "av"),
@@ -198,7 +199,7 @@ def pyav_image(data: bytes, backend: str) -> torch.Tensor | None:
     FFmpeg's 16-bit to 8-bit conversion was off by one level), so every backend gives the same
     pixels. Raises ValueError for a PNG with transparency when PyAV is not installed.
     """
-    from mmsample.image_header import image_header
+    from ..image_header import image_header
 
     header = image_header(data)
     if header is not None and header.alpha is False and header.bits <= 8:

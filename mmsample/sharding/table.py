@@ -1,6 +1,6 @@
 """Read the sharding tool's input table and check its rows, before any file is opened.
 
-Place in the data flow: the first step of `mmsample shard` (`mmsample.shards.tool`). A CSV or
+Place in the data flow: the first step of `mmsample shard` (`mmsample.sharding.tool`). A CSV or
 JSONL table (one row per sample: `key`, `label`, one column per modality field) becomes a list of
 `Row`s; every key, label, duplicate key, unknown class and missing file becomes a row problem, and
 a row with problems a `BadRow`, listed in `bad_rows.jsonl` / `skipped.jsonl` and `BadRowsError`.
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
+from ..shards.format import check_key
 from .classes import ClassOrder, canonical_label, order_classes
 from .columns import DEFAULT_SPLIT_COLUMN, Column, classify_columns
-from .format import check_key
 
 SKIPPED_REPORT = "skipped.jsonl"
 DEFAULT_TEXT_FIELDS = ("txt",)
@@ -190,7 +190,7 @@ def read_input(
     split_column: str | None = None,
 ) -> InputTable:
     """Parse a CSV (header row) or JSONL (one object a line) input table into rows, each column
-    taken as `mmsample.shards.columns.classify_columns` says; bad cells become row problems, a
+    taken as `mmsample.sharding.columns.classify_columns` says; bad cells become row problems, a
     malformed table raises ManifestError."""
     path = Path(path)
     if not path.is_file():
@@ -270,7 +270,7 @@ def read_classes(path: str | Path) -> list[str]:
 
 def check_rows(table: InputTable, classes: Sequence[str] | None) -> ClassOrder:
     """The cheap pass over every row: duplicate keys and unknown labels; returns the class order
-    (`mmsample.shards.classes`), each row's label set to its class name."""
+    (`mmsample.sharding.classes`), each row's label set to its class name."""
     first: dict[str, int] = {}
     for r in table.rows:
         if r.key_ok and r.key is not None:

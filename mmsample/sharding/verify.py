@@ -1,9 +1,10 @@
 """Re-read shards and check them against their manifest and offset index (`--verify`).
 
-Place in the data flow: after the sharding tool (and by `mmsample index`, which rebuilds the
-index from `scan_tar`, `count_classes` and `record_ids`). Reads tars with the standard library
-`tarfile` only: member names and the small `.id` / `.cls` payloads; nothing is extracted to disk
-and nothing is ever unpickled.
+Place in the data flow: after the sharding tool (`mmsample shard --verify`, `mmsample index
+--verify`). Each tar is scanned (`mmsample.sharding.tar_scan`), its samples checked against the
+manifest's `ShardInfo`, every offset index row's byte range parsed on its own, and the shards
+read once more with plain `webdataset`. Reads tars with the standard library `tarfile` only:
+nothing is extracted to disk and nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -11,155 +12,16 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ManifestError, SampleError
-from .format import (
-    FIELD_PATTERN,
-    ID_FIELD,
-    KEY_PATTERN,
-    LABEL_FIELD,
-    META_FIELD,
-    Manifest,
-    ShardInfo,
-)
-from .offsets import load_index
+from ..shards.format import ID_FIELD, LABEL_FIELD, META_FIELD, Manifest, ShardInfo
+from ..shards.offsets import OffsetIndex, load_index
 from .table import SKIPPED_REPORT
+from .tar_scan import BLOCK, TarSample, count_classes, record_ids, scan_tar, small_int
 
-BLOCK = 512
-_MAX_SMALL = 64  # bytes: an .id or .cls member is a short ASCII integer
-_MAX_META = 1 << 20  # bytes: a .json member holds a row's metadata cells
-
-
-@dataclass
-class TarSample:
-    """One sample as found in a tar: its key, members in order, byte range, id and label."""
-
-    key: str
-    members: list[str] = field(default_factory=list)
-    start: int = 0
-    end: int = 0
-    sample_id: int | None = None
-    label: int | None = None
-    split: str = ""
-
-    @property
-    def fields(self) -> list[str]:
-        """The modality fields (member extensions other than `id`, `cls` and `json`)."""
-        return [m for m in self.members if m not in (ID_FIELD, LABEL_FIELD, META_FIELD)]
-
-
-def _small_int(tar: tarfile.TarFile, member: tarfile.TarInfo) -> int | None:
-    if member.size > _MAX_SMALL:
-        return None
-    f = tar.extractfile(member)
-    text = f.read().decode("ascii", "replace").strip() if f is not None else ""
-    return int(text) if text.isdigit() else None
-
-
-def _scan(tar: tarfile.TarFile, shard: str) -> tuple[list[TarSample], list[SampleError]]:
-    samples: list[TarSample] = []
-    problems: list[SampleError] = []
-    seen: set[str] = set()
-    for m in tar:
-        key, dot, ext = m.name.partition(".")
-        if not m.isfile():
-            problems.append(SampleError(f"member {m.name!r} is not a regular file", shard=shard))
-            continue
-        if not (dot and KEY_PATTERN.match(key) and FIELD_PATTERN.match(ext)):
-            problems.append(
-                SampleError(
-                    f"member name {m.name!r} is not KEY.EXT (key: letters, digits, '_', '-'; "
-                    "ext: lower-case letters, digits, '_')",
-                    shard=shard,
-                )
-            )
-            continue
-        if not samples or samples[-1].key != key:
-            if key in seen:
-                problems.append(
-                    SampleError("members of this key are not contiguous", shard=shard, key=key)
-                )
-            seen.add(key)
-            samples.append(TarSample(key, start=m.offset))
-        sample = samples[-1]
-        if ext in sample.members:
-            problems.append(SampleError(f"member .{ext} appears twice", shard=shard, key=key))
-        sample.members.append(ext)
-        sample.end = m.offset_data + -(-m.size // BLOCK) * BLOCK
-        if ext in (ID_FIELD, LABEL_FIELD):
-            value = _small_int(tar, m)
-            if value is None:
-                problems.append(
-                    SampleError(f"{key}.{ext} does not hold an integer", shard=shard, key=key)
-                )
-            elif ext == ID_FIELD:
-                sample.sample_id = value
-            else:
-                sample.label = value
-        elif ext == META_FIELD:
-            try:
-                sample.split = _split_of(tar, m)
-            except ValueError as err:
-                problems.append(
-                    SampleError(f"{key}.{ext} is not UTF-8 JSON ({err})", shard=shard, key=key)
-                )
-    return samples, problems
-
-
-def _split_of(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-    """The `split` entry of a sample's metadata member: "" if it has none, or if the member
-    follows another convention (a tar from another tool: not an object, a non-text split, or
-    larger than the metadata of one row); ValueError if it is not JSON at all."""
-    if member.size > _MAX_META:
-        return ""
-    f = tar.extractfile(member)
-    meta = json.loads(f.read().decode("utf-8")) if f is not None else {}
-    split = meta.get("split", "") if isinstance(meta, dict) else ""
-    return split if isinstance(split, str) else ""
-
-
-def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:
-    """List the samples of one tar (grouped by key, with byte ranges, ids and labels) and every
-    structural problem found, each naming the shard and key."""
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            return [], []  # a 0-byte file is an empty archive, as for GNU tar
-        with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            return _scan(tar, path.name)
-    except (tarfile.TarError, OSError, EOFError) as err:
-        return [], [SampleError(f"not a readable tar file ({err})", shard=path.name)]
-
-
-def count_classes(samples: Iterable[TarSample], classes: Sequence[str]) -> dict[str, int]:
-    """Samples per class name, in class-index order; a sample without a valid label is left
-    out (what a manifest's `class_counts` records for one shard)."""
-    counts = Counter(
-        s.label for s in samples if s.label is not None and 0 <= s.label < len(classes)
-    )
-    return {classes[k]: n for k, n in sorted(counts.items())}
-
-
-def record_ids(
-    owner: dict[int, str], shard: str, samples: Iterable[TarSample]
-) -> list[SampleError]:
-    """Record in `owner` (id -> shard name) that `shard` holds each sample's id; an id that is
-    already recorded is a problem, since ids are unique across a dataset."""
-    problems: list[SampleError] = []
-    for s in samples:
-        if s.sample_id is not None:
-            if s.sample_id in owner:
-                problems.append(
-                    SampleError(
-                        f"id {s.sample_id} also in {owner[s.sample_id]}", shard=shard, key=s.key
-                    )
-                )
-            owner[s.sample_id] = shard
-    return problems
+__all__ = ["verify_dataset", "verify_shard", "verify_shards"]
 
 
 def _parse_range(f: io.BufferedReader, start: int, end: int) -> tuple[list[str], int | None]:
@@ -173,31 +35,19 @@ def _parse_range(f: io.BufferedReader, start: int, end: int) -> tuple[list[str],
         for m in tar:
             names.append(m.name)
             if m.name.endswith("." + ID_FIELD):
-                value = _small_int(tar, m)
+                value = small_int(tar, m)
     return names, value
 
 
-def verify_shard(
-    root: str | Path,
+def _check_samples(
+    samples: list[TarSample],
     info: ShardInfo,
-    *,
     classes: Sequence[str],
     fields: Sequence[str],
     num_rows: int,
-) -> tuple[list[TarSample], list[SampleError]]:
-    """Check one shard: members, ids, labels, counts against `info`, and that every index row's
-    byte range parses to exactly that sample."""
-    root, name = Path(root), info.name
-    path = root / name
-    if not path.is_file():
-        return [], [SampleError("tar file is missing", shard=name)]
-    problems: list[SampleError] = []
-    if path.stat().st_size != info.bytes:
-        problems.append(
-            SampleError(f"size {path.stat().st_size} bytes, manifest says {info.bytes}", shard=name)
-        )
-    samples, found = scan_tar(path)
-    problems += found
+) -> list[SampleError]:
+    """Each sample's members, id and label against the manifest, then the shard's counts."""
+    name, problems = info.name, []
     allowed = {ID_FIELD, LABEL_FIELD, META_FIELD, *fields}
     for s in samples:
         odd = [m for m in s.members if m not in allowed]
@@ -236,10 +86,12 @@ def verify_shard(
         problems.append(
             SampleError(f"class counts {counts}, manifest says {info.class_counts}", shard=name)
         )
-    try:
-        index = load_index(root / info.index)
-    except ManifestError as err:
-        return samples, [*problems, SampleError(str(err), shard=name)]
+    return problems
+
+
+def _check_index_rows(index: OffsetIndex, samples: list[TarSample], name: str) -> list[SampleError]:
+    """The index's keys and splits against the tar's samples, and its row count."""
+    problems: list[SampleError] = []
     rows = index.rows
     for r, s in enumerate(samples[: len(rows)]):
         said: list[tuple[str, str | None, str]] = [("key", index.key(r), s.key)]
@@ -256,8 +108,17 @@ def verify_shard(
         problems.append(
             SampleError(f"index has {len(rows)} rows, tar {len(samples)} samples", shard=name)
         )
+    return problems
+
+
+def _check_byte_ranges(
+    path: Path, index: OffsetIndex, samples: list[TarSample]
+) -> list[SampleError]:
+    """Every index row's (id, start, end) against its sample, and its bytes parsed on their own
+    to exactly that sample's members and id."""
+    name, problems = path.name, []
     with open(path, "rb") as f:
-        for (sid, start, end), s in zip(rows.tolist(), samples):
+        for (sid, start, end), s in zip(index.rows.tolist(), samples):
             if (sid, start, end) != (s.sample_id, s.start, s.end):
                 problems.append(
                     SampleError(
@@ -285,6 +146,38 @@ def verify_shard(
                         key=s.key,
                     )
                 )
+    return problems
+
+
+def verify_shard(
+    root: str | Path,
+    info: ShardInfo,
+    *,
+    classes: Sequence[str],
+    fields: Sequence[str],
+    num_rows: int,
+) -> tuple[list[TarSample], list[SampleError]]:
+    """Check one shard: members, ids, labels, counts against `info`, and that every index row's
+    byte range parses to exactly that sample -> (its samples, every problem found, each a
+    SampleError naming the shard and, where one is at fault, the key)."""
+    root, name = Path(root), info.name
+    path = root / name
+    if not path.is_file():
+        return [], [SampleError("tar file is missing", shard=name)]
+    problems: list[SampleError] = []
+    if path.stat().st_size != info.bytes:
+        problems.append(
+            SampleError(f"size {path.stat().st_size} bytes, manifest says {info.bytes}", shard=name)
+        )
+    samples, found = scan_tar(path)
+    problems += found
+    problems += _check_samples(samples, info, classes, fields, num_rows)
+    try:
+        index = load_index(root / info.index)
+    except ManifestError as err:
+        return samples, [*problems, SampleError(str(err), shard=name)]
+    problems += _check_index_rows(index, samples, name)
+    problems += _check_byte_ranges(path, index, samples)
     return samples, problems
 
 

@@ -1,6 +1,6 @@
 """The class order of the sharding tool: which class index each label gets, and the rule in words.
 
-Place in the data flow: `mmsample shard` (`mmsample.shards.table.check_rows`) orders the labels of
+Place in the data flow: `mmsample shard` (`mmsample.sharding.table.check_rows`) orders the labels of
 the input table before any shard is written; the index stored in each sample's `.cls` member and
 `manifest.json`'s `classes` follow it. The rule, also printed by `mmsample shard`:
 

@@ -1,10 +1,10 @@
 """PyAV decoder backend: the fallback that bundles its own FFmpeg (no system libraries needed).
 
-Place in the data flow: like the torchcodec backend, called by `mmsample.spec` on shard member
-bytes in DataLoader workers, one decoder thread per call (`thread_count=1`). Both backends give
-the same frames: the packets are scanned first (no decoding) for the presentation timeline
-(`mmsample.backends.presentation_window`: packets an mp4 edit list discards are not presented,
-t = 0 is the first presented frame, negative timestamps included) and the keyframes, the
+Place in the data flow: like the torchcodec backend, called by `mmsample.decoding` on shard
+member bytes in DataLoader workers, one decoder thread per call (`thread_count=1`). Both backends
+give the same frames: the packets are scanned first (no decoding) for the presentation timeline
+(`mmsample.decoding.backends.presentation_window`: packets an mp4 edit list discards are not
+presented, t = 0 is the first presented frame, negative timestamps included) and the keyframes, the
 discarded ones included, since a cut by stream copy starts in the middle of a GOP whose
 keyframe it discards; the frame played at t is the last presented frame whose
 pts <= round(t / time_base); the decoder seeks only when a keyframe lies between the current
@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mmsample.audio import mixdown
-from mmsample.backends import (
+from ..audio_ops import mixdown
+from . import (
     DecodedVideo,
     MediaKind,
     Timestamps,
@@ -32,7 +32,7 @@ from mmsample.backends import (
     presentation_window,
     resolve_times,
 )
-from mmsample.backends.container import check_complete
+from .container import check_complete
 
 try:
     import av
@@ -204,7 +204,7 @@ class PyAVBackend:
     def image(self, data: bytes) -> torch.Tensor:
         """The first frame of an image file as uint8 [3, H, W] RGB, or [4, H, W] RGBA (straight
         alpha) when its pixel format carries transparency (RGBA, grey + alpha, a palette or
-        colour key with tRNS). Stored orientation: `mmsample.spec.Image` applies EXIF's."""
+        colour key with tRNS). Stored orientation: `mmsample.decoding.Image` applies EXIF's."""
         with _open(data, "image") as container:
             stream = _stream(container, "video")
             try:

@@ -1,7 +1,7 @@
 """What each column of the sharding tool's input table is: a file field, inline text, the split,
 or per-sample metadata.
 
-Place in the data flow: `mmsample shard` reads the table (`mmsample.shards.table`), then asks this
+Place in the data flow: `mmsample shard` reads the table (`mmsample.sharding.table`), then asks this
 module what every column other than `key` and `label` holds, before any file is opened. The rule,
 first match wins, also printed by `mmsample shard`:
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
+from ..decoding.extensions import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from ..errors import ManifestError
-from ..media_probe import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from .format import FIELD_PATTERN, check_field
+from ..shards.format import FIELD_PATTERN, check_field
 
 MEDIA_EXTENSIONS = frozenset({*VIDEO_EXTENSIONS, *AUDIO_EXTENSIONS, *IMAGE_EXTENSIONS, "npy"})
 TEXT_EXTENSION = "txt"

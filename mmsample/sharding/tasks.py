@@ -1,0 +1,184 @@
+"""Shard tasks: read, probe and write the rows of one shard, in parallel worker processes.
+
+Place in the data flow: the middle of `mmsample shard` (`mmsample.sharding.tool` plans one
+`ShardTask` per shard to write). A task reads each row's files, probes them the way the readers
+decode them (`mmsample.decoding.media_probe`), writes the tar and offset index
+(`mmsample.sharding.writer`) and, last, the shard's sidecar (`mmsample.sharding.sidecars`), so
+a shard counts as done only when all three are in place. Rows are counted on one progress bar
+across processes.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..decoding.image_header import DEFAULT_MAX_PIXELS
+from ..decoding.media_probe import probe
+from ..shards.format import ShardInfo, index_name, shard_name
+from .output_files import remove_stale, unlink_all, write_atomic
+from .sidecars import sidecar_name
+from .table import BadRow, Row
+from .writer import ShardWriter
+
+__all__ = ["ShardTask", "TaskResult", "load_row", "run_task", "run_tasks"]
+
+# rows done -> progress bar; set in the main process (a tqdm bar) or in a worker (a shared counter)
+_PROGRESS: Callable[[int], Any] | None = None
+
+TaskResult = tuple[ShardInfo | None, list[BadRow], bool]  # (info, bad rows, written)
+
+
+@dataclass
+class ShardTask:
+    """Everything one worker needs to write shard `number` into directory `out` (picklable)."""
+
+    out: str
+    number: int
+    rows: list[Row]
+    classes: list[str]
+    text_fields: list[str]
+    skip_bad: bool
+    sidecar: dict[str, Any]
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+
+def load_row(
+    row: Row, text: Sequence[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
+    """(field -> payload bytes, problems as (column, reason)) of one row: inline text encoded,
+    files read and probed; a cell that fails becomes a problem, never an exception (except
+    ImportError: a missing decoder is the installation's fault, not the row's)."""
+    problems = list(row.problems)
+    failed = {col for col, _ in problems}
+    payloads: dict[str, bytes] = {}
+    for name, value in row.cells.items():
+        column = row.column(name)
+        if column in failed:
+            continue
+        if name in text:
+            try:
+                payloads[name] = value.encode("utf-8")
+            except UnicodeEncodeError as err:
+                problems.append((column, f"text is not valid unicode ({err.reason})"))
+            continue
+        try:
+            with open(value, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            problems.append((column, f"cannot read {value}: {err.strerror or err}"))
+            continue
+        try:
+            probe(data, name, max_pixels=max_pixels)
+        except ImportError:
+            raise
+        except Exception as err:
+            ext = name.rsplit(".", 1)[-1]
+            problems.append((column, f"unreadable .{ext} file {value}: {err}"))
+            continue
+        payloads[name] = data
+    return payloads, problems
+
+
+def run_task(task: ShardTask) -> TaskResult:
+    """Read, check and write one shard -> (info, bad rows, written). Without skip_bad a shard
+    with a bad row is only checked, not written, so that every bad row is still reported."""
+    out = Path(task.out)
+    tar = out / shard_name(task.number)
+    idx, side = out / index_name(tar.name), out / sidecar_name(task.number)
+    side.unlink(missing_ok=True)  # first: a half-rewritten shard is never "done"
+    for path in (tar, idx, side):
+        remove_stale(out, path.name)
+    labels = {name: i for i, name in enumerate(task.classes)}
+    writing = task.skip_bad or not any(r.problems for r in task.rows)
+    writer: ShardWriter | None = None
+    bad: list[BadRow] = []
+    try:
+        for row in task.rows:
+            payloads, problems = load_row(row, task.text_fields, task.max_pixels)
+            if _PROGRESS is not None:
+                _PROGRESS(1)
+            if problems:
+                bad.append(row.bad(problems))
+                if not task.skip_bad:  # one bad row: the shard is only checked from here on
+                    if writer is not None:
+                        writer.abort()
+                    writer, writing = None, False
+                continue
+            if writing:
+                writer = writer or ShardWriter(tar, task.classes)
+                writer.write(
+                    str(row.key),
+                    row.row,
+                    labels[row.label],
+                    payloads,
+                    meta=row.meta,
+                    split=row.split,
+                )
+        info = writer.close() if writer is not None else None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if not writing:
+        unlink_all(tar, idx)
+        return None, bad, False
+    if info is None:
+        unlink_all(tar, idx)  # every row skipped: the sidecar alone records the shard
+    doc = dict(task.sidecar, info=asdict(info) if info else None)
+    doc["skipped"] = [b.to_json() for b in bad]
+    write_atomic(side, json.dumps(doc, indent=1, sort_keys=True))
+    return info, bad, True
+
+
+def _init_worker(counter: Any) -> None:
+    global _PROGRESS
+
+    def tick(n: int) -> None:
+        with counter.get_lock():
+            counter.value += n
+
+    _PROGRESS = tick
+
+
+def run_tasks(tasks: list[ShardTask], workers: int, progress: bool, total: int) -> list[TaskResult]:
+    """Run every task (in `workers` spawned processes when there are several tasks), with a
+    progress bar over `total` rows on stderr if `progress`; results in task order. The first
+    task that raises cancels the rest and its exception propagates."""
+    global _PROGRESS
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=total, unit="row", disable=not progress or not total, file=sys.stderr, desc="sharding"
+    )
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            _PROGRESS = bar.update
+            try:
+                return [run_task(t) for t in tasks]
+            finally:
+                _PROGRESS = None
+        ctx = multiprocessing.get_context("spawn")
+        counter = ctx.Value("q", 0)
+        results: dict[int, TaskResult] = {}
+        with ProcessPoolExecutor(
+            min(workers, len(tasks)), ctx, initializer=_init_worker, initargs=(counter,)
+        ) as pool:
+            pending = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
+            waiting = set(pending)
+            while waiting:
+                done, waiting = wait(waiting, timeout=0.25, return_when=FIRST_COMPLETED)
+                bar.update(counter.value - bar.n)
+                for future in done:
+                    if future.exception() is not None:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                    results[pending[future]] = future.result()
+        return [results[i] for i in range(len(tasks))]
+    finally:
+        bar.close()

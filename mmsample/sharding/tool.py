@@ -1,0 +1,262 @@
+"""The sharding tool behind `mmsample shard`: write the shards of an input table, resumably.
+
+Place in the data flow: the first step. The rows of a CSV or JSONL table (read and checked by
+`mmsample.sharding.table`) become WebDataset tar shards, an offset index and a sidecar per shard
+(`mmsample.sharding.tasks`, in parallel processes), and `manifest.json`
+(`mmsample.sharding.finalise`), which every mmsample reader starts from. Row r gets global id r
+and lands in shard r // samples_per_shard. A finished shard (tar + index + sidecar) is kept on a
+rerun, and `part=(i, n)` writes only the shards s with s % n == i, so a job array can share one
+output directory. `mmsample index` (`mmsample.sharding.rebuild`) reuses the sidecars and the
+manifest finalising.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..decoding.image_header import DEFAULT_MAX_PIXELS, check_max_pixels
+from ..errors import ManifestError
+from ..shards.format import MANIFEST, Manifest, ShardInfo, index_name, shard_name
+from .classes import ClassOrder
+from .columns import Column
+from .finalise import finalise
+from .output_files import remove_stale, write_atomic
+from .sidecars import SIDECAR_FORMAT, complete_sidecar, job_sidecar, sidecar_name
+from .table import (
+    BadRow,
+    BadRowsError,
+    InputTable,
+    bad_rows_jsonl,
+    check_rows,
+    read_input,
+    stat_files,
+)
+from .tasks import ShardTask, TaskResult, run_tasks
+
+__all__ = ["ShardReport", "shard_dataset"]
+
+
+@dataclass
+class ShardReport:
+    """What one `shard_dataset` run did: shards written and kept, rows skipped, the manifest."""
+
+    out: Path
+    part: tuple[int, int]
+    written: list[int]
+    kept: list[int]
+    rows: int
+    skipped: list[BadRow]
+    infos: list[ShardInfo]
+    dataset: dict[str, Any]
+    manifest: Manifest | None
+    missing: int
+    classes: ClassOrder
+    columns: list[Column]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _check_parameters(samples_per_shard: int, workers: int | None, part: tuple[int, int]) -> None:
+    if isinstance(samples_per_shard, bool) or not isinstance(samples_per_shard, int):
+        raise ValueError(
+            f"The 'samples_per_shard' parameter must be an int; got {samples_per_shard!r}"
+        )
+    if samples_per_shard < 1:
+        raise ValueError(
+            f"The 'samples_per_shard' parameter must be >= 1; got {samples_per_shard}."
+        )
+    if workers is not None and (not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"The 'workers' parameter must be an int >= 1 or None; got {workers!r}.")
+    if len(part) != 2 or not 0 <= part[0] < part[1]:
+        raise ValueError(f"The 'part' parameter must be (i, n) with 0 <= i < n; got {part!r}.")
+
+
+def _output_dir(out: str | Path) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ManifestError(f"The 'out' parameter must be a directory; {out} is a file")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _dataset(table: InputTable, order: ClassOrder, samples_per_shard: int) -> dict[str, Any]:
+    """What every sidecar of the job records about the dataset; `extra["job"]` hashes the input
+    and the settings (a shard of another job is never kept)."""
+    extra: dict[str, Any] = {
+        "input_sha256": table.sha256,
+        "text_fields": table.text_fields,
+        "class_order": order.rule,
+        "columns": {c.name: c.field or c.kind for c in table.columns},
+    }
+    job = _digest([extra, order.names, table.fields, samples_per_shard])
+    return {
+        "classes": order.names,
+        "fields": table.fields,
+        "num_rows": len(table.rows),
+        "samples_per_shard": samples_per_shard,
+        "extra": dict(extra, input=str(table.path), job=job),
+    }
+
+
+def _check_other_job(
+    out: Path, job: str, table: InputTable, per_shard: int, overwrite: bool
+) -> None:
+    """Refuse to write into a directory whose manifest.json is another job's (unless
+    `overwrite`)."""
+    if not (out / MANIFEST).exists():
+        return
+    try:
+        old_job = Manifest.load(out).extra.get("job")
+    except ManifestError:
+        old_job = None
+    if old_job != job and not overwrite:
+        raise ManifestError(
+            f"{out} already holds {MANIFEST} of a different input or different settings "
+            f"(this job: {table.path}, {per_shard} samples per shard); pass "
+            "--overwrite (overwrite=True) to replace that dataset, or choose another output "
+            "directory"
+        )
+
+
+def _plan_shards(
+    out: Path,
+    table: InputTable,
+    dataset: dict[str, Any],
+    part: tuple[int, int],
+    skip_bad: bool,
+    max_pixels: int | None,
+) -> tuple[list[ShardTask], list[tuple[int, dict[str, Any]]]]:
+    """(tasks for the shards of this part to write, (number, sidecar) of those kept: done by an
+    earlier run of the same job on the same rows)."""
+    per_shard, job = dataset["samples_per_shard"], dataset["extra"]["job"]
+    index, count = part
+    tasks: list[ShardTask] = []
+    kept: list[tuple[int, dict[str, Any]]] = []
+    for number in range(index, math.ceil(len(table.rows) / per_shard), count):
+        rows = table.rows[number * per_shard : (number + 1) * per_shard]
+        for row in rows:
+            stat_files(row, table.text_fields)
+        for name in (shard_name(number), index_name(shard_name(number)), sidecar_name(number)):
+            remove_stale(out, name)
+        rows_doc = [
+            [r.row, r.key, r.label, r.cells, r.stats, r.problems, r.meta, r.split, r.columns]
+            for r in rows
+        ]
+        fingerprint = _digest([job, rows_doc])
+        old = complete_sidecar(out, number)
+        if (
+            old is not None
+            and old.get("job") == job
+            and old.get("fingerprint") == fingerprint
+            and (skip_bad or not old["skipped"])
+        ):
+            kept.append((number, old))
+            continue
+        sidecar: dict[str, Any] = {"format": SIDECAR_FORMAT, "job": job, "shard": number}
+        sidecar.update(fingerprint=fingerprint, dataset=dataset)
+        names = dataset["classes"]
+        tasks.append(
+            ShardTask(
+                str(out), number, rows, names, table.text_fields, skip_bad, sidecar, max_pixels
+            )
+        )
+    return tasks, kept
+
+
+def _report(
+    out: Path,
+    part: tuple[int, int],
+    table: InputTable,
+    order: ClassOrder,
+    dataset: dict[str, Any],
+    ran: list[tuple[ShardTask, TaskResult]],
+    kept: list[tuple[int, dict[str, Any]]],
+) -> ShardReport:
+    """Finalise the manifest if every shard is done and describe the run."""
+    per_shard, job = dataset["samples_per_shard"], dataset["extra"]["job"]
+    num_shards = math.ceil(len(table.rows) / per_shard)
+    done = {t.number: (info, rows) for t, (info, rows, _) in ran}
+    for number, old in kept:
+        info = ShardInfo(**old["info"]) if old["info"] else None
+        done[number] = (info, [BadRow.from_json(b) for b in old["skipped"]])
+    manifest = finalise(out, num_shards, job)
+    missing = 0 if manifest else sum(job_sidecar(out, s, job) is None for s in range(num_shards))
+    return ShardReport(
+        out=out,
+        part=part,
+        written=sorted(t.number for t, _ in ran),
+        kept=sorted(n for n, _ in kept),
+        rows=sum(min(per_shard, len(table.rows) - n * per_shard) for n in done),
+        skipped=sorted((b for n in sorted(done) for b in done[n][1]), key=lambda b: b.row),
+        infos=[info for n in sorted(done) if (info := done[n][0]) is not None],
+        dataset=dataset,
+        manifest=manifest,
+        missing=missing,
+        classes=order,
+        columns=table.columns,
+    )
+
+
+def shard_dataset(
+    input: str | Path,
+    out: str | Path,
+    *,
+    samples_per_shard: int = 1000,
+    workers: int | None = None,
+    part: tuple[int, int] = (0, 1),
+    skip_bad: bool = False,
+    classes: Sequence[str] | None = None,
+    text_fields: Sequence[str] = (),
+    fields: Mapping[str, str] | None = None,
+    meta: Sequence[str] = (),
+    split_column: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> ShardReport:
+    """Shard the rows of a CSV/JSONL table into `out`; raise BadRowsError listing every bad row
+    (unless `skip_bad`), keep shards finished by an earlier run, write manifest.json when done.
+
+    What each column holds (`mmsample.sharding.columns`): `fields` maps a column to the
+    extension of the files it names (`{"image": "png"}`), `text_fields` lists inline-text
+    columns, `meta` metadata columns, `split_column` the split column (default: one named
+    `split`); other columns are typed by their cells. Images over `max_pixels` pixels (from the
+    header; None: no limit) are bad rows: shards come from strangers, and the readers refuse
+    them too. Raises ManifestError (a ValueError) for a malformed table or a parameter naming no
+    column, BadRowsError for bad rows."""
+    _check_parameters(samples_per_shard, workers, part)
+    check_max_pixels(max_pixels, "shard_dataset (--max-pixels: 0 for no limit)")
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    table = read_input(input, text_fields, fields=fields, meta=meta, split_column=split_column)
+    order = check_rows(table, classes)
+    out = _output_dir(out)
+    dataset = _dataset(table, order, samples_per_shard)
+    _check_other_job(out, dataset["extra"]["job"], table, samples_per_shard, overwrite)
+    tasks, kept = _plan_shards(out, table, dataset, part, skip_bad, max_pixels)
+    if tasks:
+        (out / MANIFEST).unlink(missing_ok=True)
+    index, count = part
+    bad_report = out / (
+        "bad_rows.jsonl" if count == 1 else f"bad_rows.part-{index}-of-{count}.jsonl"
+    )
+    bad_report.unlink(missing_ok=True)
+    results = run_tasks(tasks, workers, progress, sum(len(t.rows) for t in tasks))
+    # Without skip_bad every bad row is an error, whether or not its shard was written: no row
+    # is ever left out silently.
+    bad = sorted(
+        (b for _, rows, written in results if not (written and skip_bad) for b in rows),
+        key=lambda b: b.row,
+    )
+    if bad:
+        write_atomic(bad_report, bad_rows_jsonl(bad))
+        raise BadRowsError(bad, table.path, bad_report)
+    return _report(out, part, table, order, dataset, list(zip(tasks, results)), kept)

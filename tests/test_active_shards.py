@@ -358,7 +358,7 @@ def test_subset_keeps_each_samples_split_and_metadata(tmp_path: Path) -> None:
     """Splits and `KEY.json` metadata travel with each copied sample (written by hand below)."""
     from mmsample.active import write_subset
     from mmsample.shards.format import Manifest
-    from mmsample.shards.tario import ShardTable
+    from mmsample.shards.shard_table import ShardTable
     from mmsample.shards.writer import ShardWriter
 
     src = tmp_path / "src"

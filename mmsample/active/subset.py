@@ -18,7 +18,7 @@ import numpy as np
 
 from ..shards.format import META_FIELD, Manifest, shard_name
 from ..shards.offsets import load_index
-from ..shards.tario import ShardTable
+from ..shards.shard_table import ShardTable
 from ..shards.writer import ShardWriter
 
 

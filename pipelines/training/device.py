@@ -34,6 +34,7 @@ def setup(device_arg: str) -> tuple[int, int, torch.device]:
 
 
 def distributed() -> bool:
+    """Whether a process group of more than one rank is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 

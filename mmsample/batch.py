@@ -4,7 +4,7 @@ Each modality keeps only the rows (batch positions) that carry it, so a modality
 not have this step is neither decoded nor transferred; `dense` fills the absent rows with zeros
 for models that want paired input. Variable-size data (Text(padding="longest"), npy features
 of varying length, Image(size=None), audio of varying length or channels) is padded to the
-largest row of the batch (`mmsample.padding`); `sizes`, `lengths` and `valid` tell real elements
+largest row of the batch (`mmsample.decoding.padding`); `sizes`, `lengths` and `valid` tell real elements
 from padding.
 """
 

@@ -26,7 +26,7 @@ from mmsample.demo.avmnist import build_avmnist
 from mmsample.report import write_report
 from mmsample.report.markdown import ORDER
 
-from . import train
+from . import training
 
 # The imbalance worth fixing (item 1 of the demo issue; measured numbers in the README): the
 # digit drawn from few principal components, the speech under white noise.
@@ -102,7 +102,7 @@ def run_one(argv: list[str], out: Path) -> bool:
     """Train unless `out` holds a finished run; True if it trained."""
     if (out / "done.json").exists():
         return False
-    train.main(argv)
+    training.main(argv)
     return True
 
 
@@ -149,7 +149,7 @@ def measure_imbalance(args: argparse.Namespace) -> Path:
 
 def notes(args: argparse.Namespace) -> str:
     """The report's notes; the schedules are read from the runs' own `pipelines.train` options."""
-    run = train.parse_args(train_argv(args, Path("data"), Path("out"), "plain", 0))
+    run = training.parse_args(train_argv(args, Path("data"), Path("out"), "plain", 0))
     bss_every = "every epoch" if run.bss_interval == 1 else f"every {run.bss_interval} epochs"
     return "\n".join(
         [

@@ -110,11 +110,11 @@ def reference_loop_one_epoch(
     """`python -m pipelines.train --model resnet18 --preset NAME` for one epoch at 32x32 on a
     recipe's shards (the issue's "one-epoch run of pipelines/train.py with the paper model");
     returns its metrics.jsonl and stats.jsonl rows."""
-    from pipelines import train
+    from pipelines import training
 
     argv = ["--data", str(root), "--out", str(out), "--model", "resnet18", "--preset"]
     argv += [preset_name, "--size", "32", "--epochs", "1", "--batch-size", "2", "--method"]
-    assert train.main([*argv, method, "--mode", "indexed", "--no-progress", *extra]) == 0
+    assert training.main([*argv, method, "--mode", "indexed", "--no-progress", *extra]) == 0
     rows = [
         [json.loads(x) for x in (out / name).read_text().splitlines()]
         for name in ("metrics.jsonl", "stats.jsonl")

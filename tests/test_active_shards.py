@@ -359,7 +359,7 @@ def test_subset_keeps_each_samples_split_and_metadata(tmp_path: Path) -> None:
     from mmsample.active import write_subset
     from mmsample.sharding import ShardWriter
     from mmsample.shards.format import Manifest
-    from mmsample.shards.tario import ShardTable
+    from mmsample.shards.shard_table import ShardTable
 
     src = tmp_path / "src"
     src.mkdir()

@@ -233,7 +233,7 @@ def test_readme_examples_run_as_written(demo: Path, tmp_path: Path) -> None:
 def test_wrap_around_a_plain_dataloader_trains_the_plan(
     demo: Path, tmp_path: Path, method: str
 ) -> None:
-    from pipelines.train import main
+    from pipelines.training import main
 
     argv = ["--data", str(demo / "data" / "shards"), "--out", str(tmp_path), "--method", method]
     assert (
@@ -250,7 +250,7 @@ def test_wrap_around_a_plain_dataloader_trains_the_plan(
 
 
 def test_resume_between_epochs_continues_the_same_batches(demo: Path, tmp_path: Path) -> None:
-    from pipelines.train import main
+    from pipelines.training import main
 
     data = ["--data", str(demo / "data" / "shards"), "--method", "smv", "--loader", "wrap"]
     common = [*data, "--batch-size", "3", "--trace", "--no-progress"]

@@ -138,7 +138,7 @@ def test_job_array_parts_then_resume(tmp_path: Path) -> None:
 def test_the_reference_loop_trains_the_paper_model_one_epoch(tmp_path: Path) -> None:
     """`pipelines/train.py --model resnet18 --preset vggsound` on the recipe's shards, tiny
     input: one epoch with DUS completes, logs its stats and counts each test clip once."""
-    from pipelines import train
+    from pipelines import training
 
     csv_path, clips = stand_in(tmp_path)
     out = tmp_path / "out"
@@ -147,7 +147,7 @@ def test_the_reference_loop_trains_the_paper_model_one_epoch(tmp_path: Path) -> 
     run = tmp_path / "run"
     args = ["--data", str(out), "--out", str(run), "--model", "resnet18", "--preset", "vggsound"]
     args += ["--size", "32", "--audio-seconds", "1", "--epochs", "1", "--batch-size", "2"]
-    assert train.main([*args, "--method", "dus", "--mode", "indexed", "--no-progress"]) == 0
+    assert training.main([*args, "--method", "dus", "--mode", "indexed", "--no-progress"]) == 0
     stats = [json.loads(x) for x in (run / "stats.jsonl").read_text().splitlines()]
     assert stats[0]["method"] == "DUS" and stats[0]["batch_size/audio"] >= 1
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -155,7 +155,9 @@ def test_the_reference_loop_trains_the_paper_model_one_epoch(tmp_path: Path) -> 
     assert metrics[-1]["test/n"] == n_test
     # the papers' setting in that loop: 3 random frames of 10 per training step, all 10 at
     # test time (issue 10, item 2), and OGM-GE's crop and flip on the training frames only
-    loop = train.Run(train.parse_args([*args, "--out", str(tmp_path / "again"), "--no-progress"]))
+    loop = training.Run(
+        training.parse_args([*args, "--out", str(tmp_path / "again"), "--no-progress"])
+    )
     assert loop.test is not None
     assert tuple(loop.test[0]["visual"].shape) == (10, 3, 32, 32)
     batch = next(iter(loop.loader))

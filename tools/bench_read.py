@@ -8,7 +8,7 @@ same run:
    `Video` spec ("10 frames at 1 fps"), DataLoader with 0 and 2 workers (target: >= 0.95x);
    then the same two readers with a spec that only takes the payload length (their own cost);
 2. ms/clip of each installed video backend for "10 frames at 1 fps from a 10 s clip";
-3. MB/s of `mmsample.shards.tario.iter_samples` vs `tarfile` stream mode (`"r|"`).
+3. MB/s of `mmsample.shards.tar_samples.iter_samples` vs `tarfile` stream mode (`"r|"`).
 
 Run: `.venv/bin/python tools/bench_read.py` (about a minute on 2 cores); `--help` for sizes.
 """
@@ -34,7 +34,7 @@ from mmsample.decoding import Video
 from mmsample.decoding.backends import available_backends, get_backend
 from mmsample.sharding import write_samples
 from mmsample.shards import StreamedDataset
-from mmsample.shards.tario import iter_samples
+from mmsample.shards.tar_samples import iter_samples
 from mmsample.testing import encode_mp4
 
 
@@ -175,7 +175,7 @@ def bench_tar(root: Path, repeats: int) -> str:
                     n += len(got.read()) if got is not None else 0
         return n
 
-    def with_tario() -> int:
+    def with_tar_samples() -> int:
         n = 0
         for p in shards:
             with open(p, "rb") as f:
@@ -184,11 +184,11 @@ def bench_tar(root: Path, repeats: int) -> str:
         return n
 
     base = min(timed(with_tarfile)[0] for _ in range(repeats))
-    mine = min(timed(with_tario)[0] for _ in range(repeats))
+    mine = min(timed(with_tar_samples)[0] for _ in range(repeats))
     mb = total / 1e6
     rows = [
         ["tarfile stream mode (baseline)", f"{mb / base:.0f}", "1.00x"],
-        ["tario.iter_samples", f"{mb / mine:.0f}", f"{base / mine:.2f}x"],
+        ["tar_samples.iter_samples", f"{mb / mine:.0f}", f"{base / mine:.2f}x"],
     ]
     return table(["parser", "MB/s (page cache)", "speed vs tarfile"], rows)
 

@@ -19,7 +19,7 @@ import numpy as np
 from ..sharding import ShardWriter
 from ..shards.format import META_FIELD, Manifest, shard_name
 from ..shards.offsets import load_index
-from ..shards.tario import ShardTable
+from ..shards.shard_table import ShardTable
 
 
 def write_subset(

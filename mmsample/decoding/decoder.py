@@ -1,6 +1,6 @@
 """The decode stage both readers share: raw sample + item mask -> decoded sample dict.
 
-Sits between tar I/O (`tario`) and collation (`mmsample.batch.collate`). Only the modalities
+Sits between tar I/O (`tar_samples`) and collation (`mmsample.batch.collate`). Only the modalities
 an item needs are decoded: those set in the plan's mask AND present in the sample. Randomness
 (random frames, crops) comes from a generator seeded by (seed, epoch, id, item, modality) alone,
 so the streamed and indexed readers give identical tensors for the same item on any worker,

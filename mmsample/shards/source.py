@@ -17,7 +17,8 @@ import numpy as np
 from ..decoding.decoder import Decoder, check_modalities, check_on_error, report_skip
 from ..errors import SampleError
 from ..skips import SkipCounter
-from .tario import RawSample, ShardTable
+from .shard_table import ShardTable
+from .tar_samples import RawSample
 
 if TYPE_CHECKING:
     from ..decoding import Spec

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from mmsample.errors import SampleError
 from mmsample.sharding import ShardWriter, write_samples
 from mmsample.shards.format import read_index
-from mmsample.shards.tario import ShardTable, iter_samples, parse_sample, split_name
+from mmsample.shards.shard_table import ShardTable
+from mmsample.shards.tar_header import split_name
+from mmsample.shards.tar_samples import iter_samples, parse_sample
 
 
 def _payloads() -> list[tuple[str, int, int, dict[str, bytes]]]:

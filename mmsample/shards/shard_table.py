@@ -1,0 +1,233 @@
+"""The shard table: a dataset's shards and offset indices, read one sample (row) at a time.
+
+Place in the data flow: under `ShardSource` (both readers' raw-sample source). Opening a
+dataset loads every shard's offset index, checks it against the manifest and the tar sizes, and
+keeps the rows of the requested split and ids; `ShardTable.read(row)` then reads that sample's
+byte range with `os.pread` and parses it (`tar_samples.parse_sample`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ManifestError, SampleError
+from .format import Manifest, ShardInfo
+from .offsets import OffsetIndex, check_index, check_unique_ids, key_at, load_index
+from .tar_header import name_hint
+from .tar_samples import RawSample, parse_sample
+
+
+def _size(path: Path) -> int:
+    """The file's size in bytes, 0 if it cannot be read (reading it then names the problem)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _keep(index: OffsetIndex, keep: np.ndarray) -> OffsetIndex:
+    """The rows of `index` where the bool mask `keep` is set."""
+    keys = None if index.keys is None else index.keys[keep]
+    splits = None if index.splits is None else index.splits[keep]
+    return OffsetIndex(index.rows[keep], keys, splits)
+
+
+def check_ids(ids: Iterable[int] | np.ndarray | None, owner: str) -> np.ndarray | None:
+    """A reader's `ids` parameter as a sorted unique int64 array (None: no filter)."""
+    if ids is None:
+        return None
+    try:
+        out = np.unique(np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids))
+    except TypeError as err:
+        raise ValueError(
+            f"The 'ids' parameter of {owner} must be an iterable of sample ids (ints); {err}."
+        ) from err
+    if out.size and (out.dtype.kind not in "iu" or int(out.min()) < 0):
+        raise ValueError(
+            f"The 'ids' parameter of {owner} must hold sample ids (ints >= 0); got dtype "
+            f"{out.dtype}, e.g. {out[:5].tolist()}."
+        )
+    return out.astype(np.int64)
+
+
+def _select(index: OffsetIndex, info: ShardInfo, split: str) -> OffsetIndex:
+    """The rows of `index` whose split is `split`."""
+    if index.splits is None and info.split_counts:
+        raise ManifestError(
+            f"offset index {info.index} has no split column but the manifest counts splits "
+            f"{info.split_counts}; rebuild it with `mmsample index`"
+        )
+    return _keep(
+        index, np.zeros(len(index), bool) if index.splits is None else index.splits == split
+    )
+
+
+def check_split(manifest: Manifest, split: str | None, owner: str) -> str | None:
+    """Validate a reader's `split` parameter against the splits the manifest counts."""
+    if split is None:
+        return None
+    known = manifest.split_counts()
+    if not isinstance(split, str) or split not in known:
+        have = (
+            f"its splits are {sorted(known)}"
+            if known
+            else "it has no split column (shard a table with a 'split' column, or pass split=None)"
+        )
+        raise ValueError(
+            f"The 'split' parameter of {owner} must name a split of this dataset; {have}. "
+            f"Got {split!r}."
+        )
+    return split
+
+
+class ShardTable:
+    """A dataset's shards and offset indices, read by row with `os.pread` (fork-safe handles).
+
+    Row r is the r-th sample (of `split` and in `ids`, when given) in manifest shard order; `ids`,
+    `shard_of_row`, `starts`, `ends` are int64 arrays over rows, `keys` ASCII bytes (None for
+    indexes written without keys). Every index is checked against the manifest and the tar
+    sizes on opening (`mmsample.shards.offsets.check_index`); memory grows with the number of
+    samples, never with an id value. Handles open lazily per process and are never pickled.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        max_open: int = 128,
+        split: str | None = None,
+        owner: str = "ShardTable",
+        ids: Iterable[int] | np.ndarray | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.manifest = Manifest.load(self.root)
+        self.split = check_split(self.manifest, split, owner)
+        self.names = [s.name for s in self.manifest.shards]
+        indexes = [self._load(info) for info in self.manifest.shards]
+        check_unique_ids(indexes, self.names)
+        if split is not None:
+            indexes = [
+                _select(index, info, split) for index, info in zip(indexes, self.manifest.shards)
+            ]
+        wanted = check_ids(ids, owner)
+        if wanted is not None:
+            indexes = [_keep(i, np.isin(i.rows[:, 0], wanted)) for i in indexes]
+            found = sum(len(i) for i in indexes)
+            if found != len(wanted):
+                have = np.concatenate([i.rows[:, 0] for i in indexes] or [wanted[:0]])
+                missing = np.setdiff1d(wanted, have)
+                where = f" of split {split!r}" if split is not None else ""
+                raise ValueError(
+                    f"The 'ids' parameter of {owner} holds {len(missing)} ids that are in no "
+                    f"shard{where} of {self.root}, e.g. {missing[:8].tolist()}; pass ids of this "
+                    "dataset (a labeled set written for another dataset?)."
+                )
+        rows = [i.rows for i in indexes]
+        table = np.concatenate(rows) if rows else np.zeros((0, 3), dtype=np.int64)
+        self.ids = np.ascontiguousarray(table[:, 0])
+        self.starts = np.ascontiguousarray(table[:, 1])
+        self.ends = np.ascontiguousarray(table[:, 2])
+        keyed = all(i.keys is not None for i in indexes)
+        self.keys = np.concatenate([i.keys for i in indexes]) if keyed and indexes else None
+        counts = np.array([len(r) for r in rows], dtype=np.int64)
+        self.shard_of_row = np.repeat(np.arange(len(rows), dtype=np.int64), counts)
+        self.first_row = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.max_open = max_open
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._pid = os.getpid()
+
+    def _load(self, info: ShardInfo) -> OffsetIndex:
+        """One shard's offset index, checked against the manifest and the tar's size."""
+        index = load_index(self.root / info.index)
+        check_index(
+            index,
+            shard=info.name,
+            name=info.index,
+            count=info.count,
+            first_id=info.first_id,
+            last_id=info.last_id,
+            tar_bytes=max(info.bytes, _size(self.root / info.name)),
+            id_space=self.manifest.id_space,
+        )
+        return index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _fd(self, shard: int) -> int:
+        if self._pid != os.getpid():  # forked: the parent's descriptors are not ours to use
+            self._fds = OrderedDict()
+            self._pid = os.getpid()
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = os.open(self.root / self.names[shard], os.O_RDONLY)
+            self._fds[shard] = fd
+            if len(self._fds) > self.max_open:
+                os.close(self._fds.popitem(last=False)[1])
+        else:
+            self._fds.move_to_end(shard)
+        return fd
+
+    def key(self, row: int) -> str | None:
+        """The key the offset index gives row `row` (None for an index without keys)."""
+        return key_at(self.keys, row)
+
+    def read(self, row: int) -> RawSample:
+        """The raw sample at `row`, parsed from its indexed byte range."""
+        shard = int(self.shard_of_row[row])
+        name = self.names[shard]
+        start, end = int(self.starts[row]), int(self.ends[row])
+        try:
+            data = os.pread(self._fd(shard), end - start, start)
+        except OSError as err:
+            raise SampleError(
+                f"cannot read bytes {start}..{end} ({err})", shard=name, key=self.key(row)
+            ) from err
+        if len(data) < end - start:
+            self._truncated(row, start + len(data))
+        return parse_sample(
+            data, name, expect_id=int(self.ids[row]), expect_key=self.key(row), at=start
+        )
+
+    def _truncated(self, row: int, size: int) -> None:
+        """Raise for a row whose range passes the end of its (truncated) file, naming the key of
+        the sample where the file is cut: a row wholly past the end has no readable key."""
+        shard = int(self.shard_of_row[row])
+        fd = self._fd(shard)
+        lo, hi = int(self.first_row[shard]), int(self.first_row[shard + 1])
+        cut = lo + int(np.searchsorted(self.ends[lo:hi], size, side="right"))
+        key, where = None, f"at byte {size}"
+        for r, how in ((cut, "inside"), (cut - 1, "right after")):
+            if lo <= r < hi and (self.keys is not None or int(self.starts[r]) + 100 <= size):
+                key = self.key(r) or name_hint(os.pread(fd, 100, int(self.starts[r])))
+                where = f"at byte {size}, {how} sample {key!r} (id {int(self.ids[r])})"
+                break
+        this = "this sample" if row == cut else f"sample id {int(self.ids[row])}, past the cut,"
+        raise SampleError(
+            f"the shard is truncated {where}: {this} needs bytes {int(self.starts[row])}.."
+            f"{int(self.ends[row])}; re-create the shard",
+            shard=self.names[shard],
+            key=self.key(row) or key,
+        )
+
+    def close(self) -> None:
+        """Close this process's open shard files."""
+        if self._pid == os.getpid():
+            for fd in self._fds.values():
+                os.close(fd)
+        self._fds = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_fds"] = OrderedDict()
+        return state
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: nothing left to do
+            self.close()

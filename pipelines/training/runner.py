@@ -1,0 +1,179 @@
+"""One training run's objects, checkpoint and step: model, optimizer, loader, OGM-GE.
+
+Place in the data flow: `Run` holds what the loop drives: the loader (with the method and the
+ledger), the model (DDP-wrapped under torchrun), the optimizer, OGM-GE and the test reader;
+`train_step` is MultimodalBatch -> forward, loss, backward, OGM-GE, step -> `ledger.observe`.
+`save` / `restore` write and read `OUT/checkpoint/rank<r>.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmsample.batch import MultimodalBatch
+from mmsample.ledger import Ledger
+from mmsample.methods import OGMGE
+from mmsample.scoring import VALUES
+from mmsample.shards.format import Manifest
+from mmsample.shards.indexed import IndexedDataset
+
+from ..models import MODELS
+from .data import build_loader
+from .device import all_sum, autocast, distributed, setup
+
+
+class Run:
+    """One training run's state and steps (see `pipelines.training`)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rank, self.world, self.device = setup(args.device)
+        torch.manual_seed(args.seed)
+        manifest = Manifest.load(args.data)
+        self.num_classes = len(manifest.classes)
+        given = (
+            ("preset", args.preset),
+            ("size", args.size),
+            ("audio_seconds", args.audio_seconds),
+        )
+        options = {k: v for k, v in given if v is not None}
+        if options and args.model == "small":
+            raise ValueError(f"--model small takes no {sorted(options)}; they are resnet18's")
+        choice = MODELS[args.model](self.num_classes, only=args.only, **options)
+        self.modalities = choice.modalities
+        self.names = list(self.modalities)
+        self.model = choice.model.to(self.device)
+        self.augment = choice.augment
+        self.ddp: nn.Module = self.model
+        if distributed():
+            # device_ids=None: batches are moved by MultimodalBatch.to, not by DDP; unused
+            # parameters happen when a DUS / SMV batch carries no row of a modality
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=None, find_unused_parameters=True
+            )
+        self.optim = torch.optim.Adam(self.model.parameters(), lr=args.lr)
+        args.out.mkdir(parents=True, exist_ok=True)
+        self.loader = build_loader(args, self.modalities, self.num_classes, self.device, self.model)
+        self.ledger: Ledger | None = self.loader.ledger  # None: no data-side method
+        self.ogm = None
+        if args.method in ("ogmge", "ogmge+dus"):
+            gen = torch.Generator(self.device).manual_seed(args.seed)
+            encoders = {n: self.model.encoders[n] for n in self.names}
+            self.ogm = OGMGE(encoders, args.ogm_alpha, end=args.epochs - 1, generator=gen)
+        self.test = (
+            IndexedDataset(
+                args.data, choice.test_modalities or self.modalities, split=args.test_split
+            )
+            if args.test_split
+            else None
+        )
+        self.ckpt = args.out / "checkpoint" / f"rank{self.rank}.pt"
+        self.epoch, self.step, self.fresh_epoch = 0, 0, True
+        self.steps_this_run = 0
+
+    # ---- checkpoint ----
+    def save(self, end_of_epoch: bool) -> None:
+        state = {
+            "epoch": self.epoch,
+            "step": self.step,
+            "end_of_epoch": end_of_epoch,
+            "world": self.world,
+            "model": self.model.state_dict(),
+            "optim": self.optim.state_dict(),
+            "loader": self.loader.state_dict(),
+            "ogm": None if self.ogm is None else self.ogm.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt)
+
+    def restore(self) -> bool:
+        """Load this rank's checkpoint if there is one; True if it did."""
+        if not self.ckpt.exists():
+            return False
+        state = torch.load(self.ckpt, map_location="cpu")
+        if state["world"] != self.world:
+            raise ValueError(
+                f"{self.ckpt} was saved by a run of {state['world']} ranks; this run has "
+                f"{self.world}. Resume with the same --nproc_per_node, or use a new --out."
+            )
+        self.model.load_state_dict(state["model"])
+        self.optim.load_state_dict(state["optim"])
+        # a state taken after an epoch's last batch restores to "that epoch done": the next
+        # set_epoch plans from the ledger and the method exactly as an uninterrupted run does
+        self.loader.load_state_dict(state["loader"])
+        if self.ogm is not None and state["ogm"] is not None:
+            self.ogm.load_state_dict(state["ogm"])
+        torch.set_rng_state(state["rng"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        if state["end_of_epoch"]:
+            self.epoch, self.step = self.epoch + 1, 0
+        self.fresh_epoch = bool(state["end_of_epoch"])
+        return True
+
+    # ---- one step ----
+    def augment_batch(self, batch: MultimodalBatch) -> None:
+        """The model's training-time augmentation, in place, on the device; its draws come from
+        a generator seeded by (seed, epoch, step, rank), so a resumed run draws the same."""
+        if not self.augment:
+            return
+        key = (self.args.seed, self.epoch, self.step, self.rank)
+        seed = int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0] >> 1)
+        gen = torch.Generator(self.device).manual_seed(seed)
+        for name, fn in self.augment.items():
+            if name in batch:
+                part = batch.modalities[name]
+                part.data = fn(part.data, gen)  # type: ignore[arg-type]
+
+    def train_step(self, batch: MultimodalBatch) -> tuple[float, int, int]:
+        """Forward, loss, backward, OGM-GE, step, ledger; (loss sum, fused right, full rows)."""
+        batch = batch.to(self.device, non_blocking=True)
+        self.augment_batch(batch)
+        y = batch.labels
+        present = torch.stack([batch.present(n) for n in self.names], 1)
+        full = (1 << len(self.names)) - 1
+        with autocast(self.device):
+            logits, uni = self.ddp(batch)
+        logits, uni = logits.float(), [u.float() for u in uni]
+        fused = logits[:, full]
+        loss = F.cross_entropy(fused, y)
+        for j, u in enumerate(uni):
+            rows = present[:, j]
+            if bool(rows.any()):
+                loss = loss + F.cross_entropy(u[rows], y[rows])
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.ogm is not None:
+            scores = torch.stack(
+                [
+                    (
+                        torch.softmax(u.detach(), -1).gather(1, y[:, None])[:, 0] * present[:, j]
+                    ).sum()
+                    for j, u in enumerate(uni)
+                ]
+            )
+            dev = self.device if self.device.type == "cuda" else torch.device("cpu")
+            scores = all_sum(scores.to(dev, torch.float64))
+            self.ogm(scores, self.epoch)
+        self.optim.step()
+        if self.ledger is not None:
+            values = VALUES["smv"](logits.detach(), y)  # v[C] = |C| if subset C alone is right
+            self.ledger.observe(
+                batch.ids,
+                y,
+                [u.detach() for u in uni],
+                fused.detach(),
+                values=values,
+                present=present,
+            )
+        paired = present.all(1)
+        right = int(((fused.argmax(-1) == y) & paired).sum())
+        return float(loss.detach()) * len(y), right, int(paired.sum())

@@ -26,19 +26,17 @@ from ..batch import Collate
 from ..schedule import resolve_world
 from ..shards.indexed import IndexedDataset
 from ..shards.streamed import StreamedDataset
-from ..state import check_compatible
+from ..stateful import Stateful
 from .control import EpochControl, Scorer, check_plan_source
 from .dataset import MODES, BalancedDataset
 from .log import StatsLog
 
-_FORMAT = "mmsample.BalancedLoader"
 _FORMED_HERE = frozenset(
     {"batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn", "drop_last"}
 )
-_VERSION = 2
 
 
-class BalancedLoader(StatefulDataLoader):
+class BalancedLoader(Stateful, StatefulDataLoader):
     """A StatefulDataLoader over a `BalancedDataset` (build it with `balanced_loader` or
     `wrap`): the only holder of the epoch and of the position in it.
 
@@ -49,6 +47,13 @@ class BalancedLoader(StatefulDataLoader):
     method's and the ledger's states; a loader restored from it continues the same batches,
     and one restored from a state taken after an epoch's last batch serves the next epoch.
     """
+
+    STATE_FORMAT = "mmsample.BalancedLoader"
+    STATE_VERSION = 3
+    SAVED_FIELDS = ("epoch", "batches", "began", "method", "ledger")
+    STATE_FIX = (
+        "resume with the same settings (num_workers too: each worker's slice depends on it)."
+    )
 
     dataset: BalancedDataset
 
@@ -122,7 +127,9 @@ class BalancedLoader(StatefulDataLoader):
             self.set_epoch(0)
         return self.dataset.batches(self.num_workers)
 
-    def _compat(self) -> dict[str, Any]:
+    def compatibility(self) -> dict[str, Any]:
+        """What a state must match: workers, mode, rank, world size, seed, batch size,
+        drop_last, modalities and the number of ids read."""
         ds = self.dataset
         return {
             "num_workers": self.num_workers,
@@ -141,42 +148,32 @@ class BalancedLoader(StatefulDataLoader):
         compatible with, and the method's and the ledger's states."""
         if self._epoch < 0:
             self.set_epoch(0)
+        return super().state_dict()
+
+    def _save_fields(self) -> dict[str, Any]:
         method, ledger = self.method, self.ledger
         return {
-            "format": _FORMAT,
-            "version": _VERSION,
             "epoch": self._epoch,
             "batches": self._yielded,
             "began": self._began,
-            **self._compat(),
             "method": None if method is None else method.state_dict(),
             "ledger": None if ledger is None else ledger.state_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the ledger, the method and the position; the next pass continues the saved
         epoch (or, for a state taken after its last batch, serves the next one). Refuses a
-        state of another configuration; never modifies `state`."""
-        if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
-            raise ValueError(
-                "BalancedLoader.load_state_dict expects a dict from BalancedLoader.state_dict()."
-            )
-        if state.get("version") != _VERSION:
-            raise ValueError(f"BalancedLoader state version {state.get('version')!r} unsupported")
-        check_compatible(
-            "BalancedLoader.load_state_dict",
-            state,
-            self._compat(),
-            "loader",
-            "resume with the same settings (num_workers too: each worker's slice depends on it)",
-        )
+        state of another configuration (ValueError naming each field); never modifies `state`."""
+        super().load_state_dict(state)
+
+    def _load_fields(self, state: Mapping[str, Any]) -> None:
         for key, part in (("method", self.method), ("ledger", self.ledger)):
-            if (state.get(key) is None) != (part is None):
+            if (state[key] is None) != (part is None):
                 raise ValueError(
                     f"BalancedLoader.load_state_dict: the state has {'no ' * (part is not None)}"
                     f"{key} state but this loader has {'no ' * (part is None)}{key}."
                 )
-        epoch, batches = state.get("epoch"), state.get("batches")
+        epoch, batches = state["epoch"], state["batches"]
         if not isinstance(epoch, int) or epoch < 0 or not isinstance(batches, int) or batches < 0:
             raise ValueError(
                 f"BalancedLoader.load_state_dict: bad epoch/batches {epoch!r}/{batches!r}"
@@ -194,7 +191,7 @@ class BalancedLoader(StatefulDataLoader):
             )
         self._yielded = batches
         self.dataset.resume_at(batches)
-        self._began, self._resuming = bool(state.get("began", batches > 0)), True
+        self._began, self._resuming = bool(state["began"]), True
 
 
 class IndexedFetch:

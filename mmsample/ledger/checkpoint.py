@@ -13,16 +13,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
 
+from . import discrepancy
 from .checks import check_int
 from .table import Tables
 
 TABLES = ("float", "bool", "int", "count", "count_base")  # state key of each shared table
 COUNTERS = ("epoch", "step", "discrepancy_count")  # int entries >= 0
 DISCREPANCY = ("discrepancy_mean", "discrepancy_synced")  # float64 [M] or None
-SAVED = TABLES + COUNTERS + DISCREPANCY
+SAVED = (*TABLES, "epoch", "step", *discrepancy.SAVED)
 
 
 def _tables(t: Tables) -> dict[str, Tensor]:
@@ -73,8 +73,3 @@ def load_tables(state: Mapping[str, Any], t: Tables) -> None:
     """Copy the checked tables of `state` into the live (shared) tables, in place."""
     for key, target in _tables(t).items():
         target.copy_(state[key])
-
-
-def float64_copy(value: Tensor | None) -> Tensor | None:
-    """A float64 copy of a saved discrepancy (None stays None)."""
-    return None if value is None else value.to(torch.float64, copy=True)

@@ -21,13 +21,18 @@ same table as applying each batch on its own, in observation order: for an id ob
 times (within a batch or across batches) the last occurrence wins; `seen_count` counts every one.
 DataLoader workers and views taken earlier see a batch once it is flushed (`staging=1`: at the
 next observe); call `flush()` or `set_epoch()` before the workers should read it.
+
+The Ledger's parts: checks.py (argument checks), staging.py (the ring), stats.py (per-row
+statistics), table.py (the shared tables), sync.py (merging ranks), discrepancy.py (DUS's
+cumulative discrepancy), checkpoint.py (the saved entries; the state contract is
+`mmsample.stateful.Stateful`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -36,17 +41,15 @@ from torch import Tensor
 from ..stateful import Stateful
 from . import checkpoint
 from .checks import check_batch, check_int, check_names, check_present, checked_ints
+from .discrepancy import CumulativeDiscrepancy
 from .staging import StagingRing
 from .stats import (
     head_statistics,
     mean_pairwise_cosine,
     per_sample_statistics,
 )
-from .sync import collective_device, merge_tables
+from .sync import merge_tables
 from .table import STEP_BITS, Tables
-
-if TYPE_CHECKING:
-    from ..signals.discrepancy import CumulativeMean
 
 __all__ = ["Ledger", "head_statistics", "mean_pairwise_cosine", "per_sample_statistics"]
 
@@ -117,12 +120,7 @@ class Ledger(Stateful):
         self._heads = [f"unimodal_logits[{j}]" for j in range(m)] + ["fused_logits"]
         self._ring = StagingRing(m + 1, num_classes, 1 << m, staging)
         self._scratch = torch.zeros(num_samples, dtype=torch.int64)
-        # DUS's cumulative discrepancy: the running mean over observe calls of each call's
-        # per-modality sum of p^(j) at the label, and the value merged by `sync()`
-        from ..signals.discrepancy import CumulativeMean  # signals imports the ledger package
-
-        self._disc: CumulativeMean = CumulativeMean(m)
-        self._disc_synced: Tensor | None = None
+        self._disc = CumulativeDiscrepancy(m)  # DUS's S^(j), see discrepancy.py
 
     # ---- reading -------------------------------------------------------------------------
     # Accessors return live views of the shared table (clone to keep a copy; never write them).
@@ -157,14 +155,7 @@ class Ledger(Stateful):
         call). After `sync()` under torch.distributed: the sum over ranks of each rank's running
         mean, as of that sync (every rank holds the same value)."""
         self._read()
-        if self._disc_synced is not None:
-            return self._disc_synced.clone()
-        return self._local_discrepancy()
-
-    def _local_discrepancy(self) -> Tensor:
-        if self._disc.count == 0:
-            return torch.zeros(self.num_modalities, dtype=torch.float64)
-        return self._disc.value.clone()
+        return self._disc.value()
 
     def staleness(self, epoch: int) -> Tensor:
         """`[N]` int64 epochs since each sample was last observed: `epoch - last_seen`
@@ -256,7 +247,7 @@ class Ledger(Stateful):
             )
             true_prob = log_true.exp()
             record = torch.cat([true_prob, log_true.neg(), sim.unsqueeze(1)], 1)
-            self._count_discrepancy(true_prob[:, : self.num_modalities], rows.present, rows.stamp)
+            self._disc.add(true_prob[:, : self.num_modalities], rows.present, rows.stamp)
             self._t.write(rows, record.float(), correct, self._scratch)
         if rows.error is not None:
             raise rows.error
@@ -270,13 +261,10 @@ class Ledger(Stateful):
         A no-op without torch.distributed or with one process."""
         self._require_owner("sync")
         self.flush()
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-            self._disc_synced = None
-            return
-        self._step = merge_tables(self._t, self._step, group)
-        mean = self._local_discrepancy().to(collective_device(group))
-        dist.all_reduce(mean, group=group)
-        self._disc_synced = mean.cpu()
+        ranks = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+        if ranks:
+            self._step = merge_tables(self._t, self._step, group)
+        self._disc.sync(group, distributed=ranks)
 
     # ---- checkpoints ---------------------------------------------------------------------
 
@@ -297,15 +285,8 @@ class Ledger(Stateful):
         return super().state_dict()
 
     def _save_fields(self) -> dict[str, Any]:
-        disc = self._disc
-        return {
-            **checkpoint.table_state(self._t),
-            "epoch": self._epoch,
-            "step": self._step,
-            "discrepancy_count": disc.count,
-            "discrepancy_mean": None if disc.count == 0 else disc.value.clone(),
-            "discrepancy_synced": checkpoint.float64_copy(self._disc_synced),
-        }
+        table = checkpoint.table_state(self._t)
+        return {**table, "epoch": self._epoch, "step": self._step, **self._disc.state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from `state_dict()` output in place (workers keep seeing the table); refuses a
@@ -319,18 +300,7 @@ class Ledger(Stateful):
         self._ring.discard()  # superseded by the loaded table
         checkpoint.load_tables(state, self._t)
         self._epoch, self._step = int(state["epoch"]), int(state["step"])
-        self._disc.reset()
-        mean = checkpoint.float64_copy(state["discrepancy_mean"])
-        if mean is not None:  # the running mean of `count` calls: restored as it was
-            self._disc.load_state_dict(
-                {
-                    "kind": "CumulativeMean",
-                    "shape": [self.num_modalities],
-                    "count": int(state["discrepancy_count"]),
-                    "value": mean,
-                }
-            )
-        self._disc_synced = checkpoint.float64_copy(state["discrepancy_synced"])
+        self._disc.load(state)
 
     # ---- pickling: a copy in another process (a loader worker) is a reader -------------------
 
@@ -353,18 +323,6 @@ class Ledger(Stateful):
         if self._ring.batches and os.getpid() == self._owner:
             self.flush()
         return self
-
-    def _count_discrepancy(self, true_prob: Tensor, present: bool | Tensor, stamp: Tensor) -> None:
-        """Fold each drained call's per-modality sum of p^(j) at the label (rows carrying j)
-        into the running mean, call by call (a call's rows share its stamp)."""
-        p = true_prob.double()
-        if present is not True:
-            p = p * present.to(p.device)  # type: ignore[union-attr]
-        _, call = torch.unique_consecutive(stamp.to(p.device), return_inverse=True)
-        sums = torch.zeros(int(call.max()) + 1, p.shape[1], dtype=p.dtype, device=p.device)
-        sums.index_add_(0, call, p)
-        for s in sums.cpu():
-            self._disc.update(s)
 
     def _require_owner(self, what: str) -> None:
         if os.getpid() != self._owner:

@@ -11,8 +11,8 @@ user's dataset decodes every field.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence, Sized
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -21,9 +21,10 @@ from torch.utils.data._utils.collate import default_collate
 
 from ..batch import MultimodalBatch, Rows
 from ..schedule import resolve_world
+from .arguments import attach
 from .control import Scorer
 from .dataset import BalancedDataset
-from .loader import BalancedLoader, attach
+from .loader import BalancedLoader
 
 LABEL = "label"
 
@@ -80,6 +81,36 @@ class WrapCollate:
         return MultimodalBatch(ids, labels, mask, self.names, modalities, keys)
 
 
+def check_wrapped(dataloader: Any, fields: Any) -> None:
+    """ValueError naming the parameter unless `dataloader` is a DataLoader over a map-style
+    Dataset with a batch size and a sequential or random sampler, and `fields` maps modality
+    names (at least one) and "label" to tuple positions or dict keys."""
+    if not isinstance(dataloader, DataLoader):
+        raise ValueError(
+            f"The 'dataloader' parameter of wrap must be a torch DataLoader; got "
+            f"{type(dataloader).__name__}."
+        )
+    dataset = dataloader.dataset
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            "The 'dataloader' parameter of wrap must be over a map-style Dataset (with __len__ "
+            "and __getitem__: the index is the sample id); for shards use balanced_loader."
+        )
+    sampler = dataloader.sampler
+    if not isinstance(sampler, SequentialSampler | RandomSampler):
+        raise ValueError(
+            f"The 'dataloader' parameter of wrap has a {type(sampler).__name__}; wrap supports "
+            "shuffle=True or False only (it splits ranks itself: drop any DistributedSampler)."
+        )
+    if dataloader.batch_size is None:
+        raise ValueError("The 'dataloader' parameter of wrap must have a batch_size.")
+    if not isinstance(fields, Mapping) or LABEL not in fields or len(fields) < 2:
+        raise ValueError(
+            "The 'fields' parameter of wrap must map each modality name to its tuple position "
+            f"or dict key, plus 'label'; e.g. {{'audio': 0, 'image': 1, 'label': 2}}; got {fields!r}."
+        )
+
+
 def wrap(
     dataloader: DataLoader[Any],
     method: Any = None,
@@ -106,32 +137,11 @@ def wrap(
     Raises ValueError naming the argument for an iterable dataset, a custom sampler, a missing
     label field or a ledger that does not fit.
     """
-    if not isinstance(dataloader, DataLoader):
-        raise ValueError(
-            f"The 'dataloader' parameter of wrap must be a torch DataLoader; got "
-            f"{type(dataloader).__name__}."
-        )
-    dataset = dataloader.dataset
-    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-        raise ValueError(
-            "The 'dataloader' parameter of wrap must be over a map-style Dataset (with __len__ "
-            "and __getitem__: the index is the sample id); for shards use balanced_loader."
-        )
-    sampler = dataloader.sampler
-    if not isinstance(sampler, SequentialSampler | RandomSampler):
-        raise ValueError(
-            f"The 'dataloader' parameter of wrap has a {type(sampler).__name__}; wrap supports "
-            "shuffle=True or False only (it splits ranks itself: drop any DistributedSampler)."
-        )
-    if dataloader.batch_size is None:
-        raise ValueError("The 'dataloader' parameter of wrap must have a batch_size.")
-    if not isinstance(fields, Mapping) or LABEL not in fields or len(fields) < 2:
-        raise ValueError(
-            "The 'fields' parameter of wrap must map each modality name to its tuple position "
-            f"or dict key, plus 'label'; e.g. {{'audio': 0, 'image': 1, 'label': 2}}; got {fields!r}."
-        )
+    check_wrapped(dataloader, fields)
+    dataset, sampler = dataloader.dataset, dataloader.sampler
+    assert dataloader.batch_size is not None  # check_wrapped refused None
     names = tuple(k for k in fields if k != LABEL)
-    n = len(dataset)
+    n = len(cast(Sized, dataset))  # check_wrapped: a map-style dataset with __len__
     rank_, world = resolve_world(rank, world_size, "wrap")
     ids = np.arange(n, dtype=np.int64)
     control = attach(

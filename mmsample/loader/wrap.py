@@ -11,15 +11,14 @@ user's dataset decodes every field.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from typing import Any, cast
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
-from ..batch import MultimodalBatch, Rows
+from ..batch import Collate
 from ..schedule import resolve_world
 from .arguments import attach
 from .control import Scorer
@@ -59,26 +58,6 @@ class DatasetFetch:
                 f"'fields' argument names ({err}); fields = {self.fields}"
             ) from err
         return out
-
-
-class WrapCollate:
-    """Samples -> MultimodalBatch, each modality's values collated with the user's function."""
-
-    def __init__(self, names: Sequence[str], collate_fn: Callable[[list[Any]], Any]) -> None:
-        self.names, self.collate_fn = tuple(names), collate_fn
-
-    def __call__(self, samples: list[dict[str, Any]]) -> MultimodalBatch:
-        ids = torch.tensor([s["id"] for s in samples], dtype=torch.long)
-        labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
-        mask = torch.tensor([s["mask"] for s in samples], dtype=torch.long)
-        modalities: dict[str, Rows] = {}
-        for j, name in enumerate(self.names):
-            rows = [i for i, s in enumerate(samples) if s["mask"] >> j & 1]
-            if rows:
-                data = self.collate_fn([samples[i][name] for i in rows])
-                modalities[name] = Rows(torch.tensor(rows, dtype=torch.long), data)
-        keys = [s["key"] for s in samples]
-        return MultimodalBatch(ids, labels, mask, self.names, modalities, keys)
 
 
 def check_wrapped(dataloader: Any, fields: Any) -> None:
@@ -163,7 +142,7 @@ def wrap(
         fetch=DatasetFetch(dataset, fields, names),
         ids=ids,
         names=names,
-        collate=WrapCollate(names, collate_fn),
+        collate=Collate(names, collate_fn=collate_fn),
         epoch_hook=control,
         num_ids=num_ids,
         seed=seed,

@@ -10,7 +10,7 @@ from padding.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -228,9 +228,14 @@ def collate(
     samples: Sequence[Mapping[str, Any]],
     names: Sequence[str],
     pad: Mapping[str, PadValue] | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> MultimodalBatch:
     """Collate decoded samples (dicts with id, label, mask, key and one entry per carried
     modality) into a MultimodalBatch; modality bit j is `names[j]`.
+
+    `collate_fn`, if given, collates each modality's values (the rows carrying it, in batch
+    order) instead of the padded stack below, e.g. a user's DataLoader `collate_fn` (`wrap`);
+    those rows then have no `sizes`.
 
     Rows of one modality whose shapes differ are padded at the end of every differing dim with
     `pad[name]` (default 0; dict data: that value for every key but attention_mask, which pads
@@ -252,22 +257,35 @@ def collate(
         rows = [i for i, s in enumerate(samples) if int(s["mask"]) >> j & 1]
         if not rows:
             continue
-        data, sizes = _stack([samples[i][name] for i in rows], name, pad.get(name, 0))
+        values = [samples[i][name] for i in rows]
+        if collate_fn is not None:
+            data, sizes = collate_fn(values), None
+        else:
+            data, sizes = _stack(values, name, pad.get(name, 0))
         modalities[name] = Rows(torch.tensor(rows, dtype=torch.long), data, sizes)
     keys = [str(s.get("key", "")) for s in samples]
     return MultimodalBatch(ids, labels, mask, names, modalities, keys)
 
 
 class Collate:
-    """A picklable `collate_fn` for DataLoader: `DataLoader(ds, collate_fn=Collate(names))`.
+    """A picklable `collate_fn` for DataLoader: `DataLoader(ds, collate_fn=Collate(names))`;
+    the one collate of every loader (`balanced_loader`, `wrap`, the scoring pass).
 
     `names`: the reader's modality names in its order (or the name -> Spec mapping given to the
     reader). `pad`: name -> pad value for rows of unequal shape (default 0 for every modality;
     None refuses unequal shapes), e.g. `Collate(names, pad={"text": tok.pad_token_id})`.
-    Raises ValueError naming the parameter for bad names or pad entries.
+    `collate_fn`: collates each modality's values itself instead of padding and stacking them
+    (`wrap` passes the user's DataLoader collate_fn); not with `pad`.
+    Raises ValueError naming the parameter for bad names, pad entries or collate_fn.
     """
 
-    def __init__(self, names: Sequence[str], pad: Mapping[str, PadValue] | None = None) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        pad: Mapping[str, PadValue] | None = None,
+        *,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+    ) -> None:
         if isinstance(names, Mapping):
             names = list(names)
         if (
@@ -303,6 +321,17 @@ class Collate:
                     f"got {value!r}."
                 )
         self.pad: dict[str, PadValue] = dict(pad)
+        if collate_fn is not None and not callable(collate_fn):
+            raise ValueError(
+                f"The 'collate_fn' parameter of Collate must be None or a callable list of "
+                f"values -> batch data; got {collate_fn!r}."
+            )
+        if collate_fn is not None and self.pad:
+            raise ValueError(
+                "The 'pad' and 'collate_fn' parameters of Collate exclude each other: a "
+                "collate_fn collates each modality's values itself."
+            )
+        self.collate_fn = collate_fn
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> MultimodalBatch:
-        return collate(samples, self.names, self.pad)
+        return collate(samples, self.names, self.pad, self.collate_fn)

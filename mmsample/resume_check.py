@@ -6,7 +6,8 @@ uninterrupted run: nothing missing, nothing duplicated, same order. It also chec
 state never mutates the caller's dict, that a state taken after an epoch's last batch (inside the
 loop, after the loop ended, or after `set_epoch` of the next) restores to "that epoch done" (the
 restored loader's next pass is the next epoch, as the uninterrupted loader's is), and resumes
-across an epoch boundary.
+across an epoch boundary. (What a state holds and when it is refused is the one contract of
+`mmsample.stateful.Stateful`.)
 """
 
 from __future__ import annotations

@@ -100,3 +100,30 @@ def test_plain_plan_and_table_plan_layout() -> None:
         Plan.every(np.array([0]), 1, 0)
     with pytest.raises(ValueError, match=r"'ids' parameter of Plan.every must hold ids in \[0, "):
         Plan.every(np.array([0, 4]), 4, 1)
+
+
+def test_collate_with_a_collate_fn_collates_each_modality_itself() -> None:
+    """The one Collate serves wrap too: a user's collate_fn gets each modality's values."""
+    from torch.utils.data import default_collate
+
+    from mmsample.batch import Collate
+
+    masks = [3, 1, 2]
+    seen: list[int] = []
+
+    def count(values: list) -> list:
+        seen.append(len(values))
+        return list(values)
+
+    batch = Collate(["video", "text"], collate_fn=count)(
+        [_sample(i, m) for i, m in enumerate(masks)]
+    )
+    assert seen == [2, 2]
+    assert batch.rows("video").tolist() == [0, 1] and batch.rows("text").tolist() == [0, 2]
+    assert isinstance(batch["video"], list) and batch.modalities["video"].sizes is None
+    stacked = Collate(["video", "text"], collate_fn=default_collate)([_sample(0, 3), _sample(1, 1)])
+    assert stacked["video"].shape == (2, 2, 3)
+    with pytest.raises(ValueError, match="'pad' and 'collate_fn' parameters of Collate"):
+        Collate(["video"], pad={"video": 0}, collate_fn=default_collate)
+    with pytest.raises(ValueError, match="'collate_fn' parameter of Collate"):
+        Collate(["video"], collate_fn=3)  # type: ignore[arg-type]

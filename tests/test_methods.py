@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -432,3 +433,24 @@ def test_methods_copy_the_ledger_table_only_when_they_read_it() -> None:
         for epoch in range(epochs):
             method.plan(epoch)
         assert len(calls) == copies, type(method).__name__
+
+
+def test_registries_name_the_alternatives() -> None:
+    """BSS's variants are the balance scores of mmsample.signals (one list of names), and every
+    'must be one of' message comes from a registry."""
+    from mmsample.methods import bss, dus, smv
+    from mmsample.signals import BALANCE_SCORES
+
+    assert set(bss.VARIANTS) == set(BALANCE_SCORES)
+    for name, rules in bss.VARIANTS.items():
+        assert rules.score is BALANCE_SCORES[name]
+    led = Ledger(4, 2, K)
+    for owner, param, registry in [
+        (BSS, "variant", bss.VARIANTS),
+        (BSS, "scheduler", bss.SCHEDULERS),
+        (DUS, "policy", dus.POLICIES),
+        (SMV, "level", smv.LEVELS),
+        (SMV, "variant", smv.VARIANTS),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(f"must be one of {sorted(registry)}")):
+            owner(led, **{param: "other"})

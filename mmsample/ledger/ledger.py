@@ -21,6 +21,11 @@ same table as applying each batch on its own, in observation order: for an id ob
 times (within a batch or across batches) the last occurrence wins; `seen_count` counts every one.
 DataLoader workers and views taken earlier see a batch once it is flushed (`staging=1`: at the
 next observe); call `flush()` or `set_epoch()` before the workers should read it.
+
+The Ledger's parts: checks.py (argument checks), staging.py (the ring), stats.py (per-row
+statistics), table.py (the shared tables), sync.py (merging ranks), discrepancy.py (DUS's
+cumulative discrepancy), checkpoint.py (the saved entries; the state contract is
+`mmsample.stateful.Stateful`).
 """
 
 from __future__ import annotations
@@ -33,30 +38,21 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .checks import (
-    all_finite,
-    check_batch,
-    check_int,
-    check_names,
-    check_present,
-    checked_ints,
-    finite_error,
-    usable_logit_rows,
-    usable_logits,
-)
-from .staging import StagedBatch, StagingRing
+from ..stateful import Stateful
+from . import checkpoint
+from .checks import check_batch, check_int, check_names, check_present, checked_ints
+from .discrepancy import CumulativeDiscrepancy
+from .staging import StagingRing
 from .stats import (
     head_statistics,
     mean_pairwise_cosine,
     per_sample_statistics,
 )
-from .sync import collective_device, merge_tables
+from .sync import merge_tables
 from .table import STEP_BITS, Tables
 
 __all__ = ["Ledger", "head_statistics", "mean_pairwise_cosine", "per_sample_statistics"]
 
-_FORMAT = "mmsample.signals.Ledger"
-_VERSION = 2
 _MAX_EPOCH = (1 << (63 - STEP_BITS)) - 2
 # the per-sample tables `snapshot()` copies (plus the masks seen, fused_seen, values_seen)
 _SNAPSHOT_KEYS = (
@@ -79,14 +75,22 @@ class _Column:
         return t if self.cols is None else t[:, self.cols(ledger.num_modalities)]
 
 
-class Ledger:
+class Ledger(Stateful):
     """Per-sample statistics table keyed by global sample id, shared with loader workers.
 
     `names` labels the modalities (default "m0", "m1", ...). `device`, if given, is where
     `observe` expects the logits (None: wherever they are). `staging` is how many observed
     batches wait in the staging ring (at most 8 MiB of logits, unless one batch needs more)
     before they are reduced together and applied; 1 applies each batch at the next observe.
+
+    State (`mmsample.stateful.Stateful`): compatible with (num_samples, num_modalities,
+    num_classes, names); saves the tables, epoch, step and the cumulative discrepancy.
     """
+
+    STATE_FORMAT = "mmsample.Ledger"
+    STATE_VERSION = 3
+    SAVED_FIELDS = checkpoint.SAVED
+    STATE_FIX = "build the Ledger with the same settings."
 
     def __init__(
         self,
@@ -116,11 +120,7 @@ class Ledger:
         self._heads = [f"unimodal_logits[{j}]" for j in range(m)] + ["fused_logits"]
         self._ring = StagingRing(m + 1, num_classes, 1 << m, staging)
         self._scratch = torch.zeros(num_samples, dtype=torch.int64)
-        # DUS's cumulative discrepancy: the sum over observe calls of each call's per-modality
-        # sum of p^(j) at the label, the number of calls, and the value merged by `sync()`
-        self._disc_sum = torch.zeros(m, dtype=torch.float64)
-        self._disc_calls = 0
-        self._disc_synced: Tensor | None = None
+        self._disc = CumulativeDiscrepancy(m)  # DUS's S^(j), see discrepancy.py
 
     # ---- reading -------------------------------------------------------------------------
     # Accessors return live views of the shared table (clone to keep a copy; never write them).
@@ -155,9 +155,7 @@ class Ledger:
         call). After `sync()` under torch.distributed: the sum over ranks of each rank's running
         mean, as of that sync (every rank holds the same value)."""
         self._read()
-        if self._disc_synced is not None:
-            return self._disc_synced.clone()
-        return self._disc_sum / max(self._disc_calls, 1)
+        return self._disc.value()
 
     def staleness(self, epoch: int) -> Tensor:
         """`[N]` int64 epochs since each sample was last observed: `epoch - last_seen`
@@ -249,7 +247,7 @@ class Ledger:
             )
             true_prob = log_true.exp()
             record = torch.cat([true_prob, log_true.neg(), sim.unsqueeze(1)], 1)
-            self._count_discrepancy(true_prob[:, : self.num_modalities], rows.present, rows.calls)
+            self._disc.add(true_prob[:, : self.num_modalities], rows.present, rows.stamp)
             self._t.write(rows, record.float(), correct, self._scratch)
         if rows.error is not None:
             raise rows.error
@@ -263,108 +261,46 @@ class Ledger:
         A no-op without torch.distributed or with one process."""
         self._require_owner("sync")
         self.flush()
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-            self._disc_synced = None
-            return
-        self._step = merge_tables(self._t, self._step, group)
-        mean = (self._disc_sum / max(self._disc_calls, 1)).to(collective_device(group))
-        dist.all_reduce(mean, group=group)
-        self._disc_synced = mean.cpu()
+        ranks = dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+        if ranks:
+            self._step = merge_tables(self._t, self._step, group)
+        self._disc.sync(group, distributed=ranks)
 
     # ---- checkpoints ---------------------------------------------------------------------
+
+    def compatibility(self) -> dict[str, Any]:
+        """What a state must match: num_samples, num_modalities, num_classes, names."""
+        return {
+            "num_samples": self.num_samples,
+            "num_modalities": self.num_modalities,
+            "num_classes": self.num_classes,
+            "names": list(self.names),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume, as a new dict of copies (checkpoint after `sync()` so
         every rank saves the same table)."""
         self._require_owner("state_dict")
         self.flush()
-        return {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "num_samples": self.num_samples,
-            "num_modalities": self.num_modalities,
-            "num_classes": self.num_classes,
-            "names": list(self.names),
-            "epoch": self._epoch,
-            "step": self._step,
-            "float": self._t.f.clone(),
-            "bool": self._t.b.clone(),
-            "int": self._t.i.clone(),
-            "count": self._t.count.clone(),
-            "count_base": self._t.count_base.clone(),
-            "discrepancy_sum": self._disc_sum.clone(),
-            "discrepancy_calls": self._disc_calls,
-            "discrepancy_synced": None if self._disc_synced is None else self._disc_synced.clone(),
-        }
+        return super().state_dict()
+
+    def _save_fields(self) -> dict[str, Any]:
+        table = checkpoint.table_state(self._t)
+        return {**table, "epoch": self._epoch, "step": self._step, **self._disc.state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from `state_dict()` output in place (workers keep seeing the table); refuses a
-        state of another shape of ledger. The caller's dict is never modified."""
+        state of another shape of ledger (ValueError naming each differing setting) or with a
+        malformed entry. The caller's dict is never modified."""
         self._require_owner("load_state_dict")
-        if not isinstance(state, Mapping) or state.get("format") != _FORMAT:
-            raise ValueError(
-                f"Ledger.load_state_dict expects a dict from Ledger.state_dict() "
-                f"(format {_FORMAT!r}); got {type(state).__name__} with format "
-                f"{state.get('format') if isinstance(state, Mapping) else None!r}."
-            )
-        if state.get("version") != _VERSION:
-            raise ValueError(
-                f"Ledger state version {state.get('version')!r} is not supported; this Ledger "
-                f"reads version {_VERSION}."
-            )
-        mine = {
-            "num_samples": self.num_samples,
-            "num_modalities": self.num_modalities,
-            "num_classes": self.num_classes,
-            "names": list(self.names),
-        }
-        for key, value in mine.items():
-            theirs = list(state.get(key, ())) if key == "names" else state.get(key)
-            if theirs != value:
-                raise ValueError(
-                    f"Ledger state is incompatible: it was saved with {key}={theirs!r}, this "
-                    f"Ledger has {key}={value!r}. Build the Ledger with the same settings."
-                )
-        t = self._t
-        targets = {
-            "float": t.f,
-            "bool": t.b,
-            "int": t.i,
-            "count": t.count,
-            "count_base": t.count_base,
-        }
-        for key, target in targets.items():
-            given = state.get(key)
-            if not isinstance(given, Tensor):
-                raise ValueError(
-                    f"Ledger state entry {key!r} must be a {target.dtype} tensor of shape "
-                    f"{tuple(target.shape)}; got {type(given).__name__}."
-                )
-            if given.shape != target.shape or given.dtype != target.dtype:
-                got = (given.dtype, tuple(given.shape))
-                raise ValueError(
-                    f"Ledger state entry {key!r} must be a {target.dtype} tensor of shape "
-                    f"{tuple(target.shape)}; got {got}."
-                )
-        for key in ("epoch", "step", "discrepancy_calls"):
-            check_int(key, state.get(key), 0, where="Ledger.load_state_dict (state entry)")
-        for key in ("discrepancy_sum", "discrepancy_synced"):
-            given = state.get(key)
-            if given is None and key == "discrepancy_synced":
-                continue
-            if not isinstance(given, Tensor) or given.shape != (self.num_modalities,):
-                raise ValueError(
-                    f"Ledger state entry {key!r} must be a float64 tensor of shape "
-                    f"[{self.num_modalities}]; got {type(given).__name__}."
-                )
+        super().load_state_dict(state)
+
+    def _load_fields(self, state: Mapping[str, Any]) -> None:
+        checkpoint.check_saved(state, self._t, self.num_modalities)
         self._ring.discard()  # superseded by the loaded table
-        for key, target in targets.items():
-            target.copy_(state[key])
+        checkpoint.load_tables(state, self._t)
         self._epoch, self._step = int(state["epoch"]), int(state["step"])
-        self._disc_sum = state["discrepancy_sum"].to(torch.float64, copy=True)
-        self._disc_calls = int(state["discrepancy_calls"])
-        synced = state["discrepancy_synced"]
-        self._disc_synced = None if synced is None else synced.to(torch.float64, copy=True)
+        self._disc.load(state)
 
     # ---- pickling: a copy in another process (a loader worker) is a reader -------------------
 
@@ -388,15 +324,6 @@ class Ledger:
             self.flush()
         return self
 
-    def _count_discrepancy(self, true_prob: Tensor, present: bool | Tensor, calls: int) -> None:
-        """Add the `calls` drained calls' per-modality sums of p^(j) at the label (rows carrying
-        j)."""
-        p = true_prob.double()
-        if present is not True:
-            p = p * present.to(p.device)  # type: ignore[union-attr]
-        self._disc_sum += p.sum(0).cpu()
-        self._disc_calls += calls
-
     def _require_owner(self, what: str) -> None:
         if os.getpid() != self._owner:
             raise RuntimeError(
@@ -416,68 +343,17 @@ class Ledger:
     ) -> None:
         """Check a batch as far as its device allows without a host sync, copy it into the
         staging ring and keep it there (flushing the ring first when it is full)."""
-        b, m, ring = ids.shape[0], self.num_modalities, self._ring
-        on_cpu = heads[0].is_cpu
-        id_rows = labels_rows = None
-        if ids.is_cpu:
-            id_rows = checked_ints("ids", ids, ids, self.num_samples)
+        b, ring = ids.shape[0], self._ring
+        id_rows = checked_ints("ids", ids, ids, self.num_samples) if ids.is_cpu else None
+        label_rows = None
         if labels.is_cpu:
-            labels_rows = checked_ints("labels", labels, ids, self.num_classes)
-        wide = grad = False
-        for h in heads:
-            wide = wide or h.dtype == torch.float64
-            grad = grad or h.requires_grad
+            label_rows = checked_ints("labels", labels, ids, self.num_classes)
+        wide = any(h.dtype == torch.float64 for h in heads)
         dtype = torch.float64 if wide else torch.float32
-        if not ring.fits(b, dtype, pinned=not on_cpu):
+        pinned = not heads[0].is_cpu
+        if not ring.fits(b, dtype, pinned=pinned):
             self.flush()
-            ring.fits(b, dtype, pinned=not on_cpu)
-        if grad:
-            heads = [h.detach() for h in heads]
-        if values is not None and values.requires_grad:
-            values = values.detach()
-        fused = len(heads) > m
-        z = ring.slot(b)
-        event = None
-        if on_cpu:
-            z = z if fused else z[:, :m]
-            torch.stack(heads, 1, out=z)
-            if not usable_logits(z):
-                raise finite_error(ids, usable_logit_rows(z), self._heads)
-            if values is not None:
-                v = ring.values_slot(b)
-                v.copy_(values)
-                if not all_finite(v):
-                    raise finite_error(ids, torch.isfinite(v).all(-1, keepdim=True), ["values"])
-            if present is not None:
-                ring.present_slot(b).copy_(present)
-        else:  # asynchronous copies into pinned memory; checked at flush
-            if not fused:
-                heads = [*heads, torch.zeros_like(heads[0])]
-            z.copy_(torch.stack(heads, 1).to(z.dtype), non_blocking=True)
-            if values is not None:
-                v = ring.values_slot(b)
-                v.copy_(values.to(v.dtype), non_blocking=True)
-            if present is not None:
-                ring.present_slot(b).copy_(present, non_blocking=True)
-            ints = ring.ints_slot(b)
-            for row, t in enumerate((ids, labels)):
-                if not t.is_cpu:
-                    ints[row].copy_(t, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(heads[0].device))
+            ring.fits(b, dtype, pinned=pinned)
+        stamp = ((epoch + 1) << STEP_BITS) | (self._step + 1)
+        ring.stage(heads, values, present, ids, labels, (id_rows, label_rows), stamp, self._heads)
         self._step += 1
-        stamp = ((epoch + 1) << STEP_BITS) | self._step
-        start = ring.rows
-        batch = StagedBatch(
-            start,
-            start + b,
-            stamp,
-            fused,
-            values is not None,
-            present is not None,
-            id_rows,
-            labels_rows,
-            on_cpu,
-            event,
-        )
-        ring.commit(batch)

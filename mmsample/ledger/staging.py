@@ -134,6 +134,75 @@ class StagingRing:
         """The ids and labels `[2, b]` of the next `b` rows (for ids / labels on a device)."""
         return self.ints[:, self.rows : self.rows + b]
 
+    def stage(
+        self,
+        heads: list[Tensor],
+        values: Tensor | None,
+        present: Tensor | None,
+        ids: Tensor,
+        labels: Tensor,
+        checked: tuple[list[int] | Tensor | None, list[int] | Tensor | None],
+        stamp: int,
+        head_names: Sequence[str],
+    ) -> None:
+        """Copy one observed batch into the next rows (after `fits` said it fits) and keep it.
+
+        CPU logits `[b, K]` (M or M + 1 heads) are stacked and checked for NaN / inf at once,
+        raising the error that names the ids before anything is kept; tensors on a device are
+        copied asynchronously into pinned memory and checked at `drain`. `checked`: the ids
+        and the labels as range-checked on the CPU (None: given on a device, copied here)."""
+        b, m = ids.shape[0], self.heads - 1
+        on_cpu = heads[0].is_cpu
+        if any(h.requires_grad for h in heads):
+            heads = [h.detach() for h in heads]
+        if values is not None and values.requires_grad:
+            values = values.detach()
+        fused = len(heads) > m
+        z = self.slot(b)
+        event = None
+        if on_cpu:
+            z = z if fused else z[:, :m]
+            torch.stack(heads, 1, out=z)
+            if not usable_logits(z):
+                raise finite_error(ids, usable_logit_rows(z), head_names)
+            if values is not None:
+                v = self.values_slot(b)
+                v.copy_(values)
+                if not all_finite(v):
+                    raise finite_error(ids, torch.isfinite(v).all(-1, keepdim=True), ["values"])
+            if present is not None:
+                self.present_slot(b).copy_(present)
+        else:  # asynchronous copies into pinned memory; checked at drain
+            if not fused:
+                heads = [*heads, torch.zeros_like(heads[0])]
+            z.copy_(torch.stack(heads, 1).to(z.dtype), non_blocking=True)
+            if values is not None:
+                v = self.values_slot(b)
+                v.copy_(values.to(v.dtype), non_blocking=True)
+            if present is not None:
+                self.present_slot(b).copy_(present, non_blocking=True)
+            ints = self.ints_slot(b)
+            for row, t in enumerate((ids, labels)):
+                if not t.is_cpu:
+                    ints[row].copy_(t, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(torch.cuda.current_stream(heads[0].device))
+        id_rows, label_rows = checked
+        self.commit(
+            StagedBatch(
+                self.rows,
+                self.rows + b,
+                stamp,
+                fused,
+                values is not None,
+                present is not None,
+                id_rows,
+                label_rows,
+                on_cpu,
+                event,
+            )
+        )
+
     def commit(self, batch: StagedBatch) -> None:
         """Keep the batch just written into `slot`."""
         self.batches.append(batch)

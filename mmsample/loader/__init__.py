@@ -4,8 +4,9 @@ an existing map-style DataLoader. Both return a `BalancedLoader` (a torchdata
 method, the reader and persistent workers in one call.
 """
 
+from .balanced import balanced_loader
 from .dataset import BalancedDataset
-from .loader import BalancedLoader, balanced_loader
+from .loader import BalancedLoader
 from .log import StatsLog
 from .wrap import wrap
 

@@ -11,19 +11,19 @@ user's dataset decodes every field.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence, Sized
+from typing import Any, cast
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, IterableDataset, RandomSampler, SequentialSampler
 from torch.utils.data._utils.collate import default_collate
 
-from ..batch import MultimodalBatch, Rows
+from ..batch import Collate
 from ..schedule import resolve_world
+from .arguments import attach
 from .control import Scorer
 from .dataset import BalancedDataset
-from .loader import BalancedLoader, attach
+from .loader import BalancedLoader
 
 LABEL = "label"
 
@@ -60,24 +60,34 @@ class DatasetFetch:
         return out
 
 
-class WrapCollate:
-    """Samples -> MultimodalBatch, each modality's values collated with the user's function."""
-
-    def __init__(self, names: Sequence[str], collate_fn: Callable[[list[Any]], Any]) -> None:
-        self.names, self.collate_fn = tuple(names), collate_fn
-
-    def __call__(self, samples: list[dict[str, Any]]) -> MultimodalBatch:
-        ids = torch.tensor([s["id"] for s in samples], dtype=torch.long)
-        labels = torch.tensor([s["label"] for s in samples], dtype=torch.long)
-        mask = torch.tensor([s["mask"] for s in samples], dtype=torch.long)
-        modalities: dict[str, Rows] = {}
-        for j, name in enumerate(self.names):
-            rows = [i for i, s in enumerate(samples) if s["mask"] >> j & 1]
-            if rows:
-                data = self.collate_fn([samples[i][name] for i in rows])
-                modalities[name] = Rows(torch.tensor(rows, dtype=torch.long), data)
-        keys = [s["key"] for s in samples]
-        return MultimodalBatch(ids, labels, mask, self.names, modalities, keys)
+def check_wrapped(dataloader: Any, fields: Any) -> None:
+    """ValueError naming the parameter unless `dataloader` is a DataLoader over a map-style
+    Dataset with a batch size and a sequential or random sampler, and `fields` maps modality
+    names (at least one) and "label" to tuple positions or dict keys."""
+    if not isinstance(dataloader, DataLoader):
+        raise ValueError(
+            f"The 'dataloader' parameter of wrap must be a torch DataLoader; got "
+            f"{type(dataloader).__name__}."
+        )
+    dataset = dataloader.dataset
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            "The 'dataloader' parameter of wrap must be over a map-style Dataset (with __len__ "
+            "and __getitem__: the index is the sample id); for shards use balanced_loader."
+        )
+    sampler = dataloader.sampler
+    if not isinstance(sampler, SequentialSampler | RandomSampler):
+        raise ValueError(
+            f"The 'dataloader' parameter of wrap has a {type(sampler).__name__}; wrap supports "
+            "shuffle=True or False only (it splits ranks itself: drop any DistributedSampler)."
+        )
+    if dataloader.batch_size is None:
+        raise ValueError("The 'dataloader' parameter of wrap must have a batch_size.")
+    if not isinstance(fields, Mapping) or LABEL not in fields or len(fields) < 2:
+        raise ValueError(
+            "The 'fields' parameter of wrap must map each modality name to its tuple position "
+            f"or dict key, plus 'label'; e.g. {{'audio': 0, 'image': 1, 'label': 2}}; got {fields!r}."
+        )
 
 
 def wrap(
@@ -106,32 +116,11 @@ def wrap(
     Raises ValueError naming the argument for an iterable dataset, a custom sampler, a missing
     label field or a ledger that does not fit.
     """
-    if not isinstance(dataloader, DataLoader):
-        raise ValueError(
-            f"The 'dataloader' parameter of wrap must be a torch DataLoader; got "
-            f"{type(dataloader).__name__}."
-        )
-    dataset = dataloader.dataset
-    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-        raise ValueError(
-            "The 'dataloader' parameter of wrap must be over a map-style Dataset (with __len__ "
-            "and __getitem__: the index is the sample id); for shards use balanced_loader."
-        )
-    sampler = dataloader.sampler
-    if not isinstance(sampler, SequentialSampler | RandomSampler):
-        raise ValueError(
-            f"The 'dataloader' parameter of wrap has a {type(sampler).__name__}; wrap supports "
-            "shuffle=True or False only (it splits ranks itself: drop any DistributedSampler)."
-        )
-    if dataloader.batch_size is None:
-        raise ValueError("The 'dataloader' parameter of wrap must have a batch_size.")
-    if not isinstance(fields, Mapping) or LABEL not in fields or len(fields) < 2:
-        raise ValueError(
-            "The 'fields' parameter of wrap must map each modality name to its tuple position "
-            f"or dict key, plus 'label'; e.g. {{'audio': 0, 'image': 1, 'label': 2}}; got {fields!r}."
-        )
+    check_wrapped(dataloader, fields)
+    dataset, sampler = dataloader.dataset, dataloader.sampler
+    assert dataloader.batch_size is not None  # check_wrapped refused None
     names = tuple(k for k in fields if k != LABEL)
-    n = len(dataset)
+    n = len(cast(Sized, dataset))  # check_wrapped: a map-style dataset with __len__
     rank_, world = resolve_world(rank, world_size, "wrap")
     ids = np.arange(n, dtype=np.int64)
     control = attach(
@@ -153,7 +142,7 @@ def wrap(
         fetch=DatasetFetch(dataset, fields, names),
         ids=ids,
         names=names,
-        collate=WrapCollate(names, collate_fn),
+        collate=Collate(names, collate_fn=collate_fn),
         epoch_hook=control,
         num_ids=num_ids,
         seed=seed,

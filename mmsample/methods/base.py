@@ -22,9 +22,7 @@ import torch
 
 from ..ledger import Ledger
 from ..plan import ArrayPlan
-from ..state import check_compatible
-
-STATE_VERSION = 1
+from ..stateful import Stateful
 
 
 def check_choice(owner: str, name: str, value: object, choices: Mapping[str, Any]) -> None:
@@ -66,10 +64,19 @@ def ids_digest(ids: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-class Method:
-    """Base of DUS, BSS and SMV (see the module docstring for the life cycle)."""
+class Method(Stateful):
+    """Base of DUS, BSS and SMV (see the module docstring for the life cycle).
 
-    # fields of the subclass saved by state_dict (tensors and arrays are copied)
+    State (`mmsample.stateful.Stateful`): compatible with (class, seed, samples, modalities, ids
+    digest and the subclass's `_COMPAT` settings); saves `taken` (the epoch taken) and `saved`
+    (the subclass's `_SAVED` attributes)."""
+
+    STATE_FORMAT = "mmsample.methods.Method"
+    STATE_VERSION = 2
+    SAVED_FIELDS = ("taken", "saved")
+    STATE_FIX = "build the method (and call set_ids) as when it was saved."
+
+    # attributes of the subclass saved under "saved" (tensors and arrays are copied)
     _SAVED: ClassVar[tuple[str, ...]] = ()
     _COMPAT: ClassVar[tuple[str, ...]] = ()  # constructor settings a state must match
     _ARRAYS: ClassVar[frozenset[str]] = frozenset()  # saved fields held as numpy arrays
@@ -163,10 +170,10 @@ class Method:
         return None
 
     # ---- state ---------------------------------------------------------------------------
-    def _compat(self) -> dict[str, Any]:
+    def compatibility(self) -> dict[str, Any]:
+        """What a state must match: class, seed, samples, modalities, ids digest, settings."""
         return {
             "class": type(self).__name__,
-            "version": STATE_VERSION,
             "seed": self.seed,
             "samples": self.ledger.num_samples,
             "modalities": list(self.names),
@@ -178,32 +185,31 @@ class Method:
         """What the ledger cannot give back later (the epoch's snapshot-derived state), plus what
         the state is compatible with (class, seed, samples, modalities, ids, settings). Tensors,
         numbers, strings and lists only: `torch.load` reads it with `weights_only=True`."""
-        saved = {k: _to_state(getattr(self, k)) for k in self._SAVED}
-        return {**self._compat(), "taken": self._taken, "saved": saved}
+        return super().state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from `state_dict()`; refuses a state of another class, seed, ledger, id set
         or setting (ValueError naming each). Never modifies `state`."""
+        super().load_state_dict(state)
+
+    def _save_fields(self) -> dict[str, Any]:
+        saved = {k: _to_state(getattr(self, k)) for k in self._SAVED}
+        return {"taken": self._taken, "saved": saved}
+
+    def _load_fields(self, state: Mapping[str, Any]) -> None:
         owner = type(self).__name__
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{owner}.load_state_dict expects a dict from state_dict().")
-        mine = self._compat()
-        check_compatible(
-            f"{owner}.load_state_dict",
-            state,
-            mine,
-            "method",
-            "build the method (and call set_ids) as when it was saved.",
-        )
-        saved = state.get("saved")
+        saved = state["saved"]
         if not isinstance(saved, Mapping) or set(saved) != set(self._SAVED):
-            raise ValueError(f"{owner}.load_state_dict: the state's 'saved' entry is malformed.")
+            raise ValueError(
+                f"{owner}.load_state_dict: the state's 'saved' entry must hold {list(self._SAVED)};"
+                f" got {sorted(saved) if isinstance(saved, Mapping) else type(saved).__name__}."
+            )
         for k in self._SAVED:
             value = _copy(saved[k])
             if k in self._ARRAYS and isinstance(value, torch.Tensor):
                 value = value.numpy()
             setattr(self, k, value)
-        taken = state.get("taken")
+        taken = state["taken"]
         self._taken = None if taken is None else int(taken)
         self._cache = None
 

@@ -23,28 +23,169 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ..ledger import Ledger
 from ..plan import ArrayPlan
 from ..schedule import rng_for
-from ..signals import min_max, root_pacing
+from ..signals import BALANCE_SCORES, root_pacing
 from .base import Method, check_choice, check_number
 
-SCHEDULERS: dict[str, str] = {
-    "heuristic": "rank once, root pacing",
-    "learned": "rescore, draw by softmax",
-}
-VARIANTS: dict[str, str] = {"paper": "the paper's formulas", "reference": "the authors' code"}
 _TAG_ORDER, _TAG_DRAW = 0xB55, 0xB56
 SHOWN = 8
 
 
 class EmptyEpochWarning(UserWarning):
     """A method's plan yields no item this epoch (e.g. BSS keeping floor(N * lambda) = 0)."""
+
+
+# ---- variants: what the paper and the authors' code do differently ------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One BSS variant. `score`: `mmsample.signals.BALANCE_SCORES[name]`, (similarity `[n]`,
+    loss `[n]`) -> score `[n]`; `loss`: (bss, summed unimodal CE `[n]`, fused CE `[n]`) -> loss
+    `[n]`; `higher_is_balanced`: rank descending (else ascending); `pacing_shift`: lambda is
+    taken at epoch + shift; `every_epoch`: the learned scheduler rescores every epoch (else
+    every `interval`); `probabilities`: the learned scheduler's draw probabilities over ids
+    (bss, snapshot) -> float64 `[N]`; `replace`: it draws with replacement."""
+
+    score: Callable[[Tensor, Tensor], Tensor]
+    loss: Callable[[BSS, Tensor, Tensor], Tensor]
+    higher_is_balanced: bool
+    pacing_shift: int
+    every_epoch: bool
+    probabilities: Callable[[BSS, dict[str, Tensor]], np.ndarray]
+    replace: bool
+
+    @property
+    def worst(self) -> float:
+        """The score of an unpaired id: the least balanced, ranked last."""
+        return -math.inf if self.higher_is_balanced else math.inf
+
+
+def _paper_loss(bss: BSS, unimodal: Tensor, fused: Tensor) -> Tensor:
+    return (1 - bss.alpha) * fused + bss.alpha * unimodal
+
+
+def _reference_loss(bss: BSS, unimodal: Tensor, fused: Tensor) -> Tensor:
+    w_u, w_f = bss.reference_weights
+    return w_u * unimodal + w_f * fused
+
+
+def _ema_softmax(bss: BSS, snapshot: dict[str, Tensor]) -> np.ndarray:
+    """Paper: `s_upd` = the current score at the first rescoring, else the EMA
+    `(1 - beta) s_upd + beta s_cur` where both are finite (an unpaired id, -inf, takes the
+    current score); `p = softmax(s_upd)` (uniform if no id is paired)."""
+    s_cur = bss.scores(snapshot)
+    prev = bss._s_upd
+    if prev is None:
+        s_upd = s_cur
+    else:
+        both = np.isfinite(prev) & np.isfinite(s_cur)
+        ema = (1 - bss.beta) * np.where(both, prev, 0) + bss.beta * np.where(both, s_cur, 0)
+        s_upd = np.where(both, ema, s_cur)
+    bss._s_upd = s_upd
+    top = s_upd.max()
+    if not np.isfinite(top):  # no paired id at all: uniform
+        return np.full(len(s_cur), 1.0 / len(s_cur))
+    e = np.exp(s_upd - top)  # an unpaired id (-inf): probability 0
+    return e / e.sum()
+
+
+def _reference_weights(bss: BSS, snapshot: dict[str, Tensor]) -> np.ndarray:
+    """Reference learned weights `1 - (Norm(loss) - Norm(sim)) + 0.01` = 2.01 - score (an
+    unpaired id: 0.01, the smallest weight a paired id can get), normalised to sum 1."""
+    w = 2.01 - bss.scores(snapshot)
+    w[~np.isfinite(w)] = 0.01
+    return w / w.sum()
+
+
+VARIANTS: dict[str, Variant] = {
+    "paper": Variant(BALANCE_SCORES["paper"], _paper_loss, True, 0, False, _ema_softmax, True),
+    "reference": Variant(
+        BALANCE_SCORES["reference"], _reference_loss, False, 1, True, _reference_weights, False
+    ),
+}
+
+
+# ---- schedulers: which ids each epoch, in what order ----------------------------------------
+
+
+class Heuristic:
+    """Rank once (frozen at the first take), keep the top `floor(N * lambda(e))` in a seeded
+    random order."""
+
+    draws = False
+
+    def scoring_ids(self, bss: BSS, epoch: int) -> np.ndarray | None:
+        return bss.ids if bss._ranking is None else None
+
+    def take(self, bss: BSS, epoch: int) -> None:
+        if bss._ranking is None:
+            s = bss.scores()
+            key = -s if bss._rules.higher_is_balanced else s
+            bss._ranking = bss.ids[np.lexsort((bss.ids, key))]
+
+    def plan(self, bss: BSS, epoch: int) -> ArrayPlan:
+        assert bss._ranking is not None
+        kept = bss.kept(epoch)
+        if kept == 0:
+            warnings.warn(
+                f"BSS keeps floor(N * lambda({epoch})) = floor({len(bss.ids)} * "
+                f"{bss.pacing(epoch):.4g}) = 0 ids: epoch {epoch} is empty. Raise lambda0 "
+                "(or use more samples) so the first epochs train on something.",
+                EmptyEpochWarning,
+                stacklevel=4,
+            )
+        top = bss._ranking[:kept]
+        order = top[rng_for(bss.seed, epoch, _TAG_ORDER).permutation(len(top))]
+        counts = np.zeros(bss.ledger.num_samples, dtype=np.int64)
+        counts[top] = 1
+        return ArrayPlan(counts, np.full(len(top), bss.full, dtype=np.int64), order)
+
+    def pace(self, bss: BSS, epoch: int, distinct: int) -> float:
+        return bss.pacing(epoch)
+
+
+class Learned:
+    """Rescore every `interval` epochs (the variant may say every epoch) and draw N ids by
+    the variant's probabilities."""
+
+    draws = True
+
+    def due(self, bss: BSS, epoch: int) -> bool:
+        every = 1 if bss._rules.every_epoch else bss.interval
+        return bss._rescored is None or epoch // every != bss._rescored // every
+
+    def scoring_ids(self, bss: BSS, epoch: int) -> np.ndarray | None:
+        return bss.ids if bss._rules.every_epoch or self.due(bss, epoch) else None
+
+    def take(self, bss: BSS, epoch: int) -> None:
+        if self.due(bss, epoch):
+            bss._p = bss._rules.probabilities(bss, bss.ledger.snapshot())
+            bss._rescored = epoch
+
+    def plan(self, bss: BSS, epoch: int) -> ArrayPlan:
+        assert bss._p is not None
+        n = len(bss.ids)
+        draw = rng_for(bss.seed, epoch, _TAG_DRAW)
+        order = bss.ids[draw.choice(n, size=n, replace=bss._rules.replace, p=bss._p)]
+        counts = np.bincount(order, minlength=bss.ledger.num_samples).astype(np.int64)
+        return ArrayPlan(counts, np.full(n, bss.full, dtype=np.int64), order)
+
+    def pace(self, bss: BSS, epoch: int, distinct: int) -> float:
+        return distinct / len(bss.ids)
+
+
+SCHEDULERS: dict[str, Heuristic | Learned] = {"heuristic": Heuristic(), "learned": Learned()}
 
 
 class BSS(Method):
@@ -99,11 +240,13 @@ class BSS(Method):
         self.scheduler, self.lambda0, self.t_grow, self.alpha = scheduler, lambda0, t_grow, alpha
         self.interval, self.beta, self.variant = interval, beta, variant
         self.reference_weights = tuple(float(w) for w in reference_weights)
+        self._rules: Variant = VARIANTS[variant]
+        self._schedule: Heuristic | Learned = SCHEDULERS[scheduler]
         self._reset()
 
     def _reset(self) -> None:
         self._ranking: np.ndarray | None = None  # heuristic: ids, best first (frozen)
-        self._s_upd: np.ndarray | None = None  # learned (paper): the running score
+        self._s_upd: np.ndarray | None = None  # learned (paper): s_upd
         self._rescored: int | None = None  # learned: the epoch of the last rescoring
         self._p: np.ndarray | None = None  # learned: the draw probabilities over ids
 
@@ -130,113 +273,38 @@ class BSS(Method):
                 f"ledger)) or mmsample.scoring.score), or train with the plain loader first."
             )
         rows = paired.nonzero().squeeze(1)
-        worst = -math.inf if self.variant == "paper" else math.inf
-        out = np.full(len(ids), worst, dtype=np.float64)
+        out = np.full(len(ids), self._rules.worst, dtype=np.float64)
         if len(rows) == 0:
             return out
         sel = ids[rows]
         sim = snap["similarity"][sel].double()
         uni = snap["unimodal_loss"][sel].double().sum(1)
         fused = snap["fused_loss"][sel].double()
-        if self.variant == "paper":
-            loss = (1 - self.alpha) * fused + self.alpha * uni
-            out[rows.numpy()] = (min_max(sim) - min_max(loss)).numpy()
-        else:
-            w_u, w_f = self.reference_weights
-            loss = w_u * uni + w_f * fused
-            out[rows.numpy()] = ((1 - min_max(sim)) + min_max(loss)).numpy()
+        loss = self._rules.loss(self, uni, fused)
+        out[rows.numpy()] = self._rules.score(sim, loss).numpy()
         return out
-
-    def _learned_weights(self, snap: dict[str, torch.Tensor]) -> np.ndarray:
-        """Reference learned weights `1 - (Norm(loss) - Norm(sim)) + 0.01` = 2.01 - score
-        (an unpaired id: 0.01, the smallest weight a paired id can get)."""
-        w = 2.01 - self.scores(snap)
-        w[~np.isfinite(w)] = 0.01
-        return w
 
     # ---- the scheduler -------------------------------------------------------------------
     def pacing(self, epoch: int) -> float:
         """lambda(epoch): the fraction of ids the heuristic keeps (reference: lambda(e + 1))."""
-        t = epoch + 1 if self.variant == "reference" else epoch
-        return root_pacing(t, self.lambda0, self.t_grow)
+        return root_pacing(epoch + self._rules.pacing_shift, self.lambda0, self.t_grow)
 
     def kept(self, epoch: int) -> int:
         """`floor(N * lambda(epoch))`, in float64."""
         return math.floor(float(np.float64(len(self._ids)) * np.float64(self.pacing(epoch))))
 
     def scoring_ids(self, epoch: int) -> np.ndarray | None:
-        if self.scheduler == "heuristic":
-            return self._ids if self._ranking is None else None
-        if self.variant == "reference" or self._due(epoch):
-            return self._ids
-        return None
-
-    def _due(self, epoch: int) -> bool:
-        every = 1 if self.variant == "reference" else self.interval
-        return self._rescored is None or epoch // every != self._rescored // every
+        return self._schedule.scoring_ids(self, epoch)
 
     def _take(self, epoch: int) -> None:
-        if self.scheduler == "heuristic":
-            if self._ranking is None:
-                s = self.scores()
-                key = -s if self.variant == "paper" else s
-                self._ranking = self._ids[np.lexsort((self._ids, key))]
-            return
-        if not self._due(epoch):
-            return
-        snapshot = self.ledger.snapshot()
-        if self.variant == "reference":
-            w = self._learned_weights(snapshot)
-            self._p = w / w.sum()
-        else:
-            s_cur = self.scores(snapshot)
-            prev = self._s_upd
-            if prev is None:
-                self._s_upd = s_cur
-            else:  # EMA where both are finite; an unpaired id (-inf) takes the current score
-                both = np.isfinite(prev) & np.isfinite(s_cur)
-                ema = (1 - self.beta) * np.where(both, prev, 0) + self.beta * np.where(
-                    both, s_cur, 0
-                )
-                self._s_upd = np.where(both, ema, s_cur)
-            top = self._s_upd.max()
-            if not np.isfinite(top):  # no paired id at all: uniform
-                self._p = np.full(len(s_cur), 1.0 / len(s_cur))
-            else:
-                e = np.exp(self._s_upd - top)  # an unpaired id (-inf): probability 0
-                self._p = e / e.sum()
-        self._rescored = epoch
+        self._schedule.take(self, epoch)
 
     def _plan(self, epoch: int) -> ArrayPlan:
-        n = len(self._ids)
-        rng = rng_for(self.seed, epoch, _TAG_ORDER)
-        if self.scheduler == "heuristic":
-            assert self._ranking is not None
-            kept = self.kept(epoch)
-            if kept == 0:
-                warnings.warn(
-                    f"BSS keeps floor(N * lambda({epoch})) = floor({len(self._ids)} * "
-                    f"{self.pacing(epoch):.4g}) = 0 ids: epoch {epoch} is empty. Raise lambda0 "
-                    "(or use more samples) so the first epochs train on something.",
-                    EmptyEpochWarning,
-                    stacklevel=3,
-                )
-            top = self._ranking[:kept]
-            order = top[rng.permutation(len(top))]
-            counts = np.zeros(self.ledger.num_samples, dtype=np.int64)
-            counts[top] = 1
-            return ArrayPlan(counts, np.full(len(top), self.full, dtype=np.int64), order)
-        assert self._p is not None
-        draw = rng_for(self.seed, epoch, _TAG_DRAW)
-        replace = self.variant == "paper"
-        picks = draw.choice(n, size=n, replace=replace, p=self._p)
-        order = self._ids[picks]
-        counts = np.bincount(order, minlength=self.ledger.num_samples).astype(np.int64)
-        return ArrayPlan(counts, np.full(n, self.full, dtype=np.int64), order)
+        return self._schedule.plan(self, epoch)
 
     def probabilities(self, epoch: int) -> np.ndarray:
         """float64 `[N]`: the learned scheduler's draw probabilities of `ids` at `epoch`."""
-        if self.scheduler != "learned":
+        if not self._schedule.draws:
             raise ValueError("BSS.probabilities: only the learned scheduler draws by p.")
         self.set_epoch(epoch)
         assert self._p is not None
@@ -245,5 +313,5 @@ class BSS(Method):
     def _stats(self, epoch: int) -> dict[str, Any]:
         plan = self.plan(epoch)
         distinct = int((plan.counts(self._ids) > 0).sum())
-        pace = self.pacing(epoch) if self.scheduler == "heuristic" else distinct / len(self._ids)
+        pace = self._schedule.pace(self, epoch, distinct)
         return {"pacing": float(pace), "distinct_ids": float(distinct)}

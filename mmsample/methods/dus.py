@@ -24,7 +24,6 @@ from a generator seeded by (seed, epoch). Sizes are fixed within an epoch.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -58,7 +57,67 @@ def rl_reward(s: np.ndarray, action: np.ndarray) -> float:
     return float(np.sum(np.log(action[weak]))) / len(s)
 
 
-POLICIES: dict[str, str] = {"heuristic": "sizes from the schedule", "rl": "REINFORCE policy"}
+class Heuristic:
+    """Sizes from the schedule: N_B for every modality but the dominant one (`heuristic_sizes`);
+    `batch_size` is the rows per batch."""
+
+    def smallest_batch(self, m: int) -> int:
+        return 1
+
+    def initial(self, dus: DUS) -> list[int]:
+        return [dus.batch_size] * dus.num_modalities
+
+    def take(self, dus: DUS, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
+        if not observed:
+            return self.initial(dus)
+        return heuristic_sizes(s, dus.batch_size, epoch, dus.epochs, dus.beta)
+
+    def stats(self, dus: DUS) -> dict[str, float]:
+        return {}
+
+
+class Reinforce:
+    """A REINFORCE policy over the shares of `batch_size` (the total over modalities); see the
+    module docstring."""
+
+    def smallest_batch(self, m: int) -> int:
+        return m
+
+    def initial(self, dus: DUS) -> list[int]:
+        m = dus.num_modalities
+        return [max(1, round(dus.batch_size / m))] * m
+
+    def take(self, dus: DUS, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
+        m = dus.num_modalities
+        if not observed:
+            dus._last, dus._reward = None, math.nan
+            return self.initial(dus)
+        state = torch.from_numpy(s / s.sum() if s.sum() > 0 else np.full(m, 1.0 / m))
+        if dus._last is not None:  # REINFORCE on the previous action, rewarded by the new S
+            prev_state = torch.tensor(dus._last["state"], dtype=torch.float64)
+            prev_logits = torch.tensor(dus._last["logits"], dtype=torch.float64)
+            action = torch.softmax(prev_logits, 0).numpy()
+            dus._reward = rl_reward(s, action)
+            dist = torch.distributions.Normal(dus._net(prev_state), dus.policy_std)
+            loss = -dus._reward * dist.log_prob(prev_logits).sum()
+            dus._optim.zero_grad()
+            loss.backward()
+            dus._optim.step()
+        else:
+            dus._reward = math.nan
+        gen = torch.Generator().manual_seed(mix_seed(dus.seed, epoch, _TAG_ACTION))
+        with torch.no_grad():
+            mean = dus._net(state)
+            logits = mean + dus.policy_std * torch.randn(m, generator=gen, dtype=torch.float64)
+        dus._last = {"state": state.tolist(), "logits": logits.tolist()}
+        share = torch.softmax(logits, 0).numpy()
+        return [max(1, round(dus.batch_size * float(a))) for a in share]
+
+    def stats(self, dus: DUS) -> dict[str, float]:
+        return {"reward": dus._reward}
+
+
+POLICIES: dict[str, Heuristic | Reinforce] = {"heuristic": Heuristic(), "rl": Reinforce()}
 
 
 class DUS(Method):
@@ -99,10 +158,12 @@ class DUS(Method):
         check_choice("DUS", "policy", policy, POLICIES)
         check_number("DUS", "lr", lr, low=0, low_open=True)
         check_number("DUS", "policy_std", policy_std, low=0, low_open=True)
-        if policy == "rl" and batch_size < self.num_modalities:
+        self._sizer = POLICIES[policy]
+        if batch_size < self._sizer.smallest_batch(self.num_modalities):
             raise ValueError(
                 f"The 'batch_size' parameter of DUS must be >= the number of modalities "
-                f"({self.num_modalities}) with policy='rl' (it is the total); got {batch_size}."
+                f"({self.num_modalities}) with policy={policy!r} (it is the total); got "
+                f"{batch_size}."
             )
         self.batch_size, self.epochs, self.beta, self.policy = batch_size, epochs, beta, policy
         self.lr, self.policy_std = lr, policy_std
@@ -110,7 +171,7 @@ class DUS(Method):
         torch.nn.init.zeros_(self._net.weight)
         torch.nn.init.zeros_(self._net.bias)
         self._optim = torch.optim.Adam(self._net.parameters(), lr=lr)
-        self._sizes: list[int] = self._initial()
+        self._sizes: list[int] = self._sizer.initial(self)
         self._s: list[float] = [0.0] * self.num_modalities
         self._last: dict[str, list[float]] | None = None  # previous RL action: state, logits
         self._reward = math.nan
@@ -132,13 +193,8 @@ class DUS(Method):
     def _optim_state(self, value: dict[str, Any]) -> None:
         self._optim.load_state_dict(value)
 
-    def _initial(self) -> list[int]:
-        if self.policy == "rl":
-            return [max(1, round(self.batch_size / self.num_modalities))] * self.num_modalities
-        return [self.batch_size] * self.num_modalities
-
     def _reset(self) -> None:
-        self._sizes = self._initial()
+        self._sizes = self._sizer.initial(self)
 
     # ---- the schedule --------------------------------------------------------------------
     def batch_sizes(self, epoch: int) -> dict[str, int]:
@@ -155,41 +211,7 @@ class DUS(Method):
         s = self.ledger.cumulative_discrepancy.numpy().astype(np.float64)
         observed = self.ledger.step > 0
         self._s = s.tolist()
-        take: Callable[[int, np.ndarray, bool], list[int]] = (
-            self._take_rl if self.policy == "rl" else self._take_heuristic
-        )
-        self._sizes = take(epoch, s, observed)
-
-    def _take_heuristic(self, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
-        if not observed:
-            return [self.batch_size] * self.num_modalities
-        return heuristic_sizes(s, self.batch_size, epoch, self.epochs, self.beta)
-
-    def _take_rl(self, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
-        m = self.num_modalities
-        if not observed:
-            self._last, self._reward = None, math.nan
-            return self._initial()
-        state = torch.from_numpy(s / s.sum() if s.sum() > 0 else np.full(m, 1.0 / m))
-        if self._last is not None:  # REINFORCE on the previous action, rewarded by the new S
-            prev_state = torch.tensor(self._last["state"], dtype=torch.float64)
-            prev_logits = torch.tensor(self._last["logits"], dtype=torch.float64)
-            action = torch.softmax(prev_logits, 0).numpy()
-            self._reward = rl_reward(s, action)
-            dist = torch.distributions.Normal(self._net(prev_state), self.policy_std)
-            loss = -self._reward * dist.log_prob(prev_logits).sum()
-            self._optim.zero_grad()
-            loss.backward()
-            self._optim.step()
-        else:
-            self._reward = math.nan
-        gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch, _TAG_ACTION))
-        with torch.no_grad():
-            mean = self._net(state)
-            logits = mean + self.policy_std * torch.randn(m, generator=gen, dtype=torch.float64)
-        self._last = {"state": state.tolist(), "logits": logits.tolist()}
-        share = torch.softmax(logits, 0).numpy()
-        return [max(1, round(self.batch_size * float(a))) for a in share]
+        self._sizes = self._sizer.take(self, epoch, s, observed)
 
     # ---- plan and stats ------------------------------------------------------------------
     def _plan(self, epoch: int) -> ArrayPlan:
@@ -203,6 +225,5 @@ class DUS(Method):
             out[f"batch_size/{name}"] = float(n)
             out[f"items/{name}"] = float(n * batches)
             out[f"discrepancy/{name}"] = float(s)
-        if self.policy == "rl":
-            out["reward"] = self._reward
+        out.update(self._sizer.stats(self))
         return out

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ..signals.discrepancy import ogm_coefficients
+from ..stateful import Stateful
 
 __all__ = ["OGMGE", "OGMGE_NOISE", "OGMGE_PARAMS"]
 
@@ -52,7 +53,7 @@ OGMGE_NOISE: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-class OGMGE:
+class OGMGE(Stateful):
     """Gradient modulation hook: `k_u = 1 - tanh(alpha * rho_u)` for the dominant modality u.
 
     `OGMGE(encoders={"audio": m.audio, "video": m.visual}, alpha=0.1)`; after `backward()` call
@@ -61,7 +62,15 @@ class OGMGE:
     unbiased std of the unscaled g plus 1e-8 (0 + 1e-8 for one-element tensors). Noise comes
     from `generator` (on the parameters' device) or the global RNG. `tie_modulates` names the
     modality modulated at rho == 1 (the authors' code: the first, audio); see `ogm_coefficients`.
+
+    State (`mmsample.stateful.Stateful`): compatible with the encoder names and every setting
+    (and the noise generator's device, None without one); saves the generator's state.
     """
+
+    STATE_FORMAT = "mmsample.OGMGE"
+    STATE_VERSION = 2
+    SAVED_FIELDS = ("generator",)
+    STATE_FIX = "build the hook with the encoders, settings and kind of 'generator' it had."
 
     def __init__(
         self,
@@ -207,10 +216,9 @@ class OGMGE:
                     g.mul_(k)
         return {n: coefficients[j] for j, n in enumerate(self.names)}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Encoder names, settings and the noise generator's state (None without a generator)."""
+    def compatibility(self) -> dict[str, Any]:
+        """What a state must match: encoder names, settings and the generator's device."""
         return {
-            "kind": "OGMGE",
             "encoders": list(self.names),
             "alpha": self.alpha,
             "ge": self.ge,
@@ -218,29 +226,28 @@ class OGMGE:
             "end": self.end,
             "params": self.params,
             "noise": self.noise,
-            "generator": None if self.generator is None else self.generator.get_state(),
+            "tie_modulates": self.tie_modulates,
+            "generator_device": None if self.generator is None else str(self.generator.device),
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        """Encoder names, settings and the noise generator's state (None without a generator)."""
+        return super().state_dict()
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the generator state; refuses another kind, other encoders, or a generator
-        mismatch. `state` is not modified."""
-        if state.get("kind") != "OGMGE":
-            raise ValueError(
-                f"This state is not an OGMGE state; its kind is {state.get('kind')!r}."
-            )
-        if list(state.get("encoders", [])) != self.names:
-            raise ValueError(
-                f"This OGMGE modulates encoders {self.names}; the state was saved for "
-                f"{state.get('encoders')}."
-            )
-        saved = state.get("generator")
-        if (saved is None) != (self.generator is None):
-            raise ValueError(
-                "This OGMGE state was saved "
-                + ("without" if saved is None else "with")
-                + " a noise generator, but this hook has "
-                + ("one" if self.generator is not None else "none")
-                + "; pass the same kind of 'generator' as when the state was saved."
-            )
-        if self.generator is not None and saved is not None:
+        """Restore the generator state; refuses a state of other encoders, other settings or
+        another kind of generator (ValueError naming each). `state` is not modified."""
+        super().load_state_dict(state)
+
+    def _save_fields(self) -> dict[str, Any]:
+        return {"generator": None if self.generator is None else self.generator.get_state()}
+
+    def _load_fields(self, state: Mapping[str, Any]) -> None:
+        saved = state["generator"]
+        if self.generator is not None:
+            if not isinstance(saved, Tensor):
+                raise ValueError(
+                    f"OGMGE.load_state_dict: the state's 'generator' entry must be the noise "
+                    f"generator's state (a uint8 tensor); got {type(saved).__name__}."
+                )
             self.generator.set_state(saved.clone())

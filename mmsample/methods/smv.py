@@ -21,6 +21,8 @@ pass are used.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,9 +34,101 @@ from ..schedule import rng_for
 from ..signals import SMV_PROBABILITY, shapley, smv_copies, smv_modality_probability
 from .base import Method, check_choice, check_number
 
-LEVELS: dict[str, str] = {"sample": "extra items per id", "modality": "weak modality re-sampling"}
-VARIANTS: dict[str, str] = {"paper": "the paper's formulas", "reference": "the authors' code"}
 _TAG_Z, _TAG_DRAW = 0x5A1, 0x5A2
+
+
+# ---- variants: what the paper and the authors' code do differently ------------------------
+
+
+def _bernoulli_draw(p: float, carriers: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Paper: each carrier of the weak modality gets one extra item with probability p."""
+    return carriers[rng.random(len(carriers)) < p]
+
+
+def _count_draw(p: float, carriers: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Reference: `int(p * N)` carriers drawn with replacement, one extra item each (sorted)."""
+    if not len(carriers):
+        return carriers[:0]
+    return np.sort(rng.choice(carriers, size=int(p * n), replace=True))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """`gap`: the default gap of `smv_modality_probability`; `valuation_pass`: ask for a
+    separate valuation pass each epoch after warm-up (`scoring_ids`); `draw`: (p, carriers,
+    N, rng) -> the ids that get an extra item of the weak modality."""
+
+    gap: float | None
+    valuation_pass: bool
+    draw: Callable[[float, np.ndarray, int, np.random.Generator], np.ndarray]
+
+
+VARIANTS: dict[str, Variant] = {
+    "paper": Variant(gap=None, valuation_pass=False, draw=_bernoulli_draw),
+    "reference": Variant(gap=1.5, valuation_pass=True, draw=_count_draw),
+}
+
+
+# ---- levels: extra items per id, or for the weak modality -------------------------------------
+
+
+class SampleLevel:
+    """Each valuated id gets `smv_copies(phi)` extra single-modality items."""
+
+    def valuated_ids(self, smv: SMV, epoch: int) -> np.ndarray:
+        return smv.ids
+
+    def take(
+        self, smv: SMV, epoch: int, snapshot: dict[str, torch.Tensor], ids: np.ndarray
+    ) -> None:
+        rows_of = torch.from_numpy(ids)
+        has = snapshot["modality_seen"][rows_of]
+        copies = torch.zeros(len(rows_of), smv.num_modalities, dtype=torch.int64)
+        rows = snapshot["values_seen"][rows_of].nonzero().squeeze(1)
+        if len(rows):
+            phi = shapley(snapshot["values"][rows_of[rows]].double())
+            copies[rows] = smv_copies(phi).long()
+            smv._phi_mean = phi.mean(0).tolist()
+        smv._copies = copies * has.long()
+
+    def stats(self, smv: SMV) -> dict[str, float]:
+        return {}
+
+
+class ModalityLevel:
+    """A valuated subset Z names the weak modality and its probability p; the variant draws
+    the ids that get an extra item of it."""
+
+    def valuated_ids(self, smv: SMV, epoch: int) -> np.ndarray:
+        return smv.subset(epoch)
+
+    def take(
+        self, smv: SMV, epoch: int, snapshot: dict[str, torch.Tensor], ids: np.ndarray
+    ) -> None:
+        z = torch.from_numpy(smv.subset(epoch))
+        z = z[snapshot["values_seen"][z]]
+        if len(z) == 0:
+            return  # nothing valuated yet: no extra items this epoch
+        phi = shapley(snapshot["values"][z].double())
+        weak, p = smv_modality_probability(phi, smv.f_m, smv.scale, smv.gap)
+        smv._weak, smv._p = int(weak), float(p)
+        smv._phi_mean = phi.mean(0).tolist()
+        has = snapshot["modality_seen"][torch.from_numpy(ids)]
+        carriers = ids[has[:, smv._weak].numpy()]
+        rng = rng_for(smv.seed, epoch, _TAG_DRAW)
+        smv._extra_ids = smv._rules.draw(smv._p, carriers, len(ids), rng)
+
+    def stats(self, smv: SMV) -> dict[str, float]:
+        return {
+            "probability": smv._p,
+            "weak_modality": float(-1 if smv._weak is None else smv._weak),
+        }
+
+
+LEVELS: dict[str, SampleLevel | ModalityLevel] = {
+    "sample": SampleLevel(),
+    "modality": ModalityLevel(),
+}
 
 
 class SMV(Method):
@@ -79,7 +173,8 @@ class SMV(Method):
             check_number("SMV", "gap", gap, low=0, low_open=True)
         self.level, self.warmup, self.variant, self.fraction = level, warmup, variant, fraction
         self.f_m, self.scale = f_m, scale
-        self.gap = (1.5 if variant == "reference" else None) if gap is None else gap
+        self._rules, self._level = VARIANTS[variant], LEVELS[level]
+        self.gap = self._rules.gap if gap is None else gap
         self._reset()
 
     def _reset(self) -> None:
@@ -90,51 +185,21 @@ class SMV(Method):
         self._extra_ids: np.ndarray | None = None  # modality level: ids with an extra item
 
     def scoring_ids(self, epoch: int) -> np.ndarray | None:
-        if self.variant != "reference" or epoch < self.warmup:
+        if not self._rules.valuation_pass or epoch < self.warmup:
             return None
-        if self.level == "modality":
-            return self._subset(epoch)
-        return self._ids
+        return self._level.valuated_ids(self, epoch)
 
-    def _subset(self, epoch: int) -> np.ndarray:
-        """Z: a seeded random `fraction` of the ids (at least one), ascending."""
+    def subset(self, epoch: int) -> np.ndarray:
+        """Z of the modality level at `epoch`: a seeded random `fraction` of the ids (at least
+        one), ascending int64."""
         rng = rng_for(self.seed, epoch, _TAG_Z)
         size = max(1, int(self.fraction * len(self._ids)))
         return np.sort(rng.choice(self._ids, size=size, replace=False))
 
     def _take(self, epoch: int) -> None:
         self._reset()
-        if epoch < self.warmup:
-            return
-        snapshot = self.ledger.snapshot()
-        ids = torch.from_numpy(self._ids)
-        valued = snapshot["values_seen"][ids]
-        has = snapshot["modality_seen"][ids]
-        if self.level == "sample":
-            copies = torch.zeros(len(ids), self.num_modalities, dtype=torch.int64)
-            rows = valued.nonzero().squeeze(1)
-            if len(rows):
-                phi = shapley(snapshot["values"][ids[rows]].double())
-                copies[rows] = smv_copies(phi).long()
-                self._phi_mean = phi.mean(0).tolist()
-            self._copies = copies * has.long()
-            return
-        z = torch.from_numpy(self._subset(epoch))
-        z = z[snapshot["values_seen"][z]]
-        if len(z) == 0:
-            return  # nothing valuated yet: no extra items this epoch
-        phi = shapley(snapshot["values"][z].double())
-        weak, p = smv_modality_probability(phi, self.f_m, self.scale, self.gap)
-        self._weak, self._p = int(weak), float(p)
-        self._phi_mean = phi.mean(0).tolist()
-        carriers = self._ids[has[:, self._weak].numpy()]
-        rng = rng_for(self.seed, epoch, _TAG_DRAW)
-        if self.variant == "reference":
-            n = int(self._p * len(self._ids))
-            picks = rng.choice(carriers, size=n, replace=True) if len(carriers) else carriers[:0]
-            self._extra_ids = np.sort(picks)
-        else:
-            self._extra_ids = carriers[rng.random(len(carriers)) < self._p]
+        if epoch >= self.warmup:
+            self._level.take(self, epoch, self.ledger.snapshot(), self._ids)
 
     def _plan(self, epoch: int) -> ArrayPlan:
         if self._copies is None and self._extra_ids is None:
@@ -167,7 +232,5 @@ class SMV(Method):
             f"contribution/{n}": float(v) for n, v in zip(self.names, self._phi_mean)
         }
         out["warmup"] = float(epoch < self.warmup)
-        if self.level == "modality":
-            out["probability"] = self._p
-            out["weak_modality"] = float(-1 if self._weak is None else self._weak)
+        out.update(self._level.stats(self))
         return out

@@ -216,6 +216,42 @@ def kmeans_pp(
     non-finite embedding norms (the rows named), n outside [0, N], or a generator on another
     device; TypeError for a non-int n.
     """
+    _check_arguments(a, z, n, generator, screen)
+    counts = {"screened_picks": 0, "full_passes": 0, "recomputed_rows": 0, "screen_misses": 0}
+    picks = torch.empty(n, dtype=torch.long, device=a.device)
+    if n == 0:
+        _report(stats, counts)
+        return picks
+    num = a.shape[0]
+    a_sq, z_sq, self_sq = _embedding_sq_norms(a, z)
+    use_screen = (a.device.type == "cpu") if screen is None else screen
+    screener = RankOneScreen(a, z, a_sq, z_sq) if use_screen and n > 2 else None
+    backoff = _Backoff(screener, num, counts)
+    center = self_sq.argmax().reshape(1)
+    picks[0:1] = center
+    # 1 for unchosen, 0 for chosen: the fallback law when every unchosen point has D = 0
+    unchosen = torch.ones(num, dtype=a.dtype, device=a.device)
+    nearest = torch.full((num,), float("inf"), dtype=a.dtype, device=a.device)
+    with row_split_pool(a, z) as pool:  # helper threads live for this call only
+        for k in range(1, n):
+            unchosen.index_fill_(0, center, 0.0)
+            rows = backoff.rows(k, center, nearest)
+            if rows is None:
+                torch.minimum(nearest, _distances_to(a, z, self_sq, center, pool), out=nearest)
+            else:
+                _update_rows(a, z, self_sq, center, rows, nearest)
+            nearest.index_fill_(0, center, 0.0)  # chosen stay at 0: distances are >= 0
+            weight = torch.where(nearest.sum() > 0, nearest, unchosen)  # no host sync
+            center = _draw(weight, generator)
+            picks[k : k + 1] = center
+    _report(stats, counts)
+    return picks
+
+
+def _check_arguments(
+    a: Tensor, z: Tensor, n: object, generator: torch.Generator | None, screen: object
+) -> None:
+    """kmeans_pp's argument checks (see its docstring for what each raises)."""
     _check_factors(a, z, "kmeans_pp")
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"The 'n' parameter of kmeans_pp must be an int; got {type(n).__name__}.")
@@ -234,53 +270,48 @@ def kmeans_pp(
         raise TypeError(
             f"The 'screen' parameter of kmeans_pp must be a bool or None; got {screen!r}."
         )
-    counts = {"screened_picks": 0, "full_passes": 0, "recomputed_rows": 0, "screen_misses": 0}
-    picks = torch.empty(n, dtype=torch.long, device=a.device)
-    if n == 0:
-        _report(stats, counts)
-        return picks
+
+
+def _embedding_sq_norms(a: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`(||a_i||^2, ||z_i||^2, ||g_i||^2)` `[N]` each; ValueError naming rows whose embedding
+    norm is not finite (the one host sync)."""
     a_sq, z_sq = _sq_norms(a), _sq_norms(z)
     self_sq = a_sq * z_sq
-    if not bool(torch.isfinite(self_sq).all()):  # the one host sync: bad rows name themselves
+    if not bool(torch.isfinite(self_sq).all()):  # bad rows name themselves
         bad = torch.nonzero(~torch.isfinite(self_sq)).flatten()[:5].tolist()
         raise ValueError(
             f"The 'a' and 'z' arguments of kmeans_pp must be finite; rows {bad} have a NaN or "
             "infinite embedding norm (check the logits and features of those samples)."
         )
-    use_screen = (a.device.type == "cpu") if screen is None else screen
-    screener = RankOneScreen(a, z, a_sq, z_sq) if use_screen and n > 2 else None
-    center = self_sq.argmax().reshape(1)
-    picks[0:1] = center
-    # 1 for unchosen, 0 for chosen: the fallback law when every unchosen point has D = 0
-    unchosen = torch.ones(num, dtype=a.dtype, device=a.device)
-    nearest = torch.full((num,), float("inf"), dtype=a.dtype, device=a.device)
-    retry_at, backoff = 0, 0  # the screen is skipped before pick retry_at after failing
-    with row_split_pool(a, z) as pool:  # helper threads live for this call only
-        for k in range(1, n):
-            unchosen.index_fill_(0, center, 0.0)
-            rows = None
-            # the first seed's distances are all needed: nearest is inf everywhere
-            if screener is not None and k > 1 and k >= retry_at:
-                rows = screener.survivors(int(center), nearest)
-                if len(rows) * FULL_PASS_SHARE > num:  # no gain: retry after 1, 2, 4, ... picks
-                    counts["screen_misses"] += 1
-                    backoff = min(2 * backoff or 1, MAX_BACKOFF)
-                    retry_at, rows = k + 1 + backoff, None
-                else:
-                    backoff = 0
-            if rows is None:
-                counts["full_passes"] += 1
-                torch.minimum(nearest, _distances_to(a, z, self_sq, center, pool), out=nearest)
+    return a_sq, z_sq, self_sq
+
+
+class _Backoff:
+    """When to screen a pick: from the second pick on (the first seed's distances are all
+    needed), unless the last screen left over 1 / FULL_PASS_SHARE of the points; then the
+    screen rests for 1, 2, 4, ... (at most MAX_BACKOFF) picks. Counts into `counts`."""
+
+    def __init__(self, screener: RankOneScreen | None, num: int, counts: dict[str, int]):
+        self.screener, self.num, self.counts = screener, num, counts
+        self.retry_at, self.backoff = 0, 0  # the screen is skipped before pick retry_at
+
+    def rows(self, k: int, center: Tensor, nearest: Tensor) -> Tensor | None:
+        """The rows to recompute for pick k (None: a full pass)."""
+        rows = None
+        if self.screener is not None and k > 1 and k >= self.retry_at:
+            rows = self.screener.survivors(int(center), nearest)
+            if len(rows) * FULL_PASS_SHARE > self.num:  # no gain: retry after 1, 2, 4, ...
+                self.counts["screen_misses"] += 1
+                self.backoff = min(2 * self.backoff or 1, MAX_BACKOFF)
+                self.retry_at, rows = k + 1 + self.backoff, None
             else:
-                counts["screened_picks"] += 1
-                counts["recomputed_rows"] += len(rows)
-                _update_rows(a, z, self_sq, center, rows, nearest)
-            nearest.index_fill_(0, center, 0.0)  # chosen stay at 0: distances are >= 0
-            weight = torch.where(nearest.sum() > 0, nearest, unchosen)  # no host sync
-            center = _draw(weight, generator)
-            picks[k : k + 1] = center
-    _report(stats, counts)
-    return picks
+                self.backoff = 0
+        if rows is None:
+            self.counts["full_passes"] += 1
+        else:
+            self.counts["screened_picks"] += 1
+            self.counts["recomputed_rows"] += len(rows)
+        return rows
 
 
 def _report(stats: dict[str, int] | None, counts: dict[str, int]) -> None:

@@ -56,6 +56,7 @@ DECODING = ("mmsample.decoding",)
 SHARDING = ("mmsample.sharding",)
 METHODS = ("mmsample.methods",)
 LOADER = ("mmsample.loader",)
+SIGNALS = ("mmsample.signals",)
 
 # (who, may not import, why): the directions docs/ARCHITECTURE.md draws
 RULES = [
@@ -67,8 +68,12 @@ RULES = [
     (READERS, SHARDING, "readers read shards; writing them is the sharding tool's job"),
     (DECODING, SHARDING, "decoding turns bytes into tensors; it knows nothing of writing shards"),
     (DECODING, READERS, "decoding is handed bytes; the readers call it, never the reverse"),
+    (SIGNALS, ("mmsample",), "signals are pure tensor functions: they import nothing of mmsample"),
 ]
-ALLOWED = {"mmsample.schedule": ("mmsample.plan", "mmsample.schedule")}
+ALLOWED = {
+    "mmsample.schedule": ("mmsample.plan", "mmsample.schedule"),
+    "mmsample.signals": ("mmsample.signals",),
+}
 
 
 def test_import_directions() -> None:

@@ -267,3 +267,29 @@ def test_ogmge_now_checks_its_settings_on_load() -> None:
         ogmge(alpha=0.1, start=2, end=9, noise="modulated").load_state_dict(state)
     with pytest.raises(ValueError, match=r"generator_device: saved 'cpu', now None"):
         ogmge(alpha=0.1, start=2, end=9, generator=None).load_state_dict(state)
+
+
+@pytest.mark.parametrize("bad", ["method", "batches"])
+def test_a_refused_loader_state_changes_nothing(bad: str) -> None:
+    """All or nothing: a loader state whose method part is of another configuration, or whose
+    position does not fit the plan, is refused and leaves the ledger, the method and the
+    position as they were (the next pass is the one the loader would have served)."""
+    source = advanced(loader(seed=0))
+    saved = source.state_dict()
+    if bad == "method":
+        saved["method"] = advanced(loader(seed=5)).state_dict()["method"]  # SMV seed 5
+    else:
+        saved["batches"] = 10_000
+    target = loader(seed=0)
+    target.set_epoch(0)
+    target.ledger.set_epoch(2)
+    target.ledger.observe(
+        torch.arange(4), torch.zeros(4, dtype=torch.long), [torch.ones(4, K)] * 2, torch.ones(4, K)
+    )
+    batches = [b.ids.tolist() for b in target]  # what a pass serves now
+    target.set_epoch(0)
+    before = target.state_dict()
+    with pytest.raises(ValueError, match="seed: saved 5, now 0" if bad == "method" else "10000"):
+        target.load_state_dict(saved)
+    assert same(target.state_dict(), before)
+    assert [b.ids.tolist() for b in target] == batches

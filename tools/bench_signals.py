@@ -208,7 +208,7 @@ def bench_ledger(device: torch.device, batches: int, reps: int) -> None:
         f"({torch.get_num_threads()} threads); medians of {reps} runs of {batches} batches"
     )
     try:
-        from mmsample.signals import Ledger
+        from mmsample.ledger import Ledger
 
         ledger = Ledger(num_samples=n, num_modalities=m, num_classes=k)
         one_by_one = Ledger(num_samples=n, num_modalities=m, num_classes=k, staging=1)

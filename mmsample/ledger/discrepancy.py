@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..signals.discrepancy import CumulativeMean
 from .sync import collective_device
 
 SAVED = ("discrepancy_count", "discrepancy_mean", "discrepancy_synced")
@@ -27,8 +28,6 @@ class CumulativeDiscrepancy:
     rank's running mean as of that sync."""
 
     def __init__(self, num_modalities: int) -> None:
-        # imported here: mmsample.signals imports the ledger package (signals.Ledger)
-        from ..signals.discrepancy import CumulativeMean
 
         self.num_modalities = num_modalities
         self.mean = CumulativeMean(num_modalities)

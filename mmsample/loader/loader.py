@@ -167,17 +167,30 @@ class BalancedLoader(Stateful, StatefulDataLoader):
             raise ValueError(
                 f"BalancedLoader.load_state_dict: bad epoch/batches {epoch!r}/{batches!r}"
             )
-        if self.ledger is not None:
-            self.ledger.load_state_dict(state["ledger"])
-        if self.method is not None:
-            self.method.load_state_dict(state["method"])
-        self._start(epoch, 0)
-        if batches > len(self):
-            raise ValueError(
-                f"BalancedLoader.load_state_dict: the state says {batches} batches of epoch "
-                f"{epoch} were yielded but this loader has {len(self)} in it: the plan or "
-                "dataset changed"
-            )
+        parts = [(p, state[k]) for k, p in (("ledger", self.ledger), ("method", self.method))]
+        parts = [(p, s) for p, s in parts if p is not None]
+        for part, saved in parts:
+            part.check_state(saved)  # every part fits before any changes
+        # all or nothing: a refusal past this point puts back what the loader had
+        before = [(part, part.state_dict()) for part, _ in parts]
+        position = (self._epoch, self._yielded, self._began, self._resuming)
+        try:
+            for part, saved in parts:
+                part.load_state_dict(saved)
+            self._start(epoch, 0)
+            if batches > len(self):
+                raise ValueError(
+                    f"BalancedLoader.load_state_dict: the state says {batches} batches of epoch "
+                    f"{epoch} were yielded but this loader has {len(self)} in it: the plan or "
+                    "dataset changed"
+                )
+        except Exception:
+            for part, saved in before:
+                part.load_state_dict(saved)
+            if position[0] >= 0:  # republish what the workers had been told
+                self._start(position[0], position[1] if position[3] else 0)
+            self._epoch, self._yielded, self._began, self._resuming = position
+            raise
         self._yielded = batches
         self.dataset.resume_at(batches)
         self._began, self._resuming = bool(state["began"]), True

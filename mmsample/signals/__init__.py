@@ -1,4 +1,4 @@
-"""Pure tensor functions every balancing method reads, and the per-sample Ledger.
+"""Pure tensor functions every balancing method reads.
 
 Model outputs of the training (or scoring) pass come in here: subset values and Shapley
 contributions (SMV, BMMAL), the discrepancy score and its running mean (OGM-GE, DUS), the
@@ -7,7 +7,6 @@ Every function takes and returns tensors on any device, keeps the input dtype, a
 number of modalities M >= 2; a subset of modalities is an integer bitmask (bit j = modality j).
 """
 
-from ..ledger import Ledger
 from .balance import (
     BALANCE_SCORES,
     balance_loss,
@@ -43,7 +42,6 @@ __all__ = [
     "SMV_PROBABILITY",
     "SUBSET_VALUES",
     "CumulativeMean",
-    "Ledger",
     "balance_loss",
     "balance_score",
     "balance_similarity",

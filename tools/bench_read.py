@@ -5,7 +5,10 @@ Builds its own shards of real h264 clips (default 256 clips of 10 s, 112x112 at 
 directory, then prints four markdown tables, each with ratios against a baseline measured in the
 same run:
 1. clips/s of `StreamedDataset` vs `webdataset.WebDataset(urls).map(decode)` with the same
-   `Video` spec ("10 frames at 1 fps"), DataLoader with 0 and 2 workers (target: >= 0.95x);
+   `Video` spec ("10 frames at 1 fps"), DataLoader with 0 and 2 workers (target: >= 0.95x).
+   A `StreamedDataset` iterated on its own serves epoch 0's plain plan through the same stages
+   the balanced loader's workers run (`mmsample.shards.stages`: schedule -> read -> decode), so
+   this is the loader's reading path without its batching, method or shared plan;
    then the same two readers with a spec that only takes the payload length (their own cost);
 2. ms/clip of each installed video backend for "10 frames at 1 fps from a 10 s clip";
 3. MB/s of `mmsample.shards.tar_samples.iter_samples` vs `tarfile` stream mode (`"r|"`).

@@ -1,4 +1,5 @@
-"""Errors that name what went wrong: the sample (shard and key) or the argument.
+"""Errors that name what went wrong (the sample, shard and key, or the argument), and the
+warning categories of runs that would otherwise go wrong silently.
 
 Every reader, decoder and the sharding tool raise these, so a user can find the bad clip.
 """
@@ -19,3 +20,27 @@ class SampleError(ValueError):
 
 class ManifestError(ValueError):
     """A dataset manifest, shard list or sharding-tool input is malformed."""
+
+
+# ---- warnings: real categories, so users can filter them or turn them into errors ----------
+# (`warnings.simplefilter("error", mmsample.errors.MmsampleWarning)` makes every one fatal)
+
+
+class MmsampleWarning(UserWarning):
+    """Base of every warning mmsample gives about a run that would otherwise go wrong silently."""
+
+
+class EpochWarning(MmsampleWarning):
+    """The loader served an epoch other than the caller may expect: a new pass after an
+    incomplete one (a `break`) starts the next epoch; `set_epoch` of an epoch already served
+    serves it again."""
+
+
+class UnobservedWarning(MmsampleWarning):
+    """A method is about to plan from a Ledger that received no observation for the ids it plans
+    over (`observe` never called, or called with other ids): its plan would change nothing."""
+
+
+class ShortRunWarning(MmsampleWarning):
+    """A method cannot act (fully) within the epochs of the run: SMV's warm-up lasts the whole
+    run, a DUS schedule spans more epochs than run or changes no batch size within them."""

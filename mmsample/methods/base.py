@@ -14,12 +14,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from ..errors import UnobservedWarning
 from ..ledger import Ledger
 from ..plan import ArrayPlan
 from ..stateful import Stateful
@@ -81,22 +83,70 @@ class Method(Stateful):
     _COMPAT: ClassVar[tuple[str, ...]] = ()  # constructor settings a state must match
     _ARRAYS: ClassVar[frozenset[str]] = frozenset()  # saved fields held as numpy arrays
 
-    def __init__(self, ledger: Ledger, seed: int) -> None:
+    def __init__(self, ledger: Ledger | None, seed: int) -> None:
+        owner = type(self).__name__
+        if ledger is not None and not isinstance(ledger, Ledger):
+            raise ValueError(
+                f"The 'ledger' parameter of {owner} must be a mmsample.ledger.Ledger sized with "
+                f"the dataset's manifest.id_space, or None (bound later by mmsample.Balancer or "
+                f"`bind`); got {type(ledger).__name__}."
+            )
+        check_number(owner, "seed", seed, low=0, integer=True)
+        self.seed = int(seed)
+        self._ledger: Ledger | None = None
+        self._taken: int | None = None
+        self._cache: tuple[int, ArrayPlan] | None = None
+        self._warned_unobserved = False
+
+    # ---- the ledger (given at construction or bound later) ---------------------------------
+    @property
+    def ledger(self) -> Ledger:
+        """The Ledger the method reads. Raises RuntimeError before one is bound."""
+        if self._ledger is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no Ledger yet: build it on one "
+                f"({type(self).__name__}(Ledger(...), ...)), call bind(ledger), or hand it to "
+                "mmsample.Balancer, which binds one sized for your dataset."
+            )
+        return self._ledger
+
+    @property
+    def bound(self) -> bool:
+        """Whether the method has its Ledger (see `bind`)."""
+        return self._ledger is not None
+
+    def bind(self, ledger: Ledger) -> None:
+        """Read `ledger` from now on (late binding: `mmsample.Balancer` and `wrap` build the
+        Ledger for a method constructed without one). Binding the ledger it already has does
+        nothing; ValueError for another ledger or a non-Ledger."""
         owner = type(self).__name__
         if not isinstance(ledger, Ledger):
             raise ValueError(
-                f"The 'ledger' parameter of {owner} must be a mmsample.ledger.Ledger sized with "
-                f"the dataset's manifest.id_space; got {type(ledger).__name__}."
+                f"{owner}.bind takes a mmsample.ledger.Ledger; got {type(ledger).__name__}."
             )
-        check_number(owner, "seed", seed, low=0, integer=True)
-        self.ledger = ledger
-        self.seed = int(seed)
+        if self._ledger is ledger:
+            return
+        if self._ledger is not None:
+            raise ValueError(
+                f"{owner}.bind: the method already reads another Ledger; build a new method."
+            )
+        self._ledger = ledger
         self.names: tuple[str, ...] = tuple(ledger.names)
         self.num_modalities = len(self.names)
         self.full = (1 << self.num_modalities) - 1
         self._ids = np.arange(ledger.num_samples, dtype=np.int64)
-        self._taken: int | None = None
-        self._cache: tuple[int, ArrayPlan] | None = None
+        self._taken, self._cache = None, None
+        self._bind()
+
+    def set_run(self, *, epochs: int | None = None, batch_size: int | None = None) -> None:
+        """Tell the method about the run: `epochs` it lasts, the DataLoader's `batch_size`.
+        Settings left None at construction are taken from them (DUS: its schedule and rows);
+        a method that cannot act within `epochs` warns (`mmsample.errors.ShortRunWarning`)."""
+        if epochs is not None:
+            check_number(type(self).__name__, "epochs", epochs, low=1, integer=True)
+        if batch_size is not None:
+            check_number(type(self).__name__, "batch_size", batch_size, low=1, integer=True)
+        self._set_run(epochs, batch_size)
 
     # ---- ids -----------------------------------------------------------------------------
     @property
@@ -142,6 +192,8 @@ class Method(Stateful):
         check_number(type(self).__name__, "epoch", epoch, low=0, integer=True)
         if self._taken == epoch:
             return
+        if not self._warned_unobserved and self._reads_observations(epoch):
+            self._warned_unobserved = warn_unobserved(self, epoch)
         self._take(epoch)
         self._taken = epoch
         self._cache = None
@@ -214,6 +266,18 @@ class Method(Stateful):
         self._cache = None
 
     # ---- subclass hooks ------------------------------------------------------------------
+    def _bind(self) -> None:
+        """Set up what depends on the ledger's modalities (called once, by `bind`)."""
+        self._reset()
+
+    def _set_run(self, epochs: int | None, batch_size: int | None) -> None:
+        """Fill run-dependent settings and warn when the method cannot act (see `set_run`)."""
+
+    def _reads_observations(self, epoch: int) -> bool:
+        """Whether taking `epoch` reads what the training pass observed (then an empty ledger
+        is warned about): every epoch after the first, unless the subclass says otherwise."""
+        return epoch > 0
+
     def _reset(self) -> None:
         """Forget snapshot-derived state (the id set changed)."""
 
@@ -232,6 +296,32 @@ class Method(Stateful):
         counts[self._ids] = 1
         masks = np.full(len(self._ids), self.full if mask is None else mask, dtype=np.int64)
         return ArrayPlan(counts, masks, order)
+
+
+def warn_unobserved(method: Method, epoch: int) -> bool:
+    """Warn (`UnobservedWarning`) when the ledger holds no observation for any id `method`
+    plans over; True when it warned (the method warns once)."""
+    ledger = method.ledger
+    seen = ledger.seen_count
+    if bool((seen[torch.from_numpy(np.array(method.ids))] > 0).any()):
+        return False
+    owner = type(method).__name__
+    other = int((seen > 0).sum())
+    why = (
+        f"observe was called for {other} other ids (pass the batch's ids: `batch.ids`)"
+        if other
+        else "observe was never called"
+    )
+    warnings.warn(
+        f"{owner} is planning epoch {epoch} from a Ledger with no observation for any of its "
+        f"{len(method.ids)} ids ({why}), so it cannot balance anything. Add, after "
+        "loss.backward() in your loop: `ledger.observe(batch.ids, labels, unimodal_logits, "
+        "fused_logits, values=values, present=present)` (or let mmsample.Balancer's "
+        "`loss = balancer.loss(batch, criterion)` record it).",
+        UnobservedWarning,
+        stacklevel=4,
+    )
+    return True
 
 
 def _to_state(value: Any) -> Any:

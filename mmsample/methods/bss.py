@@ -194,7 +194,7 @@ class BSS(Method):
     Args:
         ledger: the Ledger with per-sample statistics (a scoring pass before the first plan,
             `mmsample.scoring.score`, gives the first ranking; later rescorings read the
-            training pass).
+            training pass); None: bound later (`bind`, done by `mmsample.Balancer` and `wrap`).
         scheduler: "heuristic" or "learned". lambda0: l0 in (0, 1]. t_grow: T_grow > 0 epochs.
         alpha: the unimodal weight of L_total, in [0, 1]. interval: rescore every E epochs
             (learned). beta: EMA weight of the current score, in [0, 1]. variant: "paper" or
@@ -210,7 +210,7 @@ class BSS(Method):
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Ledger | None = None,
         scheduler: str = "heuristic",
         lambda0: float = 0.1,
         t_grow: float = 40,
@@ -243,6 +243,14 @@ class BSS(Method):
         self._rules: Variant = VARIANTS[variant]
         self._schedule: Heuristic | Learned = SCHEDULERS[scheduler]
         self._reset()
+        if ledger is not None:
+            self.bind(ledger)
+
+    def _reads_observations(self, epoch: int) -> bool:
+        # the heuristic ranks once from the scoring pass; the learned scheduler rescores from
+        # the training pass (or a scoring pass) at its due epochs after the first
+        schedule = self._schedule
+        return epoch > 0 and isinstance(schedule, Learned) and schedule.due(self, epoch)
 
     def _reset(self) -> None:
         self._ranking: np.ndarray | None = None  # heuristic: ids, best first (frozen)

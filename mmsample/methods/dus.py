@@ -24,11 +24,13 @@ from a generator seeded by (seed, epoch). Sizes are fixed within an epoch.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..errors import ShortRunWarning
 from ..ledger import Ledger
 from ..plan import ArrayPlan
 from ..schedule import mix_seed
@@ -65,12 +67,12 @@ class Heuristic:
         return 1
 
     def initial(self, dus: DUS) -> list[int]:
-        return [dus.batch_size] * dus.num_modalities
+        return [dus.rows_total] * dus.num_modalities
 
     def take(self, dus: DUS, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
         if not observed:
             return self.initial(dus)
-        return heuristic_sizes(s, dus.batch_size, epoch, dus.epochs, dus.beta)
+        return heuristic_sizes(s, dus.rows_total, epoch, dus.schedule_epochs, dus.beta)
 
     def stats(self, dus: DUS) -> dict[str, float]:
         return {}
@@ -85,7 +87,7 @@ class Reinforce:
 
     def initial(self, dus: DUS) -> list[int]:
         m = dus.num_modalities
-        return [max(1, round(dus.batch_size / m))] * m
+        return [max(1, round(dus.rows_total / m))] * m
 
     def take(self, dus: DUS, epoch: int, s: np.ndarray, observed: bool) -> list[int]:
         m = dus.num_modalities
@@ -111,7 +113,7 @@ class Reinforce:
             logits = mean + dus.policy_std * torch.randn(m, generator=gen, dtype=torch.float64)
         dus._last = {"state": state.tolist(), "logits": logits.tolist()}
         share = torch.softmax(logits, 0).numpy()
-        return [max(1, round(dus.batch_size * float(a))) for a in share]
+        return [max(1, round(dus.rows_total * float(a))) for a in share]
 
     def stats(self, dus: DUS) -> dict[str, float]:
         return {"reward": dus._reward}
@@ -124,10 +126,13 @@ class DUS(Method):
     """Per-modality batch sizes (seed 002); `batch_sizes(epoch)` -> `{modality: rows}`.
 
     Args:
-        ledger: the Ledger the training pass feeds (its `cumulative_discrepancy` is S).
+        ledger: the Ledger the training pass feeds (its `cumulative_discrepancy` is S); None:
+            bound later (`bind`, done by `mmsample.Balancer` and `wrap`).
         batch_size: N_B, rows per batch of the non-dominant modalities (heuristic) or the
-            total over modalities (RL). int >= 1.
-        epochs: E, the epochs the schedule spans (heuristic: sizes meet at epoch E - 1).
+            total over modalities (RL). int >= 1; None: the DataLoader's (`set_run`), else 64.
+        epochs: E, the epochs the schedule spans (heuristic: sizes meet at epoch E - 1); None:
+            the run's (`set_run`), else 1. `set_run` warns (ShortRunWarning) when E exceeds
+            the run or, heuristic, E <= 2 (no size would change).
         beta: the dominant modality's starting fraction, in (0, 1].
         policy: "heuristic" or "rl".
         seed: seeds the batch positions of each modality and the RL actions.
@@ -141,9 +146,9 @@ class DUS(Method):
 
     def __init__(
         self,
-        ledger: Ledger,
-        batch_size: int = 64,
-        epochs: int = 1,
+        ledger: Ledger | None = None,
+        batch_size: int | None = None,
+        epochs: int | None = None,
         beta: float = 0.5,
         policy: str = "heuristic",
         seed: int = 0,
@@ -152,29 +157,77 @@ class DUS(Method):
         policy_std: float = 0.5,
     ) -> None:
         super().__init__(ledger, seed)
-        check_number("DUS", "batch_size", batch_size, low=1, integer=True)
-        check_number("DUS", "epochs", epochs, low=1, integer=True)
+        if batch_size is not None:
+            check_number("DUS", "batch_size", batch_size, low=1, integer=True)
+        if epochs is not None:
+            check_number("DUS", "epochs", epochs, low=1, integer=True)
         check_number("DUS", "beta", beta, low=0, high=1, low_open=True)
         check_choice("DUS", "policy", policy, POLICIES)
         check_number("DUS", "lr", lr, low=0, low_open=True)
         check_number("DUS", "policy_std", policy_std, low=0, low_open=True)
         self._sizer = POLICIES[policy]
-        if batch_size < self._sizer.smallest_batch(self.num_modalities):
+        self.batch_size: int | None = batch_size
+        self.epochs: int | None = epochs
+        self.beta, self.policy = beta, policy
+        self.lr, self.policy_std = lr, policy_std
+        if ledger is not None:
+            self.bind(ledger)
+
+    def _bind(self) -> None:
+        """The policy network and the first sizes, for the ledger's M modalities; settings left
+        None take their defaults here (batch_size 64, epochs 1) unless `set_run` gave them."""
+        self.batch_size = 64 if self.batch_size is None else self.batch_size
+        self.epochs = 1 if self.epochs is None else self.epochs
+        if self.rows_total < self._sizer.smallest_batch(self.num_modalities):
             raise ValueError(
                 f"The 'batch_size' parameter of DUS must be >= the number of modalities "
-                f"({self.num_modalities}) with policy={policy!r} (it is the total); got "
-                f"{batch_size}."
+                f"({self.num_modalities}) with policy={self.policy!r} (it is the total); got "
+                f"{self.batch_size}."
             )
-        self.batch_size, self.epochs, self.beta, self.policy = batch_size, epochs, beta, policy
-        self.lr, self.policy_std = lr, policy_std
         self._net = torch.nn.Linear(self.num_modalities, self.num_modalities, dtype=torch.float64)
         torch.nn.init.zeros_(self._net.weight)
         torch.nn.init.zeros_(self._net.bias)
-        self._optim = torch.optim.Adam(self._net.parameters(), lr=lr)
+        self._optim = torch.optim.Adam(self._net.parameters(), lr=self.lr)
         self._sizes: list[int] = self._sizer.initial(self)
         self._s: list[float] = [0.0] * self.num_modalities
         self._last: dict[str, list[float]] | None = None  # previous RL action: state, logits
         self._reward = math.nan
+
+    @property
+    def rows_total(self) -> int:
+        """N_B as an int (`batch_size`, filled by `set_run` or `bind`)."""
+        return 64 if self.batch_size is None else self.batch_size
+
+    @property
+    def schedule_epochs(self) -> int:
+        """E as an int (`epochs`, filled by `set_run` or `bind`)."""
+        return 1 if self.epochs is None else self.epochs
+
+    def _set_run(self, epochs: int | None, batch_size: int | None) -> None:
+        if self.batch_size is None and batch_size is not None:
+            self.batch_size = batch_size
+        if epochs is None:
+            return
+        if self.epochs is None:
+            self.epochs = epochs
+        if self.policy != "heuristic":
+            return
+        if self.schedule_epochs > epochs:
+            warnings.warn(
+                f"DUS's schedule spans epochs={self.epochs} but the run has {epochs}: the "
+                "dominant modality's rows never grow back to batch_size. Build DUS with "
+                f"epochs={epochs} (or leave epochs out: it takes the run's).",
+                ShortRunWarning,
+                stacklevel=3,
+            )
+        elif self.schedule_epochs <= 2:
+            warnings.warn(
+                f"DUS(policy='heuristic') with a {self.epochs}-epoch schedule changes no batch "
+                "size: epoch 0 has no observation yet and the sizes meet batch_size at the last "
+                "epoch. Run 3 epochs or more, or use policy='rl'.",
+                ShortRunWarning,
+                stacklevel=3,
+            )
 
     # policy and optimizer live in torch modules; their states are what is saved
     @property

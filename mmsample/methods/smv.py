@@ -21,6 +21,7 @@ pass are used.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ShortRunWarning
 from ..ledger import Ledger
 from ..plan import ArrayPlan
 from ..schedule import rng_for
@@ -136,7 +138,8 @@ class SMV(Method):
 
     Args:
         ledger: the Ledger whose `values` hold `v[C] = |C|` if the head on subset C alone
-            predicts the label, else 0 (the training pass records them with `subset_logits`).
+            predicts the label, else 0 (the training pass records them with `subset_logits`);
+            None: bound later (`bind`, done by `mmsample.Balancer` and `wrap`).
         level: "sample" or "modality". warmup: epochs of plain training (int >= 0).
         variant: "paper" or "reference". seed: seeds Z and the draws.
         fraction: the valuated share Z of the modality level, in (0, 1]. f_m, scale, gap: the
@@ -151,7 +154,7 @@ class SMV(Method):
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Ledger | None = None,
         level: str = "sample",
         warmup: int = 5,
         variant: str = "paper",
@@ -175,7 +178,20 @@ class SMV(Method):
         self.f_m, self.scale = f_m, scale
         self._rules, self._level = VARIANTS[variant], LEVELS[level]
         self.gap = self._rules.gap if gap is None else gap
-        self._reset()
+        if ledger is not None:
+            self.bind(ledger)
+
+    def _set_run(self, epochs: int | None, batch_size: int | None) -> None:
+        if epochs is not None and self.warmup >= epochs:
+            warnings.warn(
+                f"SMV(warmup={self.warmup}) re-samples nothing in a {epochs}-epoch run: every "
+                f"epoch is warm-up. Give warmup < {epochs} (e.g. warmup={max(1, epochs // 4)}).",
+                ShortRunWarning,
+                stacklevel=3,
+            )
+
+    def _reads_observations(self, epoch: int) -> bool:
+        return epoch > 0 and epoch >= self.warmup
 
     def _reset(self) -> None:
         self._copies: torch.Tensor | None = None  # sample level: int64 [N, M]

@@ -57,7 +57,9 @@ class OGMGE(Stateful):
     """Gradient modulation hook: `k_u = 1 - tanh(alpha * rho_u)` for the dominant modality u.
 
     `OGMGE(encoders={"audio": m.audio, "video": m.visual}, alpha=0.1)`; after `backward()` call
-    `hook(scores, epoch)`. Within epochs `start..end` (inclusive) each selected gradient g of
+    `hook(scores, epoch)`. Built without encoders (`OGMGE(alpha=0.1)`), it is bound later
+    (`bind`; `mmsample.Balancer` binds the model's named encoders and calls the hook from an
+    optimizer step pre-hook). Within epochs `start..end` (inclusive) each selected gradient g of
     encoder u becomes `k_u * g` and, with `ge=True`, `k_u * g + N(0, sigma^2)` with sigma the
     unbiased std of the unscaled g plus 1e-8 (0 + 1e-8 for one-element tensors). Noise comes
     from `generator` (on the parameters' device) or the global RNG. `tie_modulates` names the
@@ -74,8 +76,8 @@ class OGMGE(Stateful):
 
     def __init__(
         self,
-        encoders: Mapping[str, nn.Module],
-        alpha: float,
+        encoders: Mapping[str, nn.Module] | None = None,
+        alpha: float = 0.1,
         ge: bool = True,
         start: int = 0,
         end: int = 50,
@@ -84,6 +86,50 @@ class OGMGE(Stateful):
         tie_modulates: str | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
+        if not alpha > 0:
+            raise ValueError(f"The 'alpha' parameter of OGMGE must be > 0; got {alpha}.")
+        if not isinstance(start, int) or start < 0:
+            raise ValueError(f"The 'start' parameter of OGMGE must be an int >= 0; got {start!r}.")
+        if not isinstance(end, int) or end < start:
+            raise ValueError(
+                f"The 'end' parameter of OGMGE must be an int >= start ({start}); got {end!r}."
+            )
+        if params not in OGMGE_PARAMS:
+            raise ValueError(
+                f"The 'params' parameter of OGMGE must be one of {sorted(OGMGE_PARAMS)}; "
+                f"got {params!r}."
+            )
+        if noise not in OGMGE_NOISE:
+            raise ValueError(
+                f"The 'noise' parameter of OGMGE must be one of {sorted(OGMGE_NOISE)}; "
+                f"got {noise!r}."
+            )
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(
+                f"The 'generator' parameter of OGMGE must be a torch.Generator or None; "
+                f"got {type(generator).__name__}."
+            )
+        self.encoders: dict[str, nn.Module] = {}
+        self.names: list[str] = []
+        self.alpha = float(alpha)
+        self.ge = bool(ge)
+        self.start, self.end = start, end
+        self.params, self.noise = params, noise
+        self.tie_modulates = tie_modulates
+        self.generator = generator
+        self.coefficients: dict[str, Tensor] = {}  # the last step's, by encoder name
+        if encoders is not None:
+            self.bind(encoders)
+
+    @property
+    def bound(self) -> bool:
+        """Whether the hook has its encoders (see `bind`)."""
+        return bool(self.encoders)
+
+    def bind(self, encoders: Mapping[str, nn.Module]) -> None:
+        """Modulate these encoders (`{modality name: module}`, M >= 2, no shared parameter);
+        late binding: `mmsample.Balancer` binds a model's named encoders. ValueError / TypeError
+        naming the parameter for bad encoders or a `tie_modulates` that is not one of them."""
         if not isinstance(encoders, Mapping) or len(encoders) < 2:
             raise ValueError(
                 "The 'encoders' parameter of OGMGE must map M >= 2 modality names to their "
@@ -103,42 +149,13 @@ class OGMGE(Stateful):
                         "parameter; each parameter must belong to one modality's encoder."
                     )
                 seen[id(p)] = name
-        if not alpha > 0:
-            raise ValueError(f"The 'alpha' parameter of OGMGE must be > 0; got {alpha}.")
-        if not isinstance(start, int) or start < 0:
-            raise ValueError(f"The 'start' parameter of OGMGE must be an int >= 0; got {start!r}.")
-        if not isinstance(end, int) or end < start:
-            raise ValueError(
-                f"The 'end' parameter of OGMGE must be an int >= start ({start}); got {end!r}."
-            )
-        if params not in OGMGE_PARAMS:
-            raise ValueError(
-                f"The 'params' parameter of OGMGE must be one of {sorted(OGMGE_PARAMS)}; "
-                f"got {params!r}."
-            )
-        if noise not in OGMGE_NOISE:
-            raise ValueError(
-                f"The 'noise' parameter of OGMGE must be one of {sorted(OGMGE_NOISE)}; "
-                f"got {noise!r}."
-            )
-        if tie_modulates is not None and tie_modulates not in encoders:
+        if self.tie_modulates is not None and self.tie_modulates not in encoders:
             raise ValueError(
                 f"The 'tie_modulates' parameter of OGMGE must be None or one of the encoder "
-                f"names {list(encoders)}; got {tie_modulates!r}."
-            )
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(
-                f"The 'generator' parameter of OGMGE must be a torch.Generator or None; "
-                f"got {type(generator).__name__}."
+                f"names {list(encoders)}; got {self.tie_modulates!r}."
             )
         self.encoders = dict(encoders)
         self.names = list(encoders)
-        self.alpha = float(alpha)
-        self.ge = bool(ge)
-        self.start, self.end = start, end
-        self.params, self.noise = params, noise
-        self.tie_modulates = tie_modulates
-        self.generator = generator
 
     def _scores(self, scores: Mapping[str, float | Tensor] | Tensor) -> Tensor:
         if isinstance(scores, Tensor):
@@ -180,7 +197,13 @@ class OGMGE(Stateful):
         self, scores: Mapping[str, float | Tensor] | Tensor, epoch: int
     ) -> dict[str, Tensor]:
         """Modulate the encoders' gradients for this step; returns the coefficient applied to each
-        encoder (all 1 outside `start..end`). Checks the M scores are finite (one host sync)."""
+        encoder (all 1 outside `start..end`; also kept as `coefficients`). Checks the M scores
+        are finite (one host sync). RuntimeError before `bind`."""
+        if not self.bound:
+            raise RuntimeError(
+                "OGMGE has no encoders yet: build it with encoders={name: module, ...}, call "
+                "bind(encoders), or hand it to mmsample.Balancer, which binds the model's."
+            )
         s = self._scores(scores)
         if not bool(torch.isfinite(s).all()):
             raise ValueError(
@@ -189,7 +212,10 @@ class OGMGE(Stateful):
             )
         tie = None if self.tie_modulates is None else self.names.index(self.tie_modulates)
         if not self.start <= epoch <= self.end:
-            return {n: torch.ones((), dtype=s.dtype, device=s.device) for n in self.names}
+            self.coefficients = {
+                n: torch.ones((), dtype=s.dtype, device=s.device) for n in self.names
+            }
+            return dict(self.coefficients)
         coefficients = ogm_coefficients(s, self.alpha, tie_modulates=tie)
         select = OGMGE_PARAMS[self.params]
         add_noise = OGMGE_NOISE[self.noise]
@@ -214,7 +240,8 @@ class OGMGE(Stateful):
                     g.mul_(k).add_(torch.where(gate, eps * sigma, torch.zeros_like(eps)))
                 else:
                     g.mul_(k)
-        return {n: coefficients[j] for j, n in enumerate(self.names)}
+        self.coefficients = {n: coefficients[j] for j, n in enumerate(self.names)}
+        return dict(self.coefficients)
 
     def compatibility(self) -> dict[str, Any]:
         """What a state must match: encoder names, settings and the generator's device."""

@@ -172,7 +172,7 @@ def test_drop_last_is_honoured() -> None:
     loader = wrap(
         DataLoader(ds, batch_size=4, drop_last=True), None, fields={"a": 0, "b": 1, "label": 2}
     )
-    assert [len(b) for b in loader] == [4, 4] and len(loader) == 2
+    assert [len(b.ids) for b in loader] == [4, 4] and len(loader) == 2  # default: tuple batches
 
 
 def test_drop_last_in_balanced_loader(root: Path) -> None:

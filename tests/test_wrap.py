@@ -60,9 +60,39 @@ CASES = [
 @pytest.mark.parametrize(("kind", "fields"), CASES)
 @pytest.mark.parametrize("workers", [0, 2])
 def test_wrap_applies_smv_to_a_users_dataset(kind: type, fields: dict, workers: int) -> None:
+    """Default output: the dataset's own structure (a tuple dataset yields tuples, a dict one
+    dicts), ids and masks attached; an absent modality is zeros of its shape."""
     dl = DataLoader(kind(), batch_size=7, shuffle=True, num_workers=workers)
     smv = SMV(fed(["audio", "image"]), warmup=0)
     loader = wrap(dl, smv, fields=fields)
+    loader.set_epoch(0)
+    plan = smv.plan(0)
+    got = Counter()
+    for b in loader:
+        assert isinstance(b, dict if kind is DictSet else tuple)
+        assert len(b) == 3  # the dataset's fields, nothing added
+        assert len(b.ids) <= 7
+        got.update(zip(b.ids.tolist(), b.mask.tolist()))
+        # each modality's rows hold the right sample's values; absent rows are zeros
+        audio, image = b[fields["audio"]], b[fields["image"]]
+        assert audio.shape == (len(b.ids), 2, 5) and image.shape == (len(b.ids), 3, 4, 4)
+        for row, (i, m) in enumerate(zip(b.ids.tolist(), b.mask.tolist())):
+            assert torch.all(audio[row] == (float(i) if m & 1 else 0.0))
+            assert torch.all(image[row] == (float(-i) if m & 2 else 0.0))
+        assert b.present("audio").tolist() == [bool(m & 1) for m in b.mask.tolist()]
+        assert b[fields["label"]].tolist() == [i % K for i in b.ids.tolist()]
+    assert got == Counter((i, m) for i in range(N) for m in plan.items(i))
+    assert sum(got.values()) > N  # SMV added items
+
+
+@pytest.mark.parametrize(("kind", "fields"), CASES)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_wrap_multimodal_output_applies_smv(kind: type, fields: dict, workers: int) -> None:
+    """output="multimodal": MultimodalBatch, each modality's carried rows (the former default,
+    its assertions unchanged)."""
+    dl = DataLoader(kind(), batch_size=7, shuffle=True, num_workers=workers)
+    smv = SMV(fed(["audio", "image"]), warmup=0)
+    loader = wrap(dl, smv, fields=fields, output="multimodal")
     loader.set_epoch(0)
     plan = smv.plan(0)
     got = Counter()
@@ -103,7 +133,7 @@ def test_wrap_dus_rows_and_errors() -> None:
     )
     sizes = loader.method.batch_sizes(0)
     for b in loader:
-        assert len(b) == max(sizes.values())
+        assert len(b.ids) == max(sizes.values())
         assert int(b.present("audio").sum()) == sizes["audio"]
     with pytest.raises(ValueError, match="'fields' parameter of wrap"):
         wrap(DataLoader(TupleSet()), None, fields={"audio": 0, "image": 1})

@@ -25,6 +25,11 @@ from .control import EpochControl
 from .dataset import BalancedDataset
 
 
+def formed(batch: Any) -> Any:
+    """The DataLoader's collate_fn: a batch the dataset formed, unchanged."""
+    return batch
+
+
 class BalancedLoader(Stateful, StatefulDataLoader):
     """A StatefulDataLoader over a `BalancedDataset` (build it with `balanced_loader` or
     `wrap`): the only holder of the epoch and of the position in it.
@@ -49,7 +54,8 @@ class BalancedLoader(Stateful, StatefulDataLoader):
     def __init__(self, dataset: BalancedDataset, control: EpochControl, **kwargs: Any) -> None:
         with warnings.catch_warnings():  # torchdata's own deprecation notice, not the user's
             warnings.filterwarnings("ignore", message=".*set_vital.*", category=UserWarning)
-            super().__init__(dataset, batch_size=None, **kwargs)
+            # batches come formed; torch's default_convert would turn a tuple batch into a list
+            super().__init__(dataset, batch_size=None, collate_fn=formed, **kwargs)
         self.control = control
         self._epoch = -1  # the epoch published to the workers (-1: none yet)
         self._yielded = 0  # batches of it yielded to the caller

@@ -1,17 +1,22 @@
 """`wrap`: a balancing method around a user's existing map-style Dataset / DataLoader.
 
 Place in the data flow: the user's `Dataset.__getitem__` (their own decoding) -> **wrap**
-(plan applied by dataset index = sample id) -> `MultimodalBatch`. The loader keeps the user's
-batch size, drop_last, workers, pin_memory, persistent_workers, worker_init_fn and collate
-function (applied to each modality's values), and splits ranks itself. A modality a row does not carry is left
-out of that modality's rows (`batch.dense(name)` gives zeros); no decode is saved, since the
-user's dataset decodes every field.
+(plan applied by dataset index = sample id) -> the user's collate_fn -> the batch. The loader
+keeps the user's batch size, drop_last, workers, pin_memory, persistent_workers,
+worker_init_fn and collate function, and splits ranks itself.
+
+Output (`output=`): "dataset" (default) keeps the dataset's structure: tuples stay tuples,
+dicts stay dicts, collated by the user's collate_fn as their DataLoader does, a modality a row
+does not carry is zeros of its shape, and the rows' ids and modality masks travel with the
+batch (`mmsample.user_batch.TupleBatch` / `DictBatch`: `batch.ids`, `batch.mask`,
+`batch.present(name)`). "multimodal" gives a `MultimodalBatch` (each modality's carried rows,
+collated by the user's collate_fn). No decode is saved: the user's dataset decodes every field.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence, Sized
+from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any, cast
 
 import numpy as np
@@ -19,7 +24,9 @@ from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sequent
 from torch.utils.data._utils.collate import default_collate
 
 from ..batch import Collate
+from ..ledger import Ledger
 from ..schedule import resolve_world
+from ..user_batch import StructuredCollate, absent
 from .arguments import attach
 from .control import Scorer
 from .dataset import BalancedDataset
@@ -28,11 +35,36 @@ from .loader import BalancedLoader
 LABEL = "label"
 
 
-class DatasetFetch:
-    """`fetch(id, mask, item, epoch)` from a map-style dataset returning tuples or dicts."""
+def _structure(names: Sequence[str], collate_fn: Callable[[list[Any]], Any]) -> Any:
+    return StructuredCollate(collate_fn, names)
 
-    def __init__(self, dataset: Any, fields: Mapping[str, int | str], names: Sequence[str]):
+
+def _multimodal(names: Sequence[str], collate_fn: Callable[[list[Any]], Any]) -> Any:
+    return Collate(names, collate_fn=collate_fn)
+
+
+# what the loader yields, by `output=`: the batch former for (modality names, user's collate)
+OUTPUTS: dict[str, Callable[[Sequence[str], Callable[[list[Any]], Any]], Any]] = {
+    "dataset": _structure,
+    "multimodal": _multimodal,
+}
+
+
+class DatasetFetch:
+    """`fetch(id, mask, item, epoch)` from a map-style dataset returning tuples or dicts:
+    output "multimodal", a decoded-sample dict (the carried modalities' values); output
+    "dataset", `{"id", "mask", "label", "key", "sample"}` with `sample` the dataset's own item,
+    the modalities the mask leaves out replaced by zeros of their shape."""
+
+    def __init__(
+        self,
+        dataset: Any,
+        fields: Mapping[str, int | str],
+        names: Sequence[str],
+        output: str = "multimodal",
+    ):
         self.dataset, self.fields, self.names = dataset, dict(fields), tuple(names)
+        self.output = output
 
     def __call__(
         self, sample_id: int, mask: int, item: int, epoch: int, fallback: int | None = None
@@ -48,6 +80,9 @@ class DatasetFetch:
                 "mask": mask,
                 "key": str(sample_id),
             }
+            if self.output == "dataset":
+                out["sample"] = self._zeroed(raw, mask, sample_id)
+                return out
             for j, name in enumerate(self.names):
                 if mask >> j & 1:
                     out[name] = raw[self.fields[name]]
@@ -58,6 +93,21 @@ class DatasetFetch:
                 f"'fields' argument names ({err}); fields = {self.fields}"
             ) from err
         return out
+
+    def _zeroed(self, raw: Any, mask: int, sample_id: int) -> Any:
+        """The item with the modalities `mask` leaves out as zeros (same type and shape)."""
+        if mask == (1 << len(self.names)) - 1:
+            return raw
+        parts = dict(raw) if isinstance(raw, Mapping) else list(raw)
+        for j, name in enumerate(self.names):
+            if not mask >> j & 1:
+                key = self.fields[name]
+                parts[key] = absent(parts[key], f"sample {sample_id}'s field {key!r}")  # type: ignore[index]
+        if isinstance(raw, Mapping):
+            return parts
+        if isinstance(raw, tuple):
+            return type(raw)(*parts) if hasattr(raw, "_fields") else tuple(parts)
+        return parts
 
 
 def check_wrapped(dataloader: Any, fields: Any) -> None:
@@ -90,6 +140,23 @@ def check_wrapped(dataloader: Any, fields: Any) -> None:
         )
 
 
+def bind_ledger(
+    method: Any, n: int, names: Sequence[str], num_classes: int | None, batch_size: int
+) -> None:
+    """Give a method built without a Ledger one of `n` ids named `names` (its settings left
+    None take the DataLoader's batch size); ValueError naming `num_classes` when it is None."""
+    if method is None or not callable(getattr(method, "bind", None)) or method.bound:
+        return
+    if num_classes is None:
+        raise ValueError(
+            f"The 'method' parameter of wrap: {type(method).__name__} was built without a "
+            "Ledger; give wrap num_classes=... (it binds Ledger(len(dataset), M, num_classes)),"
+            " build the method on a Ledger, or use mmsample.Balancer."
+        )
+    method.set_run(batch_size=batch_size)
+    method.bind(Ledger(n, len(names), num_classes, names=list(names)))
+
+
 def wrap(
     dataloader: DataLoader[Any],
     method: Any = None,
@@ -100,6 +167,8 @@ def wrap(
     world_size: int | None = None,
     log: str | os.PathLike[str] | None = None,
     scorer: Scorer | None = None,
+    output: str = "dataset",
+    num_classes: int | None = None,
 ) -> BalancedLoader:
     """Put `method` around an existing DataLoader over a map-style Dataset.
 
@@ -108,21 +177,36 @@ def wrap(
             the sample id), with a SequentialSampler (shuffle=False) or RandomSampler
             (shuffle=True; the wrapped loader then permutes each epoch by (seed, epoch)). Its
             batch_size is kept, except under DUS, whose rows per batch replace it.
-        method: DUS, BSS or SMV on a Ledger with `len(dataset)` ids or more, or None.
+        method: DUS, BSS or SMV on a Ledger with `len(dataset)` ids or more, or built
+            without one (then `num_classes` is required: wrap binds a Ledger of `len(dataset)`
+            ids named like the modalities), or None.
         fields: `{modality name: tuple position or dict key, ..., "label": position or key}`;
             modality bit j is the j-th modality listed.
-        seed, rank, world_size, log, scorer: as in `balanced_loader`.
+        seed, rank, world_size, log: as in `balanced_loader`.
+        scorer: `scorer(ids)` runs a scoring pass over those dataset indices (BSS's ranking,
+            SMV-reference's valuation): `mmsample.position_scoring.PositionScorer` runs a
+            model over this dataset with its collate_fn.
+        output: "dataset" (default): batches keep the dataset's structure (a tuple dataset
+            yields tuples, a dict dataset dicts: `TupleBatch` / `DictBatch` of
+            `mmsample.user_batch`, with `ids` and `mask`); "multimodal": `MultimodalBatch`.
+        num_classes: the classes of the Ledger wrap binds to a method built without one.
 
     Raises ValueError naming the argument for an iterable dataset, a custom sampler, a missing
-    label field or a ledger that does not fit.
+    label field, an unknown output, a ledger that does not fit, or an unbound method without
+    `num_classes`.
     """
     check_wrapped(dataloader, fields)
+    if output not in OUTPUTS:
+        raise ValueError(
+            f"The 'output' parameter of wrap must be one of {list(OUTPUTS)}; got {output!r}."
+        )
     dataset, sampler = dataloader.dataset, dataloader.sampler
     assert dataloader.batch_size is not None  # check_wrapped refused None
     names = tuple(k for k in fields if k != LABEL)
     n = len(cast(Sized, dataset))  # check_wrapped: a map-style dataset with __len__
     rank_, world = resolve_world(rank, world_size, "wrap")
     ids = np.arange(n, dtype=np.int64)
+    bind_ledger(method, n, names, num_classes, int(dataloader.batch_size))
     control = attach(
         method,
         ids=ids,
@@ -139,10 +223,10 @@ def wrap(
     ds = BalancedDataset(
         mode="indexed",
         reader=dataset,
-        fetch=DatasetFetch(dataset, fields, names),
+        fetch=DatasetFetch(dataset, fields, names, output),
         ids=ids,
         names=names,
-        collate=Collate(names, collate_fn=collate_fn),
+        collate=OUTPUTS[output](names, collate_fn),
         epoch_hook=control,
         num_ids=num_ids,
         seed=seed,

@@ -134,7 +134,15 @@ def build_loader(
         by_position = (
             PositionScorer(model, view, ledger, device) if isinstance(method, BSS) else None
         )
-        return wrap(plain, method, fields=fields, seed=args.seed, log=log, scorer=by_position)
+        return wrap(
+            plain,
+            method,
+            fields=fields,
+            seed=args.seed,
+            log=log,
+            scorer=by_position,
+            output="multimodal",
+        )
     ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
     method = build_method(args, ledger)
     scorer = None

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmsample.errors import EpochWarning
 from mmsample.ledger import Ledger
 from mmsample.loader import balanced_loader
 from mmsample.methods import DUS, SMV
@@ -313,12 +314,12 @@ def test_counting_spec_loses_no_call_of_concurrent_workers() -> None:
 
 @pytest.mark.parametrize("mode", ["streamed", "indexed"])
 @pytest.mark.parametrize("name", ["none", "smv", "dus"])
-def test_a_loop_without_set_epoch_moves_on_and_an_abandoned_pass_starts_over(
+def test_a_loop_without_set_epoch_moves_on_and_an_abandoned_pass_warns_and_moves_on(
     root: Path, name: str, mode: str
 ) -> None:
     """The loader owns the epoch: iterating again after a completed pass serves the next
     epoch (what `set_epoch(e + 1)` would serve), never epoch 0's order again; iterating again
-    after a pass that stopped early serves the same epoch from its start."""
+    after a pass that stopped early warns and serves the next epoch too."""
 
     def passes(loader: Any, count: int) -> list[list[tuple[int, int]]]:
         return [[x for batch in loader for x in items(batch)] for _ in range(count)]
@@ -336,5 +337,7 @@ def test_a_loop_without_set_epoch_moves_on_and_an_abandoned_pass_starts_over(
     it = iter(stopped)
     first = items(next(it))
     del it
-    again = passes(stopped, 1)[0]
-    assert again == told[0] and again[: len(first)] == first and stopped.epoch == 0
+    assert told[0][: len(first)] == first
+    with pytest.warns(EpochWarning, match="stopped at batch 1 of .*it serves epoch 1"):
+        again = passes(stopped, 1)[0]
+    assert again == told[1] and stopped.epoch == 1

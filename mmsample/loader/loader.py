@@ -20,6 +20,7 @@ from typing import Any
 
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from ..errors import EpochWarning
 from ..stateful import Stateful
 from .control import EpochControl
 from .dataset import BalancedDataset
@@ -35,9 +36,10 @@ class BalancedLoader(Stateful, StatefulDataLoader):
     `wrap`): the only holder of the epoch and of the position in it.
 
     Epochs: `set_epoch(e)` starts epoch e (on every rank, before iterating); without it, the
-    first pass serves epoch 0 and a pass that starts after a completed one serves the next
-    epoch. A pass that starts after an incomplete one (a `break`) serves its epoch again from
-    the start. `state_dict()` = (epoch, batches yielded in it, whether its pass began) + the
+    first pass serves epoch 0 and every later pass the next epoch: after a completed pass
+    silently, after an incomplete one (a `break`) with an `EpochWarning` (every rank follows the
+    same rule, so ranks advance together). `set_epoch` of an epoch already served (or an
+    earlier one) serves it again, with an `EpochWarning`. `state_dict()` = (epoch, batches yielded in it, whether its pass began) + the
     method's and the ledger's states; a loader restored from it continues the same batches,
     and one restored from a state taken after an epoch's last batch serves the next epoch.
     """
@@ -83,6 +85,14 @@ class BalancedLoader(Stateful, StatefulDataLoader):
         shared buffers) and log the method's stats. Call it on every rank before iterating."""
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
             raise ValueError(f"set_epoch: epoch must be an int >= 0; got {epoch!r}")
+        if epoch < self._epoch or (epoch == self._epoch and self._began):
+            warnings.warn(
+                f"set_epoch({epoch}): epoch {self._epoch} was already served, so epoch {epoch} "
+                "is served again (same plan, same order). Epochs advance by themselves with "
+                f"each new pass; to go on, call set_epoch({self._epoch + 1}) or drop the call.",
+                EpochWarning,
+                stacklevel=2,
+            )
         self._start(epoch, 0)
         self._began, self._resuming = False, False
 
@@ -105,9 +115,15 @@ class BalancedLoader(Stateful, StatefulDataLoader):
             self.set_epoch(0)
         elif self._complete():
             self.set_epoch(self._epoch + 1)
-        elif self._began and not self._resuming:
-            self._yielded = 0  # an abandoned pass: its epoch again from the start
-            self.dataset.resume_at(0)
+        elif self._began and not self._resuming:  # an abandoned pass (a break)
+            warnings.warn(
+                f"A new pass over the loader began after the pass over epoch {self._epoch} "
+                f"stopped at batch {self._yielded} of {len(self)}: it serves epoch "
+                f"{self._epoch + 1}. To serve an epoch again on purpose, call set_epoch.",
+                EpochWarning,
+                stacklevel=2,
+            )
+            self.set_epoch(self._epoch + 1)
         self._began, self._resuming = True, False
         return self._counted(super().__iter__())
 

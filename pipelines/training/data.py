@@ -13,20 +13,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from mmsample.batch import Collate
+from mmsample.batch import MultimodalBatch
 from mmsample.ledger import Ledger
 from mmsample.loader import BalancedLoader, balanced_loader, wrap
 from mmsample.methods import BSS, DUS, SMV
-from mmsample.scoring import VALUES, Scorer
+from mmsample.position_scoring import PositionScorer
+from mmsample.scoring import Scorer
 from mmsample.shards.format import Manifest
 from mmsample.shards.indexed import IndexedDataset
 from mmsample.shards.streamed import StreamedDataset
 
 from ..models import LateFusion
-from .device import autocast, distributed
+from .device import autocast
 
 
 def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
@@ -68,40 +68,17 @@ class TupleView(Dataset[tuple[Any, ...]]):
         return (*(sample[n] for n in self.names), int(sample["label"]))
 
 
-class PositionScorer:
-    """The scoring pass for `wrap`, whose sample ids are dataset positions: `scorer(positions)`
-    runs the model over those items of `view` and records them in `ledger` under their
-    positions (as `mmsample.scoring.score` does for a reader's global ids)."""
+class ModelForward:
+    """`forward(batch)` of the scoring pass for `wrap`: the model's subset and unimodal logits
+    on `device`, under autocast there."""
 
-    def __init__(
-        self, model: LateFusion, view: TupleView, ledger: Ledger, device: torch.device
-    ) -> None:
-        self.model, self.view, self.ledger, self.device = model, view, ledger, device
-        self.collate = Collate(view.names)
+    def __init__(self, model: LateFusion, device: torch.device) -> None:
+        self.model, self.device = model, device
 
-    @torch.no_grad()
-    def __call__(self, positions: np.ndarray) -> None:
-        full = (1 << len(self.view.names)) - 1
-        if distributed():  # each rank scores a contiguous share, then the ledgers sync
-            rank, world, n = dist.get_rank(), dist.get_world_size(), len(positions)
-            positions = positions[rank * n // world : (rank + 1) * n // world]
-        for start in range(0, len(positions), 64):
-            chunk = [int(p) for p in positions[start : start + 64]]
-            batch = self.collate([self.view.reader.get(int(self.view.ids[p])) for p in chunk])
-            batch = batch.to(self.device, non_blocking=True)
-            with autocast(self.device):
-                logits, uni = self.model(batch)
-            logits = logits.float()
-            self.ledger.observe(
-                torch.tensor(chunk),
-                batch.labels,
-                [u.float() for u in uni],
-                logits[:, full],
-                values=VALUES["smv"](logits, batch.labels),
-            )
-        self.ledger.flush()
-        if distributed():
-            self.ledger.sync()
+    def __call__(self, batch: MultimodalBatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with autocast(self.device):
+            logits, uni = self.model(batch)
+        return logits.float(), [u.float() for u in uni]
 
 
 def build_loader(
@@ -132,7 +109,16 @@ def build_loader(
         fields["label"] = len(names)
         method = build_method(args, ledger)
         by_position = (
-            PositionScorer(model, view, ledger, device) if isinstance(method, BSS) else None
+            PositionScorer(
+                ModelForward(model, device),
+                view,
+                ledger,
+                fields=fields,
+                output="multimodal",
+                device=device,
+            )
+            if isinstance(method, BSS)
+            else None
         )
         return wrap(
             plain,

@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/python -m pipelines.demo --out runs/demo --seeds $(SEEDS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check mmsample tests tools pipelines
-	$(BIN)/ruff format --check mmsample tests tools pipelines
+	$(BIN)/ruff check mmsample tests tools pipelines examples
+	$(BIN)/ruff format --check mmsample tests tools pipelines examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -71,7 +71,7 @@ def test_dict_items_stay_dicts_and_encoders_see_only_carried_rows() -> None:
     loader = balancer.setup(DataLoader(Clips(), batch_size=6, collate_fn=collate), model)
     assert balancer.fields == {"sound": "sound", "frames": "frames", "label": "y"}
     assert balancer.ledger.num_samples == N and balancer.ledger.num_classes == K
-    for epoch in range(3):
+    for _ in range(3):  # epochs 0, 1, 2
         model.sound.rows.clear()
         carried = 0
         for batch in loader:
@@ -114,7 +114,7 @@ def test_a_tuple_batch_unpacks_as_before() -> None:
         ("audio", "video"),
     )
     audio, video, label = batch
-    assert audio.shape == (2, 3) and label.tolist() == [0, 1]
+    assert audio.shape == (2, 3) and video.shape == (2, 1) and label.tolist() == [0, 1]
     assert batch.present("video").tolist() == [True, False]
     assert batch.paired().tolist() == [True, False]
     assert pickle.loads(pickle.dumps(batch)).ids.tolist() == [7, 9]

@@ -90,7 +90,7 @@ class BatchInfo:
         return self.moved(lambda x: x.pin_memory())
 
 
-class TupleBatch(BatchInfo, tuple):  # type: ignore[type-arg]
+class TupleBatch(BatchInfo, tuple):
     """The user's collated tuple (`for audio, video, label in loader` unpacks it as before),
     with `ids`, `mask` and `names` attached (see `BatchInfo`)."""
 
@@ -109,7 +109,7 @@ class TupleBatch(BatchInfo, tuple):  # type: ignore[type-arg]
         return TupleBatch(items, fn(self.ids), fn(self.mask), self.names)
 
 
-class DictBatch(BatchInfo, dict):  # type: ignore[type-arg]
+class DictBatch(BatchInfo, dict):
     """The user's collated dict (same keys), with `ids`, `mask` and `names` attached (see
     `BatchInfo`)."""
 

@@ -16,8 +16,8 @@ your own loop").
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sized
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
 from ..loader import BalancedLoader, wrap
-from ..loader.wrap import bind_ledger
+from ..loader.wrap import bind_ledger, check_wrapped
 from ..methods import OGMGE, Method
 from ..position_scoring import PositionScorer
 from ..scoring import VALUES
@@ -121,11 +121,7 @@ class Balancer:
                 f"The 'model' parameter of Balancer.setup must be an nn.Module; got "
                 f"{type(model).__name__}."
             )
-        if not isinstance(dataloader, DataLoader):
-            raise ValueError(
-                "The 'dataloader' parameter of Balancer.setup must be a torch DataLoader; got "
-                f"{type(dataloader).__name__}."
-            )
+        check_wrapped(dataloader, None)
         dataset = dataloader.dataset
         item = dataset[0]
         self.fields = dict(fields) if fields is not None else infer_fields(model, item)
@@ -151,7 +147,8 @@ class Balancer:
         scorer = None
         if self.method is not None:
             assert dataloader.batch_size is not None  # wrap refuses None below
-            bind_ledger(self.method, len(dataset), self.names, classes, dataloader.batch_size)
+            size = len(cast(Sized, dataset))  # check_wrapped: a map-style dataset
+            bind_ledger(self.method, size, self.names, classes, dataloader.batch_size)
             scorer = PositionScorer(
                 self.subset_logits,
                 dataset,

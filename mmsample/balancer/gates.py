@@ -61,7 +61,7 @@ class EncoderGates:
         self.originals: dict[str, Callable[..., Any]] = {}
         for j, (name, module) in enumerate(self.encoders.items()):
             self.originals[name] = module.forward
-            module.forward = self._gate(j, name, module.forward)  # type: ignore[method-assign]
+            module.forward = self._gate(j, name, module.forward)
 
     def remove(self) -> None:
         """Put every encoder's own forward back."""

@@ -106,14 +106,15 @@ class DatasetFetch:
         if isinstance(raw, Mapping):
             return parts
         if isinstance(raw, tuple):
-            return type(raw)(*parts) if hasattr(raw, "_fields") else tuple(parts)
+            # a namedtuple (or another tuple type) is built from its fields in order
+            return tuple(parts) if type(raw) is tuple else type(raw)(*parts)
         return parts
 
 
 def check_wrapped(dataloader: Any, fields: Any) -> None:
     """ValueError naming the parameter unless `dataloader` is a DataLoader over a map-style
     Dataset with a batch size and a sequential or random sampler, and `fields` maps modality
-    names (at least one) and "label" to tuple positions or dict keys."""
+    names (at least one) and "label" to tuple positions or dict keys (None: not checked)."""
     if not isinstance(dataloader, DataLoader):
         raise ValueError(
             f"The 'dataloader' parameter of wrap must be a torch DataLoader; got "
@@ -133,6 +134,8 @@ def check_wrapped(dataloader: Any, fields: Any) -> None:
         )
     if dataloader.batch_size is None:
         raise ValueError("The 'dataloader' parameter of wrap must have a batch_size.")
+    if fields is None:  # Balancer.setup: the fields are read off the model later
+        return
     if not isinstance(fields, Mapping) or LABEL not in fields or len(fields) < 2:
         raise ValueError(
             "The 'fields' parameter of wrap must map each modality name to its tuple position "

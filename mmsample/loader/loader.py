@@ -1,5 +1,6 @@
 """`BalancedLoader`: the torchdata `StatefulDataLoader` that `balanced_loader` and `wrap`
-return, yielding `MultimodalBatch`; the only holder of the epoch and of the position in it.
+return (yielding `MultimodalBatch`, or under `wrap` the dataset's own batch structure); the only
+holder of the epoch and of the position in it.
 
 Place in the data flow: shards (or a user's dataset) -> reader -> **loader** (plan applied,
 batches formed) -> the training step -> ledger -> method -> plan. One call per epoch,

@@ -97,7 +97,7 @@ class PositionScorer:
                 batch.labels,
                 [u.float() for u in uni],
                 logits[:, full],
-                values=VALUES["smv"](logits, batch.labels),
+                values=VALUES["smv"](logits, batch.labels, batch.ids),
             )
         self.ledger.flush()
         if distributed():

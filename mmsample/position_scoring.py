@@ -105,12 +105,13 @@ class PositionScorer:
                 if unimodal is None
                 else [u.float() for u in unimodal]
             )
+            ids = torch.tensor(chunk, device=subsets.device)
             self.ledger.observe(
-                torch.tensor(chunk, device=subsets.device),
+                ids,
                 labels,
                 uni,
                 subsets[:, full],
-                values=None if self.values is None else self.values(subsets, labels),
+                values=None if self.values is None else self.values(subsets, labels, ids),
             )
         self.ledger.flush()
         if world > 1:

@@ -14,7 +14,9 @@ features; `unimodal(features) -> M logits [B, K]` is optional (default: the head
 modality alone, the other features zeroed: `subset_logits` row `1 << j`). The head runs once on
 all 2**M masked feature sets (`mmsample.signals.subset_logits`), which gives the fused logits and
 the subset values: "smv" `v[C] = |C|` if the head on C alone predicts the label, else 0;
-"bmmal" the probability of the full model's prediction.
+"bmmal" the probability of the full model's prediction. A subset whose logits give no
+prediction (NaN, +inf, -inf for every class: a cosine head on zeroed features) counts as wrong,
+value 0, with one `mmsample.signals.NonFiniteSubsetWarning` per batch naming the ids.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .batch import Collate, MultimodalBatch
 from .ledger import Ledger
 from .schedule import resolve_world
 from .shards.indexed import IdSubset, IndexedDataset
-from .signals import subset_correct, subset_logits, subset_sizes
+from .signals import finite_subsets, subset_correct, subset_logits, subset_sizes
 
 
 class ScoringModel(Protocol):
@@ -47,19 +49,23 @@ class ScoringModel(Protocol):
     def head(self, x: Tensor) -> Tensor: ...
 
 
-def _smv_values(logits: Tensor, labels: Tensor) -> Tensor:
+def _smv_values(logits: Tensor, labels: Tensor, ids: Tensor) -> Tensor:
     m = logits.shape[1].bit_length() - 1
     sizes = subset_sizes(m, logits.device).to(logits.dtype)
-    return subset_correct(logits, labels).to(logits.dtype) * sizes
+    return subset_correct(logits, labels, ids).to(logits.dtype) * sizes
 
 
-def _bmmal_values(logits: Tensor, labels: Tensor) -> Tensor:
+def _bmmal_values(logits: Tensor, labels: Tensor, ids: Tensor) -> Tensor:
     probs = torch.softmax(logits.float(), -1)
     pred = probs[:, -1].argmax(-1)
-    return probs.gather(-1, pred.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(-1)
+    chosen = probs.gather(-1, pred.view(-1, 1, 1).expand(-1, probs.shape[1], 1)).squeeze(-1)
+    return torch.where(finite_subsets(logits, ids, "score"), chosen, 0.0)
 
 
-VALUES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+# (subset logits [B, 2**M, K], labels [B], ids [B]) -> values [B, 2**M]; a subset whose
+# logits give no prediction (NaN, +inf, -inf for every class) counts as wrong (value 0), with
+# one NonFiniteSubsetWarning naming the ids
+VALUES: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
     "smv": _smv_values,
     "bmmal": _bmmal_values,
 }
@@ -208,7 +214,7 @@ def score(
             else [logits[:, 1 << j] for j in range(len(names))]
         )
         present = torch.stack([batch.present(n) for n in names], 1)
-        v = None if value_fn is None else value_fn(logits, batch.labels)
+        v = None if value_fn is None else value_fn(logits, batch.labels, batch.ids)
         ledger.observe(batch.ids, batch.labels, uni, logits[:, full], values=v, present=present)
 
     model_pass(

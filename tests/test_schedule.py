@@ -8,6 +8,7 @@ DataLoader's batch order by simulating its worker cycle (and once against a real
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterator
 
@@ -289,3 +290,32 @@ def test_consumer_refuses_impossible_positions() -> None:
         Consumer(2, 2, 0, 1)
     with pytest.raises(ValueError, match="worker 3 outside"):
         Consumer(0, 1, 3, 2)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    total=st.integers(0, 60),
+    world=st.integers(1, 5),
+    granule=st.integers(1, 9),
+    workers=st.integers(1, 4),
+)
+def test_drop_last_rounds_each_ranks_share_down_to_whole_granules(
+    total: int, world: int, granule: int, workers: int
+) -> None:
+    """DUS with drop_last: every rank's share is ceil(total / world) rounded down to whole
+    batches (never padded past it), the ranks' slices tile [0, world * share) in order, and
+    the workers' runs tile each rank's slice in whole granules."""
+    share = math.ceil(total / world) // granule * granule
+    for rank in range(world):
+        lo, hi = rank_range(total, rank, world, True, granule, drop_last=True)
+        assert (lo, hi) == (rank * share, (rank + 1) * share)
+        runs = [
+            consumer_range(total, rank, world, w, workers, True, granule, drop_last=True)
+            for w in range(workers)
+        ]
+        assert runs[0][0] == lo and runs[-1][1] == hi
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(runs))
+        assert all((b - a) % granule == 0 for a, b in runs)
+    # without drop_last the share is rounded up instead, as before
+    up = math.ceil(math.ceil(total / world) / granule) * granule
+    assert rank_range(total, world - 1, world, True, granule) == ((world - 1) * up, world * up)

@@ -236,7 +236,7 @@ class Balancer:
                 labels,
                 unimodal,
                 subsets[:, (1 << m) - 1],
-                values=VALUES["smv"](subsets, labels),
+                values=VALUES["smv"](subsets, labels, ids),
                 present=present,
             )
         if self.ogm is not None:

@@ -4,7 +4,8 @@ Place in the data flow: `Ledger.observe` runs the metadata checks (shapes, dtype
 the range checks of CPU ids and labels on every call; the staging ring runs the checks that need
 the values of device tensors (ranges, NaN / inf) when it is drained. Logits may hold -inf (a class
 the model masks out) but never NaN or +inf, and every row needs one finite logit; `values` must be
-finite. Errors name the argument
+finite (`mmsample.signals.subset_correct` counts a subset whose logits are not as wrong, so the
+values it gives always are). Errors name the argument
 (and, for bad values, the offending global sample ids) so a user can find the batch.
 """
 
@@ -194,12 +195,20 @@ def finite_error(ids: Tensor, finite: Tensor, names: Sequence[str]) -> ValueErro
     logits, all finite for `values`); `names` name the heads."""
     col = int((~finite).any(0).nonzero()[0])
     bad = ~finite[:, col].cpu()
-    what = "NaN or inf" if names[col] == "values" else "NaN or +inf (or -inf for every class)"
+    if names[col] == "values":
+        what = "NaN or inf"
+        hint = (
+            "subset values are finite: compute them with mmsample.signals.subset_correct "
+            "(`subset_correct(logits, labels, ids) * subset_sizes(M)`), which counts a subset "
+            "whose logits are NaN or inf as wrong (value 0) and warns naming the ids."
+        )
+    else:
+        what = "NaN or +inf (or -inf for every class)"
+        hint = "-inf logits are accepted (a masked class gets probability 0)."
     return ValueError(
         f"The '{names[col]}' argument of Ledger.observe holds {what} for "
         f"{int(bad.sum())} sample(s), ids {ids.cpu()[bad][:SHOWN].tolist()}; check the "
-        f"model's outputs (a diverged loss, an fp16 overflow) before observing. -inf logits "
-        f"are accepted (a masked class gets probability 0)."
+        f"model's outputs (a diverged loss, an fp16 overflow) before observing. {hint}"
     )
 
 

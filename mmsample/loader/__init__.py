@@ -9,6 +9,14 @@ from .balanced import balanced_loader
 from .dataset import BalancedDataset
 from .loader import BalancedLoader
 from .log import StatsLog
+from .no_batch import NoBatchWarning
 from .wrap import wrap
 
-__all__ = ["BalancedDataset", "BalancedLoader", "StatsLog", "balanced_loader", "wrap"]
+__all__ = [
+    "BalancedDataset",
+    "BalancedLoader",
+    "NoBatchWarning",
+    "StatsLog",
+    "balanced_loader",
+    "wrap",
+]

@@ -85,7 +85,10 @@ def balanced_loader(
         rank, world_size: default torch.distributed, else RANK / WORLD_SIZE, else 0, 1.
         on_error: "raise" or "skip" (bad items replaced deterministically, counted).
         split: read only the samples of this split (the sharding table's split column).
-        drop_last: drop each rank's (streamed: each worker's) last short batch.
+        drop_last: drop each rank's (streamed: each worker's) last short batch; under DUS,
+            whose batches are whole, each rank's share is rounded down to whole batches
+            rather than filled by wrapping around. An epoch whose plan holds items but gives
+            this rank no batch warns once (`mmsample.loader.NoBatchWarning`, with the counts).
         dataloader_kwargs: more DataLoader options (timeout, worker_init_fn, ...); the loader
             forms batches itself, so batch_size, shuffle, sampler, batch_sampler, collate_fn
             and drop_last there are refused.

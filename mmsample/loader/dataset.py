@@ -126,21 +126,40 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         epoch, plan, rows = self.shared.epoch, self.shared.plan(), self.shared.rows()
         if self.mode == "indexed":
             total = len(self._sequence(epoch, plan)[0])
-            lo, hi = rank_range(total, self.rank, self.world_size, True, self._granule())
+            lo, hi = self._rank_range(total)
             count = batch_count(hi - lo, rows, self.drop_last) if total else 0
             return [len(worker_batches(count, w, workers)) for w in range(workers)]
-        total = self._streamed(epoch, plan).total
-        out = []
-        for w in range(workers):
-            lo, hi = consumer_range(
-                total, self.rank, self.world_size, w, workers, True, self._granule()
-            )
-            out.append(batch_count(hi - lo, rows, self.drop_last))
-        return out
+        return [batch_count(n, rows, self.drop_last) for n in self.items_per_worker(workers)]
 
     def batches(self, workers: int = 1) -> int:
         """Batches this rank yields in the published epoch, over `workers` DataLoader workers."""
         return sum(self.batches_per_worker(workers))
+
+    def planned_items(self) -> int:
+        """Items of the published epoch's plan (every rank's, padding left out)."""
+        epoch, plan = self.shared.epoch, self.shared.plan()
+        if self.mode == "indexed":
+            return len(self._sequence(epoch, plan)[0])
+        return self._streamed(epoch, plan).total
+
+    def items_per_worker(self, workers: int) -> list[int]:
+        """Items (padding included) this rank's share of the published epoch gives each of
+        `workers` DataLoader workers: streamed mode reads a run of items per worker; indexed
+        mode deals the rank's batches round-robin (then the rank's items, in one entry)."""
+        total, workers = self.planned_items(), max(1, workers)
+        if self.mode == "indexed":
+            lo, hi = self._rank_range(total)
+            return [hi - lo if total else 0]
+        ranges = [
+            consumer_range(
+                total, self.rank, self.world_size, w, workers, True, self._granule(), self.drop_last
+            )
+            for w in range(workers)
+        ]
+        return [hi - lo for lo, hi in ranges]
+
+    def _rank_range(self, total: int) -> tuple[int, int]:
+        return rank_range(total, self.rank, self.world_size, True, self._granule(), self.drop_last)
 
     # ---- iteration (main process with 0 workers, else each worker) -------------------------
     def __iter__(self) -> Iterator[MultimodalBatch]:
@@ -202,7 +221,14 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
                 return int(cache[b][step % rows])
 
         lo, hi = consumer_range(
-            layout.total, self.rank, self.world_size, worker, workers, True, self._granule()
+            layout.total,
+            self.rank,
+            self.world_size,
+            worker,
+            workers,
+            True,
+            self._granule(),
+            self.drop_last,
         )
         # only a consumer's last batch can be short: past it, everything was yielded
         first = min(start * rows, hi - lo)
@@ -214,6 +240,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
             granule=self._granule(),
             restrict=restrict,
             equal_split=True,
+            drop_last=self.drop_last,
         )
         yield from batched(samples, rows, self.drop_last)
 
@@ -225,7 +252,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         total = len(seq)
         if total == 0:
             return
-        lo, hi = rank_range(total, self.rank, self.world_size, True, self._granule())
+        lo, hi = self._rank_range(total)
         count = batch_count(hi - lo, rows, self.drop_last)
         for b in worker_batches(count, worker, workers)[start:].tolist():
             pos = np.arange(lo + b * rows, min(lo + (b + 1) * rows, hi)) % total

@@ -25,6 +25,7 @@ from ..errors import EpochWarning
 from ..stateful import Stateful
 from .control import EpochControl
 from .dataset import BalancedDataset
+from .no_batch import warn_no_batch
 
 
 def formed(batch: Any) -> Any:
@@ -35,6 +36,10 @@ def formed(batch: Any) -> Any:
 class BalancedLoader(Stateful, StatefulDataLoader):
     """A StatefulDataLoader over a `BalancedDataset` (build it with `balanced_loader` or
     `wrap`): the only holder of the epoch and of the position in it.
+
+    An epoch whose plan holds items but gives this rank no batch (`drop_last=True` with fewer
+    items than a batch per rank or, streamed, per DataLoader worker) warns once
+    (`mmsample.loader.NoBatchWarning`, naming the counts).
 
     Epochs: `set_epoch(e)` starts epoch e (on every rank, before iterating); without it, the
     first pass serves epoch 0 and every later pass the next epoch: after a completed pass
@@ -64,6 +69,7 @@ class BalancedLoader(Stateful, StatefulDataLoader):
         self._yielded = 0  # batches of it yielded to the caller
         self._began = False  # a pass over it began (iteration, or a restored state)
         self._resuming = False  # the next pass continues a restored position
+        self._checked = -1  # the last epoch checked for planned items but no batch
 
     @property
     def method(self) -> Any:
@@ -100,6 +106,9 @@ class BalancedLoader(Stateful, StatefulDataLoader):
     def _start(self, epoch: int, start: int) -> None:
         grown = self.dataset.publish(epoch, start)
         self._epoch, self._yielded = epoch, start
+        if epoch != self._checked:  # once per epoch: a repeated set_epoch says nothing new
+            self._checked = epoch
+            warn_no_batch(self.dataset, self.num_workers, epoch)
         running: Any = getattr(self, "_iterator", None)
         if grown and running is not None and self.persistent_workers:
             shutdown = getattr(running, "_shutdown_workers", None)

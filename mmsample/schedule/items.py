@@ -68,17 +68,21 @@ def streamed_slice(
     shuffle: int,
     equal_split: bool = True,
     granule: int = 1,
+    drop_last: bool = False,
 ) -> StreamedSlice:
     """The streamed epoch's items for `consumer`.
 
     `counts[s]`: items the plan gives the s-th sample in the epoch's row order. The epoch's item
     sequence lists each sample's items in turn; the consumer takes its `consumer_range` of it
-    (padded by wrap-around under `equal_split`, whole `granule`s) and emits it through a
+    (padded by wrap-around under `equal_split`, whole `granule`s: `drop_last` rounds the
+    rank's share down to them instead of up) and emits it through a
     shuffle buffer of `shuffle` slots seeded by (seed, epoch, rank, worker, world, workers)."""
     cum = np.cumsum(np.asarray(counts, dtype=np.int64))
     total = int(cum[-1]) if len(cum) else 0
     c = consumer
-    lo, hi = consumer_range(total, c.rank, c.world, c.worker, c.workers, equal_split, granule)
+    lo, hi = consumer_range(
+        total, c.rank, c.world, c.worker, c.workers, equal_split, granule, drop_last
+    )
     if total == 0:
         empty = np.zeros(0, dtype=np.int64)
         return StreamedSlice(empty, empty, empty, empty, 0)

@@ -18,16 +18,22 @@ def batch_count(items: int, batch: int, drop_last: bool = False) -> int:
 
 
 def rank_range(
-    total: int, rank: int, world: int, equal_split: bool = True, granule: int = 1
+    total: int,
+    rank: int,
+    world: int,
+    equal_split: bool = True,
+    granule: int = 1,
+    drop_last: bool = False,
 ) -> tuple[int, int]:
     """[start, stop) of rank `rank`'s slice of an epoch of `total` items (positions are taken
     mod `total`, so a stop past it wraps around to the epoch's first items).
 
     `equal_split`: every rank gets ceil(total / world) positions rounded up to a multiple of
-    `granule`; else slices differ by at most one item and `granule` is ignored."""
+    `granule` (`drop_last`: rounded down, the last part granule dropped rather than filled by
+    wrapping around); else slices differ by at most one item and `granule` is ignored."""
     if equal_split:
         each = -(-total // world)
-        each = -(-each // granule) * granule
+        each = (each // granule if drop_last else -(-each // granule)) * granule
         return rank * each, (rank + 1) * each
     return rank * total // world, (rank + 1) * total // world
 
@@ -40,10 +46,11 @@ def consumer_range(
     workers: int,
     equal_split: bool,
     granule: int = 1,
+    drop_last: bool = False,
 ) -> tuple[int, int]:
     """[start, stop) of one (rank, worker) in the epoch's item sequence (positions mod total):
     the rank's slice (`rank_range`) cut into `workers` runs of equal size +-1 granule."""
-    lo, hi = rank_range(total, rank, world, equal_split, granule)
+    lo, hi = rank_range(total, rank, world, equal_split, granule, drop_last)
     if not equal_split:
         granule = 1
     k = (hi - lo) // granule

@@ -11,6 +11,7 @@ unpickled.
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -18,13 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SampleError
-from ..shards.format import FIELD_PATTERN, ID_FIELD, KEY_PATTERN, LABEL_FIELD, META_FIELD
+from ..shards.format import (
+    FIELD_PATTERN,
+    ID_FIELD,
+    KEY_PATTERN,
+    LABEL_FIELD,
+    META_FIELD,
+    RESERVED_FIELDS,
+)
 
 __all__ = ["BLOCK", "TarSample", "count_classes", "record_ids", "scan_tar", "small_int"]
 
 BLOCK = 512
 _MAX_SMALL = 64  # bytes: an .id or .cls member is a short ASCII integer
 _MAX_META = 1 << 20  # bytes: a .json member holds a row's metadata cells
+_DOTTED = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")  # what follows a key's first dot
 
 
 @dataclass
@@ -59,10 +68,17 @@ def _scan(tar: tarfile.TarFile, shard: str) -> tuple[list[TarSample], list[Sampl
     samples: list[TarSample] = []
     problems: list[SampleError] = []
     seen: set[str] = set()
-    for m in tar:
+    members = tar.getmembers()  # tarfile keeps them all anyway; names first, for dotted keys
+    known = _dotted_keys(m.name for m in members if m.isfile())
+    dotted: dict[str, list[str]] = {}  # dotted key -> its members' names, in tar order
+    for m in members:
         key, dot, ext = m.name.partition(".")
         if not m.isfile():
             problems.append(SampleError(f"member {m.name!r} is not a regular file", shard=shard))
+            continue
+        owner = _dotted_owner(m.name, known)
+        if owner is not None:
+            dotted.setdefault(owner, []).append(m.name)
             continue
         if not (dot and KEY_PATTERN.match(key) and FIELD_PATTERN.match(ext)):
             problems.append(
@@ -102,7 +118,47 @@ def _scan(tar: tarfile.TarFile, shard: str) -> tuple[list[TarSample], list[Sampl
                 problems.append(
                     SampleError(f"{key}.{ext} is not UTF-8 JSON ({err})", shard=shard, key=key)
                 )
+    problems += [_dotted_problem(shard, key, names) for key, names in dotted.items()]
     return samples, problems
+
+
+def _dotted_keys(names: Iterable[str]) -> set[str]:
+    """The dotted keys that members ending in a reserved field show: `.id`, `.cls` and
+    `.json` are never the EXT of a `NAME.EXT` field, so `song.v2.id` is the id of `song.v2`."""
+    out = set()
+    for name in names:
+        key, _, field = name.partition(".")
+        if KEY_PATTERN.match(key) and _DOTTED.match(field):
+            stem, ext = name.rsplit(".", 1)
+            if ext in RESERVED_FIELDS:
+                out.add(stem)
+    return out
+
+
+def _dotted_owner(name: str, known: set[str]) -> str | None:
+    """The dotted key member `name` belongs to, or None for a plain `KEY.EXT` / `KEY.NAME.EXT`
+    member: the longest key of `known` it starts with, else (more dots than `KEY.NAME.EXT`
+    has) all before its last extension."""
+    key, _, field = name.partition(".")
+    if not (KEY_PATTERN.match(key) and _DOTTED.match(field)):
+        return None
+    owners = [k for k in known if name.startswith(k + ".")]
+    if owners:
+        return max(owners, key=len)
+    return name.rsplit(".", 1)[0] if field.count(".") > 1 else None
+
+
+def _dotted_problem(shard: str, key: str, names: list[str]) -> SampleError:
+    """The refusal of one dotted key, naming its members and the fix."""
+    first, _, field = names[0].partition(".")
+    what = f"member {names[0]!r} has" if len(names) == 1 else f"members {names} have"
+    return SampleError(
+        f"{what} the dotted key {key!r}: a key holds no '.' (letters, digits, '_', '-'); a "
+        f"field may be NAME.EXT, so {names[0]!r} reads as key {first!r} with field {field!r}. "
+        f"Rename the key, e.g. {key.replace('.', '_')!r}, and shard again",
+        shard=shard,
+        key=key,
+    )
 
 
 def _split_of(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:

@@ -106,11 +106,13 @@ def streamed_samples(
     granule: int = 1,
     restrict: Callable[[int], int] | None = None,
     equal_split: bool | None = None,
+    drop_last: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """The decoded items of `consumer`'s slice of the streamed epoch `layout`, from its
     `start`-th on (schedule: `mmsample.schedule.streamed_slice`).
 
-    `granule`: consumers' slices are whole multiples of it (a loader's batch, under DUS).
+    `granule`: consumers' slices are whole multiples of it (a loader's batch, under DUS);
+    `drop_last`: a rank's share is rounded down to whole granules rather than up by wrapping.
     `restrict(step)`: a mask further restricting the modalities of the consumer's item at
     `step` (a loader assigning modalities by batch position, as DUS does); a restriction that
     leaves the sample none falls back to the plan's mask, so no row is empty.
@@ -127,6 +129,7 @@ def streamed_samples(
         shuffle=reader.shuffle,
         equal_split=reader.equal_split if equal_split is None else equal_split,
         granule=granule,
+        drop_last=drop_last,
     )
     n = len(sl.samples)
     if start > n:

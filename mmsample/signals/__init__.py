@@ -28,6 +28,8 @@ from .smv import (
 )
 from .subsets import (
     SUBSET_VALUES,
+    NonFiniteSubsetWarning,
+    finite_subsets,
     masks_with,
     masks_without,
     membership,
@@ -42,11 +44,13 @@ __all__ = [
     "SMV_PROBABILITY",
     "SUBSET_VALUES",
     "CumulativeMean",
+    "NonFiniteSubsetWarning",
     "balance_loss",
     "balance_score",
     "balance_similarity",
     "bmmal_weights",
     "discrepancy",
+    "finite_subsets",
     "gradient_embedding_factors",
     "kmeans_pp",
     "masks_with",

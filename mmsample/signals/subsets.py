@@ -4,10 +4,18 @@ Shared by SMV and BMMAL: a subset C of M modalities is an integer mask (bit j = 
 model's value for every subset of a batch is a tensor `[B, 2**M]` indexed by that mask. The values
 come from ONE call of the fusion head over the 2**M masked feature sets (absent modalities' encoder
 features zeroed), so valuation costs a head forward per subset, never an encoder forward.
+
+A subset whose logits give no prediction (a NaN, a +inf, or -inf for every class: a cosine head
+on zeroed features divides by a zero norm) counts as wrong: `subset_correct` gives False and
+`subset_values` zero probabilities (log-probabilities -inf) there, with one
+`NonFiniteSubsetWarning` per call naming the sample ids. -inf for some classes is a masked class
+(probability 0), a prediction like any other. The empty subset (mask 0) counts as wrong too but
+is never warned about: its value is 0 by definition.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -17,6 +25,8 @@ from .checks import describe
 
 __all__ = [
     "SUBSET_VALUES",
+    "NonFiniteSubsetWarning",
+    "finite_subsets",
     "masks_with",
     "masks_without",
     "membership",
@@ -121,6 +131,54 @@ def subset_logits(features: Sequence[Tensor], head: Callable[[Tensor], Tensor]) 
     return logits.reshape(batch, 1 << m, logits.shape[1])
 
 
+class NonFiniteSubsetWarning(RuntimeWarning):
+    """Some modality subsets' logits give no prediction (NaN, +inf, or -inf for every class);
+    they count as wrong. The message names the sample ids and the subset masks."""
+
+
+_SHOWN = 8  # ids named in a warning
+
+
+def finite_subsets(
+    logits: Tensor, ids: Tensor | None = None, function: str = "finite_subsets"
+) -> Tensor:
+    """Bool `[B, 2**M]`: whether subset C's logits `[B, 2**M, K]` give a prediction (no NaN,
+    no +inf, at least one finite logit; -inf for some classes is a masked class, allowed).
+
+    Where a subset other than the empty one does not, warns once (`NonFiniteSubsetWarning`,
+    from `function`) naming the sample `ids` `[B]` (batch rows when None) and the subset masks:
+    those subsets count as wrong. One reduction; on CUDA one host sync, for the warning.
+    ValueError naming `function`'s argument for logits that are not a floating `[B, 2**M, K]`.
+    """
+    return _finite(logits, ids, function)
+
+
+def _finite(logits: Tensor, ids: Tensor | None, function: str) -> Tensor:
+    """`finite_subsets`, warning at the caller of the public function that called it."""
+    if not isinstance(logits, Tensor) or logits.ndim != 3 or not logits.is_floating_point():
+        raise ValueError(
+            f"The 'logits' argument of {function} must be a floating tensor [B, 2**M, K]; got "
+            f"{describe(logits)}."
+        )
+    finite = torch.isfinite(logits.amax(dim=-1))  # NaN, +inf or all -inf show in the maximum
+    bad = ~finite[:, 1:]  # the empty subset's value is 0 whatever its logits
+    if bool(bad.any()):
+        rows = bad.any(dim=1).nonzero().squeeze(1).cpu()
+        masks = (bad.any(dim=0).nonzero().squeeze(1) + 1).tolist()
+        named = "rows" if ids is None else "ids"
+        shown = (rows if ids is None else ids.reshape(-1).cpu()[rows]).tolist()
+        listed = ", ".join(map(str, shown[:_SHOWN])) + (", ..." if len(shown) > _SHOWN else "")
+        warnings.warn(
+            f"{function}: the logits of subsets {masks} (modality bitmasks) are NaN, +inf or "
+            f"-inf for every class for {len(shown)} sample(s), {named} [{listed}]; they count "
+            "as wrong (no prediction). A cosine head on zeroed features does this; NaN for "
+            "every subset means a diverged model.",
+            NonFiniteSubsetWarning,
+            stacklevel=3,
+        )
+    return finite
+
+
 def _probs(logits: Tensor) -> Tensor:
     return torch.softmax(logits, dim=-1)
 
@@ -141,20 +199,40 @@ SUBSET_VALUES: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 def subset_values(
-    features: Sequence[Tensor], head: Callable[[Tensor], Tensor], value: str = "probs"
+    features: Sequence[Tensor],
+    head: Callable[[Tensor], Tensor],
+    value: str = "probs",
+    ids: Tensor | None = None,
 ) -> Tensor:
     """`[B, 2**M, K]` head outputs for every subset: raw logits, softmax ("probs", BMMAL's input)
-    or log-softmax, from one batched call of the head."""
+    or log-softmax, from one batched call of the head.
+
+    A subset whose logits give no prediction (`finite_subsets`: NaN, +inf, -inf for every
+    class) gets probabilities 0 ("probs") or -inf ("log_probs") for every class, with one
+    `NonFiniteSubsetWarning` naming `ids` `[B]`; "logits" are returned as the head gave them.
+    """
     if value not in SUBSET_VALUES:
         raise ValueError(
             f"The 'value' parameter of subset_values must be one of {sorted(SUBSET_VALUES)}; "
             f"got {value!r}."
         )
-    return SUBSET_VALUES[value](subset_logits(features, head))
+    logits = subset_logits(features, head)
+    out = SUBSET_VALUES[value](logits)
+    if value == "logits":
+        return out
+    finite = _finite(logits, ids, "subset_values")
+    fill = torch.full((), 0.0 if value == "probs" else float("-inf"), dtype=out.dtype)
+    return torch.where(finite[..., None], out, fill.to(out.device))
 
 
-def subset_correct(logits: Tensor, labels: Tensor) -> Tensor:
-    """Bool `[B, 2**M]`: is the prediction (argmax) of subset C correct; SMV's input."""
+def subset_correct(logits: Tensor, labels: Tensor, ids: Tensor | None = None) -> Tensor:
+    """Bool `[B, 2**M]`: is the prediction (argmax) of subset C correct; SMV's input
+    (`subset_correct(...) * subset_sizes(M)` are SMV's values `v[C] = |C|` if right, else 0).
+
+    A subset whose logits give no prediction (NaN, +inf, or -inf for every class) is wrong, not
+    argmax's pick: one `NonFiniteSubsetWarning` per call names the sample `ids` `[B]` (batch
+    rows when None) and the subsets (see `finite_subsets`).
+    """
     if logits.ndim != 3:
         raise ValueError(
             f"The 'logits' argument of subset_correct must be [B, 2**M, K]; "
@@ -166,4 +244,10 @@ def subset_correct(logits: Tensor, labels: Tensor) -> Tensor:
             f"The 'labels' argument of subset_correct must be integer class indices "
             f"[B] = [{logits.shape[0]}]; got {labels.dtype} {tuple(labels.shape)}."
         )
-    return logits.argmax(dim=-1) == labels[:, None]
+    if ids is not None and (not isinstance(ids, Tensor) or ids.shape != labels.shape):
+        raise ValueError(
+            f"The 'ids' argument of subset_correct must be the sample ids [B] = "
+            f"[{logits.shape[0]}] or None; got {describe(ids)}."
+        )
+    finite = _finite(logits, ids, "subset_correct")
+    return (logits.argmax(dim=-1) == labels[:, None]) & finite

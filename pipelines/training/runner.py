@@ -165,7 +165,7 @@ class Run:
             self.ogm(scores, self.epoch)
         self.optim.step()
         if self.ledger is not None:
-            values = VALUES["smv"](logits.detach(), y)  # v[C] = |C| if subset C alone is right
+            values = VALUES["smv"](logits.detach(), y, batch.ids)  # v[C] = |C| if C alone is right
             self.ledger.observe(
                 batch.ids,
                 y,

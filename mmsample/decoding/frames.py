@@ -50,7 +50,8 @@ def stack_frames(
     sizes = {tuple(f.shape[-2:]) for f in frames}
     if sizes == {tuple(header_size)}:
         return torch.stack(list(frames))
-    target = tuple(first_size())
+    height, width = first_size()
+    target = (int(height), int(width))
     return torch.cat(
         [
             f[None] if tuple(f.shape[-2:]) == target else resize_frames(f[None], target)

@@ -21,7 +21,7 @@ from .wav import check_wav_complete, read_wav
 
 __all__ = ["SPECTROGRAMS", "WAVE_READER", "Audio"]
 
-WAVE_READER = "wave"  # Audio(backend="wave"): PCM/float wav parsed here, resampled in torch
+WAVE_READER = "wave"  # Audio(backend="wave"): PCM/float wav parsed here, resampled by scipy
 SPECTROGRAMS = ("log", "mel", "logmel")
 
 
@@ -35,7 +35,8 @@ class Audio:
     mel filterbank of the power spectrogram, F = n_mels; "logmel": its log(+1e-7). `seconds`: a
     random crop with a generator, the centre crop without; zeros appended if the audio is
     shorter.
-    backend="wave" reads PCM/float wav without FFmpeg and resamples in torch.
+    backend="wave" reads PCM/float wav without FFmpeg and resamples with scipy's `resample_poly`
+    (`audio_ops.resample`), whose pass band matches the FFmpeg backends' resampler.
     """
 
     field: str = "wav"

@@ -59,6 +59,9 @@ class Video:
     `size`: an int means a square (size, size), as OGM-GE's Resize((224, 224)); resized with
     `resize_frames` after decoding, so every backend gives the same pixels (torchcodec's own
     decoder Resize measured no faster and differs by up to 10 grey levels).
+    A clip whose resolution changes mid-stream (concatenated segments, screen recordings) gives
+    every frame at its first frame's size, as the ffmpeg CLI shows it (scaled with
+    `resize_frames`: `mmsample.decoding.frames.stack_frames`), then at `size` if given.
     Frames on the "torchcodec-cuda" backend stay on the GPU.
 
     `decode` raises ValueError (the readers wrap it in a `SampleError` naming shard and key) for

@@ -6,7 +6,9 @@ timestamps, the same rule as the other backends. One decoder thread per call. No
 this project's tests (decord is not installed here); PyAV/torchcodec are the supported paths.
 Truncated mp4/Matroska files are refused as on the other backends (`check_complete`), but decord
 reads neither an mp4 edit list nor the display rotation: on clips cut by stream copy, or with
-rotation metadata, it does not give the frames a player shows (the other backends do).
+rotation metadata, it does not give the frames a player shows (the other backends do). Clips
+whose resolution changes mid-stream are untested on decord; the other backends scale every frame
+to the first frame's size (`mmsample.decoding.frames.stack_frames`).
 """
 
 from __future__ import annotations

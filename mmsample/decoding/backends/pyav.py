@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..audio_ops import mixdown
+from ..frames import stack_frames
 from . import (
     DecodedVideo,
     MediaKind,
@@ -115,10 +116,13 @@ class PyAVBackend:
 
     def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
         """Frames a player shows at `times` seconds after the first presented frame, uint8
-        [T, 3, H, W] in display orientation; ValueError if truncated or undecodable."""
+        [T, 3, H, W] in display orientation; ValueError if truncated or undecodable. Frames of
+        a clip whose resolution changes mid-stream are scaled to its first frame's size
+        (`mmsample.decoding.frames.stack_frames`)."""
         check_complete(data)
         with _open(data, "video") as container:
             stream = _stream(container, "video")
+            header = (stream.codec_context.height, stream.codec_context.width)
             tb = float(stream.time_base)
             scan = _scan(container, stream)
             ts = resolve_times(times, scan.duration)
@@ -127,17 +131,25 @@ class PyAVBackend:
             for t in ts:
                 target = round((scan.begin + t) / tb)
                 wanted.append(scan.pts[max(0, bisect.bisect_right(scan.pts, target) - 1)])
+            first = scan.pts[0]
+
+            def first_size() -> tuple[int, int]:
+                if first not in decoded:  # the clip changes size and frame 0 was not asked for
+                    decoded.update(self._decode_at(container, stream, [first], scan.keys)[0])
+                return decoded[first].shape[0], decoded[first].shape[1]
+
             try:
                 decoded, rotation = self._decode_at(
-                    container, stream, sorted(set(wanted or scan.pts[:1])), scan.keys
+                    container, stream, sorted(set(wanted or [first])), scan.keys
+                )
+                pictures = [torch.from_numpy(decoded[p]).permute(2, 0, 1) for p in wanted]
+                frames = (
+                    stack_frames(pictures, header, first_size)
+                    if pictures
+                    else torch.empty(0, 3, *first_size(), dtype=torch.uint8)
                 )
             except Exception as err:
                 raise ValueError(f"PyAV could not decode the video frames: {err}") from err
-        if not wanted:
-            h, w = next(iter(decoded.values())).shape[:2]
-            empty = torch.empty(0, 3, h, w, dtype=torch.uint8)
-            return DecodedVideo(display_orientation(empty, rotation), scan.duration, ts)
-        frames = torch.from_numpy(np.stack([decoded[p] for p in wanted])).permute(0, 3, 1, 2)
         return DecodedVideo(display_orientation(frames, rotation).contiguous(), scan.duration, ts)
 
     @staticmethod

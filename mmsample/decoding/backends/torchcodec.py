@@ -6,15 +6,20 @@ Place in the data flow: `mmsample.decoding` calls it (through
 call opens the bytes with one FFmpeg thread (`num_ffmpeg_threads=1`: one decoder thread per
 worker was fastest here) in seek mode "exact": the open scans the packets (demuxing only, no
 decoding) for the presentation timeline and the truncation check
-(`mmsample.decoding.backends.presentation_window`), and frames are then frame-accurate.
-One exception: when packets were discarded (an mp4 edit list starting after them), a second,
-"approximate" open decodes the frames, seeking through FFmpeg's own index. The exact-mode index
-leaves out the discarded packets, so on a clip cut by stream copy (`ffmpeg -ss 1.3 -i src.mp4
--c copy`) it seeks to the first *presented* keyframe and returns frame 50 where a player shows
-frame 33 (torchcodec 0.13); FFmpeg's seek starts from the discarded keyframe and the decoder
-drops the discarded frames, as players do. Time queries are frame-accurate in both modes
-("approximate" only concerns index-based access, and needs a duration in the header, which an
-mp4 always has), so the frames equal PyAV's. torchcodec (>= 0.11) applies the display rotation
+(`mmsample.decoding.backends.presentation_window`). A second, "approximate" open decodes the
+frames, one time query per frame, seeking through FFmpeg's own index:
+- one at a time, because torchcodec's batch calls size their output from the stream header, so
+  a clip whose resolution changes mid-stream fails or comes back grey (torchcodec#433); single
+  frames come at their own size (then `mmsample.decoding.frames.stack_frames`), and an
+  approximate-mode decoder serves consecutive single frames without seeking again (an exact-mode
+  one re-seeks each time: 10x slower on 32 consecutive frames; the second open costs ~3 ms);
+- through FFmpeg's index, because the exact-mode index leaves out packets an mp4 edit list
+  discards, so on a clip cut by stream copy (`ffmpeg -ss 1.3 -i src.mp4 -c copy`) it seeks to
+  the first *presented* keyframe and returns frame 50 where a player shows frame 33 (torchcodec
+  0.13); FFmpeg's seek starts from the discarded keyframe and the decoder drops the discarded
+  frames, as players do.
+Time queries are frame-accurate in both modes ("approximate" only concerns index-based access),
+so the frames equal PyAV's. torchcodec (>= 0.11) applies the display rotation
 itself: frames come back in display orientation, as from PyAV. Importing torchcodec without the
 FFmpeg libraries raises RuntimeError or OSError, not ImportError, so all three are caught and
 the backend is then not registered. "torchcodec-cuda" decodes video on the GPU (`device="cuda"`,
@@ -30,6 +35,7 @@ from typing import Any, Literal
 import torch
 
 from ..audio_ops import mixdown
+from ..frames import stack_frames
 from . import (
     DecodedVideo,
     MediaKind,
@@ -42,7 +48,7 @@ from . import (
 from .container import check_complete
 
 SEEK_MODE: Literal["exact", "approximate"] = "exact"  # the packet scan (and images)
-VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # frames after discarded packets
+VIDEO_SEEK_MODE: Literal["exact", "approximate"] = "approximate"  # the frames, one at a time
 PROBE_RATE = 16000  # the rate `probe` decodes audio at (the `Audio` spec's default)
 
 try:
@@ -77,12 +83,16 @@ class TorchcodecBackend:
         except Exception as err:
             raise _fail("video (no decodable video stream?)", err) from err
 
-    def _open_video(self, data: bytes, *, device: str = "cpu") -> tuple[Any, float, float]:
-        """-> (decoder for frames, begin, duration) of the presentation timeline.
+    def _open_video(
+        self, data: bytes, *, device: str = "cpu", one_by_one: bool = False
+    ) -> tuple[Any, float, float, tuple[int, int]]:
+        """-> (decoder for frames, begin, duration, header (H, W) in display orientation).
 
         An exact-mode open scans the packets (timeline, truncation check). Its decoder serves
         the frames unless packets were discarded (fewer presented frames than the header
-        declares, truncation being refused already): then an approximate-mode decoder does.
+        declares, truncation being refused already) or the frames are asked for `one_by_one`:
+        then an approximate-mode decoder does (exact mode seeks again for every single-frame
+        query inside a GOP: 10x slower on 32 consecutive frames; approximate mode does not).
         """
         check_complete(data)
         decoder = self._video_decoder(data, mode=SEEK_MODE, device=device)
@@ -100,23 +110,43 @@ class TorchcodecBackend:
             content_end=float(meta.end_stream_seconds_from_content),
             content_frames=presented,
         )
-        if presented < int(meta.num_frames_from_header or 0):
+        header = (int(meta.height or 0), int(meta.width or 0))
+        if round(float(meta.rotation or 0) / 90.0) % 2:  # torchcodec applies the rotation
+            header = header[::-1]
+        if one_by_one or presented < int(meta.num_frames_from_header or 0):
             decoder = self._video_decoder(data, mode=VIDEO_SEEK_MODE, device=device)
-        return decoder, begin, duration
+        return decoder, begin, duration, header
 
     def video_frames(self, data: bytes, times: Timestamps) -> DecodedVideo:
         """Frames a player shows at `times` seconds after the first presented frame, uint8
-        [T, 3, H, W] in display orientation; ValueError if truncated or undecodable."""
-        decoder, begin, duration = self._open_video(data, device=self.device)
+        [T, 3, H, W] in display orientation; ValueError if truncated or undecodable.
+
+        Decoded one at a time: torchcodec's batch calls size their output from the stream
+        header and fail, or return grey frames, when the resolution changes mid-stream
+        (meta-pytorch/torchcodec#433); single frames come at their own size, and
+        `mmsample.decoding.frames.stack_frames` scales them to the first frame's size.
+        """
+        decoder, begin, duration, header = self._open_video(
+            data, device=self.device, one_by_one=True
+        )
         ts = resolve_times(times, duration)
+
+        def first_size() -> tuple[int, int]:
+            height, width = decoder.get_frame_played_at(begin).data.shape[-2:]
+            return int(height), int(width)
+
         try:
             if not ts:
-                frame = decoder.get_frame_played_at(begin).data  # display H, W after rotation
-                return DecodedVideo(frame.new_empty(0, *frame.shape), duration, ts)
-            batch = decoder.get_frames_played_at([begin + t for t in ts])
+                return DecodedVideo(
+                    torch.empty(0, 3, *first_size(), dtype=torch.uint8, device=self.device),
+                    duration,
+                    ts,
+                )
+            decoded = {t: decoder.get_frame_played_at(begin + t).data for t in sorted(set(ts))}
+            frames = stack_frames([decoded[t] for t in ts], header, first_size)
         except Exception as err:
             raise _fail("video frames", err) from err
-        return DecodedVideo(batch.data, duration, ts)
+        return DecodedVideo(frames, duration, ts)
 
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
         """All samples of the best audio stream at `sample_rate`, float32 [C, S]."""
@@ -164,7 +194,7 @@ class TorchcodecBackend:
         if kind == "image":
             self.image(data)
             return
-        decoder, begin, _duration = self._open_video(data)  # raises if truncated
+        decoder, begin, _duration, _header = self._open_video(data)  # raises if truncated
         try:
             decoder.get_frame_played_at(begin)
         except Exception as err:

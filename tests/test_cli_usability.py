@@ -99,7 +99,7 @@ def test_the_help_names_the_library_values() -> None:
     from mmsample.decoding.image_header import DEFAULT_MAX_PIXELS as LIBRARY_MAX_PIXELS
     from mmsample.sharding.table import SKIPPED_REPORT as LIBRARY_SKIPPED
 
-    assert STRATEGY_NAMES == tuple(sorted(STRATEGIES))
+    assert tuple(sorted(STRATEGIES)) == STRATEGY_NAMES
     assert (DEFAULT_MAX_PIXELS, SKIPPED_REPORT) == (LIBRARY_MAX_PIXELS, LIBRARY_SKIPPED)
 
 
@@ -188,7 +188,9 @@ def avmnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.avmnist import main as build
 
     out = tmp_path_factory.mktemp("avmnist")
-    assert build(["--out", str(out), "--n", "20", "--samples-per-shard", "8", "--workers", "0"]) == 0
+    assert (
+        build(["--out", str(out), "--n", "20", "--samples-per-shard", "8", "--workers", "0"]) == 0
+    )
     return out / "shards"
 
 

@@ -51,7 +51,9 @@ def write_stand_ins(root: Path) -> None:
     with open(root / "clips.csv", "w", newline="") as f:
         csv.writer(f).writerows([["key", "label", "mp4", "txt"], *rows])
     with open(root / "table.csv", "w", newline="") as f:
-        texts = [[f"t{i}", i % 3, "test" if i % 4 == 0 else "train", f"a text {i}"] for i in range(8)]
+        texts = [
+            [f"t{i}", i % 3, "test" if i % 4 == 0 else "train", f"a text {i}"] for i in range(8)
+        ]
         csv.writer(f).writerows([["key", "label", "split", "text"], *texts])
     make_tokenizer(root / "tok")
     write_dataset(root / "pool" / "shards")

@@ -55,13 +55,6 @@ def positive_int(text: str) -> int:
     raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}")
 
 
-def non_negative_int(text: str) -> int:
-    """An integer >= 0 (argparse type)."""
-    if text.isdigit():
-        return int(text)
-    raise argparse.ArgumentTypeError(f"must be an integer >= 0; got {text!r}")
-
-
 def describe_dataset(manifest: Any, root: Path) -> str:
     """One line: where the manifest is, samples, shards, classes and fields."""
     from .shards.format import MANIFEST
@@ -199,7 +192,7 @@ def add_shard_commands(sub: Any) -> None:
     )
     shard.add_argument(
         "--max-pixels",
-        type=non_negative_int,
+        type=int,  # a negative limit is refused by shard_dataset, named by its flag
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"refuse images over N pixels, read from the header (default {DEFAULT_MAX_PIXELS:,}, "

@@ -103,7 +103,15 @@ def test_the_help_names_the_library_values() -> None:
     assert (DEFAULT_MAX_PIXELS, SKIPPED_REPORT) == (LIBRARY_MAX_PIXELS, LIBRARY_SKIPPED)
 
 
-def test_a_library_error_is_printed_with_its_flag() -> None:
+def test_a_library_error_is_printed_with_its_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "t.csv").write_text("key,label,npy\nk0,x,a.npy\n")
+    (tmp_path / "a.npy").write_bytes(encode_npy(np.zeros(3, np.float32)))
+    argv = ["shard", str(tmp_path / "t.csv"), str(tmp_path / "out"), "--max-pixels", "-1"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mmsample shard: error: --max-pixels: The 'max_pixels' parameter")
     usage = subparsers(build_parser())["shard"].format_usage()
     message = "The 'samples_per_shard' parameter of shard_dataset must be >= 1; got 0."
     assert name_the_flags(message, usage) == f"--samples-per-shard: {message}"

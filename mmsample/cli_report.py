@@ -23,7 +23,9 @@ def add_report_command(sub: Any) -> None:
         "accuracy per method, modality contribution over epochs, DUS batch sizes, BSS pacing, "
         "SMV extra items, throughput. Prints the headline table.",
     )
-    report.add_argument("run_dir", type=Path)
+    report.add_argument(
+        "run_dir", type=Path, help="a run folder, or a folder of run folders (searched below)"
+    )
     report.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR)")
 
 

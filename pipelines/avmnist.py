@@ -7,6 +7,9 @@ reader and modality specs, to show what a training loop would receive.
 
     python -m pipelines.avmnist --out runs/avmnist [--n 1000] [--seed 0] [--workers N]
         [--image-components 16] [--audio-snr-db 6] [--test-fraction 0.2]
+
+Every build has a train/test split by default (`--test-fraction 0.2`: a fifth of each class
+held out as "test"), so `python -m pipelines.train --data OUT/shards` trains and evaluates.
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from typing import Any
 
 import torch
 
+from mmsample.cli import name_the_flags
 from mmsample.demo.avmnist import DEFAULT_N, BuildInfo, build_avmnist, load_manifest
 from mmsample.shards.format import Manifest
 
+TEST_FRACTION = 0.2
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+
+def build_parser() -> argparse.ArgumentParser:
     """The command line of the demo builder."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.avmnist", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/avmnist"), help="output directory")
@@ -31,7 +37,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--n", type=int, default=DEFAULT_N, help=f"samples, 1..3000 (default {DEFAULT_N})"
     )
     parser.add_argument("--seed", type=int, default=0, help="pairing, motion and phase seed")
-    parser.add_argument("--samples-per-shard", type=int, default=100)
+    parser.add_argument(
+        "--samples-per-shard", type=int, default=100, help="samples per tar shard (default 100)"
+    )
     parser.add_argument(
         "--workers", type=int, default=None, help="encoding processes (default: CPU count)"
     )
@@ -45,9 +53,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--audio-snr-db", type=float, default=None, help="mix white noise into the speech at dB"
     )
     parser.add_argument(
-        "--test-fraction", type=float, default=0.0, help="held-out share per class (split column)"
+        "--test-fraction",
+        type=float,
+        default=TEST_FRACTION,
+        help="held-out share of each class, the 'test' split (default 0.2; 0: no split column)",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The parsed command line of the demo builder."""
+    return build_parser().parse_args(argv)
 
 
 def describe(value: Any) -> str:
@@ -97,18 +113,22 @@ def summary(info: BuildInfo, manifest: Manifest, root: Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Build (or reuse) the demo under `--out` and print its summary."""
-    args = parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     start = time.perf_counter()
-    info = build_avmnist(
-        args.out,
-        n=args.n,
-        seed=args.seed,
-        samples_per_shard=args.samples_per_shard,
-        workers=args.workers,
-        image_components=args.image_components,
-        audio_snr_db=args.audio_snr_db,
-        test_fraction=args.test_fraction,
-    )
+    try:
+        info = build_avmnist(
+            args.out,
+            n=args.n,
+            seed=args.seed,
+            samples_per_shard=args.samples_per_shard,
+            workers=args.workers,
+            image_components=args.image_components,
+            audio_snr_db=args.audio_snr_db,
+            test_fraction=args.test_fraction,
+        )
+    except ValueError as err:  # a setting the builder refuses: name the flag, exit 2
+        parser.error(name_the_flags(str(err), parser.format_usage()))
     took = time.perf_counter() - start
     if info.skipped:
         print(f"AV-MNIST demo already built in {args.out} with these parameters: reusing it")

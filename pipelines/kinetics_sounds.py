@@ -11,7 +11,7 @@ accepted too), looked for in the clip folder, in `<folder>/<label>/` (spaces kep
 
 The classes: Kinetics-Sounds was defined by Arandjelovic and Zisserman ("Look, Listen and
 Learn", ICCV 2017) as 34 Kinetics classes that can be heard; OGM-GE, BMMAL and SMV use the 31 of
-them that are Kinetics-400 class names (seed 000: "31 action classes selected from
+them that are Kinetics-400 class names (BMMAL paper: "31 action classes selected from
 Kinetics-400"). The list below is that 31-class list as public audio-visual code spells it
 (Kinetics-400 names); class ids follow its sorted order. Splits are kept as the CSVs name them
 (Kinetics-400: train, val, test); OGM-GE trains on train and tests on val, as the Kinetics-400

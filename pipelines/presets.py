@@ -5,8 +5,8 @@ Place in the data flow: shards written by a recipe (`pipelines.vggsound`, `.kine
 `mmsample.loader.balanced_loader` -> the paper model (`pipelines.paper_models`), which applies
 `normalize_frames` on the device.
 
-What each preset decodes (sources: OGM-GE, seed 001 and its public code GeWu-Lab/OGM-GE_CVPR2022;
-BMMAL, seed 000, section 4; `mmsample.decoding.audio_ops` documents the spectrogram variants):
+What each preset decodes (sources: the OGM-GE paper and its code GeWu-Lab/OGM-GE_CVPR2022;
+the BMMAL paper, section 4; `mmsample.decoding.audio_ops` documents the spectrogram variants):
 
 | preset | visual (train / test) | audio |
 | --- | --- | --- |

@@ -179,7 +179,7 @@ def test_cli_query_rounds_and_subset(
         str(tmp_path / "r1.json"),
         "--out",
         str(tmp_path / "r2.json"),
-        "--split",
+        "--parts",
         "2",
         "--quiet",
     )

@@ -90,7 +90,7 @@ def test_bad_arguments_exit_with_usage_status(argv: list[str]) -> None:
     assert caught.value.code == 2
 
 
-@pytest.mark.parametrize("command", ["shard", "index", "inspect"])
+@pytest.mark.parametrize("command", ["shard", "index", "inspect", "query", "subset", "report"])
 def test_help_of_every_subcommand(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
         main([command, "--help"])
@@ -158,4 +158,5 @@ def test_inspect_with_a_missing_tokenizer_names_the_option_not_a_shard(
         assert main(["inspect", str(dataset), "--tokenizer", name]) == 1
         err = capsys.readouterr().err
         assert "The 'tokenizer' parameter of Text must be a local tokenizer directory" in err
+        assert err.startswith("mmsample inspect: error: --tokenizer: The 'tokenizer'")  # the flag
         assert "does not exist" in err and "save_pretrained" in err and "shard-" not in err

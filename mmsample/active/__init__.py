@@ -1,4 +1,4 @@
-"""Active learning on shards (seed 000, BMMAL, and the baselines users compare it with).
+"""Active learning on shards (BMMAL, Shen et al. 2023, and the baselines users compare it with).
 
 Place in the data flow: pool shards -> reader -> model (one pass: `pool_pass`) -> `Pool` ->
 a strategy (`STRATEGIES`: random, entropy, margin, bald, coreset, badge, bmmal) -> the ids to

@@ -2,11 +2,14 @@
 `module:function`, run a query round on disk, and summarise the picks.
 
 `mmsample query SHARDS --model pkg.mod:build --strategy bmmal --budget 500 [--labeled
-round.json] --out next.json`: `build()` returns the model (an object with `features(batch)` ->
-M tensors `[B, D_j]` and `head(x)` -> fused logits, as `query` calls it) carrying a
-`modalities` attribute (ordered `{name: Spec}`: what to decode), or a pair `(model,
-modalities)`. The state file written to `--out` holds every earlier round (from `--labeled`, a
-state file or an id list) and this query's picks as its last round.
+round.json] [--split train] [--parts S] --out next.json`: `build()` returns the model (an object
+with `features(batch)` -> M tensors `[B, D_j]` and `head(x)` -> fused logits, as `query` calls
+it) carrying a `modalities` attribute (ordered `{name: Spec}`: what to decode), or a pair
+`(model, modalities)`. The pool is the samples of the dataset split `--split` (default: "train"
+when the shards have splits, else every sample); a budget over its unlabeled samples is refused
+before the pool pass. The state file written to `--out` holds every earlier round (from
+`--labeled`, a state file or an id list) and this query's picks as its last round; its `split`
+field is the number of pool parts (`--parts`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..shards.format import Manifest
+from ..shards.indexed import IndexedDataset
 from .pool import Pool
 from .query import MC_PASSES, pool_pass, select_split
 from .rounds import RoundState, read_ids
@@ -85,6 +90,39 @@ def summary(pool: Pool, ids: torch.Tensor, classes: list[str], names: list[str])
     return "\n".join(lines)
 
 
+def pool_reader(
+    shards: str | os.PathLike[str], modalities: Mapping[str, Any], split: str | None
+) -> IndexedDataset:
+    """The pool: the shards' samples of dataset split `split`; None: "train" when the shards
+    have splits (a test split is never pooled unasked), every sample when they have none.
+    ValueError naming `--split` for a split the shards do not have, or for shards whose
+    splits include no "train" when `--split` is not given."""
+    known = Manifest.load(Path(shards)).split_counts()
+    if split is None and known:
+        if "train" not in known:
+            raise ValueError(
+                f"--split: the shards have the splits {sorted(known)} and none is 'train'; "
+                "name the split to pool from with --split."
+            )
+        split = "train"
+    if split is not None and split not in known:
+        have = f"the splits {sorted(known)}" if known else "no split column"
+        raise ValueError(f"--split {split!r}: the shards have {have}.")
+    return IndexedDataset(Path(shards), modalities, split=split)
+
+
+def check_budget(budget: int, reader: IndexedDataset, labeled: np.ndarray) -> None:
+    """ValueError naming `--budget` when it exceeds the pool's unlabeled samples."""
+    unlabeled = int(np.count_nonzero(~np.isin(reader.ids, labeled)))
+    if budget > unlabeled:
+        split = reader.table.split
+        where = f" (split {split!r})" if split is not None else ""
+        raise ValueError(
+            f"--budget is {budget} but only {unlabeled} of the pool's {len(reader)} samples"
+            f"{where} are unlabeled; lower --budget or add samples to the pool."
+        )
+
+
 def run_query(
     shards: str | os.PathLike[str],
     model_spec: str,
@@ -93,27 +131,30 @@ def run_query(
     out: str | os.PathLike[str],
     *,
     labeled: str | os.PathLike[str] | None = None,
-    split: int = 1,
+    split: str | None = None,
+    parts: int = 1,
     seed: int = 0,
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = True,
 ) -> tuple[RoundState, str]:
-    """One query round: pool pass, selection, the state file saved atomically at `out`.
-    Returns (the state, the summary text)."""
+    """One query round over the pool of dataset split `split` (see `pool_reader`): the budget
+    checked, the pool pass, selection in `parts` pool parts, the state file saved atomically at
+    `out`. Returns (the state, the summary text)."""
     chosen = make_strategy(strategy, "mmsample query --strategy")
     model, modalities = load_model(model_spec)
     if labeled is not None and Path(labeled).read_text().lstrip().startswith("{"):
         state = RoundState.load(labeled)
-        state.strategy, state.budget, state.split = chosen.name, budget, split
+        state.strategy, state.budget, state.split = chosen.name, budget, parts
     else:
-        state = RoundState(chosen.name, seed=seed, budget=budget, split=split)
+        state = RoundState(chosen.name, seed=seed, budget=budget, split=parts)
         if labeled is not None:
             state.add_round(read_ids(labeled).tolist())
+    reader = pool_reader(shards, modalities, split)
+    check_budget(budget, reader, state.labeled())  # before the pass, which may take minutes
     pool = pool_pass(
         model,
-        shards,
-        modalities=modalities,
+        reader,
         batch_size=batch_size,
         device=device,
         mc_passes=MC_PASSES if getattr(chosen, "needs_mc", False) else 0,
@@ -121,7 +162,7 @@ def run_query(
         progress=progress,
     )
     gen = torch.Generator(device=pool.probs.device).manual_seed(state.seed + len(state.rounds))
-    ids = select_split(chosen, pool, budget, split, labeled=state.labeled(), generator=gen)
+    ids = select_split(chosen, pool, budget, parts, labeled=state.labeled(), generator=gen)
     state.add_round(ids.tolist())
     state.save(out)
     classes = Manifest.load(Path(shards)).classes

@@ -256,7 +256,7 @@ class BADGE(Strategy):
 class BMMAL(BADGE):
     """BADGE with each modality's features scaled by BMMAL's weight `1 - (max_k Phi_k - Phi_j)`
     (`Pool.subset_probs` required): samples that one modality dominates weigh less, so the
-    labeled set does not favour the dominant modality (seed 000)."""
+    labeled set does not favour the dominant modality (BMMAL paper)."""
 
     name = "bmmal"
 

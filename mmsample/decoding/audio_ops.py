@@ -6,7 +6,7 @@ reads bytes or holds state, so every function is tested against hand computation
 
 The spectrogram, and where the papers' code differs from the paper text
 -----------------------------------------------------------------------
-BMMAL (seed 000, section 4) and OGM-GE state "a spectrogram with a window length of 512 and an
+BMMAL (its paper, section 4) and OGM-GE state "a spectrogram with a window length of 512 and an
 overlap length of 353", i.e. `n_fft = win_length = 512`, hop `512 - 353 = 159`. mmsample's
 default is exactly that: `torch.stft` with a periodic Hann window of 512 samples, hop 159,
 centred frames (reflect padding of n_fft // 2 on both sides, as `librosa.stft` before librosa

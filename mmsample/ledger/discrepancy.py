@@ -22,7 +22,7 @@ SAVED = ("discrepancy_count", "discrepancy_mean", "discrepancy_synced")
 
 
 class CumulativeDiscrepancy:
-    """`S^(j)` (seed 002): the running mean over observe calls of `s^(j) = sum_i p^(j)_{i, y_i}`
+    """`S^(j)` (DUS paper): the running mean over observe calls of `s^(j) = sum_i p^(j)_{i, y_i}`
     over the rows carrying modality j (`S_t = (t-1)/t S_{t-1} + s_t / t`; zeros before any
     call), float64 `[M]`; after `sync` under torch.distributed, the sum over ranks of each
     rank's running mean as of that sync."""

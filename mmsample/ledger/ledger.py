@@ -149,7 +149,7 @@ class Ledger(Stateful):
 
     @property
     def cumulative_discrepancy(self) -> Tensor:
-        """`[M]` float64: DUS's cumulative discrepancy `S^(j)` (seed 002): the running mean over
+        """`[M]` float64: DUS's cumulative discrepancy `S^(j)` (DUS paper): the running mean over
         observe calls of each call's `s^(j) = sum_i p^(j)_{i, y_i}` over the rows carrying j
         (`S_t = (t-1)/t S_{t-1} + s_t / t`, i.e. the mean of the calls' sums; zeros before any
         call). After `sync()` under torch.distributed: the sum over ranks of each rank's running

@@ -1,9 +1,9 @@
-"""BSS: the balance-aware curriculum (seed 004): which samples, in what order.
+"""BSS: the balance-aware curriculum (Guan et al. 2025): which samples, in what order.
 
 Place in the data flow: ledger (per-sample similarity and losses) -> **BSS** -> the epoch's
 ordered plan -> the indexed loader yields exactly that order (streamed: see `mmsample.loader`).
 
-Measurer (METHODS.md "BSS"): `s = Norm(sim) - Norm(L_total)` over the N ids the reader yields,
+Measurer (docs/methods.md): `s = Norm(sim) - Norm(L_total)` over the N ids the reader yields,
 `L_total = (1 - alpha) CE(fused) + alpha * sum_j CE(unimodal j)`, Norm = min-max; higher = more
 balanced. Heuristic scheduler: rank once (descending s, ties by ascending id; frozen at the
 first plan), epoch e keeps the top `floor(N * lambda(e))` (float64) in a seeded random order,
@@ -189,7 +189,7 @@ SCHEDULERS: dict[str, Heuristic | Learned] = {"heuristic": Heuristic(), "learned
 
 
 class BSS(Method):
-    """Balance-aware sequence sampling (seed 004); see the module docstring for the formulas.
+    """Balance-aware sequence sampling (BSS paper); see the module docstring for the formulas.
 
     Args:
         ledger: the Ledger with per-sample statistics (a scoring pass before the first plan,

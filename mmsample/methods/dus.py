@@ -1,10 +1,10 @@
-"""DUS: per-modality batch sizes from the cumulative discrepancy (seed 002).
+"""DUS: per-modality batch sizes from the cumulative discrepancy (Jiang et al. 2025).
 
 Place in the data flow: ledger (`cumulative_discrepancy`, S^(j)) -> **DUS** -> per-modality rows
 per batch -> the loader builds batches of `max_j n_j` rows in which modality j is carried by
 exactly n_j rows (seeded positions), so the decoder of modality j runs n_j times per batch.
 
-Heuristic (METHODS.md "DUS"): the dominant modality (largest S; ties go to the lowest index) gets
+Heuristic (docs/methods.md): the dominant modality (largest S; ties go to the lowest index) gets
 `round(beta * exp(alpha * T) * N_B)` rows at epoch T = e + 1 (epochs counted from 0), the others
 N_B, with `alpha = ln(1 / beta) / E`, so the sizes meet at the last epoch E - 1. Python's `round`
 (half to even) rounds; sizes are clamped to [1, N_B]. Before any observation every modality gets
@@ -54,7 +54,7 @@ def heuristic_sizes(
 
 def rl_reward(s: np.ndarray, action: np.ndarray) -> float:
     """`(1/M) sum_j 1[S_j != max S] log(a_hat_j)`: high when the non-dominant modalities get a
-    large share of the batch (seed 002)."""
+    large share of the batch (DUS paper)."""
     weak = s != s.max()
     return float(np.sum(np.log(action[weak]))) / len(s)
 
@@ -123,7 +123,7 @@ POLICIES: dict[str, Heuristic | Reinforce] = {"heuristic": Heuristic(), "rl": Re
 
 
 class DUS(Method):
-    """Per-modality batch sizes (seed 002); `batch_sizes(epoch)` -> `{modality: rows}`.
+    """Per-modality batch sizes (DUS paper); `batch_sizes(epoch)` -> `{modality: rows}`.
 
     Args:
         ledger: the Ledger the training pass feeds (its `cumulative_discrepancy` is S); None:

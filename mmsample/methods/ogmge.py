@@ -1,4 +1,4 @@
-"""OGM-GE (seed 001): on-the-fly gradient modulation with generalisation enhancement.
+"""OGM-GE (Peng et al. 2022): on-the-fly gradient modulation with generalisation enhancement.
 
 The one training-side piece of mmsample: called between `loss.backward()` and `optimizer.step()`
 with the batch's per-modality discrepancy scores (`mmsample.signals.discrepancy` of each

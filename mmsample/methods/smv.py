@@ -1,11 +1,11 @@
-"""SMV: valuation-driven re-sampling (seed 003): extra single-modality items for the modalities
-that contribute little.
+"""SMV: valuation-driven re-sampling (Wei et al. 2024): extra single-modality items for the
+modalities that contribute little.
 
 Place in the data flow: ledger (subset values `v[C]` the training pass records) -> **SMV** ->
 the epoch's plan (each id's full item plus extra items carrying one modality) -> reader; an extra
 item decodes only its own modality (`batch.dense` gives zeros for the rest).
 
-Warm-up: for epochs e < `warmup` every id yields `(full,)`. Then (METHODS.md "SMV"):
+Warm-up: for epochs e < `warmup` every id yields `(full,)`. Then (docs/methods.md):
 - sample level: `phi = shapley(values)` per id (float64) and `c = smv_copies(phi)` (the
   authors' f_s: 1 copy if 0.4 < phi < 1, 2 if -0.1 < phi <= 0.4, 3 if phi <= -0.1); id i yields
   `(full,)` then c_j items of mask `1 << j` in ascending j; c_j = 0 for an id never valuated or
@@ -134,7 +134,7 @@ LEVELS: dict[str, SampleLevel | ModalityLevel] = {
 
 
 class SMV(Method):
-    """Sample- or modality-level valuation-driven re-sampling (seed 003).
+    """Sample- or modality-level valuation-driven re-sampling (SMV paper).
 
     Args:
         ledger: the Ledger whose `values` hold `v[C] = |C|` if the head on subset C alone

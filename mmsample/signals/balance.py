@@ -1,4 +1,4 @@
-"""BSS (seed 004): the per-sample balance score and the root pacing function of its curriculum.
+"""BSS (Guan et al.): the per-sample balance score and the root pacing function of its curriculum.
 
 The training pass logs, per sample, the similarity of the unimodal predictions and the total loss
 (`balance_similarity`, `balance_loss`: the Ledger stores these raw pieces); the BSS scheduler

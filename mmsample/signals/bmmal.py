@@ -1,4 +1,4 @@
-"""BMMAL (seed 000): modality contributions, embedding weights and rank-one gradient embeddings.
+"""BMMAL (Shen et al.): modality contributions, embedding weights and rank-one gradient embeddings.
 
 Active-learning queries (BMMAL, BADGE) score an unlabeled pool from cached encoder features: the
 fused head's softmax over every modality subset (`subset_values(..., value="probs")`) gives the

@@ -1,8 +1,8 @@
 """The OGM-GE / DUS discrepancy score, its cumulative mean, and OGM-GE's gradient coefficients.
 
-Per training step each modality's unimodal logits give a score `s = sum_i p_{i, y_i}` (seed 001);
+Per training step each modality's unimodal logits give a score `s = sum_i p_{i, y_i}` (OGM-GE);
 OGM-GE turns the batch's scores into per-encoder gradient coefficients (`ogm_coefficients`, used
-by `mmsample.methods.OGMGE`), and DUS (seed 002) keeps their running mean over steps
+by `mmsample.methods.OGMGE`), and DUS keeps their running mean over steps
 (`CumulativeMean`) to size each modality's next batch.
 """
 

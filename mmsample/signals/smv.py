@@ -1,4 +1,4 @@
-"""SMV (seed 003): sample-level modality valuation and the two re-sampling rules built on it.
+"""SMV (Wei et al. 2024): sample-level modality valuation and the two re-sampling rules built on it.
 
 Each epoch after warm-up the SMV method valuates training samples: `subset_correct` of the head's
 subset logits gives, per sample, whether each modality subset alone predicts the label; the

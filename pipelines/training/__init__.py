@@ -33,7 +33,7 @@ disjoint share of the test ids and the counts are summed, so every test sample c
 from .data import build_loader, build_method
 from .evaluate import evaluate
 from .loop import main, run_epoch, train
-from .options import LOADERS, METHOD_CHOICES, METHODS, parse_args
+from .options import LOADERS, METHOD_CHOICES, METHODS, build_parser, parse_args
 from .runner import Run
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "Run",
     "build_loader",
     "build_method",
+    "build_parser",
     "evaluate",
     "main",
     "parse_args",

@@ -20,10 +20,11 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from mmsample.batch import MultimodalBatch
+from mmsample.cli import name_the_flags
 
 from .device import all_sum
 from .evaluate import evaluate
-from .options import parse_args
+from .options import build_parser
 from .runner import Run
 
 
@@ -128,8 +129,9 @@ def train(run: Run) -> int:
         if run.rank == 0:
             write_jsonl(args.out / "metrics.jsonl", record)
             shown = {k: round(v, 4) for k, v in record.items() if k.startswith("test/acc")}
-            if not args.no_progress:
-                print(f"[{args.method}] epoch {record['epoch']}: {shown}", flush=True)
+            shown["train/loss"] = round(record["train/loss"], 4)
+            # the metrics line prints with --no-progress too: that flag hides the bars only
+            print(f"[{args.method}] epoch {record['epoch']}: {shown}", flush=True)
     if run.rank == 0:
         (args.out / "done.json").write_text(json.dumps({"epochs": args.epochs}))
     return 0
@@ -137,7 +139,12 @@ def train(run: Run) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train (or resume) one run; see `pipelines.training`."""
-    run = Run(parse_args(argv))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        run = Run(args)
+    except ValueError as err:  # a setting the run refuses: name the flag, exit 2
+        parser.error(name_the_flags(str(err), parser.format_usage()))
     try:
         return train(run)
     finally:

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from mmsample.batch import MultimodalBatch
 from mmsample.ledger import Ledger
@@ -28,6 +28,24 @@ from .data import build_loader
 from .device import all_sum, autocast, distributed, setup
 
 
+def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
+    """ValueError naming `--train-split` / `--test-split` when the shards lack that split, with
+    the fix (a dataset built with a test split, or '' to read every sample / skip evaluation)."""
+    known = manifest.split_counts()
+    have = f"its splits are {sorted(known)}" if known else "it has no split column"
+    if args.train_split and args.train_split not in known:
+        raise ValueError(
+            f"--train-split {args.train_split!r}: {args.data} has no such split ({have}); "
+            "pass --train-split '' to train on every sample."
+        )
+    if args.test_split and args.test_split not in known:
+        raise ValueError(
+            f"--test-split {args.test_split!r}: {args.data} has no such split ({have}); build "
+            "the data with a held-out split (e.g. `python -m pipelines.avmnist --test-fraction "
+            "0.2`) or pass --test-split '' to skip evaluation."
+        )
+
+
 class Run:
     """One training run's state and steps (see `pipelines.training`)."""
 
@@ -36,6 +54,7 @@ class Run:
         self.rank, self.world, self.device = setup(args.device)
         torch.manual_seed(args.seed)
         manifest = Manifest.load(args.data)
+        check_splits(args, manifest)
         self.num_classes = len(manifest.classes)
         given = (
             ("preset", args.preset),
@@ -52,10 +71,12 @@ class Run:
         self.augment = choice.augment
         self.ddp: nn.Module = self.model
         if distributed():
-            # device_ids=None: batches are moved by MultimodalBatch.to, not by DDP; unused
-            # parameters happen when a DUS / SMV batch carries no row of a modality
+            # device_ids=None: batches are moved by MultimodalBatch.to, not by DDP. Every
+            # parameter takes part in every step (`idle_term` ties the parameters a batch leaves
+            # unused to the loss with weight 0), so DDP needs no search for unused parameters
+            # (with find_unused_parameters=True every rank warned that it found none).
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=None, find_unused_parameters=True
+                self.model, device_ids=None, find_unused_parameters=False
             )
         self.optim = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -133,6 +154,20 @@ class Run:
                 part = batch.modalities[name]
                 part.data = fn(part.data, gen)  # type: ignore[arg-type]
 
+    def idle_term(self, present: Tensor) -> Tensor | None:
+        """Under DDP, when a step leaves a modality out (no row of the batch carries it, as in
+        some DUS / SMV batches, or `--only` drops it), 0 times the sum of every parameter: the
+        encoder and probe of that modality then get zero gradients on this rank instead of
+        none, so every rank reduces every parameter and DDP needs no unused-parameter search.
+        None outside DDP or when every modality takes part. `present`: bool `[B, M]`."""
+        if self.ddp is self.model:
+            return None
+        runs = getattr(self.model, "only", self.names)
+        if all(n in runs for n in self.names) and bool(present.any(0).all()):
+            return None
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.stack([p.sum() for p in params]).sum() * 0.0
+
     def train_step(self, batch: MultimodalBatch) -> tuple[float, int, int]:
         """Forward, loss, backward, OGM-GE, step, ledger; (loss sum, fused right, full rows)."""
         batch = batch.to(self.device, non_blocking=True)
@@ -149,6 +184,9 @@ class Run:
             rows = present[:, j]
             if bool(rows.any()):
                 loss = loss + F.cross_entropy(u[rows], y[rows])
+        idle = self.idle_term(present)
+        if idle is not None:
+            loss = loss + idle
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
         if self.ogm is not None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from mmsample.errors import EpochWarning
 from mmsample.ledger import Ledger
 from mmsample.loader import wrap
 from mmsample.methods import BSS, DUS, OGMGE, SMV
@@ -287,7 +288,8 @@ def test_a_refused_loader_state_changes_nothing(bad: str) -> None:
         torch.arange(4), torch.zeros(4, dtype=torch.long), [torch.ones(4, K)] * 2, torch.ones(4, K)
     )
     batches = [b.ids.tolist() for b in target]  # what a pass serves now
-    target.set_epoch(0)
+    with pytest.warns(EpochWarning, match="epoch 0 was already served"):
+        target.set_epoch(0)  # serve epoch 0 again: the pass the refused load must keep
     before = target.state_dict()
     with pytest.raises(ValueError, match="seed: saved 5, now 0" if bad == "method" else "10000"):
         target.load_state_dict(saved)

@@ -42,15 +42,21 @@ ACTIVE_COMMAND = (
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method (mean and spread)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per run")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per batch")
     p.add_argument("--n", type=int, default=1000, help="demo samples (train + test)")
-    p.add_argument("--samples-per-shard", type=int, default=100)
-    p.add_argument("--methods", nargs="+", default=list(ORDER), choices=list(ORDER))
+    p.add_argument("--samples-per-shard", type=int, default=100, help="samples per tar shard")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(ORDER),
+        choices=list(ORDER),
+        help="methods to train (default: all)",
+    )
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers per run")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--imbalance", action="store_true", help="measure the data's imbalance")
     args = p.parse_args(argv)
     if args.seeds < 1 or args.epochs < 1 or args.n < 10:

@@ -102,3 +102,22 @@ def test_a_method_that_cannot_act_within_the_run_warns_when_told_the_epochs() ->
         SMV(warmup=1).set_run(epochs=3)
         DUS().set_run(epochs=3)
         DUS(policy="rl").set_run(epochs=2)
+
+
+def test_every_mmsample_warning_is_one_category() -> None:
+    """One filter reaches every warning mmsample gives (skips, empty epochs, no batch, subsets
+    with no prediction, epochs, unobserved ledgers, short runs)."""
+    from mmsample.decoding.decoder import SkippedSampleWarning
+    from mmsample.errors import MmsampleWarning
+    from mmsample.loader import NoBatchWarning
+    from mmsample.methods.bss import EmptyEpochWarning
+    from mmsample.signals import NonFiniteSubsetWarning
+
+    for category in (
+        SkippedSampleWarning,
+        NoBatchWarning,
+        EmptyEpochWarning,
+        NonFiniteSubsetWarning,
+    ):
+        assert issubclass(category, MmsampleWarning), category
+    assert issubclass(NonFiniteSubsetWarning, RuntimeWarning)  # its filters keep working

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import get_worker_info
 
 from ..batch import SAMPLE_KEYS
-from ..errors import SampleError
+from ..errors import MmsampleWarning, SampleError
 from ..schedule import mix_seed
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class Decoder:
 ON_ERROR = ("raise", "skip")
 
 
-class SkippedSampleWarning(UserWarning):
+class SkippedSampleWarning(MmsampleWarning):
     """A reader with `on_error="skip"` replaced a bad item (the message names shard and key)."""
 
 

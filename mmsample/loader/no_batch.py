@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import warnings
 
+from ..errors import MmsampleWarning
 from ..schedule import consumer_range
 from .dataset import BalancedDataset
 
 
-class NoBatchWarning(UserWarning):
+class NoBatchWarning(MmsampleWarning):
     """An epoch's plan holds items but this rank yields no batch of it (see `no_batch`)."""
 
 

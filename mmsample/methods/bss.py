@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import MmsampleWarning
 from ..ledger import Ledger
 from ..plan import ArrayPlan
 from ..schedule import rng_for
@@ -41,7 +42,7 @@ _TAG_ORDER, _TAG_DRAW = 0xB55, 0xB56
 SHOWN = 8
 
 
-class EmptyEpochWarning(UserWarning):
+class EmptyEpochWarning(MmsampleWarning):
     """A method's plan yields no item this epoch (e.g. BSS keeping floor(N * lambda) = 0)."""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import MmsampleWarning
 from .checks import describe
 
 __all__ = [
@@ -131,7 +132,7 @@ def subset_logits(features: Sequence[Tensor], head: Callable[[Tensor], Tensor]) 
     return logits.reshape(batch, 1 << m, logits.shape[1])
 
 
-class NonFiniteSubsetWarning(RuntimeWarning):
+class NonFiniteSubsetWarning(MmsampleWarning, RuntimeWarning):
     """Some modality subsets' logits give no prediction (NaN, +inf, or -inf for every class);
     they count as wrong. The message names the sample ids and the subset masks."""
 

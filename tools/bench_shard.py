@@ -7,15 +7,18 @@ run in a fresh interpreter. Prints a markdown table: rows, the CSV's bytes, the 
 the import baseline, bytes per row, and that peak against the goal max(3 x CSV bytes, 100 bytes
 x rows).
 
-How memory is measured (Linux /proc): the child process imports the sharding tool, takes its
-VmRSS as the import baseline and resets its peak (`/proc/self/clear_refs`), then runs the tool
-while a thread polls every 5 ms the VmHWM (the kernel's exact peak RSS of a process) of the
-child and of every descendant process (`/proc/PID/task/TID/children`). The figure is the
-child's VmHWM minus the baseline, plus, for each worker process, its last seen VmHWM minus a
-worker's own import baseline (the VmRSS of a spawned process after importing what a worker
-imports, measured in the same run), floored by `resource.getrusage(RUSAGE_CHILDREN)` for the
-largest one. With `--part 0/100` the part has one shard, so the tool writes it in-process and
-no worker starts; `--part 0/1 --workers 2` exercises the workers.
+How memory is measured (Linux /proc polling; no psutil): the child process imports the sharding
+tool (and what it imports on its first run: tqdm, the process pool), takes its VmRSS as the
+import baseline and resets its peak (`/proc/self/clear_refs`), then runs the tool. The parent's
+figure is its VmHWM (the kernel's exact peak RSS) after the run minus that baseline. Each worker
+process's figure is its peak anonymous RSS (RssAnon, polled every 5 ms by a thread through
+`/proc/PID/task/TID/children`) minus the RssAnon of a spawned pool process that imported what a
+worker imports (measured in the same run): anonymous memory, because a worker's baseline comes
+from another process, and the file-backed pages of the shared libraries a process has mapped
+(torch's among them) differ between processes by a few MiB with the page cache.
+`resource.getrusage(RUSAGE_CHILDREN)` is not used: it gives the largest child's peak, file
+pages included, not the sum. With `--part 0/100` the part has one shard, so the tool writes it
+in-process and no worker starts; `--part 0/1 --workers 2` exercises the workers.
 
 Run: `PYTHONPATH=$PWD .venv/bin/python tools/bench_shard.py` (about two minutes on 2 cores);
 `--rows 100000 1000000 --part 0/100 --workers 1` are the defaults.
@@ -27,12 +30,12 @@ import argparse
 import json
 import multiprocessing
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -71,20 +74,26 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _worker_baseline() -> int:
-    """VmRSS (bytes) of a spawned process once it has imported what a shard worker imports."""
+    """The anonymous RSS (RssAnon, bytes) of a worker process of the kind the tool starts
+    (spawned, in a process pool) once it has imported what a shard worker imports."""
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return int(pool.apply(_imported_rss))
+    with ProcessPoolExecutor(1, ctx) as pool:
+        return int(pool.submit(_imported_rss).result())
 
 
 def _imported_rss() -> int:
     import mmsample.sharding.tasks  # noqa: F401  (what a worker process imports)
 
-    return _kib("self", "VmRSS")
+    return _kib("self", "RssAnon")
 
 
 def child(args: argparse.Namespace) -> None:
     """Run the tool once on `args.csv` and print one JSON line of memory figures."""
+    import concurrent.futures.process  # noqa: F401  (the tool imports these on its first run)
+    import multiprocessing.popen_spawn_posix  # noqa: F401
+
+    import tqdm  # noqa: F401
+
     from mmsample.sharding import shard_dataset
 
     worker_base = _worker_baseline() if args.workers > 1 else 0
@@ -98,7 +107,7 @@ def child(args: argparse.Namespace) -> None:
         me = os.getpid()
         while not done.is_set():
             for pid in _descendants(me):
-                peaks[pid] = max(peaks.get(pid, 0), _kib(pid, "VmHWM"))
+                peaks[pid] = max(peaks.get(pid, 0), _kib(pid, "RssAnon"))
             time.sleep(0.005)
 
     thread = threading.Thread(target=poll, daemon=True)
@@ -117,18 +126,13 @@ def child(args: argparse.Namespace) -> None:
     done.set()
     thread.join()
     parent = _kib("self", "VmHWM") - baseline
-    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    workers = sorted(peaks.values(), reverse=True)
-    if workers and worker_base:
-        workers[0] = max(workers[0], largest)
-        above = sum(max(0, w - worker_base) for w in workers)
-    else:
-        above = 0
+    # other descendants (multiprocessing's resource tracker) are far below a worker's baseline
+    workers = sum(max(0, peak - worker_base) for peak in peaks.values()) if worker_base else 0
     print(
         json.dumps({
             "baseline": baseline,
             "parent": parent,
-            "workers": above,
+            "workers": workers,
             "processes": len(peaks),
             "seconds": seconds,
         })
@@ -161,7 +165,10 @@ def main() -> None:
         f"{os.cpu_count()} cores; --part {args.part}, --workers {args.workers}, shards of "
         "rows / 100; peak RSS of the tool (parent + workers) above the import baseline\n"
     )
-    print("| rows | CSV bytes | peak RSS above baseline | bytes per row | goal | peak / goal | s |")
+    print(
+        "| rows | CSV | peak RSS above baseline (parent + workers) | bytes per row | goal "
+        "| peak / goal | s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for rows in args.rows:
         with tempfile.TemporaryDirectory() as tmp:
@@ -177,7 +184,8 @@ def main() -> None:
         peak = got["parent"] + got["workers"]
         goal = max(3 * size, 100 * rows)
         print(
-            f"| {rows:,} | {size / 2**20:.1f} MiB | {peak / 2**20:.1f} MiB | {peak / rows:.0f} | "
+            f"| {rows:,} | {size / 2**20:.1f} MiB | {peak / 2**20:.1f} MiB ({got['parent'] / 2**20:.1f}"
+            f" + {got['workers'] / 2**20:.1f}) | {peak / rows:.0f} | "
             f"{goal / 2**20:.1f} MiB | {peak / goal:.2f} | {got['seconds']:.1f} |"
         )
         sys.stdout.flush()

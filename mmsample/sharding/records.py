@@ -64,7 +64,7 @@ class TableFile:
         """The hex SHA-256 of the file's bytes (what a rerun compares)."""
         digest = hashlib.sha256()
         with open(self.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
+            for block in iter(lambda: f.read(1 << 16), b""):
                 digest.update(block)
         return digest.hexdigest()
 

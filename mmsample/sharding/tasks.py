@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -137,6 +138,11 @@ def run_task(task: ShardTask) -> TaskResult:
     return info, bad, True
 
 
+def _run_pickled(task: bytes) -> TaskResult:
+    """`run_task` of a task the tool pickled (in a worker process)."""
+    return run_task(pickle.loads(task))
+
+
 def _init_worker(counter: Any) -> None:
     global _PROGRESS
 
@@ -185,7 +191,10 @@ def run_tasks(
         for task in tasks:
             while len(pending) >= 2 * workers:
                 collect()
-            pending[pool.submit(run_task, task)] = task.number
+            # Pickled now: a task waiting for a worker holds ~100 bytes a row, not its Rows.
+            number, data = task.number, pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
+            del task
+            pending[pool.submit(_run_pickled, data)] = number
         while pending:
             collect()
     return results

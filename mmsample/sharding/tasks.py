@@ -167,6 +167,7 @@ def run_tasks(
         try:
             for task in tasks:
                 results[task.number] = run_task(task)
+                del task  # its rows go before the next task's are made
         finally:
             _PROGRESS = None
         return results
@@ -188,12 +189,16 @@ def run_tasks(
                     pool.shutdown(wait=True, cancel_futures=True)
                 results[number] = future.result()
 
-        for task in tasks:
+        taken = iter(tasks)
+        while True:
             while len(pending) >= 2 * workers:
                 collect()
+            made = next(taken, None)  # made only once a worker has room for it
+            if made is None:
+                break
             # Pickled now: a task waiting for a worker holds ~100 bytes a row, not its Rows.
-            number, data = task.number, pickle.dumps(task, pickle.HIGHEST_PROTOCOL)
-            del task
+            number, data = made.number, pickle.dumps(made, pickle.HIGHEST_PROTOCOL)
+            del made
             pending[pool.submit(_run_pickled, data)] = number
         while pending:
             collect()

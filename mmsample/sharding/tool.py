@@ -191,6 +191,7 @@ def _shard_tasks(
         else:
             kept[number] = planned
             advance(len(rows))
+        del planned, rows  # before the next shard's rows are made
 
 
 def _run_part(

@@ -126,7 +126,7 @@ class InputTable:
         wanted = iter(sorted(numbers))
         number = next(wanted, None)
         rows: list[Row] = []
-        base, names = self.path.parent, set(order.names)
+        base, names = self.source.path.parent, set(order.names)  # as given: cells stay relative
         for n, (line, record, why) in enumerate(self.source.records()):
             if number is None:
                 return

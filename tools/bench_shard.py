@@ -1,6 +1,6 @@
 """Benchmark the sharding tool's memory: bytes of peak RSS per input row of `mmsample shard`.
 
-Writes a CSV table of N rows (`key`, `label` from 10 classes, an inline `txt` caption: about 40
+Writes a CSV table of N rows (`key`, `label` from 10 classes, an inline `txt` caption: about 44
 bytes a row, as a big manifest of captions) and runs `shard_dataset` on it with `--part 0/100`
 (one shard of N / 100 rows written; every row still read and checked for duplicate keys), each
 run in a fresh interpreter. Prints a markdown table: rows, the CSV's bytes, the peak RSS above
@@ -20,7 +20,7 @@ from another process, and the file-backed pages of the shared libraries a proces
 pages included, not the sum. With `--part 0/100` the part has one shard, so the tool writes it
 in-process and no worker starts; `--part 0/1 --workers 2` exercises the workers.
 
-Run: `PYTHONPATH=$PWD .venv/bin/python tools/bench_shard.py` (about two minutes on 2 cores);
+Run: `.venv/bin/python tools/bench_shard.py` (about a minute on 2 cores);
 `--rows 100000 1000000 --part 0/100 --workers 1` are the defaults.
 """
 

@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python tools/bench_query.py
 	$(BIN)/python tools/bench_loader.py
 	$(BIN)/python tools/bench_presets.py
+	$(BIN)/python tools/bench_shard.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -18,11 +18,15 @@ A file or text column NAME becomes the field `NAME.EXT` (`image.png`, `text.txt`
 EXT stays `EXT`), the WebDataset member `KEY.NAME.EXT`, read with e.g. `Image(field="image.png")`.
 Metadata and the split become one `KEY.json` member per sample; the split is also kept in the
 offset index so that the readers' `split=` selects samples without reading the tars.
+
+Rules 1-5 look at the name alone; for rule 6 the table's first pass hands every record to a
+`CellSuffixes`, which keeps, per such column, only how many cells are filled and how many end in
+each media extension.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -70,6 +74,76 @@ def _suffix(value: Any) -> str | None:
         return None
     suffix = PurePath(value.strip()).suffix.lower()
     return suffix[1:] if suffix else ""
+
+
+def _split_name(
+    fields: Mapping[str, str], text_fields: Sequence[str], meta: Sequence[str], split: str | None
+) -> str | None:
+    """The split column: `split_column` if given, else one named `split` with no other role."""
+    if split is None and DEFAULT_SPLIT_COLUMN not in {*fields, *text_fields, *meta}:
+        return DEFAULT_SPLIT_COLUMN
+    return split
+
+
+def _by_name(
+    name: str,
+    fields: Mapping[str, str],
+    text_fields: Sequence[str],
+    meta: Sequence[str],
+    split: str | None,
+    given_split: bool,
+) -> Column | None:
+    """The column as rules 1-5 take it from its name and the options; None: the cells decide."""
+    if name in fields:
+        return Column(name, "file", field_name(name, fields[name]), "given by --field")
+    if name in text_fields or name == TEXT_EXTENSION:
+        why = "given by --text-field" if name in text_fields else "a txt column"
+        return Column(name, "text", field_name(name, TEXT_EXTENSION), why)
+    if name == split:
+        return Column(
+            name, "split", None, "given by --split-column" if given_split else "named split"
+        )
+    if name in meta:
+        return Column(name, "meta", None, "given by --meta")
+    if name in MEDIA_EXTENSIONS:
+        return Column(name, "file", name, "named after the extension")
+    return None
+
+
+class CellSuffixes:
+    """What rule 6 needs of the columns the options and names leave open, gathered one record
+    at a time: per column, the filled cells and the count of each media extension they end in."""
+
+    def __init__(
+        self,
+        *,
+        fields: Mapping[str, str] | None = None,
+        text_fields: Sequence[str] = (),
+        meta: Sequence[str] = (),
+        split_column: str | None = None,
+    ) -> None:
+        self._options = (dict(fields or {}), list(text_fields), list(meta))
+        self._split = _split_name(*self._options, split_column)
+        self._open: dict[str, bool] = {"key": False, "label": False}
+        self.filled: Counter[str] = Counter()
+        self.media: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Count the cells of one record (column -> cell) in the columns the cells decide."""
+        for name, value in record.items():
+            open_ = self._open.get(name)
+            if open_ is None:
+                open_ = self._open[name] = (
+                    _by_name(name, *self._options, self._split, False) is None
+                )
+            if not open_:
+                continue
+            suffix = _suffix(value)
+            if suffix is None:
+                continue
+            self.filled[name] += 1
+            if suffix in MEDIA_EXTENSIONS or suffix == TEXT_EXTENSION:
+                self.media[name][suffix] += 1
 
 
 def check_column_options(
@@ -120,7 +194,7 @@ def check_column_options(
 
 def classify_columns(
     columns: Sequence[str],
-    records: Sequence[Mapping[str, Any]],
+    cells: CellSuffixes,
     *,
     fields: Mapping[str, str] | None = None,
     text_fields: Sequence[str] = (),
@@ -128,8 +202,9 @@ def classify_columns(
     split_column: str | None = None,
     where: str = "the input",
 ) -> list[Column]:
-    """What each column other than key and label holds (rule in the module docstring); raise
-    ManifestError naming the column and the fix where the cells do not decide it."""
+    """What each column other than key and label holds (rule in the module docstring; `cells`
+    the counts of every record's cells, made with the same options); raise ManifestError naming
+    the column and the fix where the cells do not decide it."""
     fields = dict(fields or {})
     check_column_options(
         columns,
@@ -139,28 +214,14 @@ def classify_columns(
         split_column=split_column,
         where=where,
     )
-    split = split_column
-    others = {*fields, *text_fields, *meta}
-    if split is None and DEFAULT_SPLIT_COLUMN in columns and DEFAULT_SPLIT_COLUMN not in others:
-        split = DEFAULT_SPLIT_COLUMN
+    split = _split_name(fields, text_fields, meta, split_column)
     out: list[Column] = []
     for name in columns:
         if name in ("key", "label"):
             continue
-        if name in fields:
-            column = Column(name, "file", field_name(name, fields[name]), "given by --field")
-        elif name in text_fields or name == TEXT_EXTENSION:
-            why = "given by --text-field" if name in text_fields else "a txt column"
-            column = Column(name, "text", field_name(name, TEXT_EXTENSION), why)
-        elif name == split:
-            why = "given by --split-column" if split_column is not None else "named split"
-            column = Column(name, "split", None, why)
-        elif name in meta:
-            column = Column(name, "meta", None, "given by --meta")
-        elif name in MEDIA_EXTENSIONS:
-            column = Column(name, "file", name, "named after the extension")
-        else:
-            column = _from_cells(name, [r.get(name) for r in records], where)
+        column = _by_name(name, fields, text_fields, meta, split, split_column is not None)
+        if column is None:
+            column = _from_cells(name, cells.filled[name], cells.media[name], where)
         if column.field is not None:
             try:
                 check_field(column.field)
@@ -180,18 +241,16 @@ def classify_columns(
     return out
 
 
-def _from_cells(name: str, cells: list[Any], where: str) -> Column:
-    suffixes = [_suffix(v) for v in cells]
-    filled = [s for s in suffixes if s is not None]
-    media = Counter(s for s in filled if s in MEDIA_EXTENSIONS or s == TEXT_EXTENSION)
+def _from_cells(name: str, filled: int, media: Counter[str], where: str) -> Column:
+    """Rule 6 from a column's `filled` cells and how many of them end in each media extension."""
     if not media:
         why = f"no cell names a media file; --text-field {name} to make it a text field"
         return Column(name, "meta", None, why)
-    if len(media) == 1 and sum(media.values()) == len(filled):
+    if len(media) == 1 and sum(media.values()) == filled:
         ext = next(iter(media))
         return Column(name, "file", field_name(name, ext), f"every cell ends in .{ext}")
     found = ", ".join(f".{e}: {n}" for e, n in sorted(media.items()))
-    other = len(filled) - sum(media.values())
+    other = filled - sum(media.values())
     rest = f", {other} other cells" if other else ""
     raise ManifestError(
         f"{where}: column {name!r} holds {found}{rest}: a field holds files of one kind. Give "

@@ -1,20 +1,22 @@
 """Read the sharding tool's input table and check its rows, before any file is opened.
 
 Place in the data flow: the first step of `mmsample shard` (`mmsample.sharding.tool`). A CSV or
-JSONL table (one row per sample: `key`, `label`, one column per modality field) becomes a list of
-`Row`s; every key, label, duplicate key, unknown class and missing file becomes a row problem, and
-a row with problems a `BadRow`, listed in `bad_rows.jsonl` / `skipped.jsonl` and `BadRowsError`.
+JSONL table (one row per sample: `key`, `label`, one column per modality field) is read in two
+streaming passes (`mmsample.sharding.records`). The first (`read_input`) learns what each column
+holds, the labels (hence the class order) and the duplicate keys, keeping about 9 bytes a row
+(`mmsample.sharding.duplicates`); the second (`InputTable.shard_rows`) makes the `Row`s of the
+shards to write, one shard at a time. Every key, label, duplicate key, unknown class and missing
+file becomes a row problem, and a row with problems a `BadRow`, listed in `bad_rows.jsonl` /
+`skipped.jsonl` and `BadRowsError`.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import os
 import stat
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,9 @@ from typing import Any
 from ..errors import ManifestError
 from ..shards.format import check_key
 from .classes import ClassOrder, canonical_label, order_classes
-from .columns import DEFAULT_SPLIT_COLUMN, Column, classify_columns
+from .columns import DEFAULT_SPLIT_COLUMN, CellSuffixes, Column, classify_columns
+from .duplicates import KeyHashes, first_rows
+from .records import TableFile
 
 SKIPPED_REPORT = "skipped.jsonl"
 DEFAULT_TEXT_FIELDS = ("txt",)
@@ -99,14 +103,43 @@ class Row:
 
 @dataclass
 class InputTable:
-    """The parsed input manifest: its rows, what each column is, the fields and content hash."""
+    """The input table after its first pass: what each column is, the fields, the content hash,
+    the row count, the distinct labels and the rows whose key an earlier row has (row -> that
+    row); its rows are made by `shard_rows`, a second pass over the file."""
 
     path: Path
     sha256: str
     fields: list[str]
     text_fields: list[str]
-    rows: list[Row]
-    columns: list[Column] = field(default_factory=list)
+    columns: list[Column]
+    num_rows: int
+    labels: set[str]
+    duplicates: dict[int, int]
+    source: TableFile
+
+    def shard_rows(
+        self, numbers: Iterable[int], per_shard: int, order: ClassOrder
+    ) -> Iterator[tuple[int, list[Row]]]:
+        """(shard number, its rows) for each of `numbers` (ascending), shard s holding rows
+        s * per_shard onwards, one shard at a time; each row carries every problem of its cells,
+        key and label, labels named as `order` names them (`order_labels`)."""
+        wanted = iter(sorted(numbers))
+        number = next(wanted, None)
+        rows: list[Row] = []
+        base, names = self.source.path.parent, set(order.names)  # as given: cells stay relative
+        for n, (line, record, why) in enumerate(self.source.records()):
+            if number is None:
+                return
+            if n < number * per_shard:
+                continue
+            row = _make_row(n, line, record or {}, self.columns, base)
+            if why:
+                row.problems.insert(0, ("row", why))
+            _check_row(row, self.duplicates.get(n), order, names)
+            rows.append(row)
+            if n + 1 == min((number + 1) * per_shard, self.num_rows):
+                yield number, rows
+                rows, number = [], next(wanted, None)
 
 
 def bad_rows_jsonl(rows: Iterable[BadRow]) -> str:
@@ -115,33 +148,34 @@ def bad_rows_jsonl(rows: Iterable[BadRow]) -> str:
     return "".join(json.dumps(b.to_json()) + "\n" for b in rows)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _key_of(value: Any) -> tuple[str | None, tuple[str, str] | None]:
+    """(the key of a row's key cell, stripped; the problem with it, None if it is valid)."""
+    if not isinstance(value, str) or not value.strip():
+        why = "missing or empty key" if not value else f"not a string: {value!r}"
+        return (value if isinstance(value, str) else None), ("key", why)
+    key = value.strip()
+    try:
+        check_key(key)
+    except ManifestError:
+        return key, ("key", f"{key!r} is not allowed: only letters, digits, '_', '-'")
+    return key, None
+
+
+def _label_of(value: Any) -> str:
+    """A row's label cell as text, stripped ("" if missing)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _make_row(n: int, line: int, record: dict[str, Any], columns: list[Column], base: Path) -> Row:
     problems: list[tuple[str, str]] = []
-    key, label = record.get("key"), record.get("label")
-    key_ok = False
-    if not isinstance(key, str) or not key.strip():
-        problems.append(("key", "missing or empty key" if not key else f"not a string: {key!r}"))
-        key = None if not isinstance(key, str) else key
-    else:
-        key = key.strip()
-        try:
-            check_key(key)
-            key_ok = True
-        except ManifestError:
-            problems.append(("key", f"{key!r} is not allowed: only letters, digits, '_', '-'"))
-    if isinstance(label, int) and not isinstance(label, bool):
-        label = str(label)
-    if not isinstance(label, str) or not label.strip():
+    key, key_problem = _key_of(record.get("key"))
+    if key_problem is not None:
+        problems.append(key_problem)
+    label = _label_of(record.get("label"))
+    if not label:
         problems.append(("label", "missing or empty label"))
-        label = ""
     cells: dict[str, str] = {}
     meta: dict[str, Any] = {}
     split = ""
@@ -171,10 +205,10 @@ def _make_row(n: int, line: int, record: dict[str, Any], columns: list[Column], 
         n,
         line,
         key,
-        label.strip(),
+        label,
         cells,
         problems,
-        key_ok=key_ok,
+        key_ok=key_problem is None,
         meta=meta,
         split=split,
         columns=filled,
@@ -189,73 +223,68 @@ def read_input(
     meta: Sequence[str] = (),
     split_column: str | None = None,
 ) -> InputTable:
-    """Parse a CSV (header row) or JSONL (one object a line) input table into rows, each column
-    taken as `mmsample.sharding.columns.classify_columns` says; bad cells become row problems, a
-    malformed table raises ManifestError."""
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"The 'input' parameter must be an existing file; got {path}")
-    kind = path.suffix.lower()
-    if kind not in (".csv", ".jsonl", ".ndjson"):
-        raise ManifestError(f"The 'input' file must end in .csv or .jsonl; got {path.name}")
-    base = path.parent
-    records: list[tuple[int, dict[str, Any] | None, str]] = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        if kind == ".csv":
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            if "key" not in header or "label" not in header or len(set(header)) != len(header):
-                raise ManifestError(
-                    f"{path}: the header row must name 'key', 'label' and one column per field "
-                    f"(each once); got {header}"
-                )
-            names = header
-            last = reader.line_num
-            for cells in reader:
-                line, last = last + 1, reader.line_num
-                if not cells:
-                    continue
-                if len(cells) != len(header):
-                    why = f"has {len(cells)} cells; the header has {len(header)}"
-                    records.append((line, dict(zip(header, cells)), why))
-                else:
-                    records.append((line, dict(zip(header, cells)), ""))
-        else:
-            seen: dict[str, None] = {}
-            for line, raw in enumerate(f, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    records.append((line, None, f"not valid JSON ({err.msg}, column {err.colno})"))
-                    continue
-                if not isinstance(obj, dict):
-                    records.append((line, None, "not a JSON object"))
-                    continue
-                seen.update(dict.fromkeys(obj))
-                records.append((line, obj, ""))
-            names = list(seen)
-    if not records:
-        raise ManifestError(f"{path}: the input has no rows")
+    """The first pass over a CSV (header row) or JSONL (one object a line) input table: each
+    column taken as `mmsample.sharding.columns.classify_columns` says, the labels, the duplicate
+    keys; a malformed table raises ManifestError. Keeps about 9 bytes a row (and each distinct
+    label); the rows themselves come from `InputTable.shard_rows`."""
+    source = TableFile(path)
+    cells = CellSuffixes(
+        fields=fields, text_fields=text_fields, meta=meta, split_column=split_column
+    )
+    hashes, labels = KeyHashes(), set()
+    seen: dict[str, None] = dict.fromkeys(source.header or ())
+    for _, record, _ in source.records():
+        if record is None:
+            hashes.add(None)
+            continue
+        key, problem = _key_of(record.get("key"))
+        hashes.add(key if problem is None else None)
+        labels.add(_label_of(record.get("label")))
+        cells.add(record)
+        if source.header is None:
+            seen.update(dict.fromkeys(record))
+    if not len(hashes):
+        raise ManifestError(f"{source.path}: the input has no rows")
     columns = classify_columns(
-        names,
-        [r for _, r, _ in records if r is not None],
+        list(seen),
+        cells,
         fields=fields,
         text_fields=text_fields,
         meta=meta,
         split_column=split_column,
-        where=str(path),
+        where=str(source.path),
     )
-    rows = []
-    for n, (line, record, why) in enumerate(records):
-        row = _make_row(n, line, record or {}, columns, base)
-        if why:
-            row.problems.insert(0, ("row", why))
-        rows.append(row)
     field_names = sorted(str(c.field) for c in columns if c.field is not None)
     text = sorted(str(c.field) for c in columns if c.kind == "text")
-    return InputTable(path.resolve(), _sha256(path), field_names, text, rows, columns)
+    return InputTable(
+        path=source.path.resolve(),
+        sha256=source.sha256(),
+        fields=field_names,
+        text_fields=text,
+        columns=columns,
+        num_rows=len(hashes),
+        labels=labels - {""},
+        duplicates=_duplicates(source, hashes),
+        source=source,
+    )
+
+
+def _duplicates(source: TableFile, hashes: KeyHashes) -> dict[int, int]:
+    """Row -> the first row with its key, for each later row of a duplicated key: the rows whose
+    key hashes meet are read once more, and only equal keys count."""
+    candidates = hashes.candidates()
+    if not len(candidates):
+        return {}
+    wanted, last = set(candidates.tolist()), int(candidates[-1])
+    keys: dict[int, str] = {}
+    for n, (_, record, _) in enumerate(source.records()):
+        if n in wanted and record is not None:
+            key, problem = _key_of(record.get("key"))
+            if problem is None and key is not None:
+                keys[n] = key
+        if n >= last:
+            break
+    return first_rows(keys)
 
 
 def read_classes(path: str | Path) -> list[str]:
@@ -268,28 +297,24 @@ def read_classes(path: str | Path) -> list[str]:
     return names
 
 
-def check_rows(table: InputTable, classes: Sequence[str] | None) -> ClassOrder:
-    """The cheap pass over every row: duplicate keys and unknown labels; returns the class order
-    (`mmsample.sharding.classes`), each row's label set to its class name."""
-    first: dict[str, int] = {}
-    for r in table.rows:
-        if r.key_ok and r.key is not None:
-            if r.key in first:
-                r.problems.append(("key", f"duplicate key {r.key!r} (first in row {first[r.key]})"))
-            else:
-                first[r.key] = r.row
-    order = order_classes((r.label for r in table.rows), classes)
-    for r in table.rows:
-        r.label = canonical_label(r.label, order) if r.label else r.label
-    names = order.names
-    known = set(names)
-    for r in table.rows:
-        if r.label and r.label not in known:
-            shown = ", ".join(repr(n) for n in names[:5]) + (", ..." if len(names) > 5 else "")
-            r.problems.append(
-                ("label", f"{r.label!r} is not one of the {len(names)} classes ({shown})")
-            )
-    return order
+def order_labels(table: InputTable, classes: Sequence[str] | None) -> ClassOrder:
+    """The class order of the table's labels (`mmsample.sharding.classes`), or of `classes`;
+    `InputTable.shard_rows` names each row's label by it."""
+    return order_classes(table.labels, classes)
+
+
+def _check_row(row: Row, first: int | None, order: ClassOrder, names: set[str]) -> None:
+    """Add the problems the whole table shows: a key an earlier row (`first`) has, a label that
+    is not one of the classes; name the label as `order` does (`07` is class `7`)."""
+    if first is not None:
+        row.problems.append(("key", f"duplicate key {row.key!r} (first in row {first})"))
+    row.label = canonical_label(row.label, order) if row.label else row.label
+    if row.label and row.label not in names:
+        shown = ", ".join(repr(n) for n in order.names[:5])
+        more = ", ..." if len(order.names) > 5 else ""
+        count = len(order.names)
+        why = f"{row.label!r} is not one of the {count} classes ({shown}{more})"
+        row.problems.append(("label", why))
 
 
 def stat_files(row: Row, text: Sequence[str]) -> None:

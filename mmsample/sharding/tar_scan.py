@@ -27,6 +27,7 @@ from ..shards.format import (
     META_FIELD,
     RESERVED_FIELDS,
 )
+from ..shards.tar_header import sparse_refusal, split_name
 
 __all__ = ["BLOCK", "TarSample", "count_classes", "record_ids", "scan_tar", "small_int"]
 
@@ -173,15 +174,27 @@ def _split_of(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     return split if isinstance(split, str) else ""
 
 
+def _sparse_members(tar: tarfile.TarFile, shard: str) -> list[SampleError]:
+    """A problem for every sparse member of a scanned tar (GNU `--sparse`, old-GNU or pax
+    formats): the readers refuse them (`mmsample.shards.tar_header.check_not_sparse`), so no
+    index of such a tar is written."""
+    return [
+        SampleError(sparse_refusal(m.name), shard=shard, key=(split_name(m.name) or (None,))[0])
+        for m in tar.getmembers()
+        if m.issparse()
+    ]
+
+
 def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:
     """List the samples of one tar (grouped by key, with byte ranges, ids and labels) and every
-    structural problem found, each naming the shard and key."""
+    structural problem found (a sparse member among them), each naming the shard and key."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             return [], []  # a 0-byte file is an empty archive, as for GNU tar
         with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
-            return _scan(tar, path.name)
+            samples, problems = _scan(tar, path.name)
+            return samples, _sparse_members(tar, path.name) + problems
     except (tarfile.TarError, OSError, EOFError) as err:
         return [], [SampleError(f"not a readable tar file ({err})", shard=path.name)]
 

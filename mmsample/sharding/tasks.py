@@ -5,16 +5,17 @@ Place in the data flow: the middle of `mmsample shard` (`mmsample.sharding.tool`
 decode them (`mmsample.decoding.media_probe`), writes the tar and offset index
 (`mmsample.sharding.writer`) and, last, the shard's sidecar (`mmsample.sharding.sidecars`), so
 a shard counts as done only when all three are in place. Rows are counted on one progress bar
-across processes.
+across processes. The tool makes each task as the pool takes it, so only the shards in flight
+hold their rows.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import pickle
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,11 @@ def run_task(task: ShardTask) -> TaskResult:
     return info, bad, True
 
 
+def _run_pickled(task: bytes) -> TaskResult:
+    """`run_task` of a task the tool pickled (in a worker process)."""
+    return run_task(pickle.loads(task))
+
+
 def _init_worker(counter: Any) -> None:
     global _PROGRESS
 
@@ -147,38 +153,53 @@ def _init_worker(counter: Any) -> None:
     _PROGRESS = tick
 
 
-def run_tasks(tasks: list[ShardTask], workers: int, progress: bool, total: int) -> list[TaskResult]:
-    """Run every task (in `workers` spawned processes when there are several tasks), with a
-    progress bar over `total` rows on stderr if `progress`; results in task order. The first
-    task that raises cancels the rest and its exception propagates."""
+def run_tasks(
+    tasks: Iterable[ShardTask], workers: int, advance: Callable[[int], object]
+) -> dict[int, TaskResult]:
+    """Run every task (in `workers` spawned processes if several, at most two a worker in
+    flight, so that `tasks` may make each one as it is taken), calling `advance(n)` as n more
+    rows are done -> shard number -> result. The first task that raises cancels the rest and
+    its exception propagates."""
     global _PROGRESS
-    from tqdm import tqdm
+    results: dict[int, TaskResult] = {}
+    if workers <= 1:
+        _PROGRESS = advance
+        try:
+            for task in tasks:
+                results[task.number] = run_task(task)
+                del task  # its rows go before the next task's are made
+        finally:
+            _PROGRESS = None
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    shown = 0
+    with ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(counter,)) as pool:
+        pending: dict[Future[TaskResult], int] = {}
 
-    bar = tqdm(
-        total=total, unit="row", disable=not progress or not total, file=sys.stderr, desc="sharding"
-    )
-    try:
-        if workers <= 1 or len(tasks) <= 1:
-            _PROGRESS = bar.update
-            try:
-                return [run_task(t) for t in tasks]
-            finally:
-                _PROGRESS = None
-        ctx = multiprocessing.get_context("spawn")
-        counter = ctx.Value("q", 0)
-        results: dict[int, TaskResult] = {}
-        with ProcessPoolExecutor(
-            min(workers, len(tasks)), ctx, initializer=_init_worker, initargs=(counter,)
-        ) as pool:
-            pending = {pool.submit(run_task, t): i for i, t in enumerate(tasks)}
-            waiting = set(pending)
-            while waiting:
-                done, waiting = wait(waiting, timeout=0.25, return_when=FIRST_COMPLETED)
-                bar.update(counter.value - bar.n)
-                for future in done:
-                    if future.exception() is not None:
-                        pool.shutdown(wait=True, cancel_futures=True)
-                    results[pending[future]] = future.result()
-        return [results[i] for i in range(len(tasks))]
-    finally:
-        bar.close()
+        def collect() -> None:
+            nonlocal shown
+            done, _ = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            now = counter.value
+            advance(now - shown)
+            shown = now
+            for future in done:
+                number = pending.pop(future)
+                if future.exception() is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                results[number] = future.result()
+
+        taken = iter(tasks)
+        while True:
+            while len(pending) >= 2 * workers:
+                collect()
+            made = next(taken, None)  # made only once a worker has room for it
+            if made is None:
+                break
+            # Pickled now: a task waiting for a worker holds ~100 bytes a row, not its Rows.
+            number, data = made.number, pickle.dumps(made, pickle.HIGHEST_PROTOCOL)
+            del made
+            pending[pool.submit(_run_pickled, data)] = number
+        while pending:
+            collect()
+    return results

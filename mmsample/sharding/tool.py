@@ -16,7 +16,8 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ from .table import (
     BadRow,
     BadRowsError,
     InputTable,
+    Row,
     bad_rows_jsonl,
-    check_rows,
+    order_labels,
     read_input,
     stat_files,
 )
@@ -101,7 +103,7 @@ def _dataset(table: InputTable, order: ClassOrder, samples_per_shard: int) -> di
     return {
         "classes": order.names,
         "fields": table.fields,
-        "num_rows": len(table.rows),
+        "num_rows": table.num_rows,
         "samples_per_shard": samples_per_shard,
         "extra": dict(extra, input=str(table.path), job=job),
     }
@@ -127,49 +129,98 @@ def _check_other_job(
         )
 
 
-def _plan_shards(
+def _plan_shard(
     out: Path,
+    number: int,
+    rows: list[Row],
     table: InputTable,
     dataset: dict[str, Any],
-    part: tuple[int, int],
-    skip_bad: bool,
-    max_pixels: int | None,
-) -> tuple[list[ShardTask], list[tuple[int, dict[str, Any]]]]:
-    """(tasks for the shards of this part to write, (number, sidecar) of those kept: done by an
-    earlier run of the same job on the same rows)."""
-    per_shard, job = dataset["samples_per_shard"], dataset["extra"]["job"]
-    index, count = part
-    tasks: list[ShardTask] = []
-    kept: list[tuple[int, dict[str, Any]]] = []
-    for number in range(index, math.ceil(len(table.rows) / per_shard), count):
-        rows = table.rows[number * per_shard : (number + 1) * per_shard]
-        for row in rows:
-            stat_files(row, table.text_fields)
-        for name in (shard_name(number), index_name(shard_name(number)), sidecar_name(number)):
-            remove_stale(out, name)
-        rows_doc = [
-            [r.row, r.key, r.label, r.cells, r.stats, r.problems, r.meta, r.split, r.columns]
-            for r in rows
-        ]
-        fingerprint = _digest([job, rows_doc])
-        old = complete_sidecar(out, number)
-        if (
-            old is not None
-            and old.get("job") == job
-            and old.get("fingerprint") == fingerprint
-            and (skip_bad or not old["skipped"])
-        ):
-            kept.append((number, old))
-            continue
-        sidecar: dict[str, Any] = {"format": SIDECAR_FORMAT, "job": job, "shard": number}
-        sidecar.update(fingerprint=fingerprint, dataset=dataset)
-        names = dataset["classes"]
-        tasks.append(
-            ShardTask(
-                str(out), number, rows, names, table.text_fields, skip_bad, sidecar, max_pixels
-            )
-        )
-    return tasks, kept
+    options: tuple[bool, int | None],
+) -> ShardTask | dict[str, Any]:
+    """The task that writes shard `number` of `rows` (`options`: skip_bad, max_pixels), or its
+    sidecar if an earlier run of the same job on the same rows finished it (the shard is kept)."""
+    job = dataset["extra"]["job"]
+    skip_bad, max_pixels = options
+    for row in rows:
+        stat_files(row, table.text_fields)
+    for name in (shard_name(number), index_name(shard_name(number)), sidecar_name(number)):
+        remove_stale(out, name)
+    rows_doc = [
+        [r.row, r.key, r.label, r.cells, r.stats, r.problems, r.meta, r.split, r.columns]
+        for r in rows
+    ]
+    fingerprint = _digest([job, rows_doc])
+    old = complete_sidecar(out, number)
+    if (
+        old is not None
+        and old.get("job") == job
+        and old.get("fingerprint") == fingerprint
+        and (skip_bad or not old["skipped"])
+    ):
+        return old
+    sidecar: dict[str, Any] = {"format": SIDECAR_FORMAT, "job": job, "shard": number}
+    sidecar.update(fingerprint=fingerprint, dataset=dataset)
+    names = dataset["classes"]
+    return ShardTask(
+        str(out), number, rows, names, table.text_fields, skip_bad, sidecar, max_pixels
+    )
+
+
+def _shard_tasks(
+    out: Path,
+    table: InputTable,
+    order: ClassOrder,
+    dataset: dict[str, Any],
+    numbers: range,
+    options: tuple[bool, int | None],
+    kept: dict[int, dict[str, Any]],
+    advance: Callable[[int], object],
+) -> Iterator[ShardTask]:
+    """The tasks of the shards `numbers` to write, each made when it is taken (so only the
+    shards in flight hold rows); a kept shard goes into `kept` (number -> sidecar), its rows
+    counted done by `advance`. The first task to write removes manifest.json."""
+    first = True
+    per_shard = dataset["samples_per_shard"]
+    for number, rows in table.shard_rows(numbers, per_shard, order):
+        planned = _plan_shard(out, number, rows, table, dataset, options)
+        if isinstance(planned, ShardTask):
+            if first:
+                (out / MANIFEST).unlink(missing_ok=True)
+                first = False
+            yield planned
+        else:
+            kept[number] = planned
+            advance(len(rows))
+        del planned, rows  # before the next shard's rows are made
+
+
+def _run_part(
+    out: Path,
+    table: InputTable,
+    order: ClassOrder,
+    dataset: dict[str, Any],
+    numbers: range,
+    workers: int,
+    progress: bool,
+    options: tuple[bool, int | None],
+) -> tuple[dict[int, TaskResult], dict[int, dict[str, Any]]]:
+    """Write or keep the shards `numbers` (`options`: skip_bad, max_pixels), with a progress
+    bar over their rows on stderr if `progress` -> (number -> result of each shard written,
+    number -> sidecar of each kept)."""
+    from tqdm import tqdm
+
+    per_shard = dataset["samples_per_shard"]
+    total = sum(min(per_shard, table.num_rows - n * per_shard) for n in numbers)
+    bar = tqdm(
+        total=total, unit="row", disable=not progress or not total, file=sys.stderr, desc="sharding"
+    )
+    kept: dict[int, dict[str, Any]] = {}
+    try:
+        tasks = _shard_tasks(out, table, order, dataset, numbers, options, kept, bar.update)
+        results = run_tasks(tasks, min(workers, len(numbers)), bar.update)
+    finally:
+        bar.close()
+    return results, kept
 
 
 def _report(
@@ -178,14 +229,14 @@ def _report(
     table: InputTable,
     order: ClassOrder,
     dataset: dict[str, Any],
-    ran: list[tuple[ShardTask, TaskResult]],
-    kept: list[tuple[int, dict[str, Any]]],
+    ran: dict[int, TaskResult],
+    kept: dict[int, dict[str, Any]],
 ) -> ShardReport:
     """Finalise the manifest if every shard is done and describe the run."""
     per_shard, job = dataset["samples_per_shard"], dataset["extra"]["job"]
-    num_shards = math.ceil(len(table.rows) / per_shard)
-    done = {t.number: (info, rows) for t, (info, rows, _) in ran}
-    for number, old in kept:
+    num_shards = math.ceil(table.num_rows / per_shard)
+    done = {number: (info, rows) for number, (info, rows, _) in ran.items()}
+    for number, old in kept.items():
         info = ShardInfo(**old["info"]) if old["info"] else None
         done[number] = (info, [BadRow.from_json(b) for b in old["skipped"]])
     manifest = finalise(out, num_shards, job)
@@ -193,9 +244,9 @@ def _report(
     return ShardReport(
         out=out,
         part=part,
-        written=sorted(t.number for t, _ in ran),
-        kept=sorted(n for n, _ in kept),
-        rows=sum(min(per_shard, len(table.rows) - n * per_shard) for n in done),
+        written=sorted(ran),
+        kept=sorted(kept),
+        rows=sum(min(per_shard, table.num_rows - n * per_shard) for n in done),
         skipped=sorted((b for n in sorted(done) for b in done[n][1]), key=lambda b: b.row),
         infos=[info for n in sorted(done) if (info := done[n][0]) is not None],
         dataset=dataset,
@@ -237,26 +288,25 @@ def shard_dataset(
     check_max_pixels(max_pixels, "shard_dataset (--max-pixels: 0 for no limit)")
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     table = read_input(input, text_fields, fields=fields, meta=meta, split_column=split_column)
-    order = check_rows(table, classes)
+    order = order_labels(table, classes)
     out = _output_dir(out)
     dataset = _dataset(table, order, samples_per_shard)
     _check_other_job(out, dataset["extra"]["job"], table, samples_per_shard, overwrite)
-    tasks, kept = _plan_shards(out, table, dataset, part, skip_bad, max_pixels)
-    if tasks:
-        (out / MANIFEST).unlink(missing_ok=True)
     index, count = part
     bad_report = out / (
         "bad_rows.jsonl" if count == 1 else f"bad_rows.part-{index}-of-{count}.jsonl"
     )
     bad_report.unlink(missing_ok=True)
-    results = run_tasks(tasks, workers, progress, sum(len(t.rows) for t in tasks))
+    numbers = range(index, math.ceil(table.num_rows / samples_per_shard), count)
+    options = (skip_bad, max_pixels)
+    results, kept = _run_part(out, table, order, dataset, numbers, workers, progress, options)
     # Without skip_bad every bad row is an error, whether or not its shard was written: no row
     # is ever left out silently.
     bad = sorted(
-        (b for _, rows, written in results if not (written and skip_bad) for b in rows),
+        (b for _, rows, written in results.values() if not (written and skip_bad) for b in rows),
         key=lambda b: b.row,
     )
     if bad:
         write_atomic(bad_report, bad_rows_jsonl(bad))
         raise BadRowsError(bad, table.path, bad_report)
-    return _report(out, part, table, order, dataset, list(zip(tasks, results)), kept)
+    return _report(out, part, table, order, dataset, results, kept)

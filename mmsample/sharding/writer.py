@@ -1,5 +1,11 @@
 """Write samples into WebDataset tar shards with their offset index (used by `mmsample shard`).
 
+Members are written in the POSIX pax format: a member name (`KEY.FIELD`) that fits the 100 bytes
+of a ustar header is written as plain ustar (byte for byte what the ustar format writes), a longer
+one gets a pax `path` record before its header, which both readers (`mmsample.shards.tar_header`),
+`tarfile`, GNU tar and WebDataset read. Keys are ASCII (`mmsample.shards.format.check_key`), so a
+name's length in characters is its length in bytes.
+
 Writes are atomic: a shard and its index appear under their final names only once complete,
 so an interrupted job leaves no half-written shard that a resume would keep.
 """
@@ -41,7 +47,7 @@ class ShardWriter:
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._file = open(self._tmp, "wb")  # noqa: SIM115 (closed in close/abort)
         self._tar = tarfile.open(  # noqa: SIM115
-            fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT
+            fileobj=self._file, mode="w", format=tarfile.PAX_FORMAT
         )
         self._rows: list[tuple[int, int, int]] = []
         self._labels: Counter[int] = Counter()

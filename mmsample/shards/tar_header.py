@@ -4,6 +4,11 @@ Place in the data flow: the lowest layer of tar I/O, under `tar_samples` (member
 raw samples) and `shard_table` (samples read by offset-index range). Unlike `tarfile`'s stream
 mode, which ends an archive silently at a bad header, a corrupt header raises `SampleError`
 naming the shard and the key.
+
+A sparse member (GNU tar `--sparse`: an old-GNU type 'S' header, or pax `GNU.sparse.*` records
+of formats 0.0, 0.1 and 1.0) stores a map and the non-zero blocks of a file, not its bytes. It is
+refused, naming the member (`check_not_sparse`); `mmsample index` refuses it with the same
+message (`sparse_refusal`), so no offset index of such a tar is ever written.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ ZERO_BLOCK = bytes(BLOCK)
 FILE_TYPES = frozenset({b"0", b"\0", b"7"})
 _NAME_PATTERN = re.compile(r"^((?:.*/)?[^./]+)\.([^/]+)$")
 EXTENDED = (b"x", b"L")
+SPARSE = b"S"  # an old-GNU sparse member
+SPARSE_RECORDS = "GNU.sparse."  # the pax records of a GNU sparse member
 
 
 class Header:
@@ -95,6 +102,33 @@ def record_extended(
             key=key,
         ) from err
     pending.update(records)
+
+
+def sparse_refusal(name: str) -> str:
+    """Why a sparse member `name` is refused and how to fix it (one message for the readers and
+    `mmsample index`)."""
+    return (
+        f"member {name!r} is a sparse file (written by GNU tar --sparse / -S): mmsample reads a "
+        "member's bytes as stored and does not expand sparse files; re-create the tar without "
+        "--sparse (GNU tar then stores the whole file), or shard the source files with "
+        "`mmsample shard`"
+    )
+
+
+def check_not_sparse(
+    pending: dict[str, str], head: Header, shard: str, key: str | None, at: int
+) -> None:
+    """Raise `SampleError` (naming the member, `key` or else the member's own key, and byte
+    `at` of its header) if the member `head`, with the pax / long-name records `pending` before
+    it, is stored sparse; call before `apply_extended`."""
+    if head.type != SPARSE and not any(k.startswith(SPARSE_RECORDS) for k in pending):
+        return
+    name = pending.get("GNU.sparse.name") or pending.get("path") or head.name
+    raise SampleError(
+        f"{sparse_refusal(name)} (header at byte {at})",
+        shard=shard,
+        key=key or (split_name(name) or (None,))[0],
+    )
 
 
 def apply_extended(pending: dict[str, str], head: Header) -> None:

@@ -4,8 +4,9 @@ Place in the data flow: the first stage of both readers, above `tar_header`. A r
 dict `{"key", "shard", "id", "label", "fields": {ext: bytes}}`; nothing here decodes a payload (so
 nothing is ever unpickled). `parse_sample` parses the byte range of one sample that the offset
 index gives (what `shard_table` reads for both readers); `iter_samples` reads a whole tar
-sequentially from a stream, with each sample's byte range. Every corrupt or truncated member
-raises `SampleError` naming the shard and the key.
+sequentially from a stream, with each sample's byte range. Every corrupt or truncated member,
+and every sparse one (`tar_header.check_not_sparse`), raises `SampleError` naming the shard and
+the key.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .tar_header import (
     FILE_TYPES,
     ZERO_BLOCK,
     apply_extended,
+    check_not_sparse,
     name_hint,
     padded,
     parse_header,
@@ -124,6 +126,7 @@ def _parse_range(data: bytes | memoryview, shard: str, at: int) -> RawSample:
             )
         head = parse_header(block, shard, key, at + pos)
         if head.type not in EXTENDED:
+            check_not_sparse(pending, head, shard, key, at + pos)
             apply_extended(pending, head)
         begin = pos + BLOCK
         stop = begin + head.size
@@ -200,6 +203,7 @@ def iter_samples(stream: BinaryIO, shard: str) -> Iterator[RawSample]:
             break
         head = parse_header(block, shard, key, pos)
         if head.type not in EXTENDED:
+            check_not_sparse(pending, head, shard, key, pos)
             apply_extended(pending, head)
         payload = _read_exact(stream, head.size)
         if len(payload) < head.size:

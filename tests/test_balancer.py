@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -158,3 +159,77 @@ def test_setup_names_what_it_cannot_infer() -> None:
         balancer = mmsample.Balancer(SMV())
         balancer.setup(DataLoader(Clips(), batch_size=4), Model())
         balancer.loss({"sound": torch.ones(1, 4)})
+
+
+class Pairs(Dataset):
+    """(audio [4], video [6], label) tuples; labels as the test asks."""
+
+    def __init__(self, label: Any = None) -> None:
+        self.label = label
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        y = i % K if self.label is None else self.label(i)
+        return torch.full((4,), 1.0 + i), torch.full((6,), 2.0 + i), y
+
+
+class Swapped(nn.Module):
+    """forward(video, audio): the other order than the dataset's (audio, video, label)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio, self.video = nn.Linear(4, 8), nn.Linear(6, 8)
+        self.head = nn.Linear(16, K)
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.audio(audio), self.video(video)], 1))
+
+
+def test_bad_fields_and_a_forward_in_another_order_are_named() -> None:
+    loader = DataLoader(Pairs(), batch_size=4)
+    with pytest.raises(ValueError, match=r"forward\(video=item\[0\], audio=item\[1\]\).*fields="):
+        mmsample.Balancer(SMV()).setup(loader, Swapped())
+    right = mmsample.Balancer(SMV()).setup(
+        loader, Swapped(), fields={"video": 1, "audio": 0, "label": 2}
+    )
+    assert len(list(right)) == N // 4  # the order said, the same model runs
+    with pytest.raises(ValueError, match=r"'video' -> 5, but a dataset item \(tuple\) holds 3"):
+        mmsample.Balancer(SMV()).setup(
+            loader, Swapped(), fields={"video": 5, "audio": 0, "label": 2}
+        )
+    with pytest.raises(ValueError, match="must name the label and two or more modalities"):
+        mmsample.Balancer(SMV()).setup(loader, Swapped(), fields={"video": 1, "audio": 0})
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        (lambda i: torch.nn.functional.one_hot(torch.tensor(i % K), K).float(), "of shape"),
+        (lambda i: i % K + 0.7, "not a whole number"),
+        (lambda i: str(i % K), "is a str"),
+    ],
+)
+def test_a_label_that_is_not_a_class_index_is_refused_naming_the_sample(
+    label: Any, message: str
+) -> None:
+    loader = mmsample.wrap(
+        DataLoader(Pairs(label), batch_size=4),
+        SMV(),
+        fields={"a": 0, "v": 1, "label": 2},
+        num_classes=K,
+    )
+    with pytest.raises(ValueError, match=f"sample 0's label.*{message}"):
+        list(loader)
+
+
+def test_whole_number_labels_of_any_numeric_type_are_class_indices() -> None:
+    for label in (lambda i: float(i % K), lambda i: torch.tensor(i % K), lambda i: np.int64(i % K)):
+        loader = mmsample.wrap(
+            DataLoader(Pairs(label), batch_size=4),
+            SMV(),
+            fields={"a": 0, "v": 1, "label": 2},
+            num_classes=K,
+        )
+        assert sorted(int(y) for b in loader for y in b[2]) == sorted(i % K for i in range(N))

@@ -97,8 +97,13 @@ def test_a_method_that_cannot_act_within_the_run_warns_when_told_the_epochs() ->
         DUS(epochs=10).set_run(epochs=4)
     with pytest.warns(ShortRunWarning, match="with a 2-epoch schedule changes no batch size"):
         DUS().set_run(epochs=2)  # the schedule takes the run's 2 epochs
+    # lambda(2) = sqrt(0.99 / 40 * 2 + 0.01) = 0.244, lambda(0) = 0.1
+    with pytest.warns(ShortRunWarning, match=r"trains on 24% of the ids at the last epoch of a 3-"):
+        BSS(lambda0=0.1, t_grow=40).set_run(epochs=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ShortRunWarning)
+        BSS(lambda0=0.1, t_grow=2).set_run(epochs=3)  # lambda(2) = 1: the whole set at the end
+        BSS(scheduler="learned").set_run(epochs=3)  # no pacing function
         SMV(warmup=1).set_run(epochs=3)
         DUS().set_run(epochs=3)
         DUS(policy="rl").set_run(epochs=2)

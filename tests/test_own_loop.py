@@ -84,7 +84,7 @@ def test_the_plain_loop_runs() -> None:
 METHODS = {
     "dus": "mmsample.methods.DUS(epochs=3)",
     "dus-rl": 'mmsample.methods.DUS(policy="rl")',
-    "bss": "mmsample.methods.BSS(lambda0=0.5, t_grow=2)",
+    "bss": "mmsample.methods.BSS(lambda0=0.5, t_grow=1)",  # the whole set by the last epoch
     "bss-learned": 'mmsample.methods.BSS(scheduler="learned", interval=1)',
     "smv": SHOWN,
     "smv-modality": 'mmsample.methods.SMV(level="modality", warmup=1, fraction=0.5)',

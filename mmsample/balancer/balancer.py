@@ -32,7 +32,7 @@ from ..methods import OGMGE, Method
 from ..position_scoring import PositionScorer
 from ..scoring import VALUES
 from ..user_batch import BatchInfo
-from .fields import LABEL, infer_fields, named_encoders
+from .fields import LABEL, check_fields, infer_fields, named_encoders
 from .gates import EncoderGates, eval_mode
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -125,6 +125,7 @@ class Balancer:
         dataset = dataloader.dataset
         item = dataset[0]
         self.fields = dict(fields) if fields is not None else infer_fields(model, item)
+        check_fields(self.fields, item)
         self.names = tuple(k for k in self.fields if k != LABEL)
         encoders = dict(encoders) if encoders is not None else named_encoders(model, self.names)
         if tuple(encoders) != self.names:
@@ -175,8 +176,17 @@ class Balancer:
         inputs, _ = self._parts(batch)
         present = torch.ones(2, len(self.names), dtype=torch.bool, device=self._device())
         assert self.model is not None and self.gates is not None
-        with eval_mode(self.model), torch.no_grad(), self.gates.carry(present):
-            out = self.model(*inputs)
+        try:
+            with eval_mode(self.model), torch.no_grad(), self.gates.carry(present):
+                out = self.model(*inputs)
+        except (RuntimeError, ValueError, TypeError) as err:
+            order = ", ".join(f"{n}=item[{self.fields[n]!r}]" for n in self.names)
+            raise ValueError(
+                f"Balancer.setup: {type(self.model).__name__}(...) failed on one dataset item "
+                f"given as forward({order}): {err}. If your forward's parameters are not in "
+                "the order of your dataset's fields, say which is which: "
+                "setup(..., fields={'audio': 0, 'video': 1, 'label': 2})."
+            ) from err
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] < 2:
             got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
             raise ValueError(

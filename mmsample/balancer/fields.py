@@ -60,6 +60,25 @@ def infer_fields(model: nn.Module, item: Any) -> dict[str, int | str]:
     )
 
 
+def check_fields(fields: Mapping[str, int | str], item: Any) -> None:
+    """`fields` must name a label and at least two modalities, each a position or key that
+    `item` (one dataset item) has. ValueError naming `fields` and what the item holds."""
+    if LABEL not in fields or len(fields) < 3:
+        raise ValueError(
+            f"The 'fields' parameter of Balancer.setup must name the label and two or more "
+            f"modalities, e.g. {{'audio': 0, 'video': 1, 'label': 2}}; got {dict(fields)}."
+        )
+    for name, where in fields.items():
+        try:
+            item[where]
+        except (KeyError, IndexError, TypeError):
+            held = list(item) if isinstance(item, Mapping) else f"{len(item)} positions"
+            raise ValueError(
+                f"The 'fields' parameter of Balancer.setup: {name!r} -> {where!r}, but a "
+                f"dataset item ({type(item).__name__}) holds {held}."
+            ) from None
+
+
 def named_encoders(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
     """`{modality: model.<modality>}`: the encoder submodules named like the modalities.
     ValueError naming `encoders` when one is missing or not a module."""

@@ -50,6 +50,31 @@ OUTPUTS: dict[str, Callable[[Sequence[str], Callable[[list[Any]], Any]], Any]] =
 }
 
 
+def integer_label(label: Any, sample_id: int) -> int:
+    """The class index of one dataset item: an int, or a number / one-element tensor or array
+    holding a whole number. ValueError naming the item otherwise (a one-hot or soft label, or a
+    fraction, which `int()` would silently truncate)."""
+    try:
+        arr = np.asarray(label)
+    except (TypeError, ValueError, RuntimeError):
+        arr = np.asarray(None)
+    if arr.size != 1 or arr.dtype.kind not in "iuf":
+        shape = tuple(getattr(label, "shape", ()))
+        raise ValueError(
+            f"wrap: sample {sample_id}'s label is a {type(label).__name__}"
+            + (f" of shape {shape}" if shape else "")
+            + "; the methods need one class index per sample (an int in [0, K)). For one-hot "
+            "or soft labels give the class index (e.g. label.argmax()) in the dataset."
+        )
+    value = arr.reshape(()).item()
+    if float(value) != int(value):
+        raise ValueError(
+            f"wrap: sample {sample_id}'s label is {value!r}, not a whole number; give its class "
+            "index (an int in [0, K))."
+        )
+    return int(value)
+
+
 class DatasetFetch:
     """`fetch(id, mask, item, epoch)` from a map-style dataset returning tuples or dicts:
     output "multimodal", a decoded-sample dict (the carried modalities' values); output
@@ -73,10 +98,10 @@ class DatasetFetch:
             mask = fallback
         raw = self.dataset[sample_id]
         try:
-            label = raw[self.fields[LABEL]]
+            label = integer_label(raw[self.fields[LABEL]], sample_id)
             out: dict[str, Any] = {
                 "id": sample_id,
-                "label": int(label),
+                "label": label,
                 "mask": mask,
                 "key": str(sample_id),
             }

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import MmsampleWarning
+from ..errors import MmsampleWarning, ShortRunWarning
 from ..ledger import Ledger
 from ..plan import ArrayPlan
 from ..schedule import rng_for
@@ -294,6 +294,21 @@ class BSS(Method):
         return out
 
     # ---- the scheduler -------------------------------------------------------------------
+    def _set_run(self, epochs: int | None, batch_size: int | None) -> None:
+        if epochs is None or self.scheduler != "heuristic":
+            return
+        last = self.pacing(epochs - 1)
+        if last < 1:
+            warnings.warn(
+                f"BSS(lambda0={self.lambda0}, t_grow={self.t_grow}) trains on {last:.0%} of the "
+                f"ids at the last epoch of a {epochs}-epoch run ({self.pacing(0):.0%} at the "
+                f"first): its curriculum reaches the whole training set only after t_grow "
+                f"epochs. Give t_grow <= {max(1, epochs - 1)} to pace over this run, or run "
+                f"more epochs.",
+                ShortRunWarning,
+                stacklevel=3,
+            )
+
     def pacing(self, epoch: int) -> float:
         """lambda(epoch): the fraction of ids the heuristic keeps (reference: lambda(e + 1))."""
         return root_pacing(epoch + self._rules.pacing_shift, self.lambda0, self.t_grow)

@@ -1,5 +1,5 @@
 """The `mmsample` command: shard a table, rebuild indexes, inspect a dataset, query and subset
-an active-learning pool, and report on training runs.
+an active-learning pool, report on training runs, and say which decoder runs (`doctor`).
 
 Place in the data flow: the user's entry point to the sharding tool (`cli_shard`), the dataset
 report (`mmsample.inspect`), active learning (`mmsample.active.command`) and the run report
@@ -40,6 +40,13 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     report = inspect_dataset(args.dir, sample_id=args.id, tokenizer=args.tokenizer)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from .decoding.backends.diagnosis import doctor_report
+
+    print(doctor_report())
     return 0
 
 
@@ -86,6 +93,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "query": _cmd_query,
     "subset": _cmd_subset,
     "report": run_report,
+    "doctor": _cmd_doctor,
 }
 
 
@@ -187,6 +195,17 @@ def _add_subset_command(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_doctor_command(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser(
+        "doctor",
+        help="which decoder runs here: backends, versions, FFmpeg libraries, torch threads",
+        description="Print the decoder backends (torchcodec, PyAV, decord, the built-in wave "
+        "reader) with their versions, the one each modality uses by default, the system FFmpeg "
+        "libraries found, torch's version and threads, and the fix for each missing piece. "
+        "Always exits 0: it is a report.",
+    )
+
+
 def _parsers() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = argparse.ArgumentParser(prog="mmsample", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -195,6 +214,7 @@ def _parsers() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     _add_query_command(sub)
     _add_subset_command(sub)
     add_report_command(sub)
+    _add_doctor_command(sub)
     return parser, sub
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from mmsample.decoding.backends.diagnosis import decoder_line
 from mmsample.demo.avmnist import build_avmnist
 from mmsample.report import write_report
 from mmsample.report.markdown import ORDER
@@ -182,6 +183,7 @@ def notes(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
+    print(decoder_line(), flush=True)  # without the system FFmpeg libraries: PyAV, and the fix
     if args.imbalance:
         path = measure_imbalance(args)
         print(f"imbalance table: {path} ({time.perf_counter() - start:.0f} s)")

@@ -229,6 +229,7 @@ def test_no_progress_keeps_the_metrics_line(
     assert train([*argv, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "[plain] epoch 0: {" in out and "'test/acc': " in out and "'train/loss': " in out
+    assert "decoder: " in out.splitlines()[0]  # the decoder per modality, first (issue 16, item 7)
 
 
 def test_train_names_the_split_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

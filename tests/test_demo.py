@@ -121,6 +121,7 @@ def test_a_second_demo_reuses_finished_runs(demo: Path, capsys: pytest.CaptureFi
     assert main(["--out", str(demo), *TINY, "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "0 of 9 runs trained now (9 reused)" in out
+    assert out.startswith("decoder: ")  # which decoder runs, before any run (issue 16, item 7)
     assert f"report: {demo / 'report.md'}" in out and "| plain | 1 |" in out
     assert {p: p.read_bytes() for p in before} == before
 

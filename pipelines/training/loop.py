@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mmsample.batch import MultimodalBatch
 from mmsample.cli import name_the_flags
+from mmsample.decoding.backends.diagnosis import decoder_line
 
 from .device import all_sum
 from .evaluate import evaluate
@@ -118,6 +119,7 @@ def train(run: Run) -> int:
     remaining epochs and write `OUT/done.json`; 0 when done or stopped by --stop-after."""
     args = run.args
     if run.rank == 0:
+        print(decoder_line(), flush=True)  # a run that falls back to PyAV says so, and why
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device))
         (args.out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))

@@ -44,9 +44,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .decoding.backends.diagnosis import doctor_report
+    import json
 
-    print(doctor_report())
+    from .decoding.backends.diagnosis import doctor_facts, doctor_report
+
+    print(json.dumps(doctor_facts(), indent=1) if args.json else doctor_report())
     return 0
 
 
@@ -196,7 +198,7 @@ def _add_subset_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_doctor_command(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser(
+    doctor = sub.add_parser(
         "doctor",
         help="which decoder runs here: backends, versions, FFmpeg libraries, torch threads",
         description="Print the decoder backends (torchcodec, PyAV, decord, the built-in wave "
@@ -204,6 +206,7 @@ def _add_doctor_command(sub: argparse._SubParsersAction) -> None:
         "libraries found, torch's version and threads, and the fix for each missing piece. "
         "Always exits 0: it is a report.",
     )
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def _parsers() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:

@@ -4,6 +4,7 @@ decoder line that `pipelines.train` and `make demo` print says PyAV is used, why
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,6 +48,15 @@ def test_doctor_names_the_backends_and_exits_0(capsys: pytest.CaptureFixture[str
     decoders = default_decoders()
     assert set(decoders) == {"video", "audio", "image"}
     assert decoders["video"] in out
+
+
+def test_doctor_json_holds_the_same_facts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["doctor", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert [b["name"] for b in facts["backends"]] == ["torchcodec", "pyav", "decord"]
+    assert facts["decoders"] == default_decoders()
+    assert set(facts["ffmpeg_libraries"]) == set(FFMPEG_LIBRARIES)
+    assert facts["torch"]["intra_op_threads"] >= 1 and facts["line"].startswith("decoder: ")
 
 
 def decoder_line_with(shim: str, tmp_path: Path, **extra: str) -> str:

@@ -11,6 +11,7 @@ without a word.
 from __future__ import annotations
 
 import ctypes.util
+import dataclasses
 import importlib
 import importlib.metadata
 import os
@@ -26,6 +27,7 @@ __all__ = [
     "backend_statuses",
     "decoder_line",
     "default_decoders",
+    "doctor_facts",
     "doctor_report",
     "ffmpeg_libraries",
 ]
@@ -143,6 +145,26 @@ def decoder_line() -> str:
         return f"{line} (set by {BACKEND_ENV_VAR}={env})"
     preferred = next(s for s in backend_statuses() if s.name == _PREFERRED)
     return f"{line}; {_PREFERRED} is not used: {preferred.error}; fix: {preferred.fix}"
+
+
+def doctor_facts() -> dict[str, object]:
+    """`doctor_report` as data (`mmsample doctor --json`): "backends" (a list of
+    `BackendStatus` fields), "decoders" (modality -> backend), "line" (`decoder_line()`),
+    "ffmpeg_libraries" (library -> file or None), "torch" (version, intra-op and inter-op
+    threads)."""
+    import torch
+
+    return {
+        "backends": [dataclasses.asdict(s) for s in backend_statuses()],
+        "decoders": default_decoders(),
+        "line": decoder_line(),
+        "ffmpeg_libraries": ffmpeg_libraries(),
+        "torch": {
+            "version": torch.__version__,
+            "intra_op_threads": torch.get_num_threads(),
+            "inter_op_threads": torch.get_num_interop_threads(),
+        },
+    }
 
 
 def _threads() -> str:

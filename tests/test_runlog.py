@@ -15,7 +15,7 @@ from torch.nn.functional import cross_entropy
 from torch.utils.data import DataLoader
 
 import mmsample
-from mmsample.report import RunLog, load_run
+from mmsample.report import RunLog, data_fingerprint, load_run
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_loop_balanced.py"
 
@@ -82,3 +82,15 @@ def test_runlog_refuses_a_non_number_and_writes_nan_as_null(tmp_path: Path) -> N
     line = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert line == {"epoch": 0, "test/acc": 0.5, "test/contribution/audio": None}
     assert json.loads((tmp_path / "config.json").read_text())["method"] == "plain"
+
+
+def test_the_data_fingerprint_follows_the_data_not_its_place(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text('{"classes": ["x", "y"]}')
+        (tmp_path / name / "shard-000000.tar").write_bytes(b"0" * 512)
+    assert data_fingerprint(tmp_path / "a") == data_fingerprint(tmp_path / "b")
+    (tmp_path / "b" / "manifest.json").write_text('{"classes": ["x", "z"]}')
+    assert data_fingerprint(tmp_path / "a") != data_fingerprint(tmp_path / "b")
+    with pytest.raises(ValueError, match="is not a folder"):
+        data_fingerprint(tmp_path / "missing")

@@ -5,7 +5,7 @@ line; `RunLog` writes a run folder from your own loop (docs/run_format.md). Runs
 settings are reported apart, never pooled (`group_runs`). Plots need matplotlib."""
 
 from .markdown import headline, verdicts, write_report
-from .runlog import RunLog
+from .runlog import RunLog, data_fingerprint
 from .runs import RUN_FORMAT, Run, Summary, group_runs, load_run, load_runs, settings, summarize
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Run",
     "RunLog",
     "Summary",
+    "data_fingerprint",
     "group_runs",
     "headline",
     "load_run",

@@ -6,6 +6,7 @@ writes back (`mmsample.report.runs`), as it reads `pipelines/train.py`'s folders
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -14,7 +15,24 @@ from typing import Any
 
 from .runs import RUN_FORMAT
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "data_fingerprint"]
+
+
+def data_fingerprint(folder: str | Path) -> str:
+    """A short hex digest (16 chars) of the data under `folder` (a shard folder or any data
+    folder), for a run's `data_fingerprint` setting: every file's relative path and size, plus
+    the content of its small metadata files (`.json`, `.jsonl`, `.idx`, `.csv`, up to 1 MiB
+    each); tar payloads are not read. Raises ValueError when `folder` is not a folder."""
+    base = Path(folder)
+    if not base.is_dir():
+        raise ValueError(f"data_fingerprint: {base} is not a folder")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(base).as_posix()}\0{size}\0".encode())
+        if path.suffix in {".json", ".jsonl", ".idx", ".csv"} and size <= 1 << 20:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class RunLog:

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mmsample.batch import MultimodalBatch
 from mmsample.cli import name_the_flags
+from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
 
 from .device import all_sum
@@ -121,6 +122,7 @@ def train(run: Run) -> int:
     if run.rank == 0:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
+        config["data_fingerprint"] = data_fingerprint(args.data)
         (args.out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     run.restore()
     while run.epoch < args.epochs:

@@ -21,7 +21,9 @@ def add_report_command(sub: Any) -> None:
         description="Read every run folder under RUN_DIR (config.json, metrics.jsonl, "
         "stats.jsonl, as pipelines/train.py writes them) and write report.md and PNG plots: "
         "accuracy per method, modality contribution over epochs, DUS batch sizes, BSS pacing, "
-        "SMV extra items, throughput. Prints the headline table.",
+        "SMV extra items, throughput. Prints the headline table. Runs whose settings differ "
+        "(epochs, batch size, world size, data, ...) are never pooled: each group of equal "
+        "settings gets its own report, and report.md names the differing settings.",
     )
     report.add_argument(
         "run_dir", type=Path, help="a run folder, or a folder of run folders (searched below)"

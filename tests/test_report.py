@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mmsample.report import write_report
 
 # method -> fused test accuracy of seeds 0, 1, 2 (last epoch); worked out by hand:
@@ -26,9 +28,10 @@ AUDIO = (0.2, 0.3, 0.4)
 VIDEO = (0.5, 0.4, 0.6)
 
 
-def write_run(folder: Path, method: str, seed: int) -> None:
+def write_run(folder: Path, method: str, seed: int, **settings: object) -> None:
     folder.mkdir(parents=True)
-    (folder / "config.json").write_text(json.dumps({"method": method, "seed": seed}))
+    config = {"method": method, "seed": seed, **settings}
+    (folder / "config.json").write_text(json.dumps(config))
     epochs = []
     for epoch in (0, 1):
         last = epoch == 1
@@ -91,3 +94,28 @@ def test_the_command_writes_where_asked(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (out / "report.md").exists() and not (tmp_path / "runs" / "report.md").exists()
     assert "| plain | 1 | 0.700 |" in done.stdout and f"report: {out / 'report.md'}" in done.stdout
+
+
+def test_runs_of_unlike_settings_are_reported_apart_never_pooled(tmp_path: Path) -> None:
+    # config.json as pipelines.training writes it: every argument plus world_size and device
+    base = {"batch_size": 8, "data": "shards", "lr": 0.01, "out": "x", "device": "cpu"}
+    for seed in (0, 1):
+        write_run(tmp_path / f"e2w1s{seed}", "plain", seed, epochs=2, world_size=1, **base)
+    write_run(tmp_path / "e3w1", "plain", 2, epochs=3, world_size=1, **base)
+    write_run(tmp_path / "e2w2", "smv", 0, epochs=2, world_size=2, **base)
+    report_path, table = write_report(tmp_path)
+    report = report_path.read_text()
+    assert "differ in epochs, world_size: they are not pooled" in report
+    assert table[0] == "epochs=2, world_size=1:" and "| plain | 2 | 0.725 ± 0.035 |" in table[3]
+    assert "epochs=3, world_size=1:" in table and "| plain | 1 | 0.800 |" in "".join(table)
+    assert "epochs=2, world_size=2:" in table and "| smv | 1 | 0.950 |" in "".join(table)
+    assert (tmp_path / "epochs=3_world_size=1" / "report.md").exists()
+    # same settings, other seeds or out folders: one group, one table, as before
+    _, alone = write_report(tmp_path / "e2w1s0")
+    assert alone[0].startswith("| method")
+
+
+def test_an_unknown_run_format_is_refused_by_name(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", "plain", 0, run_format=99)
+    with pytest.raises(ValueError, match="run_format 99; this mmsample reads run_format 1"):
+        write_report(tmp_path)

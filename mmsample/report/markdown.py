@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .plots import PLOTS
-from .runs import Run, Summary, load_runs, summarize
+from .runs import Run, Summary, group_runs, load_runs, summarize
 
 __all__ = ["BASELINE", "ORDER", "fmt", "headline", "method_stats", "verdicts", "write_report"]
 
@@ -164,11 +164,43 @@ def _schedule(runs: Sequence[Run]) -> list[str]:
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, list[str]]:
     """Write `report.md` and the PNG plots for the runs under `run_dir` into `out` (default
-    `run_dir`). Returns the report's path and its headline table (markdown lines). Raises
-    ValueError when `run_dir` holds no run."""
+    `run_dir`). Returns the report's path and its headline table (markdown lines). Runs whose
+    settings differ (`group_runs`: epochs, batch size, world size, model, data, ...) are never
+    pooled: each group gets its own report in `out/<setting=value,...>/` and `report.md` names
+    the differing settings and each group's table. Raises ValueError when `run_dir` holds no
+    run or a run of an unknown `run_format`."""
     root = Path(run_dir)
     runs = load_runs(root)
     dest = Path(out) if out is not None else root
+    dest.mkdir(parents=True, exist_ok=True)
+    groups = group_runs(runs)
+    if len(groups) == 1:
+        return _write_group(runs, root, dest)
+    differ = sorted(groups[0][0])
+    lines = [
+        "# Modality balance report",
+        "",
+        f"{len(runs)} runs under `{root}` differ in {', '.join(differ)}: they are not pooled. "
+        f"Each of the {len(groups)} groups below is reported on its own.",
+        "",
+    ]
+    table: list[str] = []
+    for values, members in groups:
+        name = ", ".join(f"{k}={values[k]}" for k in differ)
+        folder = "_".join(f"{k}={values[k]}" for k in differ).replace("/", "-")
+        report, group_table = _write_group(members, root, dest / folder)
+        lines += [f"## {name}", "", *group_table, "", f"[report]({folder}/{report.name})", ""]
+        table += [f"{name}:", *group_table]
+    notes = root / "notes.md"
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
+    report = dest / "report.md"
+    report.write_text("\n".join(lines).rstrip() + "\n")
+    return report, table
+
+
+def _write_group(runs: Sequence[Run], root: Path, dest: Path) -> tuple[Path, list[str]]:
+    """`report.md` and plots in `dest` for runs of equal settings; its path and headline."""
     dest.mkdir(parents=True, exist_ok=True)
     summaries = summarize(runs, ORDER)
     table = headline(summaries)

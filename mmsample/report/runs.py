@@ -5,7 +5,9 @@ loop that writes the same files) holds `config.json` (at least `method` and `see
 `metrics.jsonl` (one JSON object per epoch: `test/acc`, `test/acc/<m>`,
 `test/contribution/<m>`, `time/epoch_s`, `throughput/items_per_s`, ...) and `stats.jsonl`
 (the loader's `method.stats(e)` per epoch: `items/<m>`, `batch_size/<m>`, `pacing`, ...).
-`load_runs(root)` finds every such folder under `root` (root itself included).
+`load_runs(root)` finds every such folder under `root` (root itself included);
+`group_runs(runs)` splits them by their settings so that runs which differ are never pooled.
+The format, with its `run_format` version in `config.json`, is docs/run_format.md.
 """
 
 from __future__ import annotations
@@ -17,7 +19,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Run", "Summary", "load_run", "load_runs", "mean_std", "summarize"]
+__all__ = [
+    "NOT_SETTINGS",
+    "RUN_FORMAT",
+    "Run",
+    "Summary",
+    "group_runs",
+    "load_run",
+    "load_runs",
+    "mean_std",
+    "settings",
+    "summarize",
+]
+
+RUN_FORMAT = 1
+"""The run folder format version this reader knows (`config.json`'s `run_format`; a folder
+without the field is read as version 1)."""
+
+NOT_SETTINGS = frozenset(
+    {"method", "seed", "out", "workers", "device", "checkpoint_every", "trace", "run_format"}
+)
+"""`config.json` keys that do not make runs unlike: what is compared across (method, seed) or
+only says where and how a run was executed, not what it trained."""
 
 
 @dataclass
@@ -78,13 +101,20 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_run(path: str | Path) -> Run:
-    """The run in folder `path`. Raises ValueError when it holds no `metrics.jsonl`."""
+    """The run in folder `path`. Raises ValueError when it holds no `metrics.jsonl` or its
+    `config.json` names a `run_format` other than `RUN_FORMAT`."""
     folder = Path(path)
     metrics = folder / "metrics.jsonl"
     if not metrics.exists():
         raise ValueError(f"{folder} is not a run folder: it has no metrics.jsonl")
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    version = config.get("run_format", RUN_FORMAT)
+    if version != RUN_FORMAT:
+        raise ValueError(
+            f"{config_path} has run_format {version!r}; this mmsample reads run_format "
+            f"{RUN_FORMAT} only (docs/run_format.md): update mmsample or rewrite the run"
+        )
     return Run(folder, config, _jsonl(metrics), _jsonl(folder / "stats.jsonl"))
 
 
@@ -103,6 +133,29 @@ def load_runs(root: str | Path) -> list[Run]:
             "with `python -m pipelines.train --out DIR ...` first."
         )
     return runs
+
+
+def settings(run: Run) -> dict[str, Any]:
+    """What the run trained with: its `config.json` less `NOT_SETTINGS` (epochs, batch size,
+    world size, model, data, method knobs: whatever the writer recorded)."""
+    return {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
+
+
+def group_runs(runs: Sequence[Run]) -> list[tuple[dict[str, Any], list[Run]]]:
+    """Split `runs` into groups of equal `settings`, in first-seen order. Each group comes with
+    the settings that tell it apart from the other groups (`{}` when there is one group);
+    a setting a run does not record counts as its own value (None)."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps(settings(run), sort_keys=True, default=str), []).append(run)
+    members = list(groups.values())
+    keys = sorted({k for g in members for k in settings(g[0])})
+    differ = [
+        k
+        for k in keys
+        if len({json.dumps(settings(g[0]).get(k), default=str) for g in members}) > 1
+    ]
+    return [({k: settings(g[0]).get(k) for k in differ}, g) for g in members]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

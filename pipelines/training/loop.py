@@ -22,6 +22,8 @@ from tqdm.auto import tqdm
 from mmsample.batch import MultimodalBatch
 from mmsample.cli import name_the_flags
 from mmsample.decoding.backends.diagnosis import decoder_line
+from mmsample.report.runlog import data_fingerprint
+from mmsample.report.runs import RUN_FORMAT
 
 from .device import all_sum
 from .evaluate import evaluate
@@ -121,7 +123,8 @@ def train(run: Run) -> int:
     if run.rank == 0:
         print(decoder_line(), flush=True)  # a run that falls back to PyAV says so, and why
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        config.update(world_size=run.world, device=str(run.device))
+        config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
+        config["data_fingerprint"] = data_fingerprint(args.data)
         (args.out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     run.restore()
     while run.epoch < args.epochs:

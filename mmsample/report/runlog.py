@@ -1,0 +1,89 @@
+"""`RunLog`: write a run folder (docs/run_format.md) from your own training loop.
+
+Place in the data flow: inside a user's loop, after each epoch; `mmsample report` reads what it
+writes back (`mmsample.report.runs`), as it reads `pipelines/train.py`'s folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .runs import RUN_FORMAT
+
+__all__ = ["RunLog", "data_fingerprint"]
+
+
+def data_fingerprint(folder: str | Path) -> str:
+    """A short hex digest (16 chars) of the data under `folder` (a shard folder or any data
+    folder), for a run's `data_fingerprint` setting: every file's relative path and size, plus
+    the content of its small metadata files (`.json`, `.jsonl`, `.idx`, `.csv`, up to 1 MiB
+    each); tar payloads are not read. Raises ValueError when `folder` is not a folder."""
+    base = Path(folder)
+    if not base.is_dir():
+        raise ValueError(f"data_fingerprint: {base} is not a folder")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in base.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(base).as_posix()}\0{size}\0".encode())
+        if path.suffix in {".json", ".jsonl", ".idx", ".csv"} and size <= 1 << 20:
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class RunLog:
+    """The logs of one run in `folder`: `config.json` now, a `metrics.jsonl` (and optionally
+    `stats.jsonl`) line per `epoch(...)` call, `done.json` on `done()`.
+
+    `method` and `seed` name the run among its comparisons; `settings` (epochs, batch_size,
+    world_size, model, data, method knobs, ...: JSON values) decide which runs the report may
+    pool: runs whose settings differ are reported apart. Raises ValueError when `folder`
+    already holds a run (a `metrics.jsonl`): one folder, one run.
+    """
+
+    def __init__(self, folder: str | Path, *, method: str, seed: int = 0, **settings: Any) -> None:
+        self.folder = Path(folder)
+        if (self.folder / "metrics.jsonl").exists():
+            raise ValueError(
+                f"{self.folder} already holds a run (metrics.jsonl): give each run its own folder"
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        config = {"run_format": RUN_FORMAT, "method": method, "seed": seed, **settings}
+        (self.folder / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
+
+    def epoch(
+        self,
+        epoch: int,
+        metrics: Mapping[str, float],
+        stats: Mapping[str, float] | None = None,
+    ) -> None:
+        """Append epoch `epoch` (from 0): `metrics` keyed as docs/run_format.md names them
+        (`test/acc`, `test/acc/<m>`, `test/contribution/<m>`, `time/epoch_s`, ...; floats,
+        accuracies as fractions, times in seconds) and, if given, the method's `stats(epoch)`.
+        NaN (not measured yet, e.g. SMV's contribution before its warmup) is written as null,
+        which the report shows as empty. Raises ValueError on a value that is not a number."""
+        self._append("metrics.jsonl", {"epoch": epoch, **_numbers(metrics)})
+        if stats is not None:
+            self._append("stats.jsonl", {"epoch": epoch, **_numbers(stats)})
+
+    def done(self, epochs: int) -> None:
+        """Mark the run finished after `epochs` epochs (`done.json`)."""
+        (self.folder / "done.json").write_text(json.dumps({"epochs": epochs}))
+
+    def _append(self, name: str, record: dict[str, Any]) -> None:
+        with (self.folder / name).open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _numbers(values: Mapping[str, float]) -> dict[str, float | None]:
+    """`values` as JSON numbers (NaN -> null); ValueError naming a key whose value is not one."""
+    out: dict[str, float | None] = {}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"RunLog.epoch: {key}={value!r} is not a number")
+        out[key] = None if math.isnan(value) else float(value)
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -230,6 +231,8 @@ def test_no_progress_keeps_the_metrics_line(
     out = capsys.readouterr().out
     assert "[plain] epoch 0: {" in out and "'test/acc': " in out and "'train/loss': " in out
     assert "decoder: " in out.splitlines()[0]  # the decoder per modality, first (issue 16, item 7)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["decoder"] == out.splitlines()[0]  # and in the run's config, for the report
 
 
 def test_train_names_the_split_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

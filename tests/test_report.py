@@ -119,3 +119,20 @@ def test_an_unknown_run_format_is_refused_by_name(tmp_path: Path) -> None:
     write_run(tmp_path / "run", "plain", 0, run_format=99)
     with pytest.raises(ValueError, match="run_format 99; this mmsample reads run_format 1"):
         write_report(tmp_path)
+
+
+def test_the_report_says_which_decoder_each_run_used(tmp_path: Path) -> None:
+    """The decoder line a run printed at its start is in its config; the report names it (once
+    when every run used the same, per method otherwise) and never splits runs by it."""
+    torchcodec = "decoder: torchcodec for video, audio, image"
+    pyav = "decoder: pyav for video, audio, image (torchcodec: OSError ...; fix: apt-get ...)"
+    write_run(tmp_path / "same" / "plain", "plain", 0, decoder=torchcodec)
+    write_run(tmp_path / "same" / "smv", "smv", 0, decoder=torchcodec)
+    report, _ = write_report(tmp_path / "same")
+    text = report.read_text()
+    assert text.count(torchcodec) == 1 and "not pooled" not in text
+    write_run(tmp_path / "mixed" / "plain", "plain", 0, decoder=torchcodec)
+    write_run(tmp_path / "mixed" / "smv", "smv", 0, decoder=pyav)
+    text = write_report(tmp_path / "mixed")[0].read_text()
+    assert f"- {torchcodec} (plain)" in text and f"- {pyav} (smv)" in text
+    assert "not pooled" not in text  # one group: the decoder is not a setting

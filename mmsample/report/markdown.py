@@ -159,6 +159,13 @@ def _schedule(runs: Sequence[Run]) -> list[str]:
             lines.append(f"- {key}: {config[key]}")
     if "data" in config:
         lines.append(f"- data: `{config['data']}`")
+    decoders = sorted({str(r.config["decoder"]) for r in runs if "decoder" in r.config})
+    if len(decoders) == 1:
+        lines.append(f"- {decoders[0]}")
+    elif decoders:  # runs decoded by different backends: say which used which
+        for line in decoders:
+            methods = sorted({r.method for r in runs if r.config.get("decoder") == line})
+            lines.append(f"- {line} ({', '.join(methods)})")
     return lines
 
 

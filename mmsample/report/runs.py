@@ -37,7 +37,17 @@ RUN_FORMAT = 1
 without the field is read as version 1)."""
 
 NOT_SETTINGS = frozenset(
-    {"method", "seed", "out", "workers", "device", "checkpoint_every", "trace", "run_format"}
+    {
+        "method",
+        "seed",
+        "out",
+        "workers",
+        "device",
+        "checkpoint_every",
+        "trace",
+        "run_format",
+        "decoder",
+    }
 )
 """`config.json` keys that do not make runs unlike: what is compared across (method, seed) or
 only says where and how a run was executed, not what it trained."""

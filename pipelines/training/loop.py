@@ -121,10 +121,12 @@ def train(run: Run) -> int:
     remaining epochs and write `OUT/done.json`; 0 when done or stopped by --stop-after."""
     args = run.args
     if run.rank == 0:
-        print(decoder_line(), flush=True)  # a run that falls back to PyAV says so, and why
+        decoders = decoder_line()
+        print(decoders, flush=True)  # a run that falls back to PyAV says so, and why
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
         config["data_fingerprint"] = data_fingerprint(args.data)
+        config["decoder"] = decoders  # the report says which decoder each run used
         (args.out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     run.restore()
     while run.epoch < args.epochs:

@@ -125,6 +125,7 @@ class Heuristic:
     random order."""
 
     draws = False
+    paced = True  # trains on the fraction lambda(e) of the ids: a short run may never reach 1
 
     def scoring_ids(self, bss: BSS, epoch: int) -> np.ndarray | None:
         return bss.ids if bss._ranking is None else None
@@ -161,6 +162,7 @@ class Learned:
     the variant's probabilities."""
 
     draws = True
+    paced = False  # draws N ids every epoch: no pacing to fall short of
 
     def due(self, bss: BSS, epoch: int) -> bool:
         every = 1 if bss._rules.every_epoch else bss.interval
@@ -295,7 +297,7 @@ class BSS(Method):
 
     # ---- the scheduler -------------------------------------------------------------------
     def _set_run(self, epochs: int | None, batch_size: int | None) -> None:
-        if epochs is None or self.scheduler != "heuristic":
+        if epochs is None or not self._schedule.paced:
             return
         last = self.pacing(epochs - 1)
         if last < 1:

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=RATE, default=3e-3, help="Adam's learning rate (default 3e-3)")
     p.add_argument("--seed", type=int, default=0, help="seeds the model, plans and draws")
     p.add_argument("--workers", type=COUNT, default=0, help="DataLoader workers per rank")
+    p.add_argument(
+        "--threads",
+        type=POSITIVE,
+        default=None,
+        help="torch intra-op threads of the training process (default: torch's, one per core)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--train-split", default="train", help="the split to train on ('' for every sample)"

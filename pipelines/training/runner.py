@@ -51,6 +51,8 @@ class Run:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        if args.threads is not None:  # the step's threads; DataLoader workers run one each
+            torch.set_num_threads(args.threads)
         self.rank, self.world, self.device = setup(args.device)
         torch.manual_seed(args.seed)
         manifest = Manifest.load(args.data)

@@ -87,13 +87,24 @@ class Audio:
             if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
                 check_wav_complete(data)
             wave = get_backend(self.backend).audio(data, self.sample_rate, mono=False)
+        return self.mix(wave)
+
+    def mix(self, wave: torch.Tensor) -> torch.Tensor:
+        """A decoded track float32 [C, S] -> [1, S] (their mean) if mono, else as is; raises
+        ValueError when it holds no samples."""
         if wave.shape[-1] == 0:
             raise ValueError("the audio stream decodes to no samples (empty or undecodable)")
         return audio_ops.mixdown(wave) if self.mono else wave
 
     def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode, crop/pad to `seconds`, then compute the spectrogram if one is asked for."""
-        wave = self.waveform(data)
+        return self.transform(self.waveform(data), generator=generator)
+
+    def transform(
+        self, wave: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """`waveform`'s output [C, S] -> what `decode` returns: cropped or padded to `seconds`
+        (a random crop drawn from `generator`), then the spectrogram if one is asked for."""
         if self.seconds is not None:
             wave = audio_ops.crop_or_pad(
                 wave, round(self.seconds * self.sample_rate), generator=generator

@@ -20,6 +20,8 @@ from torch.utils.data import get_worker_info
 from ..batch import SAMPLE_KEYS
 from ..errors import MmsampleWarning, SampleError
 from ..schedule import mix_seed
+from . import decode_count
+from .joint import clip_pairs, decode_clip
 
 if TYPE_CHECKING:
     from .base import Spec
@@ -129,6 +131,7 @@ class Decoder:
         self.full = (1 << len(self.names)) - 1
         self.seed = int(seed)
         self.threads = check_decode_threads(threads, "Decoder")
+        self.pairs = clip_pairs(self.specs)  # (video, audio) read from one field: one open
 
     def present(self, raw: Mapping[str, Any]) -> int:
         """Bitmask of the modalities whose field the raw sample carries."""
@@ -167,13 +170,15 @@ class Decoder:
                 self._decode_into(out, raw, mask, epoch, item)
         else:
             self._decode_into(out, raw, mask, epoch, item)
+        decode_count.add(mask)
         return out
 
     def _decode_into(
         self, out: dict[str, Any], raw: Mapping[str, Any], mask: int, epoch: int, item: int
     ) -> None:
+        done = self._decode_clips(out, raw, mask, epoch, item)
         for j, name in enumerate(self.names):
-            if not mask >> j & 1:
+            if not mask >> j & 1 or name in done:
                 continue
             spec = self.specs[name]
             gen = item_generator(self.seed, epoch, raw["id"], item, j)
@@ -186,6 +191,37 @@ class Decoder:
                     shard=raw["shard"],
                     key=raw["key"],
                 ) from err
+
+    def _decode_clips(
+        self, out: dict[str, Any], raw: Mapping[str, Any], mask: int, epoch: int, item: int
+    ) -> set[str]:
+        """Decode the (video, audio) pairs that read one field and that the item carries both
+        of from one open of the container (`mmsample.decoding.joint`); the names decoded."""
+        done: set[str] = set()
+        for video, audio in self.pairs:
+            j, k = self.names.index(video), self.names.index(audio)
+            if not (mask >> j & 1 and mask >> k & 1):
+                continue
+            field = self.specs[video].field
+            try:
+                both = decode_clip(
+                    self.specs[video],  # type: ignore[arg-type]
+                    self.specs[audio],  # type: ignore[arg-type]
+                    raw["fields"][field],
+                    video_generator=item_generator(self.seed, epoch, raw["id"], item, j),
+                    audio_generator=item_generator(self.seed, epoch, raw["id"], item, k),
+                )
+            except Exception as err:
+                raise SampleError(
+                    f"cannot decode modalities {video!r} and {audio!r} from field {field!r}: "
+                    f"{type(err).__name__}: {err}",
+                    shard=raw["shard"],
+                    key=raw["key"],
+                ) from err
+            if both is not None:
+                out[video], out[audio] = both
+                done.update((video, audio))
+        return done
 
 
 ON_ERROR = ("raise", "skip")

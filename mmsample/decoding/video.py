@@ -8,12 +8,13 @@ the timestamps come from `frame_times`, the frames from the decoder backend
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from .backends import get_backend
+from .backends import DecodedVideo, get_backend
 from .base import DTYPES, bad_parameter, check_backend, check_size, check_spec_field
 from .frames import finish_frames
 
@@ -97,6 +98,12 @@ class Video:
     def decode(self, data: bytes, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode the chosen frames -> uint8 (or float32) `[T, 3, H, W]`, in one open of the
         container (torchcodec opens a clip with discarded packets twice)."""
+        decoded = get_backend(self.backend).video_frames(data, self.timestamps(generator))
+        return self.finish(decoded)
+
+    def timestamps(self, generator: torch.Generator | None) -> Callable[[float], list[float]]:
+        """clip duration (seconds) -> the timestamps to decode: `frame_times`, or the
+        `random_frames` of them drawn from `generator` (drawn now, once)."""
         picks = (
             uniform_subset(self.frames, self.random_frames, generator)
             if self.random_frames is not None
@@ -107,6 +114,9 @@ class Video:
             all_times = frame_times(duration, self.frames, self.fps)
             return [all_times[i] for i in picks]
 
-        decoded = get_backend(self.backend).video_frames(data, times)
+        return times
+
+    def finish(self, decoded: DecodedVideo) -> torch.Tensor:
+        """A backend's decoded frames -> resized to `size`, in `dtype`: what `decode` returns."""
         size = self.size if isinstance(self.size, tuple) else None
         return finish_frames(decoded.frames, size, self.dtype)

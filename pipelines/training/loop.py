@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mmsample.batch import MultimodalBatch
 from mmsample.cli import name_the_flags
+from mmsample.decoding import decode_count
 from mmsample.decoding.backends.diagnosis import decoder_line
 from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
@@ -60,6 +61,7 @@ def batches(run: Run) -> Iterator[MultimodalBatch]:
 def run_epoch(run: Run) -> dict[str, Any] | None:
     """Train one epoch (from `run.step` when resumed); None if stopped by --stop-after."""
     args = run.args
+    decoded = decode_count.total()  # the epoch's work: scoring passes, training, evaluation
     if run.fresh_epoch:
         run.loader.set_epoch(run.epoch)
     run.fresh_epoch = True
@@ -107,10 +109,14 @@ def run_epoch(run: Run) -> dict[str, Any] | None:
         "time/data_s": waited,
         "throughput/items_per_s": float(totals[3]) / max(seconds, 1e-9),
     }
+    trained = decode_count.total()
     if run.test is not None:
         t0 = time.perf_counter()
         record.update(evaluate(run.model, run.test, run.device, 64, args.workers))
         record["time/eval_s"] = time.perf_counter() - t0
+    work = [trained.items - decoded.items, decode_count.total().items - trained.items]
+    summed = all_sum(torch.tensor(work, dtype=torch.float64))
+    record["work/decoded_train"], record["work/decoded_eval"] = (float(x) for x in summed)
     run.save(end_of_epoch=True)
     run.epoch, run.step = run.epoch + 1, 0
     return record

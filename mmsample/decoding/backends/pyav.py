@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import io
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -59,6 +60,10 @@ def _stream(container: Any, kind: str) -> Any:
     return stream
 
 
+# pts of a keyframe -> the decoded frames from it on (after a seek, or replayed from packets)
+Restart = Callable[[int], Iterator[Any]]
+
+
 class _Scan(NamedTuple):
     pts: list[int]  # sorted pts of the presented frames
     keys: list[int]  # sorted pts of every keyframe, discarded ones included (seek targets)
@@ -68,12 +73,18 @@ class _Scan(NamedTuple):
 
 def _scan(container: Any, stream: Any) -> _Scan:
     """Demux without decoding -> the presented frames, the keyframes and the timeline."""
+    return _timeline(container.demux(stream), stream)
+
+
+def _timeline(packets: Iterable[Any], stream: Any) -> _Scan:
+    """The presented frames, the keyframes and the timeline of the video `packets` (demuxed
+    now, or kept from a demux of several streams)."""
     tb = float(stream.time_base)
     pts: list[int] = []
     keys: list[int] = []
     end: int | None = None
     try:
-        for packet in container.demux(stream):
+        for packet in packets:
             p = packet.pts if packet.pts is not None else packet.dts
             if p is None or packet.size == 0:
                 continue
@@ -100,6 +111,36 @@ def _scan(container: Any, stream: Any) -> _Scan:
     return _Scan(pts, keys or pts[:1], begin, duration)
 
 
+def _seeker(container: Any, stream: Any) -> Restart:
+    """Frames from the keyframe at pts `key` on, read by seeking the container there."""
+
+    def restart(key: int) -> Iterator[Any]:
+        container.seek(key, stream=stream, backward=True, any_frame=False)
+        return iter(container.decode(stream))
+
+    return restart
+
+
+def _replayer(packets: list[Any], stream: Any) -> Restart:
+    """Frames from the keyframe at pts `key` on, decoded from `packets` (the stream's packets
+    in demux order, kept by one demux of every stream, the end-of-stream one included): the
+    decoder is flushed, as after a seek, and fed the packets from that keyframe on, so the
+    frames are those `_seeker` gives."""
+    first: dict[int, int] = {}
+    for i, packet in enumerate(packets):
+        p = packet.pts if packet.pts is not None else packet.dts
+        if packet.is_keyframe and p is not None:
+            first.setdefault(p, i)
+    codec = stream.codec_context
+
+    def restart(key: int) -> Iterator[Any]:
+        codec.flush_buffers()
+        for packet in packets[first.get(key, 0) :]:
+            yield from codec.decode(packet if packet.size else None)
+
+    return restart
+
+
 def _packed(frame: Any, channels: int) -> np.ndarray:
     """A packed float audio frame -> [C, n] (its single plane holds n interleaved C-tuples)."""
     return frame.to_ndarray().reshape(-1, channels).T
@@ -107,6 +148,107 @@ def _packed(frame: Any, channels: int) -> np.ndarray:
 
 def _rgb(frame: Any) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
+
+
+def _frames_at(stream: Any, scan: _Scan, times: Timestamps, restart: Restart) -> DecodedVideo:
+    """The frames a player shows at `times` (seconds after the first presented frame), decoded
+    through `restart` -> uint8 [T, 3, H, W] in display orientation."""
+    header = (stream.codec_context.height, stream.codec_context.width)
+    tb = float(stream.time_base)
+    ts = resolve_times(times, scan.duration)
+    # The frame played at t: last presented pts <= the pts closest to t (torchcodec's rule).
+    wanted = []
+    for t in ts:
+        target = round((scan.begin + t) / tb)
+        wanted.append(scan.pts[max(0, bisect.bisect_right(scan.pts, target) - 1)])
+    first = scan.pts[0]
+
+    def first_size() -> tuple[int, int]:
+        if first not in decoded:  # the clip changes size and frame 0 was not asked for
+            decoded.update(_decode_at(restart, [first], scan.keys)[0])
+        return decoded[first].shape[0], decoded[first].shape[1]
+
+    try:
+        decoded, rotation = _decode_at(restart, sorted(set(wanted or [first])), scan.keys)
+        pictures = [torch.from_numpy(decoded[p]).permute(2, 0, 1) for p in wanted]
+        frames = (
+            stack_frames(pictures, header, first_size)
+            if pictures
+            else torch.empty(0, 3, *first_size(), dtype=torch.uint8)
+        )
+    except Exception as err:
+        raise ValueError(f"PyAV could not decode the video frames: {err}") from err
+    return DecodedVideo(display_orientation(frames, rotation).contiguous(), scan.duration, ts)
+
+
+def _decode_at(
+    restart: Restart, wanted: list[int], keys: list[int]
+) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the frames at the `wanted` pts -> (pts -> RGB [H, W, 3] as stored, the display
+    rotation in degrees counter-clockwise). Restarts from a keyframe only when one lies between
+    the last decoded frame and the next wanted one."""
+    out: dict[int, np.ndarray] = {}
+    rotation = 0
+    frames: Iterator[Any] | None = None
+    position: int | None = None  # pts of the last decoded frame
+    for want in wanted:
+        key = keys[max(0, bisect.bisect_right(keys, want) - 1)]
+        if frames is None or position is None or key > position:
+            frames = restart(key)
+        previous = None
+        chosen = None
+        for frame in frames:
+            p = frame.pts if frame.pts is not None else frame.dts
+            position = p
+            if p == want:
+                chosen = frame
+                break
+            if p is not None and p > want:  # the wanted pts never came out: take the one before
+                chosen = previous if previous is not None else frame
+                break
+            previous = frame
+        else:
+            if previous is None:
+                raise ValueError(f"no frame decoded at or after pts {want}")
+            chosen = previous
+        out[want] = _rgb(chosen)
+        rotation = int(chosen.rotation or 0)
+    return out, rotation
+
+
+def _audio_chunks(stream: Any, sample_rate: int) -> Callable[[Any], list[np.ndarray]]:
+    """packet (None: the end of the stream) -> the packed float32 [C, n] chunks it decodes to
+    at `sample_rate`, through one decoder and one resampler for the stream."""
+    channels = stream.codec_context.channels
+    # Packed float output, reshaped here: PyAV (<= 18) miscounts the planes of planar frames
+    # with >= 8 channels and reads past them (a segfault), so never ask for fltp.
+    resampler = av.AudioResampler(format="flt", layout=stream.layout, rate=sample_rate)
+
+    def decode(packet: Any) -> list[np.ndarray]:
+        if packet is None:
+            return [_packed(out, channels) for out in resampler.resample(None)]
+        return [
+            _packed(out, channels)
+            for frame in stream.codec_context.decode(packet if packet.size else None)
+            for out in resampler.resample(frame)
+        ]
+
+    return decode
+
+
+def _audio_failure(stream: Any, err: Exception) -> ValueError:
+    channels = stream.codec_context.channels
+    return ValueError(
+        f"PyAV could not decode the audio ({channels} channels, {stream.codec_context.name}): "
+        f"{err}{channel_limit_hint(channels)}"
+    )
+
+
+def _wave(chunks: list[np.ndarray], channels: int) -> torch.Tensor:
+    """Decoded chunks -> float32 [C, S] (C = channels, S = 0 when nothing decoded)."""
+    return (
+        torch.from_numpy(np.concatenate(chunks, axis=1)) if chunks else torch.zeros(channels, 0)
+    ).to(torch.float32)
 
 
 class PyAVBackend:
@@ -122,95 +264,49 @@ class PyAVBackend:
         check_complete(data)
         with _open(data, "video") as container:
             stream = _stream(container, "video")
-            header = (stream.codec_context.height, stream.codec_context.width)
-            tb = float(stream.time_base)
             scan = _scan(container, stream)
-            ts = resolve_times(times, scan.duration)
-            # The frame played at t: last presented pts <= the pts closest to t (torchcodec's rule).
-            wanted = []
-            for t in ts:
-                target = round((scan.begin + t) / tb)
-                wanted.append(scan.pts[max(0, bisect.bisect_right(scan.pts, target) - 1)])
-            first = scan.pts[0]
+            return _frames_at(stream, scan, times, _seeker(container, stream))
 
-            def first_size() -> tuple[int, int]:
-                if first not in decoded:  # the clip changes size and frame 0 was not asked for
-                    decoded.update(self._decode_at(container, stream, [first], scan.keys)[0])
-                return decoded[first].shape[0], decoded[first].shape[1]
-
+    def video_and_audio(
+        self, data: bytes, times: Timestamps, sample_rate: int
+    ) -> tuple[DecodedVideo, torch.Tensor]:
+        """`video_frames(data, times)` and `audio(data, sample_rate, mono=False)` of one clip
+        from one open of its container and one demux of both streams: the packets are kept,
+        the audio decoded from them and the wanted frames too (`_replayer`) instead of seeking.
+        Equal tensors to the two calls (the same packets through the same decoders); the same
+        ValueErrors, a demux failure naming the clip's packets."""
+        check_complete(data)
+        with _open(data, "clip") as container:
+            video = _stream(container, "video")
+            audio = _stream(container, "audio")
+            kept: list[Any] = []
+            heard: list[Any] = []
             try:
-                decoded, rotation = self._decode_at(
-                    container, stream, sorted(set(wanted or [first])), scan.keys
-                )
-                pictures = [torch.from_numpy(decoded[p]).permute(2, 0, 1) for p in wanted]
-                frames = (
-                    stack_frames(pictures, header, first_size)
-                    if pictures
-                    else torch.empty(0, 3, *first_size(), dtype=torch.uint8)
-                )
+                for packet in container.demux(video, audio):
+                    (kept if packet.stream.index == video.index else heard).append(packet)
             except Exception as err:
-                raise ValueError(f"PyAV could not decode the video frames: {err}") from err
-        return DecodedVideo(display_orientation(frames, rotation).contiguous(), scan.duration, ts)
-
-    @staticmethod
-    def _decode_at(
-        container: Any, stream: Any, wanted: list[int], keys: list[int]
-    ) -> tuple[dict[int, np.ndarray], int]:
-        """Decode the frames at the `wanted` pts -> (pts -> RGB [H, W, 3] as stored, the display
-        rotation in degrees counter-clockwise)."""
-        out: dict[int, np.ndarray] = {}
-        rotation = 0
-        frames = None
-        position: int | None = None  # pts of the last decoded frame
-        for want in wanted:
-            key = keys[max(0, bisect.bisect_right(keys, want) - 1)]
-            if frames is None or position is None or key > position:
-                container.seek(key, stream=stream, backward=True, any_frame=False)
-                frames = container.decode(stream)
-            previous = None
-            chosen = None
-            for frame in frames:
-                p = frame.pts if frame.pts is not None else frame.dts
-                position = p
-                if p == want:
-                    chosen = frame
-                    break
-                if p is not None and p > want:  # the wanted pts never came out: take the one before
-                    chosen = previous if previous is not None else frame
-                    break
-                previous = frame
-            else:
-                if previous is None:
-                    raise ValueError(f"no frame decoded at or after pts {want}")
-                chosen = previous
-            out[want] = _rgb(chosen)
-            rotation = int(chosen.rotation or 0)
-        return out, rotation
+                raise ValueError(f"PyAV could not read the clip's packets: {err}") from err
+            try:
+                decode = _audio_chunks(audio, sample_rate)
+                chunks = [c for packet in heard for c in decode(packet)] + decode(None)
+            except Exception as err:
+                raise _audio_failure(audio, err) from err
+            scan = _timeline(kept, video)
+            frames = _frames_at(video, scan, times, _replayer(kept, video))
+        return frames, _wave(chunks, audio.codec_context.channels)
 
     def audio(self, data: bytes, sample_rate: int, mono: bool) -> torch.Tensor:
         """All samples of the best audio stream at `sample_rate`, float32 [C, S], channels in
         stream order (any layout, 1..64 channels: FFmpeg's resampler takes at most 64)."""
         with _open(data, "audio") as container:
             stream = _stream(container, "audio")
-            channels = stream.codec_context.channels
-            # Packed float output, reshaped here: PyAV (<= 18) miscounts the planes of planar
-            # frames with >= 8 channels and reads past them (a segfault), so never ask for fltp.
             try:
-                resampler = av.AudioResampler(format="flt", layout=stream.layout, rate=sample_rate)
-                chunks = [
-                    _packed(out, channels)
-                    for frame in container.decode(stream)
-                    for out in resampler.resample(frame)
-                ]
-                chunks += [_packed(out, channels) for out in resampler.resample(None)]
+                decode = _audio_chunks(stream, sample_rate)
+                chunks = [c for packet in container.demux(stream) for c in decode(packet)]
+                chunks += decode(None)
             except Exception as err:
-                raise ValueError(
-                    f"PyAV could not decode the audio ({channels} channels, "
-                    f"{stream.codec_context.name}): {err}{channel_limit_hint(channels)}"
-                ) from err
-        wave = (
-            torch.from_numpy(np.concatenate(chunks, axis=1)) if chunks else torch.zeros(channels, 0)
-        ).to(torch.float32)
+                raise _audio_failure(stream, err) from err
+            wave = _wave(chunks, stream.codec_context.channels)
         return mixdown(wave) if mono else wave
 
     def image(self, data: bytes) -> torch.Tensor:

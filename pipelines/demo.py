@@ -28,12 +28,18 @@ from mmsample.report import write_report
 from mmsample.report.markdown import ORDER
 
 from . import training
+from .demo_cost import print_cost
 
 # The imbalance worth fixing (item 1 of the demo issue; measured numbers in the README): the
 # digit drawn from few principal components, the speech under white noise.
 IMAGE_COMPONENTS = 16
 AUDIO_SNR_DB = 6.0
 TEST_FRACTION = 0.2
+# On 2 cores: one DataLoader worker decodes while the main process steps on one torch thread
+# (measured with tools/bench_demo.py: 0, 1 and 2 workers; torch's default of one thread per
+# core made every step wait for the core the worker held).
+WORKERS = 1
+THREADS = 1
 # the active-learning demo the report links to (README, "Active learning")
 ACTIVE_COMMAND = (
     "python -m pipelines.avmnist --out runs/avmnist && "
@@ -56,7 +62,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=list(ORDER),
         help="methods to train (default: all)",
     )
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers per run")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=WORKERS,
+        help=f"DataLoader workers per run (default {WORKERS}: decoding overlaps the step)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=THREADS,
+        help=f"torch threads of the training step (default {THREADS}: the other core decodes)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--imbalance", action="store_true", help="measure the data's imbalance")
     args = p.parse_args(argv)
@@ -99,6 +116,8 @@ def train_argv(
         str(seed),
         "--workers",
         str(args.workers),
+        "--threads",
+        str(args.threads),
         "--smv-warmup",
         "1",
     ]
@@ -189,19 +208,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imbalance table: {path} ({time.perf_counter() - start:.0f} s)")
         return 0
     data = build_data(args)
-    trained = 0
+    import torch._dynamo  # noqa: F401  (torch.optim.Adam imports it: seconds, once, not in a run)
+
+    trained: list[Path] = []
     for seed in range(args.seeds):
         for method in args.methods:
             out = args.out / f"seed{seed}" / method
             print(f"== {method} (seed {seed})", flush=True)
-            trained += run_one(train_argv(args, data, out, method, seed), out)
+            if run_one(train_argv(args, data, out, method, seed), out):
+                trained.append(out)
     (args.out / "notes.md").write_text(notes(args) + "\n")
     report, table = write_report(args.out)
     took = time.perf_counter() - start
     print("\n".join(table))
     runs = args.seeds * len(args.methods)
-    print(f"{trained} of {runs} runs trained now ({runs - trained} reused) in {took:.0f} s")
+    print(
+        f"{len(trained)} of {runs} runs trained now ({runs - len(trained)} reused) in {took:.0f} s"
+    )
     print(f"report: {report}")
+    print_cost(args.out, took, trained, workers=args.workers, batch_size=args.batch_size, data=data)
     return 0
 
 

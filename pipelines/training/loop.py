@@ -62,8 +62,10 @@ def run_epoch(run: Run) -> dict[str, Any] | None:
     """Train one epoch (from `run.step` when resumed); None if stopped by --stop-after."""
     args = run.args
     decoded = decode_count.total()  # the epoch's work: scoring passes, training, evaluation
+    planned = time.perf_counter()
     if run.fresh_epoch:
         run.loader.set_epoch(run.epoch)
+    planned = time.perf_counter() - planned  # ledger sync, scoring pass, the method's plan
     run.fresh_epoch = True
     trace_path = args.out / f"trace-{run.rank}.jsonl"
     trace = trace_path.open("a") if args.trace else nullcontext(None)
@@ -107,6 +109,7 @@ def run_epoch(run: Run) -> dict[str, Any] | None:
         "train/items": float(totals[3]),
         "time/epoch_s": seconds,
         "time/data_s": waited,
+        "time/plan_s": planned,
         "throughput/items_per_s": float(totals[3]) / max(seconds, 1e-9),
     }
     trained = decode_count.total()

@@ -35,10 +35,12 @@ from .demo_cost import print_cost
 IMAGE_COMPONENTS = 16
 AUDIO_SNR_DB = 6.0
 TEST_FRACTION = 0.2
-# On 2 cores: one DataLoader worker decodes while the main process steps on one torch thread
-# (measured with tools/bench_demo.py: 0, 1 and 2 workers; torch's default of one thread per
-# core made every step wait for the core the worker held).
-WORKERS = 1
+# On 2 cores: two DataLoader workers decode while the main process steps on one torch thread.
+# Measured with tools/bench_demo.py (idle, 2026-12-06, softmax reference 42.7 us): one plain
+# epoch ran at 211 items/s with 0 workers and torch's 2 threads, 216 with 0 workers and 1
+# thread, 174 with 1 worker, 231 with 2 workers; on the machine loaded by other processes
+# torch's 2 threads made every step wait for a busy core (19-27 items/s against 165-271).
+WORKERS = 2
 THREADS = 1
 # the active-learning demo the report links to (README, "Active learning")
 ACTIVE_COMMAND = (
@@ -72,7 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=int,
         default=THREADS,
-        help=f"torch threads of the training step (default {THREADS}: the other core decodes)",
+        help=f"torch threads of the training step (default {THREADS}: the workers decode)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--imbalance", action="store_true", help="measure the data's imbalance")

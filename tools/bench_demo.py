@@ -157,7 +157,7 @@ def bench_workers(data: Path, out: Path, reps: int, clips: int) -> None:
                 decode_only_s(data, workers=workers, batch_size=16, clips=clips, passes=1)
             )
             train[(workers, threads)].append(
-                train_epoch_rate(data, out / "epoch", workers, threads)
+                train_epoch_rate(data, out.parent / f"{out.name}-epoch", workers, threads)
             )
     torch.set_num_threads(default)
     print(f"reference: softmax baseline {statistics.median(refs):.1f} us (median of rounds)")

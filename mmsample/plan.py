@@ -3,10 +3,8 @@
 A plan says, for one epoch, how many items each global sample id yields and which modalities
 each item carries (an integer bitmask, bit j = modality j in the dataset's modality order). A
 plan may also fix the epoch's sequence with `order()` (int64 ids, each id as often as it has
-items; its k-th occurrence is its item k): the indexed loader yields exactly that order. An
-ordered plan may cut its sequence into consecutive `groups()` (Remix: one per modality): the
-indexed loader never puts two groups in one batch and splits each group over the ranks on its
-own, so every rank serves the groups in order (`mmsample.schedule.rank_batches`).
+items; its k-th occurrence is its item k): the indexed loader yields exactly that order. Its
+`groups()` cut it into runs no batch mixes, each split over the ranks on its own (Remix).
 
 `Plan` (also named `ArrayPlan`) holds per-id item counts and the items' masks as arrays, so a
 plan of 200,000 ids is a few numpy arrays that reach loader workers without Python objects per
@@ -83,12 +81,11 @@ def _is_int(value: object) -> bool:
 class ArrayPlan:
     """A plan held as arrays: `counts[id]` items for each id below `len(counts)` (ids beyond:
     none), their masks `masks[offsets[id]:offsets[id + 1]]` in item order, and optionally the
-    epoch's sequence `order` (int64 ids; each id exactly `counts[id]` times), cut into
-    consecutive `groups` (int64 lengths >= 1 summing to `len(order)`; see the module docstring).
+    epoch's sequence `order` (int64 ids; each id exactly `counts[id]` times), cut into runs of
+    `groups` (lengths >= 1 summing to `len(order)`; `mmsample.schedule.rank_batches`).
 
     Raises ValueError for negative counts, a `masks` length other than `counts.sum()`, negative
-    masks, an `order` that does not list each id exactly `counts[id]` times, or `groups` without
-    an order or not summing to its length.
+    masks, an `order` that does not list each id exactly `counts[id]` times, or bad `groups`.
 
     Example: ids 0..3, id 1 dropped, id 2 twice (the second item carrying modality 1 only)::
 
@@ -121,8 +118,8 @@ class ArrayPlan:
         self._masks = m
         self._offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(c)])
         self._order: np.ndarray | None = None
-        o = None if order is None else np.ascontiguousarray(order, dtype=np.int64)
-        if o is not None:
+        if order is not None:
+            o = np.ascontiguousarray(order, dtype=np.int64)
             inside = o.ndim == 1 and (o.size == 0 or (int(o.min()) >= 0 and int(o.max()) < len(c)))
             if not inside or not np.array_equal(np.bincount(o, minlength=len(c)), c):
                 raise ValueError(
@@ -133,10 +130,10 @@ class ArrayPlan:
         self._groups: np.ndarray | None = None
         if groups is not None:
             g = np.ascontiguousarray(groups, dtype=np.int64)
-            if o is None or g.ndim != 1 or (g.size and g.min() < 1) or g.sum() != total:
+            if self._order is None or (g.size and g.min() < 1) or g.sum() != total or g.ndim != 1:
                 raise ValueError(
-                    "The 'groups' parameter of ArrayPlan must be lengths >= 1 of consecutive "
-                    f"runs of 'order' summing to its {total} entries; got {g.tolist()}."
+                    "The 'groups' parameter of ArrayPlan needs an 'order' and must be lengths >= "
+                    f"1 summing to its {total} entries; got {g.tolist()}."
                 )
             self._groups = g
 

@@ -31,7 +31,7 @@ def head_statistics(
     """For stacked logits `z` `[B, R, K]` (the first `m` heads unimodal) and int64 labels `[B]`:
     log-softmax at the label `[B, R]`, argmax == label `[B, R]` (the first maximal index, as
     `torch.argmax`), the mean pairwise cosine of the first `m` softmaxes `[B]` and their
-    `mmsample.signals.uniform_kl` `[B, m]` (Remix).
+    `uniform_kl` `[B, m]`.
 
     `overwrite=True` lets it use `z` as scratch space (a staging buffer about to be reused).
     """
@@ -90,8 +90,8 @@ def per_sample_statistics(
     unimodal_logits: Sequence[Tensor], labels: Tensor, fused_logits: Tensor | None = None
 ) -> dict[str, Tensor]:
     """The numbers the Ledger stores for one batch (int64 labels), as a dict of `[B]` / `[B, M]`
-    tensors: true-class probability, cross-entropy, argmax correctness and KL to uniform per
-    head, similarity."""
+    tensors: true-class probability, cross-entropy, argmax correctness, KL to uniform per head,
+    similarity."""
     m = len(unimodal_logits)
     heads = [*unimodal_logits] if fused_logits is None else [*unimodal_logits, fused_logits]
     with torch.no_grad():

@@ -40,7 +40,7 @@ def merge_tables(tables: Tables, step: int, group: Any = None) -> int:
     sim, fused, values, anyg = m, m + 1, m + 2, g
     modality = list(range(m))
     fgroup = torch.tensor(
-        [*modality, fused, *modality, fused, sim] + [values] * (1 << m) + modality
+        [*modality, fused, *modality, fused, sim, *[values] * (1 << m), *modality]
     )
     merged_f = torch.where(mine[:, fgroup], floats, 0.0).to(dev)
     igroup = torch.tensor([anyg, anyg, *modality, fused])

@@ -6,8 +6,8 @@ row wins, per column group), merges them across ranks (sync.py) and checkpoints 
 
 Layout, for M modalities and R = M + 1 heads (the last one fused): `f` float32
 [true_prob M | fused_true_prob | unimodal_loss M | fused_loss | similarity | values 2**M |
-uniform_kl M] (NaN: never observed); `b` bool [correct M | fused_correct]; `i` int64 [label | last_seen | stamps]
-(-1 / 0: never), one stamp per column group: each modality's statistics (M groups), the
+uniform_kl M] (NaN: never observed); `b` bool [correct M | fused_correct]; `i` int64
+[label | last_seen | stamps] (-1 / 0: never), one stamp per column group: each modality's statistics (M groups), the
 similarity (rows that carried every modality), the fused statistics and the subset values;
 `count` int64 observations, of which `count_base` were already merged across ranks.
 
@@ -63,9 +63,9 @@ class Tables:
 
     def write(self, rows: Drained, record: Tensor, correct: Tensor, scratch: Tensor) -> None:
         """Write drained rows: `record` `[n, 2R'+1+M]` is [true_prob R' | loss R' | similarity |
-        uniform_kl M] and `correct` `[n, R']` (R' = M, or R when some row has fused logits). Per id and
-        column group the last row that writes the group wins; `scratch` is an int64 `[N]` work
-        buffer."""
+        uniform_kl M] and `correct` `[n, R']` (R' = M, or R when some row has fused logits).
+        Per id and column group the last row that writes the group wins; `scratch` is an int64
+        `[N]` work buffer."""
         m = self.b.shape[1] - 1
         r, f, i = m + 1, self.f, self.i
         ids, stamp, distinct = rows.ids, rows.stamp, rows.distinct

@@ -9,8 +9,7 @@ assigns each row's modalities by its position in the batch.
 Two fetch modes, one meaning:
 - "indexed": random access in the epoch's exact sequence (the plan's `order()` if it has one,
   else the plan's items permuted by (seed, epoch)); each rank takes a contiguous slice (of each
-  of the plan's `groups()`, if any) and its batches go to workers round-robin, so the loader
-  yields exactly that sequence.
+  plan group) and its batches go to workers round-robin, so the loader yields that sequence.
 - "streamed": shards read sequentially (`mmsample.shards.stages`: shard order and a shuffle
   buffer seeded by (seed, epoch)); the plan's multiset of (id, mask) items is kept exactly, its
   order and groups are not (the reader's order replaces them).

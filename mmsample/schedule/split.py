@@ -102,12 +102,10 @@ def rank_batches(
     drop_last: bool = False,
     groups: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, bounds): rank `rank`'s positions in an epoch of `total` items and its batches,
-    batch b being `positions[bounds[b]:bounds[b + 1]]`. Each group (`groups`: lengths of
-    consecutive runs of the sequence; None: one group of `total`) is split on its own, as
-    `rank_range` splits an epoch (padded by wrap-around within the group), and cut into batches
-    of `rows` (`drop_last`: whole ones only): no batch holds two groups and every rank has the
-    same batches."""
+    """(positions, bounds): rank `rank`'s positions in an epoch of `total` items, its batch b
+    `positions[bounds[b]:bounds[b + 1]]`. Each of `groups` (lengths of consecutive runs; None:
+    one) is split as `rank_range` splits an epoch, wrapping around within the group, and cut in
+    batches of `rows` (`drop_last`: whole ones): no batch mixes groups; ranks get equal batches."""
     pos, bounds, start = [np.zeros(0, np.int64)], [0], 0
     for n in [total] if groups is None else np.asarray(groups).tolist():
         lo, hi = rank_range(n, rank, world, True, granule, drop_last)

@@ -16,8 +16,8 @@ from .checks import describe
 
 def uniform_kl(probs: Tensor) -> Tensor:
     """`KL(p || uniform)` in bits, `sum_k p_k log2(p_k K)`, of probabilities `[..., K]` ->
-    `[...]` (dtype kept): p clipped to [1e-9, 1] first, not renormalised, as the authors'
-    `kl_divergence` (Remix_ICML2025 train.py). Low = unconfident, the least learned."""
+    `[...]` (dtype kept), p clipped to [1e-9, 1], not renormalised: the authors' `kl_divergence`
+    (Remix_ICML2025 train.py). Low: an unconfident, little-learned modality."""
     p = probs.clamp(1e-9, 1.0)
     return (p * torch.log2(p * probs.shape[-1])).sum(-1)
 
@@ -27,27 +27,21 @@ def assign_lowest(kl: Tensor, tie: int | None = None) -> Tensor:
     column `tie` when it is among the lowest, else (and for `tie=None`) to the first, as
     `torch.argmin`."""
     pick = kl.argmin(1)
-    if tie is not None:
-        pick = torch.where(kl[:, tie] == kl.amin(1), tie, pick)
-    return pick
+    return pick if tie is None else torch.where(kl[:, tie] == kl.amin(1), tie, pick)
 
 
 def remix_assignment(unimodal_logits: Sequence[Tensor], tie: int | None = None) -> Tensor:
-    """int64 `[N]`: the modality each sample is assigned to, `argmin_j uniform_kl(softmax(z_j))`
-    over M >= 2 logit tensors `[N, K]` (paper Sec. 3.2; ties: `assign_lowest`; the authors'
-    two-modality code gives a tie to the visual one). ValueError naming the argument for fewer
-    than 2 tensors, other shapes, non-floating or non-finite logits, or a bad `tie`."""
-    z = list(unimodal_logits) if not isinstance(unimodal_logits, Tensor) else []
+    """int64 `[N]`: each sample's modality, `argmin_j uniform_kl(softmax(z_j))` over M >= 2
+    logits `[N, K]` (paper Sec. 3.2; ties: `assign_lowest`; the authors' two-modality code gives
+    them to the visual one). ValueError naming the argument for fewer than 2 tensors, unequal
+    shapes, non-floating or non-finite logits, or a `tie` that is not a modality index."""
+    z = [] if isinstance(unimodal_logits, Tensor) else list(unimodal_logits)
     ok = len(z) >= 2 and all(isinstance(t, Tensor) and t.is_floating_point() for t in z)
     if not ok or any(t.ndim != 2 or t.shape != z[0].shape or not t.isfinite().all() for t in z):
-        got = [describe(t) for t in z] if z else describe(unimodal_logits)
         raise ValueError(
             "The 'unimodal_logits' argument of remix_assignment must be a list of M >= 2 finite "
-            f"floating tensors [N, K] of one shape, one per modality; got {got}."
+            f"floating tensors [N, K] of one shape; got {[describe(t) for t in z] or z}."
         )
     if tie is not None and (isinstance(tie, bool) or tie not in range(len(z))):
-        raise ValueError(
-            f"The 'tie' argument of remix_assignment must be None or a modality index in "
-            f"[0, {len(z)}); got {tie!r}."
-        )
+        raise ValueError(f"The 'tie' argument of remix_assignment must be < {len(z)}; got {tie!r}")
     return assign_lowest(torch.stack([uniform_kl(torch.softmax(t, -1)) for t in z], 1), tie)

@@ -2,7 +2,7 @@
 
 Place in the data flow: shards -> `balanced_loader` (streamed or indexed reader) or `wrap`
 around an ordinary DataLoader (`--loader wrap`) -> MultimodalBatch, with the Ledger the method
-reads and, for BSS, the scoring pass it ranks from.
+reads and, for BSS and Remix, the scoring pass they plan from.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmsample.batch import MultimodalBatch
 from mmsample.ledger import Ledger
 from mmsample.loader import BalancedLoader, balanced_loader, wrap
-from mmsample.methods import BSS, DUS, SMV
+from mmsample.methods import BSS, DUS, SMV, Remix
 from mmsample.position_scoring import PositionScorer
 from mmsample.scoring import Scorer
 from mmsample.shards.format import Manifest
@@ -49,7 +49,26 @@ def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
     if name in ("smv", "smv-modality"):
         level = "modality" if name == "smv-modality" else "sample"
         return SMV(ledger, level, args.smv_warmup, seed=args.seed, fraction=args.smv_fraction)
+    if name == "remix":  # the authors' two-modality code gives a tie to the visual modality
+        tie = next((j for j, n in enumerate(ledger.names) if n in ("video", "visual")), None)
+        return Remix(ledger, args.remix_warmup, tie=tie, seed=args.seed)
     return None
+
+
+class EvalScorer:
+    """`scorer(ids)` with the model in eval mode (BatchNorm's running statistics, no dropout),
+    its mode restored after: the Remix authors score the training split this way."""
+
+    def __init__(self, scorer: Any, model: torch.nn.Module) -> None:
+        self.scorer, self.model = scorer, model
+
+    def __call__(self, ids: np.ndarray) -> None:
+        was = self.model.training
+        self.model.eval()
+        try:
+            self.scorer(ids)
+        finally:
+            self.model.train(was)
 
 
 class TupleView(Dataset[tuple[Any, ...]]):
@@ -87,10 +106,12 @@ def build_loader(
     num_classes: int,
     device: torch.device,
     model: LateFusion,
+    scoring_modalities: dict[str, Any] | None = None,
 ) -> BalancedLoader:
     """`balanced_loader` over the train split's shards (streamed or indexed), or `wrap` around
     an ordinary DataLoader (`--loader wrap`). The Ledger is sized by the id space (wrap: the
-    dataset's length); BSS gets its scoring pass through `scorer=`."""
+    dataset's length); BSS and Remix get their scoring pass through `scorer=` (Remix's in eval
+    mode and, on shards, with `scoring_modalities`, the test-time specs, when given)."""
     names = list(modalities)
     split = args.train_split or None
     log = args.out / "stats.jsonl"
@@ -108,7 +129,7 @@ def build_loader(
         fields: dict[str, int | str] = {n: j for j, n in enumerate(names)}
         fields["label"] = len(names)
         method = build_method(args, ledger)
-        by_position = (
+        by_position: PositionScorer | EvalScorer | None = (
             PositionScorer(
                 ModelForward(model, device),
                 view,
@@ -117,9 +138,11 @@ def build_loader(
                 output="multimodal",
                 device=device,
             )
-            if isinstance(method, BSS)
+            if isinstance(method, BSS | Remix)
             else None
         )
+        if isinstance(method, Remix):
+            by_position = EvalScorer(by_position, model)
         return wrap(
             plain,
             method,
@@ -131,9 +154,15 @@ def build_loader(
         )
     ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
     method = build_method(args, ledger)
-    scorer = None
+    scorer: Scorer | EvalScorer | None = None
     if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass
         scorer = Scorer(model, indexed, ledger, device=device, progress=not args.no_progress)
+    if isinstance(method, Remix):  # Remix scores the training split every epoch, in eval mode
+        specs = scoring_modalities or modalities
+        reader = IndexedDataset(args.data, specs, split=split, seed=args.seed)
+        scorer = EvalScorer(
+            Scorer(model, reader, ledger, device=device, progress=not args.no_progress), model
+        )
     source: StreamedDataset | IndexedDataset = indexed
     if args.mode == "streamed":
         source = StreamedDataset(args.data, modalities, shuffle=1000, seed=args.seed, split=split)

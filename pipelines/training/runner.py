@@ -13,7 +13,6 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmsample.batch import MultimodalBatch
@@ -26,6 +25,7 @@ from mmsample.shards.indexed import IndexedDataset
 from ..models import MODELS
 from .data import build_loader
 from .device import all_sum, autocast, distributed, setup
+from .losses import LOSSES
 
 
 def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
@@ -68,6 +68,9 @@ class Run:
         self.modalities = choice.modalities
         self.names = list(self.modalities)
         self.model = choice.model.to(self.device)
+        # Remix's unimodal heads train the encoders (the authors' heads are not detached)
+        self.model.train_heads = args.method == "remix"
+        self.loss_fn = LOSSES["remix" if args.method == "remix" else "plain"]
         self.augment = choice.augment
         self.ddp: nn.Module = self.model
         if distributed():
@@ -80,7 +83,14 @@ class Run:
             )
         self.optim = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         args.out.mkdir(parents=True, exist_ok=True)
-        self.loader = build_loader(args, self.modalities, self.num_classes, self.device, self.model)
+        self.loader = build_loader(
+            args,
+            self.modalities,
+            self.num_classes,
+            self.device,
+            self.model,
+            scoring_modalities=choice.test_modalities,
+        )
         self.ledger: Ledger | None = self.loader.ledger  # None: no data-side method
         self.ogm = None
         if args.method in ("ogmge", "ogmge+dus"):
@@ -179,11 +189,7 @@ class Run:
             logits, uni = self.ddp(batch)
         logits, uni = logits.float(), [u.float() for u in uni]
         fused = logits[:, full]
-        loss = F.cross_entropy(fused, y)
-        for j, u in enumerate(uni):
-            rows = present[:, j]
-            if bool(rows.any()):
-                loss = loss + F.cross_entropy(u[rows], y[rows])
+        loss = self.loss_fn(fused, uni, y, present, self.epoch, self.args)
         idle = self.idle_term(present)
         if idle is not None:
             loss = loss + idle

@@ -8,6 +8,7 @@ reads and, for BSS and Remix, the scoring pass they plan from.
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +52,9 @@ def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
         return SMV(ledger, level, args.smv_warmup, seed=args.seed, fraction=args.smv_fraction)
     if name == "remix":  # the authors' two-modality code gives a tie to the visual modality
         tie = next((j for j, n in enumerate(ledger.names) if n in ("video", "visual")), None)
-        return Remix(ledger, args.remix_warmup, tie=tie, seed=args.seed)
+        remix = Remix(ledger, args.remix_warmup, tie=tie, seed=args.seed)
+        remix.set_run(epochs=args.epochs)  # warns when every epoch would be warm-up
+        return remix
     return None
 
 
@@ -164,6 +167,13 @@ def build_loader(
             Scorer(model, reader, ledger, device=device, progress=not args.no_progress), model
         )
     source: StreamedDataset | IndexedDataset = indexed
+    if args.mode == "streamed" and isinstance(method, Remix):
+        warnings.warn(
+            "--method remix with --mode streamed: the streamed reader keeps each sample's one "
+            "item and its modality but not Remix's order, so batches mix modalities (the loss "
+            "is computed per row). Pass --mode indexed for the authors' one-modality batches.",
+            stacklevel=2,
+        )
     if args.mode == "streamed":
         source = StreamedDataset(args.data, modalities, shuffle=1000, seed=args.seed, split=split)
     return balanced_loader(

@@ -29,6 +29,9 @@ from mmsample.shards.streamed import StreamedDataset
 from ..models import LateFusion
 from .device import autocast
 
+UNPLANNED = ("plain", "ogmge")
+"""`--method` values with no data-side method (the loader serves the plain plan, no Ledger)."""
+
 
 def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
     """The data-side method of `--method` on `ledger` (None for plain and OGM-GE alone)."""
@@ -128,10 +131,12 @@ def build_loader(
             num_workers=args.workers,
             pin_memory=device.type == "cuda",
         )
-        ledger = Ledger(len(view), len(names), num_classes, names=names)
         fields: dict[str, int | str] = {n: j for j, n in enumerate(names)}
         fields["label"] = len(names)
-        method = build_method(args, ledger)
+        method = None
+        if args.method not in UNPLANNED:
+            ledger = Ledger(len(view), len(names), num_classes, names=names)
+            method = build_method(args, ledger)
         by_position: PositionScorer | EvalScorer | None = (
             PositionScorer(
                 ModelForward(model, device),
@@ -155,8 +160,10 @@ def build_loader(
             scorer=by_position,
             output="multimodal",
         )
-    ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
-    method = build_method(args, ledger)
+    method = None
+    if args.method not in UNPLANNED:
+        ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
+        method = build_method(args, ledger)
     scorer: Scorer | EvalScorer | None = None
     if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass
         scorer = Scorer(model, indexed, ledger, device=device, progress=not args.no_progress)

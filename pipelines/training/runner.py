@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +48,26 @@ def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
         )
 
 
+def read_only(specs: dict[str, Any], only: Sequence[str] | None) -> dict[str, Any]:
+    """`specs` restricted to the modalities of `only` (all of them when None): a unimodal
+    baseline decodes nothing of the modalities its model zeroes."""
+    return {n: s for n, s in specs.items() if not only or n in only}
+
+
+def presence(batch: MultimodalBatch, names: Sequence[str]) -> Tensor:
+    """Bool `[B, M]`: which rows carry each of the model's modalities `names`; all False for a
+    modality the batch's reader does not decode (a `--only` run)."""
+    return torch.stack(
+        [
+            batch.present(n)
+            if n in batch.names
+            else torch.zeros_like(batch.labels, dtype=torch.bool)
+            for n in names
+        ],
+        1,
+    )
+
+
 class Run:
     """One training run's state and steps (see `pipelines.training`)."""
 
@@ -64,9 +86,16 @@ class Run:
         options = {k: v for k, v in given if v is not None}
         if options and args.model == "small":
             raise ValueError(f"--model small takes no {sorted(options)}; they are resnet18's")
+        if args.only and args.method != "plain":
+            raise ValueError(
+                f"--only {' '.join(args.only)} trains a unimodal baseline (the ceiling of "
+                f"{', '.join(args.only)}), which has nothing to balance: use it with --method "
+                f"plain, not --method {args.method}"
+            )
         choice = MODELS[args.model](self.num_classes, only=args.only, **options)
-        self.modalities = choice.modalities
-        self.names = list(self.modalities)
+        self.names = list(choice.modalities)  # the model's modalities, in model order
+        # what the training reader decodes: a unimodal baseline (`--only`) its modalities only
+        self.modalities = read_only(choice.modalities, args.only)
         self.model = choice.model.to(self.device)
         # Remix's unimodal heads train the encoders (the authors' heads are not detached)
         self.model.train_heads = args.method == "remix"
@@ -99,7 +128,11 @@ class Run:
             self.ogm = OGMGE(encoders, args.ogm_alpha, end=args.epochs - 1, generator=gen)
         self.test = (
             IndexedDataset(
-                args.data, choice.test_modalities or self.modalities, split=args.test_split
+                # every modality, also for a unimodal baseline (its model zeroes the others):
+                # the test set's decode is the same for every run, and decoded once
+                args.data,
+                choice.test_modalities or choice.modalities,
+                split=args.test_split,
             )
             if args.test_split
             else None
@@ -183,7 +216,7 @@ class Run:
         batch = batch.to(self.device, non_blocking=True)
         self.augment_batch(batch)
         y = batch.labels
-        present = torch.stack([batch.present(n) for n in self.names], 1)
+        present = presence(batch, self.names)
         full = (1 << len(self.names)) - 1
         with autocast(self.device):
             logits, uni = self.ddp(batch)
@@ -218,6 +251,7 @@ class Run:
                 values=values,
                 present=present,
             )
-        paired = present.all(1)
+        read = [j for j, n in enumerate(self.names) if n in self.modalities]
+        paired = present[:, read].all(1)  # rows carrying every modality the run reads
         right = int(((fused.argmax(-1) == y) & paired).sum())
         return float(loss.detach()) * len(y), right, int(paired.sum())

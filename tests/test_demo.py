@@ -274,3 +274,20 @@ def test_a_unimodal_baseline_decodes_only_its_modality(
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "--only audio" in err and "--method plain" in err
+
+
+@pytest.mark.parametrize("loader", ["shards", "wrap"])
+def test_bss_scoring_pass_runs_in_eval_mode(demo: Path, tmp_path: Path, loader: str) -> None:
+    """BSS's scoring pass is inference: the model is in eval mode during it (BatchNorm's running
+    statistics untouched, no dropout) and back in training mode after."""
+    from pipelines.training.options import parse_args
+    from pipelines.training.runner import Run
+
+    argv = ["--data", str(demo / "data" / "shards"), "--out", str(tmp_path), "--method", "bss"]
+    run = Run(parse_args([*argv, "--loader", loader, "--batch-size", "3", "--no-progress"]))
+    modes: list[bool] = []
+    run.model.encoders["audio"].register_forward_pre_hook(lambda m, _: modes.append(m.training))
+    run.model.train()
+    run.loader.set_epoch(0)  # BSS ranks every id before its first epoch
+    assert modes and not any(modes)
+    assert run.model.training

@@ -63,7 +63,8 @@ def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
 
 class EvalScorer:
     """`scorer(ids)` with the model in eval mode (BatchNorm's running statistics, no dropout),
-    its mode restored after: the Remix authors score the training split this way."""
+    its mode restored after: every scoring pass of the loop (BSS's ranking, Remix's
+    assignment, as the Remix authors score the training split) is inference."""
 
     def __init__(self, scorer: Any, model: torch.nn.Module) -> None:
         self.scorer, self.model = scorer, model
@@ -149,7 +150,7 @@ def build_loader(
             if isinstance(method, BSS | Remix)
             else None
         )
-        if isinstance(method, Remix):
+        if by_position is not None:  # every scoring pass is inference: eval mode
             by_position = EvalScorer(by_position, model)
         return wrap(
             plain,
@@ -165,8 +166,11 @@ def build_loader(
         ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
         method = build_method(args, ledger)
     scorer: Scorer | EvalScorer | None = None
-    if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass
-        scorer = Scorer(model, indexed, ledger, device=device, progress=not args.no_progress)
+    if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass,
+        # in eval mode like every inference (BatchNorm's running statistics stay the training's)
+        scorer = EvalScorer(
+            Scorer(model, indexed, ledger, device=device, progress=not args.no_progress), model
+        )
     if isinstance(method, Remix):  # Remix scores the training split every epoch, in eval mode
         specs = scoring_modalities or modalities
         reader = IndexedDataset(args.data, specs, split=split, seed=args.seed)

@@ -3,7 +3,8 @@
 A plan says, for one epoch, how many items each global sample id yields and which modalities
 each item carries (an integer bitmask, bit j = modality j in the dataset's modality order). A
 plan may also fix the epoch's sequence with `order()` (int64 ids, each id as often as it has
-items; its k-th occurrence is its item k): the indexed loader yields exactly that order.
+items; its k-th occurrence is its item k): the indexed loader yields exactly that order. Its
+`groups()` cut it into runs no batch mixes, each split over the ranks on its own (Remix).
 
 `Plan` (also named `ArrayPlan`) holds per-id item counts and the items' masks as arrays, so a
 plan of 200,000 ids is a few numpy arrays that reach loader workers without Python objects per
@@ -80,10 +81,11 @@ def _is_int(value: object) -> bool:
 class ArrayPlan:
     """A plan held as arrays: `counts[id]` items for each id below `len(counts)` (ids beyond:
     none), their masks `masks[offsets[id]:offsets[id + 1]]` in item order, and optionally the
-    epoch's sequence `order` (int64 ids; each id exactly `counts[id]` times).
+    epoch's sequence `order` (int64 ids; each id exactly `counts[id]` times), cut into runs of
+    `groups` (lengths >= 1 summing to `len(order)`; `mmsample.schedule.rank_batches`).
 
     Raises ValueError for negative counts, a `masks` length other than `counts.sum()`, negative
-    masks, or an `order` that does not list each id exactly `counts[id]` times.
+    masks, an `order` that does not list each id exactly `counts[id]` times, or bad `groups`.
 
     Example: ids 0..3, id 1 dropped, id 2 twice (the second item carrying modality 1 only)::
 
@@ -95,6 +97,7 @@ class ArrayPlan:
         counts: Sequence[int] | np.ndarray,
         masks: Sequence[int] | np.ndarray,
         order: Sequence[int] | np.ndarray | None = None,
+        groups: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         c = np.ascontiguousarray(counts, dtype=np.int64)
         m = np.ascontiguousarray(masks, dtype=np.int64)
@@ -124,6 +127,15 @@ class ArrayPlan:
                     f"times ({total} entries, ids in [0, {len(c)})); got {o.size} entries."
                 )
             self._order = o
+        self._groups: np.ndarray | None = None
+        if groups is not None:
+            g = np.ascontiguousarray(groups, dtype=np.int64)
+            if self._order is None or (g.size and g.min() < 1) or g.sum() != total or g.ndim != 1:
+                raise ValueError(
+                    "The 'groups' parameter of ArrayPlan needs an 'order' and must be lengths >= "
+                    f"1 summing to its {total} entries; got {g.tolist()}."
+                )
+            self._groups = g
 
     @classmethod
     def every(cls, ids: np.ndarray, num_ids: int, full: int) -> ArrayPlan:
@@ -181,11 +193,17 @@ class ArrayPlan:
         view.flags.writeable = False
         return view
 
+    def groups(self) -> np.ndarray | None:
+        """Lengths of the consecutive groups of `order()`, or None: one group."""
+        return None if self._groups is None else self._groups.copy()
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The plan as plain arrays (`ArrayPlan(**plan.arrays())` rebuilds it)."""
         out = {"counts": self._counts, "masks": self._masks}
         if self._order is not None:
             out["order"] = self._order
+        if self._groups is not None:
+            out["groups"] = self._groups
         return out
 
     def __eq__(self, other: Any) -> bool:
@@ -201,6 +219,7 @@ class ArrayPlan:
 
     def __repr__(self) -> str:
         ordered = "" if self._order is None else ", ordered"
+        ordered += "" if self._groups is None else f", {len(self._groups)} groups"
         return f"ArrayPlan(ids={len(self._counts)}, items={len(self._masks)}{ordered})"
 
 

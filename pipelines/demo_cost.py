@@ -34,7 +34,7 @@ import torch
 from mmsample.decoding.backends.diagnosis import decoder_line
 from mmsample.loader import balanced_loader
 from mmsample.shards.format import Manifest
-from mmsample.shards.streamed import StreamedDataset
+from mmsample.shards.indexed import IndexedDataset
 
 from .models import MODELS
 
@@ -121,15 +121,15 @@ def decode_only_s(
     seed: int = 0,
 ) -> float:
     """Seconds per clip of the demo's training reader alone: `balanced_loader` over the train
-    split of `data` (the streamed reader, shuffle buffer 1000, as `pipelines.train` builds it)
-    with `model`'s specs, `workers` DataLoader workers and `batch_size`, iterated without a
-    training step for `clips` clips (or the whole split if smaller), DataLoader start-up
-    included; the fastest of `passes` passes. Runs at this process's torch threads."""
+    split of `data` in indexed mode (as the demo's runs read: `pipelines.train --mode
+    indexed`) with `model`'s specs, `workers` DataLoader workers and `batch_size`, iterated
+    without a training step for `clips` clips (or the whole split if smaller), DataLoader
+    start-up included; the fastest of `passes` passes. Runs at this process's torch threads."""
     classes = len(Manifest.load(data).classes)
     specs = MODELS[model](classes).modalities
     best = float("inf")
     for _ in range(passes):
-        source = StreamedDataset(data, specs, shuffle=1000, seed=seed, split="train")
+        source = IndexedDataset(data, specs, split="train", seed=seed)
         loader = balanced_loader(source, None, batch_size=batch_size, num_workers=workers)
         start = time.perf_counter()
         seen = 0

@@ -3,7 +3,8 @@
 Every model is a `LateFusion`: one encoder per modality, a linear fusion head on the
 concatenated features, and a linear unimodal head per modality on the *detached* features (a
 probe: it reports how far each encoder has come, for the ledger and OGM-GE, without adding a
-unimodal loss that would itself rebalance the encoders). Its interface is the one
+unimodal loss that would itself rebalance the encoders); `train_heads = True` attaches the
+heads to the features instead, so their loss trains the encoders (Data Remixing's heads). Its interface is the one
 `mmsample.scoring.score` calls: `features(batch) -> [z_0, ..., z_{M-1}]` (`[B, D]` float, zero
 for the rows that do not carry the modality), `head(x) -> [B, K]`, `unimodal(features) -> M
 logits [B, K]`.
@@ -33,7 +34,9 @@ class LateFusion(nn.Module):
     `forward(batch)` -> `(subset logits [B, 2**M, K], unimodal logits: M x [B, K])`; row
     `2**M - 1` of the subset logits is the fused prediction (`mmsample.signals.subset_logits`).
     `only`, if given, keeps the features of those modalities and zeroes the others (a unimodal
-    baseline with the same architecture).
+    baseline with the same architecture). A row that does not carry a modality gets zero
+    features for it (Remix masks at the pooled features, as its authors' model does).
+    `train_heads` (default False): the unimodal heads see the features undetached.
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class LateFusion(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = nn.Linear(dim * len(encoders), num_classes)
         self.probes = nn.ModuleDict({n: nn.Linear(dim, num_classes) for n in self.names})
+        self.train_heads = False
 
     def features(self, batch: MultimodalBatch) -> list[Tensor]:
         """`[B, dim]` float32 per modality; zero where a row does not carry the modality."""
@@ -75,8 +79,11 @@ class LateFusion(nn.Module):
         return self.fusion(x)
 
     def unimodal(self, features: Sequence[Tensor]) -> list[Tensor]:
-        """The probes on the detached features: M logits `[B, K]`."""
-        return [self.probes[n](z.detach()) for n, z in zip(self.names, features)]
+        """The probes on the features (detached unless `train_heads`): M logits `[B, K]`."""
+        return [
+            self.probes[n](z if self.train_heads else z.detach())
+            for n, z in zip(self.names, features)
+        ]
 
     def forward(self, batch: MultimodalBatch) -> tuple[Tensor, list[Tensor]]:
         feats = self.features(batch)

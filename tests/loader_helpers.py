@@ -11,12 +11,12 @@ import torch
 from mmsample.decoding import Array, Audio
 from mmsample.ledger import Ledger
 from mmsample.loader import balanced_loader
-from mmsample.methods import BSS, DUS, SMV
+from mmsample.methods import BSS, DUS, SMV, Remix
 from mmsample.testing import write_tiny_dataset
 
 N, K = 22, 3
 NAMES = ("audio", "feat")
-METHODS = ("none", "dus", "dus-rl", "bss", "bss-learned", "smv", "smv-modality")
+METHODS = ("none", "dus", "dus-rl", "bss", "bss-learned", "smv", "smv-modality", "remix")
 
 
 def write_dataset(root: Path) -> None:
@@ -55,6 +55,8 @@ def make_method(name: str, ledger: Ledger) -> Any:
         "bss-learned": lambda: BSS(ledger, scheduler="learned", seed=3),
         "smv": lambda: SMV(ledger, warmup=0, seed=4),
         "smv-modality": lambda: SMV(ledger, level="modality", warmup=0, seed=5, fraction=1.0),
+        # groups of 2 (audio) and 20 (feat) ids: a short group and a long one
+        "remix": lambda: Remix(ledger, warmup=0, source="ledger", seed=6),
     }[name]()
 
 

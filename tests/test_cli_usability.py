@@ -222,10 +222,15 @@ def test_avmnist_errors_name_the_flag(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_no_progress_keeps_the_metrics_line(
-    avmnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    avmnist: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from mmsample.decoding.backends import diagnosis
     from pipelines.training import main as train
 
+    monkeypatch.setattr(diagnosis, "_ANNOUNCED", set())  # as in a new process: said once
     argv = ["--data", str(avmnist), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "4"]
     assert train([*argv, "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -233,6 +238,8 @@ def test_no_progress_keeps_the_metrics_line(
     assert "decoder: " in out.splitlines()[0]  # the decoder per modality, first (issue 16, item 7)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["decoder"] == out.splitlines()[0]  # and in the run's config, for the report
+    assert train([*argv, "--no-progress", "--out", str(tmp_path / "again")]) == 0
+    assert "decoder: " not in capsys.readouterr().out  # a second run in one process: not again
 
 
 def test_train_names_the_split_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

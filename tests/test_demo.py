@@ -17,7 +17,17 @@ from mmsample.report.markdown import ORDER
 from mmsample.shards.format import Manifest
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--n", "20", "--samples-per-shard", "8", "--epochs", "1", "--batch-size", "4"]
+TINY = [
+    "--n",
+    "20",
+    "--samples-per-shard",
+    "8",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--no-ceilings",
+]
 
 
 def env() -> dict[str, str]:
@@ -198,10 +208,10 @@ def test_torchrun_two_ranks_equal_steps_and_exact_resume(
 def test_torchrun_with_a_modality_left_out_needs_no_unused_parameter_search(
     demo: Path, tmp_path: Path
 ) -> None:
-    """`--only audio` never runs the video encoder, and SMV's extra items make batches that
-    carry one modality: DDP (find_unused_parameters=False) would stop at the next step if a
-    parameter got no gradient on a rank; the run ends, and no rank warns."""
-    torchrun(demo / "data" / "shards", tmp_path, "smv", "--only", "audio")
+    """`--only audio` (a unimodal baseline) never runs the video encoder, nor decodes video:
+    DDP (find_unused_parameters=False) would stop at the next step if a parameter got no
+    gradient on a rank; the run ends, and no rank warns."""
+    torchrun(demo / "data" / "shards", tmp_path, "plain", "--only", "audio")
     assert (tmp_path / "done.json").exists()
     assert [m["epoch"] for m in jsonl(tmp_path / "metrics.jsonl")] == [0, 1]
 
@@ -239,3 +249,45 @@ def test_resume_between_epochs_continues_the_same_batches(demo: Path, tmp_path: 
     assert jsonl(cut / "trace-0.jsonl") == jsonl(whole / "trace-0.jsonl")
     assert jsonl(cut / "stats.jsonl") == jsonl(whole / "stats.jsonl")
     assert jsonl(whole / "stats.jsonl")[1]["items"] > 10  # SMV repeats items in epoch 1
+
+
+def test_a_unimodal_baseline_decodes_only_its_modality(
+    demo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--only audio` is the ceiling run of the demo's report: its training reader decodes audio
+    alone, the model keeps both encoders (video's features are zero), and a balancing method
+    with `--only` is refused naming the flag."""
+    from pipelines.training import main
+    from pipelines.training.options import parse_args
+    from pipelines.training.runner import Run
+
+    data = ["--data", str(demo / "data" / "shards"), "--batch-size", "3", "--no-progress"]
+    run = Run(parse_args([*data, "--out", str(tmp_path / "a"), "--only", "audio"]))
+    batch = next(iter(run.loader))
+    assert batch.names == ("audio",) and "video" not in batch
+    assert run.names == ["audio", "video"] and run.test is not None
+    assert "video" in run.test.get(int(run.test.table.ids[0]))  # the test set is every run's
+    _loss, _right, full = run.train_step(batch)
+    assert full == len(batch)  # every row carries every modality the run reads
+    with pytest.raises(SystemExit) as stop:
+        main([*data, "--out", str(tmp_path / "b"), "--only", "audio", "--method", "smv"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--only audio" in err and "--method plain" in err
+
+
+@pytest.mark.parametrize("loader", ["shards", "wrap"])
+def test_bss_scoring_pass_runs_in_eval_mode(demo: Path, tmp_path: Path, loader: str) -> None:
+    """BSS's scoring pass is inference: the model is in eval mode during it (BatchNorm's running
+    statistics untouched, no dropout) and back in training mode after."""
+    from pipelines.training.options import parse_args
+    from pipelines.training.runner import Run
+
+    argv = ["--data", str(demo / "data" / "shards"), "--out", str(tmp_path), "--method", "bss"]
+    run = Run(parse_args([*argv, "--loader", loader, "--batch-size", "3", "--no-progress"]))
+    modes: list[bool] = []
+    run.model.encoders["audio"].register_forward_pre_hook(lambda m, _: modes.append(m.training))
+    run.model.train()
+    run.loader.set_epoch(0)  # BSS ranks every id before its first epoch
+    assert modes and not any(modes)
+    assert run.model.training

@@ -46,11 +46,13 @@ def _rank(rank: int, world: int, init: str, root: str, out: str) -> None:
                     p = method.plan(1)
                     plan = [(i, m) for i in range(N) for m in p.items(i)]
                 sizes = method.batch_sizes(1) if name.startswith("dus") else None
+                groups = method.plan(1).groups() if method is not None else None
                 result[(name, mode)] = {
                     "batches": batches,
                     "plan": plan,
                     "len": len(loader),
                     "sizes": sizes,
+                    "groups": None if groups is None else groups.tolist(),
                 }
         torch.save(result, f"{out}{rank}.pt")
         dist.barrier()  # no rank tears gloo down while its peer still talks to it
@@ -86,5 +88,16 @@ def test_two_ranks_equal_batches_cover_the_plan(tmp_path: Path) -> None:
         want = Counter(a["plan"]) if a["plan"] is not None else Counter((i, 3) for i in range(N))
         assert not want - got, key  # nothing missing
         extra = got - want
-        # padding: at most world_size - 1 items, copies of items of the plan
-        assert sum(extra.values()) <= 1 and set(extra) <= set(want), key
+        # padding: at most world_size - 1 items (per group of a grouped plan), copies of items
+        # of the plan
+        groups = a["groups"] or [0]
+        assert sum(extra.values()) <= len(groups) and set(extra) <= set(want), key
+        if a["groups"] is not None and key[1] == "indexed":
+            # Remix: every batch carries one modality, the same on both ranks at each step, and
+            # the ranks go through the groups in the plan's order
+            masks = [[{m for _, m in batch} for batch in r["batches"]] for r in (a, b)]
+            assert all(len(s) == 1 for s in masks[0] + masks[1]), key
+            assert masks[0] == masks[1], key
+            per_rank = [-(-n // 2) for n in groups]  # ceil(group / world) items per rank
+            sizes = [len(batch) for batch in a["batches"]]
+            assert sizes == [min(4, n - s) for n in per_rank for s in range(0, n, 4)], key

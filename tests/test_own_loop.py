@@ -89,6 +89,7 @@ METHODS = {
     "smv": SHOWN,
     "smv-modality": 'mmsample.methods.SMV(level="modality", warmup=1, fraction=0.5)',
     "ogmge": "mmsample.methods.OGMGE(alpha=0.5)",
+    "remix": "mmsample.methods.Remix(warmup=1)",  # the Balancer's scoring pass each epoch
 }
 
 
@@ -140,6 +141,12 @@ def test_every_method_acts_in_the_balanced_loop(name: str, monkeypatch: pytest.M
     elif name == "bss-learned":  # items re-sampled: drawn with replacement
         counts = Counter(i for i, _ in second)
         assert len(second) == N and max(counts.values()) > 1
+    elif name == "remix":  # one modality per sample after warm-up, one modality per batch
+        assert len(first) == N and all(m == 3 for _, m in first)
+        assert sorted(i for i, _ in second) == list(range(N))
+        assert all(len(set(s["mask"])) == 1 for s in steps if s["epoch"] == 1)
+        assigned = {i: m for i, m in second}
+        assert [assigned[i] for i in range(N)] == method.plan(1).masks.tolist()
     elif name.startswith("smv"):  # items re-sampled: single-modality extra items after warm-up
         assert len(first) == N and all(m == 3 for _, m in first)
         assert len(second) > N and any(m in (1, 2) for _, m in second)

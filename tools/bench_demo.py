@@ -190,7 +190,7 @@ def main() -> None:
     if "demo" in args.parts:
         shutil.rmtree(args.out / "seed0", ignore_errors=True)
         print(f"\n## the plain demo run, {args.workers} workers")
-        demo.main(["--out", str(args.out), "--methods", "plain", "--no-progress",
+        demo.main(["--out", str(args.out), "--methods", "plain", "--no-progress", "--no-ceilings",
                    "--workers", str(args.workers)])  # fmt: skip
 
 

@@ -57,7 +57,7 @@ _MAX_EPOCH = (1 << (63 - STEP_BITS)) - 2
 # the per-sample tables `snapshot()` copies (plus the masks seen, fused_seen, values_seen)
 _SNAPSHOT_KEYS = (
     "labels true_prob unimodal_loss correct similarity fused_true_prob fused_loss fused_correct "
-    "values last_seen seen_count"
+    "values uniform_kl last_seen seen_count"
 )
 
 
@@ -88,7 +88,7 @@ class Ledger(Stateful):
     """
 
     STATE_FORMAT = "mmsample.Ledger"
-    STATE_VERSION = 3
+    STATE_VERSION = 4
     SAVED_FIELDS = checkpoint.SAVED
     STATE_FIX = "build the Ledger with the same settings."
 
@@ -130,7 +130,8 @@ class Ledger(Stateful):
     unimodal_loss = _Column("f", lambda m: slice(m + 1, 2 * m + 1), "`[N, M]` CE per modality")
     fused_loss = _Column("f", lambda m: 2 * m + 1, "`[N]` cross-entropy of the fused head")
     similarity = _Column("f", lambda m: 2 * m + 2, "`[N]` mean pairwise cosine of softmaxes")
-    values = _Column("f", lambda m: slice(2 * m + 3, None), "`[N, 2**M]` subset values")
+    values = _Column("f", lambda m: slice(2 * m + 3, 2 * m + 3 + 2**m), "`[N, 2**M]` values")
+    uniform_kl = _Column("f", lambda m: slice(-m, None), "`[N, M]` KL(softmax || uniform), bits")
     correct = _Column("b", lambda m: slice(0, m), "`[N, M]` bool: modality argmax == label")
     fused_correct = _Column("b", lambda m: m, "`[N]` bool: fused argmax == label")
     labels = _Column("i", lambda m: 0, "`[N]` int64 label (-1: never observed)")
@@ -242,11 +243,11 @@ class Ledger(Stateful):
             return
         rows = ring.drain(self.num_samples, self.num_classes, self._heads)
         if rows.ids.shape[0] != 0:
-            log_true, correct, sim = head_statistics(
+            log_true, correct, sim, kl = head_statistics(
                 rows.z, rows.labels, self.num_modalities, overwrite=True
             )
             true_prob = log_true.exp()
-            record = torch.cat([true_prob, log_true.neg(), sim.unsqueeze(1)], 1)
+            record = torch.cat([true_prob, log_true.neg(), sim.unsqueeze(1), kl], 1)
             self._disc.add(true_prob[:, : self.num_modalities], rows.present, rows.stamp)
             self._t.write(rows, record.float(), correct, self._scratch)
         if rows.error is not None:

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..signals import uniform_kl
+
 _LOG_TINY = -69.0  # below log(1e-30) a float32 probability has lost precision
 
 __all__ = [
@@ -25,10 +27,11 @@ __all__ = [
 
 def head_statistics(
     z: Tensor, labels: Tensor, m: int, *, overwrite: bool = False
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For stacked logits `z` `[B, R, K]` (the first `m` heads unimodal) and int64 labels `[B]`:
     log-softmax at the label `[B, R]`, argmax == label `[B, R]` (the first maximal index, as
-    `torch.argmax`) and the mean pairwise cosine of the first `m` softmaxes `[B]`.
+    `torch.argmax`), the mean pairwise cosine of the first `m` softmaxes `[B]` and their
+    `uniform_kl` `[B, m]`.
 
     `overwrite=True` lets it use `z` as scratch space (a staging buffer about to be reused).
     """
@@ -36,7 +39,7 @@ def head_statistics(
         z, overwrite = z.float(), True
     at = labels.view(-1, 1, 1).expand(-1, z.shape[1], 1)
     p = torch.softmax(z, -1)  # the one pass of exp; everything else reads p or z once
-    sim = mean_pairwise_cosine(p[:, :m])
+    sim, kl = mean_pairwise_cosine(p[:, :m]), uniform_kl(p[:, :m])
     log_true = p.gather(-1, at).log_()
     # argmax == label iff the label's logit beats every other class's; a tie (the label is a
     # maximum, but maybe not the first) is decided by looking at the earlier classes
@@ -52,7 +55,7 @@ def head_statistics(
         rows, heads, _ = tiny.nonzero(as_tuple=True)
         row = work[rows, heads].scatter_(-1, labels[rows].unsqueeze(1), zy[rows, heads])
         log_true[rows, heads] = zy[rows, heads] - row.logsumexp(-1, keepdim=True)
-    return log_true.squeeze(-1), correct.squeeze(-1), sim
+    return log_true.squeeze(-1), correct.squeeze(-1), sim, kl
 
 
 def _break_ties(work: Tensor, zy: Tensor, labels: Tensor, correct: Tensor, tie: Tensor) -> Tensor:
@@ -87,17 +90,19 @@ def per_sample_statistics(
     unimodal_logits: Sequence[Tensor], labels: Tensor, fused_logits: Tensor | None = None
 ) -> dict[str, Tensor]:
     """The numbers the Ledger stores for one batch (int64 labels), as a dict of `[B]` / `[B, M]`
-    tensors: true-class probability, cross-entropy and argmax correctness per head, similarity."""
+    tensors: true-class probability, cross-entropy, argmax correctness, KL to uniform per head,
+    similarity."""
     m = len(unimodal_logits)
     heads = [*unimodal_logits] if fused_logits is None else [*unimodal_logits, fused_logits]
     with torch.no_grad():
         z = torch.stack(heads, 1)
-        log_true, correct, sim = head_statistics(z, labels, m, overwrite=True)
+        log_true, correct, sim, kl = head_statistics(z, labels, m, overwrite=True)
         out = {
             "true_prob": log_true[:, :m].exp(),
             "unimodal_loss": -log_true[:, :m],
             "correct": correct[:, :m],
             "similarity": sim,
+            "uniform_kl": kl,
         }
         if fused_logits is not None:
             out.update(

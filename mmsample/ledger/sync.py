@@ -39,7 +39,9 @@ def merge_tables(tables: Tables, step: int, group: Any = None) -> int:
     mine = (owner == rank).cpu()  # [N, g + 1]: this rank holds the winning entry of the group
     sim, fused, values, anyg = m, m + 1, m + 2, g
     modality = list(range(m))
-    fgroup = torch.tensor([*modality, fused, *modality, fused, sim] + [values] * (1 << m))
+    fgroup = torch.tensor(
+        [*modality, fused, *modality, fused, sim, *[values] * (1 << m), *modality]
+    )
     merged_f = torch.where(mine[:, fgroup], floats, 0.0).to(dev)
     igroup = torch.tensor([anyg, anyg, *modality, fused])
     merged_i = torch.where(mine[:, igroup], torch.cat([ints[:, :2], bools.long()], 1), 0)

@@ -5,9 +5,9 @@ Ledger writes a flush's drained rows with `Tables.write` (for an id seen in seve
 row wins, per column group), merges them across ranks (sync.py) and checkpoints them.
 
 Layout, for M modalities and R = M + 1 heads (the last one fused): `f` float32
-[true_prob M | fused_true_prob | unimodal_loss M | fused_loss | similarity | values 2**M] (NaN:
-never observed); `b` bool [correct M | fused_correct]; `i` int64 [label | last_seen | stamps]
-(-1 / 0: never), one stamp per column group: each modality's statistics (M groups), the
+[true_prob M | fused_true_prob | unimodal_loss M | fused_loss | similarity | values 2**M |
+uniform_kl M] (NaN: never observed); `b` bool [correct M | fused_correct]; `i` int64
+[label | last_seen | stamps] (-1 / 0: never), one stamp per column group: each modality's statistics (M groups), the
 similarity (rows that carried every modality), the fused statistics and the subset values;
 `count` int64 observations, of which `count_base` were already merged across ranks.
 
@@ -48,7 +48,7 @@ class Tables:
         i = torch.zeros((n, 2 + stamp_groups(m)), dtype=torch.int64)
         i[:, :2] = -1
         return cls(
-            f=torch.full((n, 2 * r + 1 + (1 << m)), math.nan),
+            f=torch.full((n, 2 * r + 1 + (1 << m) + m), math.nan),
             b=torch.zeros((n, r), dtype=torch.bool),
             i=i,
             count=torch.zeros(n, dtype=torch.int64),
@@ -62,10 +62,10 @@ class Tables:
         return self
 
     def write(self, rows: Drained, record: Tensor, correct: Tensor, scratch: Tensor) -> None:
-        """Write drained rows: `record` `[n, 2R'+1]` is [true_prob R' | loss R' | similarity]
-        and `correct` `[n, R']` (R' = M, or R when some row has fused logits). Per id and
-        column group the last row that writes the group wins; `scratch` is an int64 `[N]` work
-        buffer."""
+        """Write drained rows: `record` `[n, 2R'+1+M]` is [true_prob R' | loss R' | similarity |
+        uniform_kl M] and `correct` `[n, R']` (R' = M, or R when some row has fused logits).
+        Per id and column group the last row that writes the group wins; `scratch` is an int64
+        `[N]` work buffer."""
         m = self.b.shape[1] - 1
         r, f, i = m + 1, self.f, self.i
         ids, stamp, distinct = rows.ids, rows.stamp, rows.distinct
@@ -85,6 +85,7 @@ class Tables:
             f[:, :m].index_copy_(0, u_ids, u_rec[:, :m])
             f[:, r : r + m].index_copy_(0, u_ids, u_rec[:, w : w + m])
             self.b[:, :m].index_copy_(0, u_ids, u_ok[:, :m])
+            f[:, -m:].index_copy_(0, u_ids, u_rec[:, 2 * w + 1 :])
             i[:, 2 : 2 + m].index_copy_(0, u_ids, u_stamp.unsqueeze(1).expand(-1, m))
         else:
             for j in range(m):
@@ -93,6 +94,7 @@ class Tables:
                 f[:, j].index_copy_(0, j_ids, j_rec[:, j])
                 f[:, r + j].index_copy_(0, j_ids, j_rec[:, w + j])
                 self.b[:, j].index_copy_(0, j_ids, j_ok[:, j])
+                f[:, j - m].index_copy_(0, j_ids, j_rec[:, 2 * w + 1 + j])
                 i[:, 2 + j].index_copy_(0, j_ids, j_stamp)
         full: bool | Tensor = present.all(1) if isinstance(present, Tensor) else True
         s_ids, s_rec, s_stamp = _take(last(full), ids, record, stamp)
@@ -110,7 +112,7 @@ class Tables:
             v_ids, v_values, v_stamp = _take(
                 last(_both(rows.has_values, full)), ids, rows.values, stamp
             )
-            f[:, 2 * r + 1 :].index_copy_(0, v_ids, v_values.float())
+            f[:, 2 * r + 1 : -m].index_copy_(0, v_ids, v_values.float())
             i[:, 4 + m].index_copy_(0, v_ids, v_stamp)
 
 

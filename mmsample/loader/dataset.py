@@ -8,11 +8,11 @@ assigns each row's modalities by its position in the batch.
 
 Two fetch modes, one meaning:
 - "indexed": random access in the epoch's exact sequence (the plan's `order()` if it has one,
-  else the plan's items permuted by (seed, epoch)); each rank takes a contiguous slice and its
-  batches go to workers round-robin, so the loader yields exactly that sequence.
+  else the plan's items permuted by (seed, epoch)); each rank takes a contiguous slice (of each
+  plan group) and its batches go to workers round-robin, so the loader yields that sequence.
 - "streamed": shards read sequentially (`mmsample.shards.stages`: shard order and a shuffle
   buffer seeded by (seed, epoch)); the plan's multiset of (id, mask) items is kept exactly, its
-  order is not (the reader's order replaces it).
+  order and groups are not (the reader's order replaces them).
 
 This object stores no position: the epoch, the plan and the number of batches the loader had
 already yielded in the epoch (a resumed state) are read from the shared header each pass, and
@@ -37,7 +37,7 @@ from ..schedule import (
     item_masks,
     item_sequence,
     next_worker,
-    rank_range,
+    rank_batches,
     replacement_positions,
     skip_start,
     worker_batches,
@@ -125,9 +125,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         workers = max(1, workers)
         epoch, plan, rows = self.shared.epoch, self.shared.plan(), self.shared.rows()
         if self.mode == "indexed":
-            total = len(self._sequence(epoch, plan)[0])
-            lo, hi = self._rank_range(total)
-            count = batch_count(hi - lo, rows, self.drop_last) if total else 0
+            count = len(self._sequence(epoch, plan)[4]) - 1
             return [len(worker_batches(count, w, workers)) for w in range(workers)]
         return [batch_count(n, rows, self.drop_last) for n in self.items_per_worker(workers)]
 
@@ -148,8 +146,7 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         mode deals the rank's batches round-robin (then the rank's items, in one entry)."""
         total, workers = self.planned_items(), max(1, workers)
         if self.mode == "indexed":
-            lo, hi = self._rank_range(total)
-            return [hi - lo if total else 0]
+            return [len(self._sequence(self.shared.epoch, self.shared.plan())[3])]
         ranges = [
             consumer_range(
                 total, self.rank, self.world_size, w, workers, True, self._granule(), self.drop_last
@@ -157,9 +154,6 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
             for w in range(workers)
         ]
         return [hi - lo for lo, hi in ranges]
-
-    def _rank_range(self, total: int) -> tuple[int, int]:
-        return rank_range(total, self.rank, self.world_size, True, self._granule(), self.drop_last)
 
     # ---- iteration (main process with 0 workers, else each worker) -------------------------
     def __iter__(self) -> Iterator[MultimodalBatch]:
@@ -194,11 +188,16 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
         return layout
 
     def _sequence(self, epoch: int, plan: ArrayPlan) -> tuple[np.ndarray, ...]:
-        """(ids, item indices, masks) of the epoch's full item sequence (indexed mode)."""
+        """(ids, item indices, masks) of the epoch's full item sequence, then this rank's
+        positions in it and its batch bounds (`rank_batches`; indexed mode)."""
         key = (epoch, id(plan))
         if self._layout is None or self._layout[0] != key:
             seq, k = item_sequence(plan, self.ids, self.seed, epoch, self.shuffle)
-            self._layout = (key, (seq, k, item_masks(plan, seq, k)))
+            rows, world, last = self.shared.rows(), self.world_size, self.drop_last
+            mine = rank_batches(
+                len(seq), self.rank, world, rows, self._granule(), last, plan.groups()
+            )
+            self._layout = (key, (seq, k, item_masks(plan, seq, k), *mine))
         sequence: tuple[np.ndarray, ...] = self._layout[1]
         return sequence
 
@@ -247,15 +246,10 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
     def _indexed_batches(
         self, epoch: int, worker: int, workers: int, start: int
     ) -> Iterator[list[dict[str, Any]]]:
-        seq, k, masks = self._sequence(epoch, self.shared.plan())
-        rows, sizes = self.shared.rows(), self.shared.sizes()
-        total = len(seq)
-        if total == 0:
-            return
-        lo, hi = self._rank_range(total)
-        count = batch_count(hi - lo, rows, self.drop_last)
-        for b in worker_batches(count, worker, workers)[start:].tolist():
-            pos = np.arange(lo + b * rows, min(lo + (b + 1) * rows, hi)) % total
+        seq, k, masks, mine, bounds = self._sequence(epoch, self.shared.plan())
+        rows, sizes, total = self.shared.rows(), self.shared.sizes(), len(seq)
+        for b in worker_batches(len(bounds) - 1, worker, workers)[start:].tolist():
+            pos = mine[bounds[b] : bounds[b + 1]]
             if sizes is not None:
                 restrict = dus_row_masks(sizes, rows, self.seed, epoch, self.rank, b)[: len(pos)]
             else:

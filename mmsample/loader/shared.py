@@ -18,9 +18,9 @@ import torch
 
 from ..plan import ArrayPlan
 
-# header: epoch, generation, items, has_order, rows per batch, start batch, then one size per
-# modality
-_EPOCH, _GEN, _ITEMS, _ORDERED, _ROWS, _START, _SIZES = range(7)
+# header: epoch, generation, items, has_order, rows per batch, start batch, groups (-1: none),
+# then one size per modality
+_EPOCH, _GEN, _ITEMS, _ORDERED, _ROWS, _START, _GROUPS, _SIZES = range(8)
 
 
 class SharedPlan:
@@ -33,6 +33,7 @@ class SharedPlan:
         self._counts = torch.zeros(num_ids, dtype=torch.int64).share_memory_()
         self._masks = torch.zeros(0, dtype=torch.int64)
         self._order = torch.zeros(0, dtype=torch.int64)
+        self._groups = torch.zeros(0, dtype=torch.int64)
         self._generation = 0
         self._cached: tuple[int, int, ArrayPlan] | None = None
 
@@ -63,13 +64,16 @@ class SharedPlan:
             cap = max(2 * n, self.num_ids)
             self._masks = torch.zeros(cap, dtype=torch.int64).share_memory_()
             self._order = torch.zeros(cap, dtype=torch.int64).share_memory_()
+            self._groups = torch.zeros(cap, dtype=torch.int64).share_memory_()
             self._generation += 1
         self._counts.copy_(torch.from_numpy(counts))
         self._masks[:n] = torch.from_numpy(masks)
-        ordered = "order" in arrays
+        ordered, h = "order" in arrays, self._header
         if ordered:
             self._order[:n] = torch.from_numpy(arrays["order"])
-        h = self._header
+        groups = arrays.get("groups", np.zeros(0, np.int64))
+        self._groups[: len(groups)] = torch.from_numpy(groups)
+        h[_GROUPS] = len(groups) if "groups" in arrays else -1
         h[_GEN], h[_ITEMS], h[_ORDERED] = self._generation, n, int(ordered)
         h[_ROWS] = rows
         h[_START] = start
@@ -114,7 +118,9 @@ class SharedPlan:
             return self._cached[2]
         n = int(self._header[_ITEMS])
         order = self._order[:n].numpy().copy() if int(self._header[_ORDERED]) else None
-        plan = ArrayPlan(self._counts.numpy().copy(), self._masks[:n].numpy().copy(), order)
+        g = int(self._header[_GROUPS])
+        groups = self._groups[:g].numpy().copy() if g >= 0 else None
+        plan = ArrayPlan(self._counts.numpy().copy(), self._masks[:n].numpy().copy(), order, groups)
         self._cached = (epoch, gen, plan)
         return plan
 

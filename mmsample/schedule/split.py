@@ -91,3 +91,27 @@ def worker_starts(yielded: int, per_worker: list[int]) -> list[int]:
     for w, _ in interleave(per_worker)[:yielded]:
         starts[w] += 1
     return starts
+
+
+def rank_batches(
+    total: int,
+    rank: int,
+    world: int,
+    rows: int,
+    granule: int = 1,
+    drop_last: bool = False,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, bounds): rank `rank`'s positions in an epoch of `total` items, its batch b
+    `positions[bounds[b]:bounds[b + 1]]`. Each of `groups` (lengths of consecutive runs; None:
+    one) is split as `rank_range` splits an epoch, wrapping around within the group, and cut in
+    batches of `rows` (`drop_last`: whole ones): no batch mixes groups; ranks get equal batches."""
+    pos, bounds, start = [np.zeros(0, np.int64)], [0], 0
+    for n in [total] if groups is None else np.asarray(groups).tolist():
+        lo, hi = rank_range(n, rank, world, True, granule, drop_last)
+        count = batch_count(hi - lo, rows, drop_last) if n else 0
+        used = min(hi - lo, count * rows)
+        pos.append(start + np.arange(lo, lo + used, dtype=np.int64) % max(n, 1))
+        bounds.extend(bounds[-1] + np.minimum(np.arange(1, count + 1) * rows, used))
+        start += n
+    return np.concatenate(pos), np.asarray(bounds, dtype=np.int64)

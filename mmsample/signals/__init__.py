@@ -2,7 +2,8 @@
 
 Model outputs of the training (or scoring) pass come in here: subset values and Shapley
 contributions (SMV, BMMAL), the discrepancy score and its running mean (OGM-GE, DUS), the
-balance score and pacing (BSS), k-means++ over rank-one gradient embeddings (BMMAL, BADGE).
+balance score and pacing (BSS), the KL to uniform and the assignment (Remix), k-means++ over
+rank-one gradient embeddings (BMMAL, BADGE).
 Every function takes and returns tensors on any device, keeps the input dtype, and works for any
 number of modalities M >= 2; a subset of modalities is an integer bitmask (bit j = modality j).
 """
@@ -18,6 +19,7 @@ from .balance import (
 from .bmmal import bmmal_weights, gradient_embedding_factors
 from .discrepancy import CumulativeMean, discrepancy, ogm_coefficients
 from .kmeans import kmeans_pp, rank_one_sq_distances
+from .remix import assign_lowest, remix_assignment, uniform_kl
 from .shapley import shapley, shapley_matrix
 from .smv import (
     SMV_PROBABILITY,
@@ -45,6 +47,7 @@ __all__ = [
     "SUBSET_VALUES",
     "CumulativeMean",
     "NonFiniteSubsetWarning",
+    "assign_lowest",
     "balance_loss",
     "balance_score",
     "balance_similarity",
@@ -59,6 +62,7 @@ __all__ = [
     "min_max",
     "ogm_coefficients",
     "rank_one_sq_distances",
+    "remix_assignment",
     "root_pacing",
     "shapley",
     "shapley_matrix",
@@ -70,4 +74,5 @@ __all__ = [
     "subset_logits",
     "subset_sizes",
     "subset_values",
+    "uniform_kl",
 ]

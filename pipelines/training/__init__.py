@@ -8,7 +8,9 @@ OGM-GE hook, step -> `ledger.observe(...)` -> the method plans the next epoch. P
     torchrun --nproc_per_node 2 -m pipelines.train --data ... --out ... --method smv
 
 Methods (`--method`): plain, dus, dus-rl, bss, bss-learned, smv, smv-modality, ogmge,
-ogmge+dus. Any device (`--device auto`: CUDA with bf16 autocast and non-blocking copies from
+ogmge+dus, remix (Data Remixing: `--remix-warmup` epochs of joint training, then each sample
+trains the modality its unimodal head is least confident on, with unimodal heads that train the
+encoders; `--mode indexed` keeps each batch to one modality). Any device (`--device auto`: CUDA with bf16 autocast and non-blocking copies from
 pinned batches, else CPU); DDP under torchrun (gloo on CPU, NCCL on GPU). Every
 `--checkpoint-every` steps and at each epoch's end every rank saves `OUT/checkpoint/rank<r>.pt`
 (model, optimizer, loader state with the method's and the ledger's, OGM-GE); a rerun with the

@@ -2,12 +2,13 @@
 
 Place in the data flow: shards -> `balanced_loader` (streamed or indexed reader) or `wrap`
 around an ordinary DataLoader (`--loader wrap`) -> MultimodalBatch, with the Ledger the method
-reads and, for BSS, the scoring pass it ranks from.
+reads and, for BSS and Remix, the scoring pass they plan from.
 """
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from mmsample.batch import MultimodalBatch
 from mmsample.ledger import Ledger
 from mmsample.loader import BalancedLoader, balanced_loader, wrap
-from mmsample.methods import BSS, DUS, SMV
+from mmsample.methods import BSS, DUS, SMV, Remix
 from mmsample.position_scoring import PositionScorer
 from mmsample.scoring import Scorer
 from mmsample.shards.format import Manifest
@@ -27,6 +28,9 @@ from mmsample.shards.streamed import StreamedDataset
 
 from ..models import LateFusion
 from .device import autocast
+
+UNPLANNED = ("plain", "ogmge")
+"""`--method` values with no data-side method (the loader serves the plain plan, no Ledger)."""
 
 
 def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
@@ -49,7 +53,29 @@ def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
     if name in ("smv", "smv-modality"):
         level = "modality" if name == "smv-modality" else "sample"
         return SMV(ledger, level, args.smv_warmup, seed=args.seed, fraction=args.smv_fraction)
+    if name == "remix":  # the authors' two-modality code gives a tie to the visual modality
+        tie = next((j for j, n in enumerate(ledger.names) if n in ("video", "visual")), None)
+        remix = Remix(ledger, args.remix_warmup, tie=tie, seed=args.seed)
+        remix.set_run(epochs=args.epochs)  # warns when every epoch would be warm-up
+        return remix
     return None
+
+
+class EvalScorer:
+    """`scorer(ids)` with the model in eval mode (BatchNorm's running statistics, no dropout),
+    its mode restored after: every scoring pass of the loop (BSS's ranking, Remix's
+    assignment, as the Remix authors score the training split) is inference."""
+
+    def __init__(self, scorer: Any, model: torch.nn.Module) -> None:
+        self.scorer, self.model = scorer, model
+
+    def __call__(self, ids: np.ndarray) -> None:
+        was = self.model.training
+        self.model.eval()
+        try:
+            self.scorer(ids)
+        finally:
+            self.model.train(was)
 
 
 class TupleView(Dataset[tuple[Any, ...]]):
@@ -87,10 +113,12 @@ def build_loader(
     num_classes: int,
     device: torch.device,
     model: LateFusion,
+    scoring_modalities: dict[str, Any] | None = None,
 ) -> BalancedLoader:
     """`balanced_loader` over the train split's shards (streamed or indexed), or `wrap` around
     an ordinary DataLoader (`--loader wrap`). The Ledger is sized by the id space (wrap: the
-    dataset's length); BSS gets its scoring pass through `scorer=`."""
+    dataset's length); BSS and Remix get their scoring pass through `scorer=` (Remix's in eval
+    mode and, on shards, with `scoring_modalities`, the test-time specs, when given)."""
     names = list(modalities)
     split = args.train_split or None
     log = args.out / "stats.jsonl"
@@ -104,11 +132,13 @@ def build_loader(
             num_workers=args.workers,
             pin_memory=device.type == "cuda",
         )
-        ledger = Ledger(len(view), len(names), num_classes, names=names)
         fields: dict[str, int | str] = {n: j for j, n in enumerate(names)}
         fields["label"] = len(names)
-        method = build_method(args, ledger)
-        by_position = (
+        method = None
+        if args.method not in UNPLANNED:
+            ledger = Ledger(len(view), len(names), num_classes, names=names)
+            method = build_method(args, ledger)
+        by_position: PositionScorer | EvalScorer | None = (
             PositionScorer(
                 ModelForward(model, device),
                 view,
@@ -117,9 +147,11 @@ def build_loader(
                 output="multimodal",
                 device=device,
             )
-            if isinstance(method, BSS)
+            if isinstance(method, BSS | Remix)
             else None
         )
+        if by_position is not None:  # every scoring pass is inference: eval mode
+            by_position = EvalScorer(by_position, model)
         return wrap(
             plain,
             method,
@@ -129,12 +161,30 @@ def build_loader(
             scorer=by_position,
             output="multimodal",
         )
-    ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
-    method = build_method(args, ledger)
-    scorer = None
-    if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass
-        scorer = Scorer(model, indexed, ledger, device=device, progress=not args.no_progress)
+    method = None
+    if args.method not in UNPLANNED:
+        ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
+        method = build_method(args, ledger)
+    scorer: Scorer | EvalScorer | None = None
+    if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass,
+        # in eval mode like every inference (BatchNorm's running statistics stay the training's)
+        scorer = EvalScorer(
+            Scorer(model, indexed, ledger, device=device, progress=not args.no_progress), model
+        )
+    if isinstance(method, Remix):  # Remix scores the training split every epoch, in eval mode
+        specs = scoring_modalities or modalities
+        reader = IndexedDataset(args.data, specs, split=split, seed=args.seed)
+        scorer = EvalScorer(
+            Scorer(model, reader, ledger, device=device, progress=not args.no_progress), model
+        )
     source: StreamedDataset | IndexedDataset = indexed
+    if args.mode == "streamed" and isinstance(method, Remix):
+        warnings.warn(
+            "--method remix with --mode streamed: the streamed reader keeps each sample's one "
+            "item and its modality but not Remix's order, so batches mix modalities (the loss "
+            "is computed per row). Pass --mode indexed for the authors' one-modality batches.",
+            stacklevel=2,
+        )
     if args.mode == "streamed":
         source = StreamedDataset(args.data, modalities, shuffle=1000, seed=args.seed, split=split)
     return balanced_loader(

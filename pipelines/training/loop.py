@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from mmsample.batch import MultimodalBatch
 from mmsample.cli import name_the_flags
 from mmsample.decoding import decode_count
-from mmsample.decoding.backends.diagnosis import decoder_line
+from mmsample.decoding.backends.diagnosis import announce_decoders
 from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
 
@@ -130,8 +130,9 @@ def train(run: Run) -> int:
     remaining epochs and write `OUT/done.json`; 0 when done or stopped by --stop-after."""
     args = run.args
     if run.rank == 0:
-        decoders = decoder_line()
-        print(decoders, flush=True)  # a run that falls back to PyAV says so, and why
+        # a run that falls back to PyAV says so, and why (once per process: the demo's runs
+        # share one process)
+        decoders = announce_decoders()
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
         config["data_fingerprint"] = data_fingerprint(args.data)

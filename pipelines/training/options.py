@@ -13,7 +13,7 @@ from typing import Any
 
 from ..models import MODELS
 
-METHODS = ("plain", "dus", "dus-rl", "bss", "bss-learned", "smv", "smv-modality", "ogmge")
+METHODS = ("plain", "dus", "dus-rl", "bss", "bss-learned", "smv", "smv-modality", "ogmge", "remix")
 METHOD_CHOICES = (*METHODS, "ogmge+dus")
 LOADERS = ("shards", "wrap")
 
@@ -123,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--smv-fraction", type=SHARE, default=0.2, help="SMV modality level: valuated share"
     )
     p.add_argument("--ogm-alpha", type=RATE, default=0.5, help="OGM-GE: modulation strength")
+    p.add_argument(
+        "--remix-warmup",
+        type=COUNT,
+        default=1,
+        help="Remix: epochs of joint training before remixing (the authors' 10 of 60)",
+    )
+    p.add_argument(
+        "--remix-gamma",
+        type=_number(float, 0),
+        default=1.0,
+        help="Remix: weight of the assigned modality's head loss (gamma, default 1)",
+    )
     return p
 
 

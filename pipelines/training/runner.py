@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmsample.batch import MultimodalBatch
@@ -26,6 +27,7 @@ from mmsample.shards.indexed import IndexedDataset
 from ..models import MODELS
 from .data import build_loader
 from .device import all_sum, autocast, distributed, setup
+from .losses import LOSSES
 
 
 def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
@@ -44,6 +46,26 @@ def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
             "the data with a held-out split (e.g. `python -m pipelines.avmnist --test-fraction "
             "0.2`) or pass --test-split '' to skip evaluation."
         )
+
+
+def read_only(specs: dict[str, Any], only: Sequence[str] | None) -> dict[str, Any]:
+    """`specs` restricted to the modalities of `only` (all of them when None): a unimodal
+    baseline decodes nothing of the modalities its model zeroes."""
+    return {n: s for n, s in specs.items() if not only or n in only}
+
+
+def presence(batch: MultimodalBatch, names: Sequence[str]) -> Tensor:
+    """Bool `[B, M]`: which rows carry each of the model's modalities `names`; all False for a
+    modality the batch's reader does not decode (a `--only` run)."""
+    return torch.stack(
+        [
+            batch.present(n)
+            if n in batch.names
+            else torch.zeros_like(batch.labels, dtype=torch.bool)
+            for n in names
+        ],
+        1,
+    )
 
 
 class Run:
@@ -66,10 +88,20 @@ class Run:
         options = {k: v for k, v in given if v is not None}
         if options and args.model == "small":
             raise ValueError(f"--model small takes no {sorted(options)}; they are resnet18's")
+        if args.only and args.method != "plain":
+            raise ValueError(
+                f"--only {' '.join(args.only)} trains a unimodal baseline (the ceiling of "
+                f"{', '.join(args.only)}), which has nothing to balance: use it with --method "
+                f"plain, not --method {args.method}"
+            )
         choice = MODELS[args.model](self.num_classes, only=args.only, **options)
-        self.modalities = choice.modalities
-        self.names = list(self.modalities)
+        self.names = list(choice.modalities)  # the model's modalities, in model order
+        # what the training reader decodes: a unimodal baseline (`--only`) its modalities only
+        self.modalities = read_only(choice.modalities, args.only)
         self.model = choice.model.to(self.device)
+        # Remix's unimodal heads train the encoders (the authors' heads are not detached)
+        self.model.train_heads = args.method == "remix"
+        self.loss_fn = LOSSES["remix" if args.method == "remix" else "plain"]
         self.augment = choice.augment
         self.ddp: nn.Module = self.model
         if distributed():
@@ -82,7 +114,14 @@ class Run:
             )
         self.optim = torch.optim.Adam(self.model.parameters(), lr=args.lr)
         args.out.mkdir(parents=True, exist_ok=True)
-        self.loader = build_loader(args, self.modalities, self.num_classes, self.device, self.model)
+        self.loader = build_loader(
+            args,
+            self.modalities,
+            self.num_classes,
+            self.device,
+            self.model,
+            scoring_modalities=choice.test_modalities,
+        )
         self.ledger: Ledger | None = self.loader.ledger  # None: no data-side method
         self.ogm = None
         if args.method in ("ogmge", "ogmge+dus"):
@@ -91,7 +130,11 @@ class Run:
             self.ogm = OGMGE(encoders, args.ogm_alpha, end=args.epochs - 1, generator=gen)
         self.test = (
             IndexedDataset(
-                args.data, choice.test_modalities or self.modalities, split=args.test_split
+                # every modality, also for a unimodal baseline (its model zeroes the others):
+                # the test set's decode is the same for every run, and decoded once
+                args.data,
+                choice.test_modalities or choice.modalities,
+                split=args.test_split,
             )
             if args.test_split
             else None
@@ -175,17 +218,13 @@ class Run:
         batch = batch.to(self.device, non_blocking=True)
         self.augment_batch(batch)
         y = batch.labels
-        present = torch.stack([batch.present(n) for n in self.names], 1)
+        present = presence(batch, self.names)
         full = (1 << len(self.names)) - 1
         with autocast(self.device):
             logits, uni = self.ddp(batch)
         logits, uni = logits.float(), [u.float() for u in uni]
         fused = logits[:, full]
-        loss = F.cross_entropy(fused, y)
-        for j, u in enumerate(uni):
-            rows = present[:, j]
-            if bool(rows.any()):
-                loss = loss + F.cross_entropy(u[rows], y[rows])
+        loss = self.loss_fn(fused, uni, y, present, self.epoch, self.args)
         idle = self.idle_term(present)
         if idle is not None:
             loss = loss + idle
@@ -214,6 +253,7 @@ class Run:
                 values=values,
                 present=present,
             )
-        paired = present.all(1)
+        read = [j for j, n in enumerate(self.names) if n in self.modalities]
+        paired = present[:, read].all(1)  # rows carrying every modality the run reads
         right = int(((fused.argmax(-1) == y) & paired).sum())
         return float(loss.detach()) * len(y), right, int(paired.sum())

@@ -24,6 +24,7 @@ __all__ = [
     "FFMPEG_LIBRARIES",
     "MODALITIES",
     "BackendStatus",
+    "announce_decoders",
     "backend_statuses",
     "decoder_line",
     "default_decoders",
@@ -145,6 +146,21 @@ def decoder_line() -> str:
         return f"{line} (set by {BACKEND_ENV_VAR}={env})"
     preferred = next(s for s in backend_statuses() if s.name == _PREFERRED)
     return f"{line}; {_PREFERRED} is not used: {preferred.error}; fix: {preferred.fix}"
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def announce_decoders(force: bool = False) -> str:
+    """`decoder_line()`, printed (flushed) the first time this process meets that line, or
+    always when `force` (a command's start), and returned every time: a demo that runs many
+    trainings in one process says it once, and again only if the decoders change (e.g.
+    `$MMSAMPLE_BACKEND` set between runs)."""
+    line = decoder_line()
+    if force or line not in _ANNOUNCED:
+        _ANNOUNCED.add(line)
+        print(line, flush=True)
+    return line
 
 
 def doctor_facts() -> dict[str, object]:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from mmsample.batch import MultimodalBatch
 from mmsample.cli import name_the_flags
 from mmsample.decoding.backends.diagnosis import decoder_line
+from mmsample.report.outcomes import write_outcomes
 from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
 
@@ -58,11 +59,16 @@ def batches(run: Run) -> Iterator[MultimodalBatch]:
 
 
 def run_epoch(run: Run) -> dict[str, Any] | None:
-    """Train one epoch (from `run.step` when resumed); None if stopped by --stop-after."""
+    """Train one epoch (from `run.step` when resumed); None if stopped by --stop-after. The
+    record's times: `time/set_epoch_s` (the loader's set_epoch: ledger sync, scoring and
+    rescoring passes, the method's plan), `time/epoch_s` (the training batches),
+    `time/eval_s` (evaluation) and `time/wall_s` (all of the epoch, checkpoint included)."""
     args = run.args
+    begin = time.perf_counter()
     if run.fresh_epoch:
         run.loader.set_epoch(run.epoch)
     run.fresh_epoch = True
+    set_epoch_s = time.perf_counter() - begin
     trace_path = args.out / f"trace-{run.rank}.jsonl"
     trace = trace_path.open("a") if args.trace else nullcontext(None)
     loss_sum, right, rows, items, waited = 0.0, 0, 0, 0, 0.0
@@ -103,15 +109,23 @@ def run_epoch(run: Run) -> dict[str, Any] | None:
         "train/loss": float(totals[0] / max(float(totals[3]), 1.0)),
         "train/acc": float(totals[1] / max(float(totals[2]), 1.0)),
         "train/items": float(totals[3]),
+        "time/set_epoch_s": set_epoch_s,
         "time/epoch_s": seconds,
         "time/data_s": waited,
         "throughput/items_per_s": float(totals[3]) / max(seconds, 1e-9),
     }
-    if run.test is not None:
+    record.update(run.ogm_record())
+    if run.test is not None and run.test_key is not None:
         t0 = time.perf_counter()
-        record.update(evaluate(run.model, run.test, run.device, 64, args.workers))
+        metrics, outcomes = evaluate(
+            run.model, run.test, run.test_key, run.device, args.workers, run.epoch
+        )
+        record.update(metrics)
         record["time/eval_s"] = time.perf_counter() - t0
+        if run.rank == 0:
+            write_outcomes(args.out, outcomes)
     run.save(end_of_epoch=True)
+    record["time/wall_s"] = time.perf_counter() - begin
     run.epoch, run.step = run.epoch + 1, 0
     return record
 
@@ -126,6 +140,7 @@ def train(run: Run) -> int:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
         config["data_fingerprint"] = data_fingerprint(args.data)
+        config["num_classes"] = run.num_classes  # chance = 1 / num_classes in the report
         config["decoder"] = decoders  # the report says which decoder each run used
         (args.out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     run.restore()

@@ -3,10 +3,12 @@
 Place in the data flow: after training. A run folder (written by `pipelines/train.py`, or any
 loop that writes the same files) holds `config.json` (at least `method` and `seed`),
 `metrics.jsonl` (one JSON object per epoch: `test/acc`, `test/acc/<m>`,
-`test/contribution/<m>`, `time/epoch_s`, `throughput/items_per_s`, ...) and `stats.jsonl`
-(the loader's `method.stats(e)` per epoch: `items/<m>`, `batch_size/<m>`, `pacing`, ...).
+`test/contribution/<m>`, `time/epoch_s`, `throughput/items_per_s`, ...), `stats.jsonl`
+(the loader's `method.stats(e)` per epoch: `items/<m>`, `batch_size/<m>`, `pacing`, ...) and
+`outcomes.jsonl` (per-clip test predictions, `mmsample.report.outcomes`).
 `load_runs(root)` finds every such folder under `root` (root itself included);
-`group_runs(runs)` splits them by their settings so that runs which differ are never pooled.
+`group_runs(runs)` splits them by their settings so that runs which differ are never pooled,
+except that a unimodal ceiling run (`Run.ceiling`) joins the runs it bounds.
 The format, with its `run_format` version in `config.json`, is docs/run_format.md.
 """
 

@@ -3,7 +3,8 @@
 Place in the data flow: drives a `Run` (`runner`) epoch by epoch: the loader's batches through
 `Run.train_step`, a checkpoint every `--checkpoint-every` steps and at each epoch's end (or a
 stop after `--stop-after` steps), the epoch's metrics (`evaluate`) appended to
-`OUT/metrics.jsonl`, and `OUT/done.json` when the run ends.
+`OUT/metrics.jsonl` and its per-clip test outcomes to `OUT/outcomes.jsonl`, and
+`OUT/done.json` when the run ends.
 """
 
 from __future__ import annotations
@@ -115,19 +116,26 @@ def run_epoch(run: Run) -> dict[str, Any] | None:
         "throughput/items_per_s": float(totals[3]) / max(seconds, 1e-9),
     }
     record.update(run.ogm_record())
-    if run.test is not None and run.test_key is not None:
-        t0 = time.perf_counter()
-        metrics, outcomes = evaluate(
-            run.model, run.test, run.test_key, run.device, args.workers, run.epoch
-        )
-        record.update(metrics)
-        record["time/eval_s"] = time.perf_counter() - t0
-        if run.rank == 0:
-            write_outcomes(args.out, outcomes)
+    record.update(evaluate_epoch(run))
     run.save(end_of_epoch=True)
     record["time/wall_s"] = time.perf_counter() - begin
     run.epoch, run.step = run.epoch + 1, 0
     return record
+
+
+def evaluate_epoch(run: Run) -> dict[str, float]:
+    """The epoch's test metrics and `time/eval_s` (empty without a test split); rank 0 appends
+    the per-clip outcomes to `OUT/outcomes.jsonl`."""
+    if run.test is None or run.test_key is None:
+        return {}
+    t0 = time.perf_counter()
+    metrics, outcomes = evaluate(
+        run.model, run.test, run.test_key, run.device, run.args.workers, run.epoch
+    )
+    metrics["time/eval_s"] = time.perf_counter() - t0
+    if run.rank == 0:
+        write_outcomes(run.args.out, outcomes)
+    return metrics
 
 
 def train(run: Run) -> int:

@@ -36,6 +36,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _integer_epochs(ax: Any) -> None:
+    """Epoch ticks at whole numbers."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -65,14 +72,17 @@ def _label(s: MethodSummary) -> str:
     return s.method + ("\n(never acted)" if _never(s) else "")
 
 
-def _bars(group: Group, keys: list[tuple[str, str]], ax: Any) -> None:
+def _bars(
+    group: Group, keys: list[tuple[str, str]], ax: Any, colors: list[str] | None = None
+) -> None:
     """Grouped bars per method: one bar per (key, label), interval error bars."""
     width = 0.8 / len(keys)
     n = len(group.summaries)
     for k, (key, label) in enumerate(keys):
         xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(n)]
         points, errs = _errors([s.values.get(key) for s in group.summaries])
-        ax.bar(xs, points, width, yerr=errs, label=label, capsize=2)
+        color = colors[k] if colors else None
+        ax.bar(xs, points, width, yerr=errs, label=label, capsize=2, color=color)
     ax.set_xticks(range(n), [_label(s) for s in group.summaries], rotation=30)
 
 
@@ -94,7 +104,7 @@ def accuracy(group: Group, out: Path) -> Path | None:
     _chance(ax, group)
     ax.set_ylabel("test accuracy (last epoch)")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize="x-small", ncol=2)
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, out / "accuracy.png")
 
 
@@ -106,11 +116,12 @@ def utilisation(group: Group, out: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(group.summaries)), 3.6))
-    _bars(group, [(f"util/{m}", m) for m in mods], ax)
+    colors = [f"C{group.modalities.index(m) + 1}" for m in mods]  # as in the accuracy plot
+    _bars(group, [(f"util/{m}", m) for m in mods], ax, colors)
     ax.axhline(0.0, color="grey", linestyle=":", linewidth=1, label="chance")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="ceiling")
-    ax.set_ylabel("utilisation (alone - 1/K) / (ceiling - 1/K)")
-    ax.legend(fontsize="x-small")
+    ax.set_ylabel("utilisation\n(alone - 1/K) / (ceiling - 1/K)")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, out / "utilisation.png")
 
 
@@ -131,7 +142,7 @@ def _per_method(
     series: Callable[[Run, str], list[tuple[int, float]]],
     ylabel: str,
     path: Path,
-    reference: float | None = None,
+    references: tuple[float, ...] = (),
 ) -> Path | None:
     """One panel per method (shared y), one line per modality and seed, inactive epochs
     shaded; None when no run logged the series."""
@@ -160,8 +171,9 @@ def _per_method(
             ax.plot([e for e, _ in pts], [v for _, v in pts], marker="o", color=color, label=tag)
         if s.method != BASELINE:
             _shade(ax, s.activity, shaded)
-        if reference is not None:
-            ax.axhline(reference, color="grey", linestyle=":", linewidth=1)
+        for ref in references:
+            ax.axhline(ref, color="grey", linestyle=":", linewidth=1)
+        _integer_epochs(ax)
         ax.set_title(s.method + (" (never acted)" if _never(s) else ""), fontsize="small")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
@@ -184,7 +196,7 @@ def utilisation_epochs(group: Group, out: Path) -> Path | None:
         top = group.ceilings.get((m, run.seed))
         return [(e, u) for e, u in utilisation_series(run, top, m, group.chance)]
 
-    return _per_method(group, series, "utilisation", out / "utilisation_epochs.png", 1.0)
+    return _per_method(group, series, "utilisation", out / "utilisation_epochs.png", (0.0, 1.0))
 
 
 def contribution(group: Group, out: Path) -> Path | None:
@@ -193,7 +205,7 @@ def contribution(group: Group, out: Path) -> Path | None:
     def series(run: Run, m: str) -> list[tuple[int, float]]:
         return run.series(f"test/contribution/{m}")
 
-    return _per_method(group, series, "Shapley (test)", out / "contribution.png", 0.0)
+    return _per_method(group, series, "Shapley (test)", out / "contribution.png", (0.0,))
 
 
 def _stat_panels(
@@ -229,6 +241,7 @@ def _stat_panels(
         ax.set_title(m)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
+        _integer_epochs(ax)
     axes[0][-1].legend(fontsize="x-small")
     return _save(fig, path)
 
@@ -258,6 +271,7 @@ def bss_pacing(group: Group, out: Path) -> Path | None:
             [e for e, _ in pts], [v for _, v in pts], marker="o", label=f"{run.method} s{run.seed}"
         )
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+    _integer_epochs(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("pacing (share of ids)")
     ax.set_ylim(0, 1.05)

@@ -89,6 +89,7 @@ def test_demo_report_numbers_equal_the_logs(demo: Path) -> None:
     assert finals["plain"]["eval/decoded"] == tests
     assert all(finals[m]["eval/decoded"] == 0 for m in ORDER if m != "plain")
     assert "one clip = 10 points" in report
+    assert "- test set decoding: 10 clips decoded over 9 evaluations of 9 runs" in report
     # the methods' own numbers, through their stats() keys (SMV's `contribution/<m>` stat
     # shown as its train valuation: "contribution" names the test Shapley value only)
     stats = table(report, "| method | seed | epoch |")

@@ -269,6 +269,7 @@ def _schedule(runs: Sequence[Run]) -> list[str]:
             lines.append(f"- {key}: {config[key]}")
     if "data" in config:
         lines.append(f"- data: `{config['data']}`")
+    lines += _decoded(runs)
     decoders = sorted({str(r.config["decoder"]) for r in runs if "decoder" in r.config})
     if len(decoders) == 1:
         lines.append(f"- {decoders[0]}")
@@ -277,6 +278,20 @@ def _schedule(runs: Sequence[Run]) -> list[str]:
             methods = sorted({r.method for r in runs if r.config.get("decoder") == line})
             lines.append(f"- {line} ({', '.join(methods)})")
     return lines
+
+
+def _decoded(runs: Sequence[Run]) -> list[str]:
+    """A line on how often the test set was decoded (`eval/decoded`), when the runs log it."""
+    logged = [r for r in runs if any("eval/decoded" in m for m in r.metrics)]
+    if not logged:
+        return []
+    clips = sum(int(m.get("eval/decoded") or 0) for r in logged for m in r.metrics)
+    evaluations = sum(len(r.metrics) for r in logged)
+    return [
+        f"- test set decoding: {clips} clips decoded over {evaluations} evaluations of "
+        f"{len(logged)} runs; the decoded test set is kept per process and reused by later "
+        "epochs and runs of that process (`eval/decoded` is 0 then)"
+    ]
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, list[str]]:

@@ -304,3 +304,36 @@ def test_resume_between_epochs_continues_the_same_batches(demo: Path, tmp_path: 
     assert jsonl(cut / "trace-0.jsonl") == jsonl(whole / "trace-0.jsonl")
     assert jsonl(cut / "stats.jsonl") == jsonl(whole / "stats.jsonl")
     assert jsonl(whole / "stats.jsonl")[1]["items"] > 10  # SMV repeats items in epoch 1
+
+
+def test_the_test_set_is_kept_once_decoded_or_said_when_too_large(demo: Path) -> None:
+    """A kept test set is decoded once (then 0 clips) and equals a fresh decode; one over the
+    memory limit is decoded at every evaluation, and a warning says so once."""
+    import warnings
+
+    import torch
+
+    from mmsample.errors import MmsampleWarning
+    from mmsample.shards.indexed import IndexedDataset
+    from pipelines.models import small
+    from pipelines.training.test_set import TestSets, test_key
+
+    data = demo / "data" / "shards"
+    specs = small(10).modalities
+    reader = IndexedDataset(data, specs, split="test")
+    key = test_key(data, "test", specs, 4)
+    kept = TestSets()
+    first, decoded = kept.batches(reader, key, 0)
+    again, reused = kept.batches(reader, key, 0)
+    assert (decoded, reused, len(first)) == (10, 0, 3) and again is first
+    small_limit = TestSets(limit_bytes=0)
+    with pytest.warns(MmsampleWarning, match="decoded again at every evaluation"):
+        fresh, n1 = small_limit.batches(reader, key, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, n2 = small_limit.batches(reader, key, 0)
+    assert n1 == n2 == 10
+    for a, b in zip(first, fresh, strict=True):
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.labels, b.labels)
+        for m in ("audio", "video"):
+            assert torch.equal(a[m], b[m])

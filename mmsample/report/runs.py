@@ -48,10 +48,15 @@ NOT_SETTINGS = frozenset(
         "trace",
         "run_format",
         "decoder",
+        "no_progress",
+        "stop_after",
+        "num_classes",
     }
 )
-"""`config.json` keys that do not make runs unlike: what is compared across (method, seed) or
-only says where and how a run was executed, not what it trained."""
+"""`config.json` keys that do not make runs unlike: what is compared across (method, seed),
+only says where and how a run was executed (progress bars, a simulated preemption), or is a
+property of the data that `data_fingerprint` already tells apart (`num_classes`), not what it
+trained."""
 
 
 @dataclass

@@ -19,9 +19,13 @@ def add_report_command(sub: Any) -> None:
         "report",
         help="report.md and PNG plots from the logs of the training runs under RUN_DIR",
         description="Read every run folder under RUN_DIR (config.json, metrics.jsonl, "
-        "stats.jsonl, as pipelines/train.py writes them) and write report.md and PNG plots: "
-        "accuracy per method, modality contribution over epochs, DUS batch sizes, BSS pacing, "
-        "SMV extra items, throughput. Prints the headline table. Runs whose settings differ "
+        "stats.jsonl, outcomes.jsonl, as pipelines/train.py writes them; docs/run_format.md) "
+        "and write report.md and PNG plots: per method, fused accuracy and macro-F1, each "
+        "modality alone and its utilisation against the unimodal ceiling runs (plain, --only "
+        "m), test Shapley contributions, items trained and wall time, with 95% intervals "
+        "(bootstrap over test clips for one seed, t over seeds), the paired difference to "
+        "plain in words read off the intervals, and the epochs each method acted in "
+        "(docs/report_metrics.md). Prints the headline table. Runs whose settings differ "
         "(epochs, batch size, world size, data, ...) are never pooled: each group of equal "
         "settings gets its own report, and report.md names the differing settings.",
     )

@@ -140,6 +140,8 @@ def train_argv(
         str(args.threads),
         "--smv-warmup",
         "1",
+        "--remix-warmup",
+        "1",
     ]
     if only:
         argv += ["--only", only]
@@ -212,7 +214,9 @@ def notes(args: argparse.Namespace) -> str:
             "Schedules are shortened to the epochs run: DUS spans the run's epochs "
             f"(beta {run.dus_beta:g}), BSS t_grow = epochs - 1 with lambda0 "
             f"{run.bss_lambda0:g} and rescoring {bss_every} (learned), SMV warm-up "
-            f"{run.smv_warmup} epoch(s), OGM-GE alpha {run.ogm_alpha:g} over every epoch.",
+            f"{run.smv_warmup} epoch(s), OGM-GE alpha {run.ogm_alpha:g} over every epoch, Data "
+            f"Remixing warm-up {run.remix_warmup} epoch(s) (its unimodal heads train the "
+            "encoders, unlike the other runs' detached probes).",
             "",
             "The active-learning demo (BMMAL and the other query strategies) is its own "
             f"command, not part of this report's run: `{ACTIVE_COMMAND}` writes "

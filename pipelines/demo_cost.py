@@ -46,7 +46,7 @@ RATE_GOAL = 0.8  # a run's training items/s over the decode-only rate, at least
 class RunWork:
     """One run's logged work: `name` (its folder relative to the demo's), items decoded for
     training (scoring passes included) and for evaluation, training items, and seconds of
-    its epochs (`time/epoch_s`), evaluations and epoch starts (`time/plan_s`)."""
+    its epochs (`time/epoch_s`), evaluations and epoch starts (`time/set_epoch_s`)."""
 
     name: str
     decoded_train: int
@@ -91,7 +91,7 @@ def run_work(run: Path, root: Path) -> RunWork:
         items=round(total("train/items")),
         train_s=total("time/epoch_s"),
         eval_s=total("time/eval_s"),
-        plan_s=total("time/plan_s"),
+        plan_s=total("time/set_epoch_s"),
     )
 
 

@@ -25,9 +25,9 @@ def test_run_work_sums_the_logged_epochs(tmp_path: Path) -> None:
         "train/items": 800.0,
         "time/epoch_s": 4.0,
         "time/eval_s": 1.0,
-        "time/plan_s": 0.5,
+        "time/set_epoch_s": 0.5,
     }
-    run = write_run(tmp_path / "seed0" / "bss", [epoch, {**epoch, "time/plan_s": 0.0}])
+    run = write_run(tmp_path / "seed0" / "bss", [epoch, {**epoch, "time/set_epoch_s": 0.0}])
     work = run_work(run, tmp_path)
     assert work.name == "seed0/bss"
     assert (work.decoded_train, work.decoded_eval, work.decodes) == (1800, 400, 2200)

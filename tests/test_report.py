@@ -1,6 +1,6 @@
-"""`mmsample report` over several seeds (what `make demo SEEDS=3` writes): the headline cells
-and the verdicts against the plain loader, checked against means and spreads worked out by
-hand from hand-written run logs."""
+"""`mmsample report` over hand-written run logs: several seeds (what `make demo SEEDS=3`
+writes) with unimodal ceilings, checked against t intervals, utilisations and paired
+differences worked out by hand; unlike runs reported apart; the run format's version."""
 
 from __future__ import annotations
 
@@ -13,17 +13,14 @@ import pytest
 
 from mmsample.report import write_report
 
-# method -> fused test accuracy of seeds 0, 1, 2 (last epoch); worked out by hand:
-# plain 0.750 ± 0.050; smv 0.960 ± 0.010 (+0.210 > 0.050: beat); dus 0.780 ± 0.020
-# (+0.030 <= 0.050: within the spread); bss 0.650 ± 0.050 (-0.100: did not beat)
+# method -> fused test accuracy of seeds 0, 1, 2 (last epoch)
 ACC = {
     "plain": (0.70, 0.75, 0.80),
     "smv": (0.95, 0.96, 0.97),
     "dus": (0.76, 0.78, 0.80),
     "bss": (0.60, 0.65, 0.70),
 }
-# contributions of audio / video per seed (the same for every method): gaps 0.3, 0.1, 0.2
-# -> 0.200 ± 0.100; audio 0.300 ± 0.100, video 0.500 ± 0.100
+# test Shapley contributions of audio / video per seed (the same for every method)
 AUDIO = (0.2, 0.3, 0.4)
 VIDEO = (0.5, 0.4, 0.6)
 
@@ -43,6 +40,7 @@ def write_run(folder: Path, method: str, seed: int, **settings: object) -> None:
                 "test/acc/video": 0.6 if last else 0.1,
                 "test/contribution/audio": AUDIO[seed] if last else 0.0,
                 "test/contribution/video": VIDEO[seed] if last else 0.0,
+                "train/items": 10.0,
                 "time/epoch_s": 2.0,
                 "time/eval_s": 0.5,
                 "throughput/items_per_s": 100.0 + 10 * seed + 20 * epoch,
@@ -53,34 +51,77 @@ def write_run(folder: Path, method: str, seed: int, **settings: object) -> None:
     (folder / "stats.jsonl").write_text(json.dumps({"epoch": 1, "ids": 10, "items": 10}) + "\n")
 
 
-def test_several_seeds_give_mean_spread_and_honest_verdicts(tmp_path: Path) -> None:
+def write_ceiling(folder: Path, modality: str, seed: int, acc: float, **settings: object) -> None:
+    """A unimodal ceiling run: plain, only [modality], test accuracy `acc` in its last epoch."""
+    folder.mkdir(parents=True)
+    config = {"method": "plain", "seed": seed, "only": [modality], **settings}
+    (folder / "config.json").write_text(json.dumps(config))
+    rows = [{"epoch": e, "test/acc": acc if e == 1 else 0.1} for e in (0, 1)]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+
+
+def row(table: list[str], method: str) -> list[str]:
+    """The cells of `method`'s row of a markdown table."""
+    line = next(x for x in table if x.startswith(f"| {method} |"))
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def test_several_seeds_give_t_intervals_and_words_from_paired_differences(
+    tmp_path: Path,
+) -> None:
     for method in ACC:
         for seed in range(3):
-            write_run(tmp_path / f"seed{seed}" / method, method, seed)
+            write_run(tmp_path / f"seed{seed}" / method, method, seed, num_classes=10)
+    for seed in range(3):
+        write_ceiling(tmp_path / f"seed{seed}" / "only-audio", "audio", seed, 0.55, num_classes=10)
+        write_ceiling(tmp_path / f"seed{seed}" / "only-video", "video", seed, 0.82, num_classes=10)
     report_path, table = write_report(tmp_path)
-    cells = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table[2:]}
-    assert list(cells) == ["plain", "dus", "bss", "smv"]  # ORDER, not file order
-    # method, seeds, fused, audio alone, video alone, contribution a / v, gap, vs plain, time, items/s
-    assert cells["plain"][1:9] == [
-        "3",
-        "0.750 ± 0.050",
-        "0.500 ± 0.000",
-        "0.600 ± 0.000",
-        "0.300 ± 0.100",
-        "0.500 ± 0.100",
-        "0.200 ± 0.100",
-        "",
-    ]
-    assert cells["smv"][2] == "0.960 ± 0.010" and cells["smv"][8] == "+0.210"
-    assert cells["dus"][8] == "+0.030" and cells["bss"][8] == "-0.100"
-    # time: 2 epochs x (2.0 + 0.5) s; items/s: mean of 100, 120, 110, 130, 120, 140 (sd 14.1)
-    assert cells["plain"][9] == "5.0 ± 0.0" and cells["plain"][10].rstrip(" |") == "120.0 ± 14.1"
     report = report_path.read_text()
-    assert "- smv beat the plain loader: fused test accuracy 0.960 vs 0.750" in report
-    assert "**dus did not beat the plain loader beyond the spread**" in report
-    assert "within one standard deviation (0.050)" in report
-    assert "**bss did not beat the plain loader**: fused test accuracy 0.650 vs 0.750" in report
-    assert "unknown noise" not in report  # three seeds: judged against the spread
+    assert "not pooled" not in report  # the ceilings join the runs they bound
+    assert [r.split(" | ")[0].lstrip("| ") for r in table[2:]] == ["plain", "dus", "bss", "smv"]
+    # plain 0.70, 0.75, 0.80: mean 0.75, sd 0.05, t(0.975, 2 df) = 4.303: 0.75 ± 0.124
+    # utilisation audio (0.5 - 0.1) / (0.55 - 0.1) = 0.889, raw 0.5 / 0.55 = 0.91; video
+    # (0.6 - 0.1) / (0.82 - 0.1) = 0.694, raw 0.73; equal over seeds: a zero-width interval
+    assert row(table, "plain")[:8] == [
+        "plain",
+        "3",
+        "0.750 [0.626, 0.874]",
+        "n/a",
+        "0.500 [0.500, 0.500]",
+        "0.89 [0.89, 0.89] (raw 0.91)",
+        "0.600 [0.600, 0.600]",
+        "0.69 [0.69, 0.69] (raw 0.73)",
+    ]
+    # smv 0.95, 0.96, 0.97: sd 0.01 -> ± 0.025
+    assert row(table, "smv")[2] == "0.960 [0.935, 0.985]"
+    # paired per seed: smv - plain = 0.25, 0.21, 0.17 (mean 0.21, sd 0.04: ± 0.099);
+    # dus - plain = 0.06, 0.03, 0.00 (mean 0.03, sd 0.03: ± 0.075); bss - plain = -0.1 each
+    assert (
+        "- smv: fused accuracy: above plain (the 95% interval of the difference, "
+        "[+0.111, +0.309], excludes 0)" in report
+    )
+    assert (
+        "- dus: fused accuracy: no detectable difference at this size ([-0.045, +0.105]" in report
+    )
+    assert (
+        "- bss: fused accuracy: below plain (the 95% interval of the difference, [-0.100" in report
+    )
+    assert "did not beat" not in report and "**" not in report  # no bold verdicts
+    # Shapley on the test set: audio 0.2, 0.3, 0.4 -> 0.300 ± 0.248; items 2 x 10; wall 2 x 2.5 s
+    lines = report.splitlines()
+    cost = lines[lines.index(next(x for x in lines if x.startswith("| method | Shapley"))) :]
+    assert row(cost, "plain")[1] == "0.300 [0.052, 0.548]"
+    assert row(cost, "plain")[3:5] == ["20 [20, 20]", "5.0 [5.0, 5.0]"]
+    assert "unimodal ceiling run(s); K = 10 classes" in report and "2 degrees" not in report
+    assert "t interval (n - 1 degrees of freedom)" in report
+
+
+def test_without_ceilings_utilisation_is_unavailable_and_says_how(tmp_path: Path) -> None:
+    write_run(tmp_path / "plain", "plain", 0, num_classes=10)
+    report = write_report(tmp_path)[0].read_text()
+    assert "Utilisation is unavailable for audio, video: no unimodal ceiling run" in report
+    assert "--method plain --only audio" in report
+    assert row(report.splitlines(), "plain")[5] == "n/a"
 
 
 def test_the_command_writes_where_asked(tmp_path: Path) -> None:
@@ -106,7 +147,10 @@ def test_runs_of_unlike_settings_are_reported_apart_never_pooled(tmp_path: Path)
     report_path, table = write_report(tmp_path)
     report = report_path.read_text()
     assert "differ in epochs, world_size: they are not pooled" in report
-    assert table[0] == "epochs=2, world_size=1:" and "| plain | 2 | 0.725 ± 0.035 |" in table[3]
+    # 0.70, 0.75: mean 0.725, sd 0.0354, t(0.975, 1 df) = 12.706 -> ± 0.318
+    assert (
+        table[0] == "epochs=2, world_size=1:" and "| plain | 2 | 0.725 [0.407, 1.043] |" in table[3]
+    )
     assert "epochs=3, world_size=1:" in table and "| plain | 1 | 0.800 |" in "".join(table)
     assert "epochs=2, world_size=2:" in table and "| smv | 1 | 0.950 |" in "".join(table)
     assert (tmp_path / "epochs=3_world_size=1" / "report.md").exists()

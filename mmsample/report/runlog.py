@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from numpy.typing import ArrayLike
+
+from .outcomes import check_outcomes, write_outcomes
 from .runs import RUN_FORMAT
 
 __all__ = ["RunLog", "data_fingerprint"]
@@ -37,11 +40,14 @@ def data_fingerprint(folder: str | Path) -> str:
 
 class RunLog:
     """The logs of one run in `folder`: `config.json` now, a `metrics.jsonl` (and optionally
-    `stats.jsonl`) line per `epoch(...)` call, `done.json` on `done()`.
+    `stats.jsonl`) line per `epoch(...)` call, an `outcomes.jsonl` line per `outcomes(...)`
+    call, `done.json` on `done()`.
 
     `method` and `seed` name the run among its comparisons; `settings` (epochs, batch_size,
     world_size, model, data, method knobs, ...: JSON values) decide which runs the report may
-    pool: runs whose settings differ are reported apart. Raises ValueError when `folder`
+    pool: runs whose settings differ are reported apart. Pass `num_classes` (K) for the
+    report's chance level and utilisation; a unimodal ceiling run is `method="plain"` with
+    `only=["<m>"]` and otherwise the same settings. Raises ValueError when `folder`
     already holds a run (a `metrics.jsonl`): one folder, one run.
     """
 
@@ -69,6 +75,25 @@ class RunLog:
         self._append("metrics.jsonl", {"epoch": epoch, **_numbers(metrics)})
         if stats is not None:
             self._append("stats.jsonl", {"epoch": epoch, **_numbers(stats)})
+
+    def outcomes(
+        self,
+        epoch: int,
+        modalities: Sequence[str],
+        ids: ArrayLike,
+        labels: ArrayLike,
+        predictions: Mapping[str, ArrayLike],
+        probes: Mapping[str, ArrayLike] | None = None,
+    ) -> None:
+        """Append epoch `epoch`'s per-clip test outcomes to `outcomes.jsonl`, which gives the
+        report its intervals: `ids` (each test clip once, any order), `labels` and, for every
+        non-empty subset C of `modalities`, `predictions[C]` = the argmax class of your fusion
+        head with the features outside C zeroed (C named by its modalities joined with "+" in
+        `modalities` order: `"audio+video"` is the fused prediction; `"none"`, all zeroed, is
+        optional), optionally `probes[m]` (a unimodal head's). Integer arrays `[N]`. Raises
+        ValueError naming what is wrong (a repeated id, a missing subset, unequal lengths)."""
+        record = check_outcomes(epoch, modalities, ids, labels, predictions, probes)
+        write_outcomes(self.folder, record)
 
     def done(self, epochs: int) -> None:
         """Mark the run finished after `epochs` epochs (`done.json`)."""

@@ -3,10 +3,12 @@
 Place in the data flow: after training. A run folder (written by `pipelines/train.py`, or any
 loop that writes the same files) holds `config.json` (at least `method` and `seed`),
 `metrics.jsonl` (one JSON object per epoch: `test/acc`, `test/acc/<m>`,
-`test/contribution/<m>`, `time/epoch_s`, `throughput/items_per_s`, ...) and `stats.jsonl`
-(the loader's `method.stats(e)` per epoch: `items/<m>`, `batch_size/<m>`, `pacing`, ...).
+`test/contribution/<m>`, `time/epoch_s`, `throughput/items_per_s`, ...), `stats.jsonl`
+(the loader's `method.stats(e)` per epoch: `items/<m>`, `batch_size/<m>`, `pacing`, ...) and
+`outcomes.jsonl` (per-clip test predictions, `mmsample.report.outcomes`).
 `load_runs(root)` finds every such folder under `root` (root itself included);
-`group_runs(runs)` splits them by their settings so that runs which differ are never pooled.
+`group_runs(runs)` splits them by their settings so that runs which differ are never pooled,
+except that a unimodal ceiling run (`Run.ceiling`) joins the runs it bounds.
 The format, with its `run_format` version in `config.json`, is docs/run_format.md.
 """
 
@@ -19,17 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .outcomes import Outcomes, load_outcomes
+
 __all__ = [
     "NOT_SETTINGS",
     "RUN_FORMAT",
     "Run",
-    "Summary",
     "group_runs",
     "load_run",
     "load_runs",
-    "mean_std",
     "settings",
-    "summarize",
 ]
 
 RUN_FORMAT = 1
@@ -47,24 +48,51 @@ NOT_SETTINGS = frozenset(
         "trace",
         "run_format",
         "decoder",
+        "no_progress",
+        "stop_after",
+        "num_classes",
     }
 )
-"""`config.json` keys that do not make runs unlike: what is compared across (method, seed) or
-only says where and how a run was executed, not what it trained."""
+"""`config.json` keys that do not make runs unlike: what is compared across (method, seed),
+only says where and how a run was executed (progress bars, a simulated preemption), or is a
+property of the data that `data_fingerprint` already tells apart (`num_classes`), not what it
+trained."""
 
 
 @dataclass
 class Run:
-    """One run's logs: `config`, `metrics[e]` and `stats[e]` (dicts keyed as logged)."""
+    """One run's logs: `config`, `metrics[e]` and `stats[e]` (dicts keyed as logged) and the
+    per-clip `outcomes[e]` (`outcomes.jsonl`; empty when the run wrote none)."""
 
     path: Path
     config: dict[str, Any]
     metrics: list[dict[str, Any]]
     stats: list[dict[str, Any]]
+    outcomes: dict[int, Outcomes] = field(default_factory=dict)
 
     @property
     def method(self) -> str:
         return str(self.config.get("method", self.path.name))
+
+    @property
+    def ceiling(self) -> str | None:
+        """The modality m when this run is a unimodal ceiling (config `method` "plain" and
+        `only` [m]: the same model trained on m alone), else None."""
+        only = self.config.get("only")
+        if self.method == "plain" and isinstance(only, list) and len(only) == 1:
+            return str(only[0])
+        return None
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed")
+
+    @property
+    def last_outcomes(self) -> Outcomes | None:
+        """The outcomes of the last logged epoch (None when not written)."""
+        if not self.metrics:
+            return None
+        return self.outcomes.get(int(self.metrics[-1].get("epoch", -1)))
 
     @property
     def modalities(self) -> list[str]:
@@ -125,7 +153,9 @@ def load_run(path: str | Path) -> Run:
             f"{config_path} has run_format {version!r}; this mmsample reads run_format "
             f"{RUN_FORMAT} only (docs/run_format.md): update mmsample or rewrite the run"
         )
-    return Run(folder, config, _jsonl(metrics), _jsonl(folder / "stats.jsonl"))
+    return Run(
+        folder, config, _jsonl(metrics), _jsonl(folder / "stats.jsonl"), load_outcomes(folder)
+    )
 
 
 def load_runs(root: str | Path) -> list[Run]:
@@ -151,71 +181,36 @@ def settings(run: Run) -> dict[str, Any]:
     return {k: v for k, v in run.config.items() if k not in NOT_SETTINGS}
 
 
+def _comparable(run: Run) -> dict[str, Any]:
+    """`settings(run)` less `only` for a ceiling run and for a run of every modality (None), so
+    a ceiling meets the runs it bounds."""
+    out = settings(run)
+    if run.ceiling is not None or out.get("only") is None:
+        out.pop("only", None)
+    return out
+
+
+def _key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
+
+
 def group_runs(runs: Sequence[Run]) -> list[tuple[dict[str, Any], list[Run]]]:
     """Split `runs` into groups of equal `settings`, in first-seen order. Each group comes with
     the settings that tell it apart from the other groups (`{}` when there is one group);
-    a setting a run does not record counts as its own value (None)."""
+    a setting a run does not record counts as its own value (None). A unimodal ceiling run
+    (`Run.ceiling`) joins the group whose other settings equal its own; with no such group it
+    stays in a group of its own settings (`only` included)."""
+    mains = {_key(_comparable(r)) for r in runs if r.ceiling is None}
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(json.dumps(settings(run), sort_keys=True, default=str), []).append(run)
+        key = _key(_comparable(run))
+        if run.ceiling is not None and key not in mains:
+            key = _key(settings(run))
+        groups.setdefault(key, []).append(run)
     members = list(groups.values())
-    keys = sorted({k for g in members for k in settings(g[0])})
+    firsts = [next((r for r in g if r.ceiling is None), g[0]) for g in members]
+    keys = sorted({k for r in firsts for k in settings(r)})
     differ = [
-        k
-        for k in keys
-        if len({json.dumps(settings(g[0]).get(k), default=str) for g in members}) > 1
+        k for k in keys if len({json.dumps(settings(r).get(k), default=str) for r in firsts}) > 1
     ]
-    return [({k: settings(g[0]).get(k) for k in differ}, g) for g in members]
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (NaN std for fewer than two values)."""
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return math.nan, math.nan
-    mean = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return mean, math.nan
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-
-
-@dataclass
-class Summary:
-    """One method over its seeds: `values[key] = (mean, std)` of the final-epoch metrics plus
-    `gap` (largest minus smallest contribution), `time_s` (train + eval seconds) and
-    `items_per_s` (mean over epochs and seeds)."""
-
-    method: str
-    seeds: int
-    runs: list[Run]
-    values: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-
-def _gap(run: Run) -> float:
-    c = [run.final(f"test/contribution/{m}") for m in run.modalities]
-    return max(c) - min(c) if c else math.nan
-
-
-def summarize(runs: Sequence[Run], order: Sequence[str] = ()) -> list[Summary]:
-    """Group runs by method (in `order` first, then by name) and summarise each group."""
-    groups: dict[str, list[Run]] = {}
-    for run in runs:
-        groups.setdefault(run.method, []).append(run)
-    names = [m for m in order if m in groups] + sorted(m for m in groups if m not in order)
-    out = []
-    for name in names:
-        group = groups[name]
-        s = Summary(name, len(group), group)
-        keys = ["test/acc"]
-        for m in group[0].modalities:
-            keys += [f"test/acc/{m}", f"test/contribution/{m}"]
-        for key in keys:
-            s.values[key] = mean_std([r.final(key) for r in group])
-        s.values["gap"] = mean_std([_gap(r) for r in group])
-        s.values["time_s"] = mean_std(
-            [r.total("time/epoch_s") + r.total("time/eval_s") for r in group]
-        )
-        rates = [v for r in group for _, v in r.series("throughput/items_per_s")]
-        s.values["items_per_s"] = mean_std(rates)
-        out.append(s)
-    return out
+    return [({k: settings(r).get(k) for k in differ}, g) for r, g in zip(firsts, members)]

@@ -15,17 +15,19 @@ pinned batches, else CPU); DDP under torchrun (gloo on CPU, NCCL on GPU). Every
 `--checkpoint-every` steps and at each epoch's end every rank saves `OUT/checkpoint/rank<r>.pt`
 (model, optimizer, loader state with the method's and the ledger's, OGM-GE); a rerun with the
 same arguments resumes from it. Writes `OUT/config.json`, `OUT/stats.jsonl` (the loader's
-`method.stats(e)` per epoch), `OUT/metrics.jsonl` (train loss and accuracy, test accuracy of the
-fused head and of each modality alone, Shapley contribution per modality, time and throughput
-per epoch) and, when the run ends, `OUT/done.json`.
+`method.stats(e)` per epoch), `OUT/metrics.jsonl` (train loss and accuracy, test accuracy and
+macro-F1 of the fused head, accuracy of each modality alone, Shapley contribution per modality,
+OGM-GE coefficients, time and throughput per epoch), `OUT/outcomes.jsonl` (every test clip's
+predictions per epoch) and, when the run ends, `OUT/done.json` (docs/run_format.md).
 
 `--model resnet18` trains on its preset's "train" specs (a few random frames per step, OGM-GE's
 crop and flip on the device, drawn from (seed, epoch, step, rank)) and evaluates on the "test"
 specs (all frames).
 
-Evaluation reads the `--test-split` with an `IndexedDataset`; under DDP each rank scores a
-disjoint share of the test ids and the counts are summed, so every test sample counts once
-(the training reader's padding never reaches it).
+Evaluation reads the `--test-split` with an `IndexedDataset`, decoded once per process and
+reused by later epochs and runs; under DDP each rank predicts a disjoint share of the test ids
+and the shares are gathered, so every test sample counts once (the training reader's padding
+never reaches it).
 """
 
 # Modules (listed here, not in the docstring above: that is the --help text): `options` (the

@@ -1,70 +1,108 @@
-"""Test metrics of a training run: fused and per-modality accuracy, probes, Shapley values.
+"""Test metrics and per-clip outcomes of a training run: fused and per-modality accuracy,
+macro-F1, probes, Shapley values, and every clip's predictions.
 
-Place in the data flow: after each epoch, on the `--test-split` read by an `IndexedDataset`;
-under DDP each rank scores a disjoint share of the test ids and the counts are summed, so every
-test sample counts once.
+Place in the data flow: after each epoch, on the `--test-split` read by an `IndexedDataset`
+whose decoded batches are kept for the process (`test_set.TEST_SETS`: decoded once, reused by
+later epochs and runs). Under DDP each rank predicts a disjoint share of the test ids; the
+shares are gathered (`all_gather_object`) and ordered by id, so every test clip counts once,
+and every metric is computed from the gathered predictions.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import Any
 
-from mmsample.batch import MultimodalBatch
-from mmsample.scoring import model_pass, pass_ids
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from mmsample.report.outcomes import Outcomes, check_outcomes, subset_name
+from mmsample.report.scores import macro_f1
 from mmsample.shards.indexed import IndexedDataset
 from mmsample.signals import shapley, subset_logits
 
 from ..models import LateFusion
-from .device import all_sum, autocast
+from .device import autocast, distributed
+from .test_set import TEST_SETS, TestKey
+
+
+def _predict(model: LateFusion, batches: list[Any], device: torch.device) -> dict[str, np.ndarray]:
+    """This rank's ids, labels, subset predictions `[n, 2**M]` and probe predictions `[n, M]`."""
+    parts: dict[str, list[np.ndarray]] = {"ids": [], "labels": [], "subsets": [], "probes": []}
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), autocast(device):  # bf16 on CUDA, as in training
+        for cpu_batch in batches:
+            batch = cpu_batch.to(device, non_blocking=True)
+            feats = model.features(batch)
+            subsets = subset_logits(feats, model.head).argmax(-1)
+            probes = torch.stack([u.argmax(-1) for u in model.unimodal(feats)], 1)
+            parts["ids"].append(batch.ids.cpu().numpy())
+            parts["labels"].append(batch.labels.cpu().numpy())
+            parts["subsets"].append(subsets.cpu().numpy())
+            parts["probes"].append(probes.cpu().numpy())
+    model.train(was_training)
+    m = len(model.names)
+    empty = {"ids": (0,), "labels": (0,), "subsets": (0, 1 << m), "probes": (0, m)}
+    return {
+        k: np.concatenate(v) if v else np.zeros(empty[k], dtype=np.int64) for k, v in parts.items()
+    }
+
+
+def _gather(mine: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every rank's share, concatenated (identity outside DDP)."""
+    if not distributed():
+        return mine
+    shares: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(shares, mine)
+    return {k: np.concatenate([s[k] for s in shares]) for k in mine}
 
 
 def evaluate(
-    model: LateFusion, reader: IndexedDataset, device: torch.device, batch_size: int, workers: int
-) -> dict[str, float]:
-    """Test metrics over every id of `reader`, each counted once across ranks (this rank's
-    share of `mmsample.scoring.pass_ids`, read by `model_pass`, the counts summed): `test/acc`
-    (fused), `test/acc/<m>` (the fusion head on modality m alone, the others zeroed),
-    `test/probe/<m>` (the unimodal probe), `test/contribution/<m>` (Shapley value of m with
-    v(C) = accuracy of the head on subset C), `test/n`."""
-    names = model.names
+    model: LateFusion,
+    reader: IndexedDataset,
+    key: TestKey,
+    device: torch.device,
+    workers: int,
+    epoch: int,
+) -> tuple[dict[str, float], Outcomes]:
+    """Metrics and per-clip outcomes over every id of `reader` (each once across ranks).
+
+    Metrics: `test/acc` (fused), `test/macro_f1` (fused; `mmsample.report.scores.macro_f1`),
+    `test/acc/<m>` (the fusion head on modality m alone, the others zeroed), `test/probe/<m>`
+    (the unimodal probe), `test/contribution/<m>` (Shapley value of m with v(C) = accuracy of
+    the head on subset C, v(empty) the head on zero features), `test/n` (clips) and
+    `eval/decoded` (clips decoded for this evaluation, summed over ranks: 0 when the decoded
+    test batches were reused). Outcomes: the predictions of every subset and probe per clip,
+    ordered by id (`mmsample.report.outcomes`). ValueError if ranks predicted a clip twice.
+    """
+    batches, decoded = TEST_SETS.batches(reader, key, workers)
+    share = _predict(model, batches, device)
+    share["decoded"] = np.array([decoded], dtype=np.int64)
+    got = _gather(share)
+    names = list(model.names)
     m = len(names)
-    counts = torch.zeros((1 << m) + m + 1, dtype=torch.float64)
-
-    def tally(batch: MultimodalBatch, feats: list[Tensor]) -> None:
-        y = batch.labels
-        logits = subset_logits(feats, model.head)
-        right = (logits.argmax(-1) == y[:, None]).double().sum(0).cpu()
-        uni = model.unimodal(feats)
-        probes = torch.stack([(u.argmax(-1) == y).double().sum() for u in uni]).cpu()
-        counts.add_(torch.cat([right, probes, torch.tensor([float(len(y))])]))
-
-    _, mine = pass_ids(reader, None, "evaluate")
-    was_training = model.training
-    model.eval()
-    with autocast(device):  # bf16 as in training; model_pass's own autocast is off
-        model_pass(
-            model,
-            reader,
-            mine,
-            tally,
-            batch_size=batch_size,
-            num_workers=workers,
-            device=device,
-            progress=False,
-            autocast=False,
-            desc="evaluate",
-        )
-    model.train(was_training)
-    dev = device if device.type == "cuda" else torch.device("cpu")
-    counts = all_sum(counts.to(dev)).cpu()
-    n = float(counts[-1])
-    acc = counts[: 1 << m] / max(n, 1.0)
-    phi = shapley(acc.unsqueeze(0))[0]
-    full = (1 << m) - 1
-    out = {"test/acc": float(acc[full]), "test/n": n}
+    outcomes = check_outcomes(
+        epoch,
+        names,
+        got["ids"],
+        got["labels"],
+        {subset_name(c, names): got["subsets"][:, c] for c in range(1 << m)},
+        {n: got["probes"][:, j] for j, n in enumerate(names)},
+    )
+    values = torch.tensor(
+        [float(outcomes.correct(subset_name(c, names)).mean()) for c in range(1 << m)],
+        dtype=torch.float64,
+    )
+    phi = shapley(values.unsqueeze(0))[0]
+    out = {
+        "test/acc": float(values[(1 << m) - 1]),
+        "test/macro_f1": macro_f1(outcomes.labels, outcomes.predictions[outcomes.fused]),
+        "test/n": float(len(outcomes.ids)),
+        "eval/decoded": float(got["decoded"].sum()),
+    }
     for j, name in enumerate(names):
-        out[f"test/acc/{name}"] = float(acc[1 << j])
-        out[f"test/probe/{name}"] = float(counts[(1 << m) + j] / max(n, 1.0))
+        out[f"test/acc/{name}"] = float(values[1 << j])
+        out[f"test/probe/{name}"] = float((outcomes.probes[name] == outcomes.labels).mean())
         out[f"test/contribution/{name}"] = float(phi[j])
-    return out
+    return out, outcomes

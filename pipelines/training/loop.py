@@ -3,7 +3,8 @@
 Place in the data flow: drives a `Run` (`runner`) epoch by epoch: the loader's batches through
 `Run.train_step`, a checkpoint every `--checkpoint-every` steps and at each epoch's end (or a
 stop after `--stop-after` steps), the epoch's metrics (`evaluate`) appended to
-`OUT/metrics.jsonl`, and `OUT/done.json` when the run ends.
+`OUT/metrics.jsonl` and its per-clip test outcomes to `OUT/outcomes.jsonl`, and
+`OUT/done.json` when the run ends.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mmsample.batch import MultimodalBatch
 from mmsample.cli import name_the_flags
 from mmsample.decoding import decode_count
 from mmsample.decoding.backends.diagnosis import announce_decoders
+from mmsample.report.outcomes import write_outcomes
 from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
 
@@ -59,14 +61,17 @@ def batches(run: Run) -> Iterator[MultimodalBatch]:
 
 
 def run_epoch(run: Run) -> dict[str, Any] | None:
-    """Train one epoch (from `run.step` when resumed); None if stopped by --stop-after."""
+    """Train one epoch (from `run.step` when resumed); None if stopped by --stop-after. The
+    record's times: `time/set_epoch_s` (the loader's set_epoch: ledger sync, scoring and
+    rescoring passes, the method's plan), `time/epoch_s` (the training batches),
+    `time/eval_s` (evaluation) and `time/wall_s` (all of the epoch, checkpoint included)."""
     args = run.args
     decoded = decode_count.total()  # the epoch's work: scoring passes, training, evaluation
-    planned = time.perf_counter()
+    begin = time.perf_counter()
     if run.fresh_epoch:
         run.loader.set_epoch(run.epoch)
-    planned = time.perf_counter() - planned  # ledger sync, scoring pass, the method's plan
     run.fresh_epoch = True
+    set_epoch_s = time.perf_counter() - begin
     trace_path = args.out / f"trace-{run.rank}.jsonl"
     trace = trace_path.open("a") if args.trace else nullcontext(None)
     loss_sum, right, rows, items, waited = 0.0, 0, 0, 0, 0.0
@@ -107,22 +112,36 @@ def run_epoch(run: Run) -> dict[str, Any] | None:
         "train/loss": float(totals[0] / max(float(totals[3]), 1.0)),
         "train/acc": float(totals[1] / max(float(totals[2]), 1.0)),
         "train/items": float(totals[3]),
+        "time/set_epoch_s": set_epoch_s,
         "time/epoch_s": seconds,
         "time/data_s": waited,
-        "time/plan_s": planned,
         "throughput/items_per_s": float(totals[3]) / max(seconds, 1e-9),
     }
     trained = decode_count.total()
-    if run.test is not None:
-        t0 = time.perf_counter()
-        record.update(evaluate(run.model, run.test, run.device, 64, args.workers))
-        record["time/eval_s"] = time.perf_counter() - t0
+    record.update(run.ogm_record())
+    record.update(evaluate_epoch(run))
     work = [trained.items - decoded.items, decode_count.total().items - trained.items]
     summed = all_sum(torch.tensor(work, dtype=torch.float64))
     record["work/decoded_train"], record["work/decoded_eval"] = (float(x) for x in summed)
     run.save(end_of_epoch=True)
+    record["time/wall_s"] = time.perf_counter() - begin
     run.epoch, run.step = run.epoch + 1, 0
     return record
+
+
+def evaluate_epoch(run: Run) -> dict[str, float]:
+    """The epoch's test metrics and `time/eval_s` (empty without a test split); rank 0 appends
+    the per-clip outcomes to `OUT/outcomes.jsonl`."""
+    if run.test is None or run.test_key is None:
+        return {}
+    t0 = time.perf_counter()
+    metrics, outcomes = evaluate(
+        run.model, run.test, run.test_key, run.device, run.args.workers, run.epoch
+    )
+    metrics["time/eval_s"] = time.perf_counter() - t0
+    if run.rank == 0:
+        write_outcomes(run.args.out, outcomes)
+    return metrics
 
 
 def train(run: Run) -> int:
@@ -136,6 +155,7 @@ def train(run: Run) -> int:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
         config["data_fingerprint"] = data_fingerprint(args.data)
+        config["num_classes"] = run.num_classes  # chance = 1 / num_classes in the report
         config["decoder"] = decoders  # the report says which decoder each run used
         (args.out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))
     run.restore()

@@ -28,6 +28,7 @@ from ..models import MODELS
 from .data import build_loader
 from .device import all_sum, autocast, distributed, setup
 from .losses import LOSSES
+from .test_set import test_key
 
 
 def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
@@ -128,17 +129,22 @@ class Run:
             gen = torch.Generator(self.device).manual_seed(args.seed)
             encoders = {n: self.model.encoders[n] for n in self.names}
             self.ogm = OGMGE(encoders, args.ogm_alpha, end=args.epochs - 1, generator=gen)
+        # every modality, also for a unimodal baseline (its model zeroes the others): the test
+        # set's decode is the same for every run of the process, and kept once decoded
+        test_specs = choice.test_modalities or choice.modalities
         self.test = (
-            IndexedDataset(
-                # every modality, also for a unimodal baseline (its model zeroes the others):
-                # the test set's decode is the same for every run, and decoded once
-                args.data,
-                choice.test_modalities or choice.modalities,
-                split=args.test_split,
-            )
+            IndexedDataset(args.data, test_specs, split=args.test_split)
             if args.test_split
             else None
         )
+        self.test_key = (
+            test_key(args.data, args.test_split, test_specs, 64) if args.test_split else None
+        )
+        # OGM-GE's coefficients this epoch, per encoder (on the device: no sync per step):
+        # their sum and the count of steps with k < 1, over `ogm_steps` steps
+        self.ogm_sum: Tensor | None = None
+        self.ogm_scaled: Tensor | None = None
+        self.ogm_steps = 0
         self.ckpt = args.out / "checkpoint" / f"rank{self.rank}.pt"
         self.epoch, self.step, self.fresh_epoch = 0, 0, True
         self.steps_this_run = 0
@@ -184,6 +190,21 @@ class Run:
             self.epoch, self.step = self.epoch + 1, 0
         self.fresh_epoch = bool(state["end_of_epoch"])
         return True
+
+    def ogm_record(self) -> dict[str, float]:
+        """This epoch's OGM-GE coefficients per encoder m (empty without OGM-GE), then reset:
+        `ogm/coeff/<m>` the mean coefficient over the steps this process ran, `ogm/modulated/<m>`
+        the share of those steps whose coefficient was < 1 (gradients scaled down). The
+        coefficients are equal on every rank (the scores are summed over ranks first)."""
+        out: dict[str, float] = {}
+        if self.ogm_sum is not None and self.ogm_scaled is not None:
+            means = (self.ogm_sum / self.ogm_steps).tolist()
+            shares = (self.ogm_scaled / self.ogm_steps).tolist()
+            for j, name in enumerate(self.names):
+                out[f"ogm/coeff/{name}"] = means[j]
+                out[f"ogm/modulated/{name}"] = shares[j]
+        self.ogm_sum, self.ogm_scaled, self.ogm_steps = None, None, 0
+        return out
 
     # ---- one step ----
     def augment_batch(self, batch: MultimodalBatch) -> None:
@@ -241,7 +262,12 @@ class Run:
             )
             dev = self.device if self.device.type == "cuda" else torch.device("cpu")
             scores = all_sum(scores.to(dev, torch.float64))
-            self.ogm(scores, self.epoch)
+            applied = self.ogm(scores, self.epoch)
+            k = torch.stack([applied[n] for n in self.names]).detach().double()
+            self.ogm_sum = k if self.ogm_sum is None else self.ogm_sum + k
+            scaled = (k < 1).double()
+            self.ogm_scaled = scaled if self.ogm_scaled is None else self.ogm_scaled + scaled
+            self.ogm_steps += 1
         self.optim.step()
         if self.ledger is not None:
             values = VALUES["smv"](logits.detach(), y, batch.ids)  # v[C] = |C| if C alone is right

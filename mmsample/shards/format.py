@@ -171,13 +171,18 @@ class Manifest:
                 f"{path} is a shard, not a dataset: give the directory that holds it and its "
                 f"{MANIFEST} ({path.parent})"
             )
+        return cls.parse(path.read_bytes(), str(path))
+
+    @classmethod
+    def parse(cls, raw: bytes, where: str) -> Manifest:
+        """The manifest in the bytes `raw` of file `where` (named in errors)."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ManifestError(
-                f"{path} is not a {MANIFEST}: not valid JSON in UTF-8 ({err}); give the dataset "
+                f"{where} is not a {MANIFEST}: not valid JSON in UTF-8 ({err}); give the dataset "
                 "directory"
             ) from err
         if not isinstance(data, dict):
-            raise ManifestError(f"{path} is not a {MANIFEST} (not a JSON object)")
-        return cls.from_json(data, str(path))
+            raise ManifestError(f"{where} is not a {MANIFEST} (not a JSON object)")
+        return cls.from_json(data, where)

@@ -254,8 +254,17 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
             return
         lo, hi = self._rank_range(total)
         count = batch_count(hi - lo, rows, self.drop_last)
-        for b in worker_batches(count, worker, workers)[start:].tolist():
-            pos = np.arange(lo + b * rows, min(lo + (b + 1) * rows, hi)) % total
+        mine = worker_batches(count, worker, workers)[start:].tolist()
+        prefetch = getattr(self.fetch, "prefetch", None)  # remote shards read ahead
+
+        def positions(b: int) -> np.ndarray:
+            return np.arange(lo + b * rows, min(lo + (b + 1) * rows, hi)) % total
+
+        for j, b in enumerate(mine):
+            pos = positions(b)
+            if prefetch is not None:  # this batch (the first) and the next, concurrently
+                for c in mine[j : j + 2] if j == 0 else mine[j + 1 : j + 2]:
+                    prefetch(seq[positions(c)])
             if sizes is not None:
                 restrict = dus_row_masks(sizes, rows, self.seed, epoch, self.rank, b)[: len(pos)]
             else:

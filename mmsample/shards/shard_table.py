@@ -157,6 +157,10 @@ class ShardTable:
         self.ids = np.ascontiguousarray(table[:, 0])
         self.starts = np.ascontiguousarray(table[:, 1])
         self.ends = np.ascontiguousarray(table[:, 2])
+        # each row's split ("" for none); None when no index has a split column
+        split_cols = [i.splits if i.splits is not None else np.full(len(i), "") for i in indexes]
+        has_splits = any(i.splits is not None for i in indexes)
+        self.splits = np.concatenate(split_cols) if has_splits and indexes else None
         keyed = all(i.keys is not None for i in indexes)
         self.keys = np.concatenate([i.keys for i in indexes]) if keyed and indexes else None
         counts = np.array([len(r) for r in rows], dtype=np.int64)

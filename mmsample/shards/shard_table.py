@@ -128,6 +128,7 @@ class ShardTable:
         else:
             settings = remote or ReadSettings()
             store = open_store(location, settings.storage_options, settings.retry)
+            store.check_access(settings.access)
             self.manifest = Manifest.parse(store.read(MANIFEST), store.url(MANIFEST))
             self.split = check_split(self.manifest, split, owner)
             self.names = [s.name for s in self.manifest.shards]

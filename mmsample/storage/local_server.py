@@ -6,7 +6,7 @@ through it as through a cloud store: `LocalServer(folder=...)` serves `GET`/`HEA
 byte ranges (206, `Content-Range`) over keep-alive HTTP/1.1; `LocalServer(upstream=...)` forwards
 every request (S3 API calls included) and its answer. `latency` (seconds) delays each request
 like a distant region; `faults` (a `Faults`) makes chosen requests fail the ways networks fail:
-"503" (an S3 `SlowDown` answer), "reset" (the connection dropped before an answer), "truncate"
+"503" (an S3 `SlowDown` answer), "403" (`AccessDenied`), "reset" (the connection dropped before an answer), "truncate"
 (the full Content-Length announced, half the body sent, the connection closed), "stall" (no
 answer for `stall` seconds: the client's read timeout must fire).
 """
@@ -27,8 +27,12 @@ from typing import Any
 
 __all__ = ["FAULT_KINDS", "Fault", "Faults", "LocalServer"]
 
-FAULT_KINDS = ("503", "reset", "truncate", "stall")
+FAULT_KINDS = ("503", "403", "reset", "truncate", "stall")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+ACCESS_DENIED = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+    b"<Message>Access Denied</Message></Error>"
+)
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
@@ -91,6 +95,8 @@ class _Handler(BaseHTTPRequestHandler):
         kind = self.server.faults.take(self.command, self.path, self.headers.get("Range", ""))
         if kind == "503":
             self._send(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
+        elif kind == "403":
+            self._send(403, {"Content-Type": "application/xml"}, ACCESS_DENIED)
         elif kind == "reset":
             self._reset()
         elif kind == "stall":
@@ -117,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         kind = self._fault()
-        if kind in ("503", "reset", "stall"):
+        if kind in ("503", "403", "reset", "stall"):
             return
         if self.server.upstream is not None:
             status, headers, body = self._forward()

@@ -63,9 +63,21 @@ class TransientFailure(Exception):
 
 
 def describe(err: BaseException) -> str:
-    """`Type: message` of an error, first line only (messages of cloud clients can be long)."""
+    """`Type: message [code, HTTP status]` of an error, first line only (messages of cloud
+    clients can be long); the service's error code and status come from the error or its
+    causes (s3fs turns a botocore ClientError into an OSError that drops them)."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+    out = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    for e in _chain(err):
+        response = getattr(e, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return out + f" [{code}, HTTP {status}]"
+        status = getattr(e, "status", None)
+        if isinstance(status, int):
+            return out + f" [HTTP {status}]"
+    return out
 
 
 def _status(err: BaseException) -> int | None:

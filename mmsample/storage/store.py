@@ -39,6 +39,10 @@ class Store:
         """File `name` of the folder as it may be printed."""
         return self.location.child(name).display
 
+    def check_access(self, access: str) -> None:
+        """StorageError if this store cannot be read the way `access` says ("sequential",
+        "random"), before anything is read."""
+
     def read(self, name: str) -> bytes:
         """The whole file `name` (manifest, offset index)."""
         raise NotImplementedError
@@ -113,7 +117,9 @@ class FsspecStore(Store):
 
     def read(self, name: str) -> bytes:
         try:
-            return bytes(self.call(name, "reading", lambda fs: fs.cat_file(self._path(name))))
+            # start=0: one GET (a plain cat_file may first ask the size, a second request)
+            read = lambda fs: fs.cat_file(self._path(name), start=0)  # noqa: E731
+            return bytes(self.call(name, "reading", read))
         except TransientFailure as err:
             raise StorageError(scrub(str(err))) from err
 
@@ -204,6 +210,10 @@ class PipeStore(Store):
             "its byte range (IndexedDataset, mode='indexed') needs a URL (s3://, gs://, "
             "https://) or a path; use StreamedDataset / mode='streamed' with pipe:"
         )
+
+    def check_access(self, access: str) -> None:
+        if access != "sequential":
+            self.read_range("", 0, 0)
 
     def chunks(self, name: str, start: int, size: int, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
         proc = subprocess.Popen(

@@ -70,7 +70,11 @@ RULES = [
     (DECODING, SHARDING, "decoding turns bytes into tensors; it knows nothing of writing shards"),
     (DECODING, READERS, "decoding is handed bytes; the readers call it, never the reverse"),
     (SIGNALS, ("mmsample",), "signals are pure tensor functions: they import only mmsample.errors"),
-    (STORAGE, ("mmsample",), "storage moves bytes: it knows nothing of shards, decoding or loading"),
+    (
+        STORAGE,
+        ("mmsample",),
+        "storage moves bytes: it knows nothing of shards, decoding or loading",
+    ),
 ]
 ALLOWED = {
     "mmsample.schedule": ("mmsample.plan", "mmsample.schedule"),

@@ -62,7 +62,9 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert torch.equal(a[name], b[name]), (a["key"], name)
 
 
-def test_streamed_s3_equals_local_and_streams_each_shard(s3: S3, uploaded: str, local: Path) -> None:
+def test_streamed_s3_equals_local_and_streams_each_shard(
+    s3: S3, uploaded: str, local: Path
+) -> None:
     here = list(StreamedDataset(str(local), modalities(), shuffle=4, seed=1))
     s3.reset()
     there = list(StreamedDataset(uploaded, modalities(), shuffle=4, seed=1))
@@ -81,7 +83,9 @@ def test_streamed_s3_equals_local_and_streams_each_shard(s3: S3, uploaded: str, 
 def test_indexed_http_prefetch_coalesces_ranges(local: Path) -> None:
     with LocalServer(folder=local.parent) as server:
         url = f"{server.url}/{local.name}"
-        ref = balanced_loader(str(local), None, modalities=modalities(), batch_size=4, mode="indexed")
+        ref = balanced_loader(
+            str(local), None, modalities=modalities(), batch_size=4, mode="indexed"
+        )
         loader = balanced_loader(url, None, modalities=modalities(), batch_size=4, mode="indexed")
         got = [b for b in loader]
         want = [b for b in ref]
@@ -118,7 +122,13 @@ def test_transient_faults_every_item_exactly_once(s3: S3, uploaded: str, mode: s
     faulty = run()
     assert faulty == clean
     assert Counter(i for i, _ in faulty) == Counter(range(N))  # each sample exactly once
-    assert sorted(k for k, _ in s3.proxy.faults.injected) == ["503", "503", "reset", "stall", "truncate"]
+    assert sorted(k for k, _ in s3.proxy.faults.injected) == [
+        "503",
+        "503",
+        "reset",
+        "stall",
+        "truncate",
+    ]
 
 
 def test_permanent_fault_names_url_key_and_error_and_skips(s3: S3, uploaded: str) -> None:
@@ -178,7 +188,9 @@ def test_resume_round_trip_on_s3(s3: S3, uploaded: str) -> None:
     check_resume(make, items, stops=[0, 3])
 
 
-def test_cache_keeps_whole_shards_lru_and_never_partial(s3: S3, uploaded: str, local: Path, tmp_path: Path) -> None:
+def test_cache_keeps_whole_shards_lru_and_never_partial(
+    s3: S3, uploaded: str, local: Path, tmp_path: Path
+) -> None:
     from mmsample.storage import ShardCache
 
     sizes = sorted(p.stat().st_size for p in local.glob("*.tar"))
@@ -192,7 +204,11 @@ def test_cache_keeps_whole_shards_lru_and_never_partial(s3: S3, uploaded: str, l
     broken = ShardCache(tmp_path / "broken", max_bytes=1 << 30)
     s3.proxy.faults.add("truncate", "shard-000004.tar", count=100)
     with pytest.raises(SampleError):
-        list(StreamedDataset(uploaded, modalities(), cache=broken, retry=RetryPolicy(2, 0.0, 0.0, 1.0)))
+        list(
+            StreamedDataset(
+                uploaded, modalities(), cache=broken, retry=RetryPolicy(2, 0.0, 0.0, 1.0)
+            )
+        )
     entries = [p.name for p in (tmp_path / "broken" / "objects").iterdir()]
     assert entries and not [e for e in entries if e.endswith("shard-000004.tar")]
     assert not any((tmp_path / "broken" / "tmp").iterdir())
@@ -208,8 +224,10 @@ def _rank(rank: int, world: int, init: str, url: str, endpoint: str, out: str) -
     try:
         result = {}
         for mode in ("streamed", "indexed"):
+            # streamed through a forked DataLoader worker (its own client), indexed in-process
+            workers = 1 if mode == "streamed" else 0
             loader = balanced_loader(
-                url, None, modalities=modalities(), batch_size=4, mode=mode, num_workers=1
+                url, None, modalities=modalities(), batch_size=4, mode=mode, num_workers=workers
             )
             loader.set_epoch(1)
             result[mode] = ([b.ids.tolist() for b in loader], len(loader))

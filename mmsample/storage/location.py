@@ -25,8 +25,10 @@ READ_ONLY = frozenset({"http", "https", PIPE})
 
 def redact(url: str) -> str:
     """`url` without its query string, fragment, user and password (what may be printed).
-    Plain paths and `pipe:` commands are returned as given."""
-    if url.startswith(f"{PIPE}:") or "://" not in url:
+    Plain paths are returned as given; a `pipe:` command with every URL in it redacted."""
+    if url.startswith(f"{PIPE}:"):
+        return scrub(url)
+    if "://" not in url:
         return url
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -79,7 +81,8 @@ class Location:
     def child(self, name: str) -> Location:
         """The file `name` inside this folder (for pipe:, the command with `{name}` filled)."""
         if self.protocol == PIPE:
-            return Location(PIPE, self.path.replace(NAME_SLOT, name), self.url)
+            command = self.path.replace(NAME_SLOT, name)
+            return Location(PIPE, command, f"{PIPE}:{command}")
         if self.is_local:
             path = os.path.join(self.path, name)
             return Location(self.protocol, path, path)

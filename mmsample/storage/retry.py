@@ -47,7 +47,9 @@ TRANSIENT_CLASSES = frozenset(
         "ChunkedEncodingError",
     }
 )
-_STATUS_IN_TEXT = re.compile(r"\b(5\d\d|429|408)\b|SlowDown|Service ?Unavailable|Reduce your")
+_STATUS_IN_TEXT = re.compile(
+    r"\b(5\d\d|429|408)\b|SlowDown|Service ?Unavailable|reduce your request rate", re.IGNORECASE
+)
 
 
 class ShortReadError(ConnectionError):

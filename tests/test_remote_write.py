@@ -99,7 +99,7 @@ def test_interrupted_upload_leaves_no_shard_a_reader_accepts(
     names = s3.names("cut")
     assert "manifest.json" not in names and "shard-000001.tar" not in names
     assert "shard-000001.json" not in names and not [n for n in names if n.endswith(".tmp")]
-    with pytest.raises(StorageError, match="manifest.json does not exist"):
+    with pytest.raises(StorageError, match=r"manifest\.json does not exist"):
         IndexedDataset(url, {"text": Text(byte_ids=True, max_length=4)})
     s3.reset()
     assert _shard(table, url) == 0

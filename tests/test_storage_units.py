@@ -5,7 +5,6 @@ permanent line, the retry loop, backend options, and the shard cache's LRU evict
 from __future__ import annotations
 
 import random
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +82,7 @@ class _Coded(Exception):
 
 
 def test_transient_and_permanent_faults() -> None:
-    assert is_transient(ConnectionResetError()) and is_transient(socket.timeout())
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
     assert is_transient(ShortReadError("got 3 of 9 bytes"))
     assert is_transient(_Coded("SlowDown", 503)) and is_transient(_Coded("InternalError", 500))
     assert is_transient(OSError(16, "Please reduce your request rate."))

@@ -262,8 +262,8 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
 
         for j, b in enumerate(mine):
             pos = positions(b)
-            if prefetch is not None:  # this batch (the first) and the next, concurrently
-                for c in mine[j : j + 2] if j == 0 else mine[j + 1 : j + 2]:
+            if prefetch is not None:  # this batch (the first) and the next two, concurrently
+                for c in mine[j : j + 3] if j == 0 else mine[j + 2 : j + 3]:
                     prefetch(seq[positions(c)])
             if sizes is not None:
                 restrict = dus_row_masks(sizes, rows, self.seed, epoch, self.rank, b)[: len(pos)]

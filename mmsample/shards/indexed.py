@@ -61,7 +61,7 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         storage_options: Mapping[str, Any] | None = None,
         retry: RetryPolicy | None = None,
         cache: ShardCache | None = None,
-        prefetch: int = 8,
+        prefetch: int = 32,
     ) -> None:
         threads = check_decode_threads(decode_threads, "IndexedDataset")
         remote = remote_settings(

@@ -283,6 +283,13 @@ class ShardTable:
             rows = np.asarray(rows, dtype=np.int64)
             self.remote.prefetch(self.shard_of_row[rows], self.starts[rows], self.ends[rows])
 
+    def expect(self, rows: np.ndarray) -> None:
+        """The rows about to be read, in order (the streamed reader's walk): a remote dataset
+        fetches the next shard's first chunks while one shard streams; a local one ignores it."""
+        if self.remote is not None and len(rows):
+            rows = np.asarray(rows, dtype=np.int64)
+            self.remote.expect(self.shard_of_row[rows], self.starts[rows])
+
     def _truncated(self, row: int, size: int) -> None:
         """Raise for a row whose range passes the end of its (truncated) file, naming the key of
         the sample where the file is cut: a row wholly past the end has no readable key."""

@@ -28,6 +28,7 @@ def _s3(policy: RetryPolicy) -> dict[str, Any]:
             "connect_timeout": policy.timeout,
             "read_timeout": policy.timeout,
             "retries": {"max_attempts": 1, "mode": "standard"},
+            "max_pool_connections": 64,  # concurrent range prefetches share one client
         }
     }
 

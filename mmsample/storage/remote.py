@@ -43,8 +43,9 @@ class SequentialWindow:
         import queue
 
         self.store, self.name, self.size = store, name, size
-        self.pos = start  # offset of buf[0]
-        self.buf = bytearray()
+        self.pos = start  # shard offset of buf[off]
+        self.buf = b""
+        self.off = 0
         self.chunk = chunk
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max(1, readahead))
         self._stop = threading.Event()
@@ -68,12 +69,12 @@ class SequentialWindow:
 
     def covers(self, start: int, restart_gap: int) -> bool:
         """True if `start` lies in or not far ahead of the window."""
-        return self.pos <= start <= self.pos + len(self.buf) + restart_gap
+        return self.pos <= start <= self.pos + len(self.buf) - self.off + restart_gap
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) (fewer if the stream ends first); the window drops what precedes
-        `end`."""
-        while self.pos + len(self.buf) < end:
+        `end`. Each chunk is copied once into the window, each sample once out of it."""
+        while self.pos + len(self.buf) - self.off < end:
             item = self._queue.get()
             if item is None:
                 self._queue.put(None)
@@ -81,14 +82,17 @@ class SequentialWindow:
             if isinstance(item, BaseException):
                 self._queue.put(item)
                 raise item
-            self.buf += item
-            if self.pos + len(self.buf) < start:  # wholly before the range: drop
-                self.pos += len(self.buf)
-                self.buf = bytearray()
-        lo = max(0, start - self.pos)
-        out = bytes(self.buf[lo : end - self.pos])
-        cut = max(0, min(len(self.buf), end - self.pos))
-        del self.buf[:cut]
+            held = len(self.buf) - self.off
+            if self.pos + held < start:  # all held bytes precede the range: drop them
+                self.pos += held
+                self.buf, self.off = item, 0
+            else:
+                self.buf, self.off = self.buf[self.off :] + item, 0
+        lo = self.off + max(0, start - self.pos)
+        hi = self.off + max(0, end - self.pos)
+        out = self.buf[lo:hi]
+        cut = min(len(self.buf), hi) - self.off
+        self.off += cut
         self.pos += cut
         return out
 
@@ -107,7 +111,7 @@ class ReadSettings:
     access: str = "random"
     chunk: int = CHUNK_BYTES
     readahead: int = 2
-    prefetch: int = 8
+    prefetch: int = 32
     cache: ShardCache | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     storage_options: Mapping[str, Any] | None = None
@@ -147,6 +151,9 @@ class RemoteShards:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: OrderedDict[tuple[int, int, int], Future[bytes]] = OrderedDict()
         self._window: tuple[int, SequentialWindow] | None = None
+        self._next: tuple[int, SequentialWindow] | None = None  # the next shard's stream
+        self._visits: list[tuple[int, int]] = []  # (shard, first offset) in reading order
+        self._visit = 0
         self._cached: OrderedDict[int, int] = OrderedDict()  # shard -> fd of its cached file
 
     def _mine(self) -> None:
@@ -169,20 +176,49 @@ class RemoteShards:
             return self._sequential(shard, start, end)
         return self.store.read_range(self.names[shard], start, min(end, self.sizes[shard]))
 
-    def _sequential(self, shard: int, start: int, end: int) -> bytes:
+    def expect(self, shards: np.ndarray, starts: np.ndarray) -> None:
+        """The reads to come (sequential access): shard `shards[i]` from byte `starts[i]`, in
+        this order; while a shard streams, the next one's first chunks are fetched."""
+        self._mine()
+        visits: list[tuple[int, int]] = []
+        for shard, start in zip(shards.tolist(), starts.tolist()):
+            if not visits or visits[-1][0] != shard:
+                visits.append((shard, start))
+        self._visits, self._visit = visits, 0
+
+    def _open(self, shard: int, start: int) -> SequentialWindow:
         s = self.settings
-        if (
-            self._window is None
-            or self._window[0] != shard
-            or not self._window[1].covers(start, s.chunk)
-        ):
-            if self._window is not None:
-                self._window[1].close()
-            window = SequentialWindow(
-                self.store, self.names[shard], self.sizes[shard], start, s.chunk, s.readahead
-            )
-            self._window = (shard, window)
+        return SequentialWindow(
+            self.store, self.names[shard], self.sizes[shard], start, s.chunk, s.readahead
+        )
+
+    def _sequential(self, shard: int, start: int, end: int) -> bytes:
+        chunk = self.settings.chunk
+        window = self._window
+        if window is None or window[0] != shard or not window[1].covers(start, chunk):
+            if window is not None:
+                window[1].close()
+            ahead = self._next
+            if ahead is not None and ahead[0] == shard and ahead[1].covers(start, chunk):
+                self._window, self._next = ahead, None
+            else:
+                self._window = (shard, self._open(shard, start))
+            self._read_next_ahead(shard)
+        assert self._window is not None
         return self._window[1].read(start, end)
+
+    def _read_next_ahead(self, shard: int) -> None:
+        """Start the stream of the shard visited after `shard` (from `expect`)."""
+        visits = self._visits
+        while self._visit < len(visits) and visits[self._visit][0] != shard:
+            self._visit += 1
+        if self._visit + 1 >= len(visits):
+            return
+        following, start = visits[self._visit + 1]
+        self._visit += 1
+        if self._next is not None:
+            self._next[1].close()
+        self._next = (following, self._open(following, start))
 
     def _cache_fd(self, shard: int, cache: ShardCache) -> int | None:
         fd = self._cached.get(shard)
@@ -232,8 +268,9 @@ class RemoteShards:
         """Stop streams and prefetches, close cached files (this process's only)."""
         if self._pid != os.getpid():
             return
-        if self._window is not None:
-            self._window[1].close()
+        for stream in (self._window, self._next):
+            if stream is not None:
+                stream[1].close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         for fd in self._cached.values():

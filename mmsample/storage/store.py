@@ -25,7 +25,7 @@ from .retry import RetryPolicy, ShortReadError, TransientFailure, describe, with
 __all__ = ["STORES", "FsspecStore", "PipeStore", "Store", "open_store"]
 
 T = TypeVar("T")
-CHUNK_BYTES = 16 << 20  # one sequential request of the streamed reader
+CHUNK_BYTES = 8 << 20  # one sequential request of the streamed reader
 
 
 class Store:

@@ -14,6 +14,7 @@ from mmsample.cli import main
 from mmsample.decoding import Text
 from mmsample.errors import StorageError
 from mmsample.shards import IndexedDataset, StreamedDataset
+from mmsample.shards.index_bundle import BundleWarning
 
 from .remote_helpers import BUCKET, S3, local_s3
 
@@ -59,7 +60,7 @@ def test_shard_to_s3_then_inspect_index_and_verify(
     assert "verify: OK" in said
     names = s3.names("sharded")
     assert names == sorted(
-        ["manifest.json"]
+        ["manifest.json", "index-bundle.npy"]
         + [f"shard-00000{n}.{ext}" for n in range(3) for ext in ("tar", "idx.npy", "json")]
     )  # no temporary key left behind
     assert _labels(url) == LABELS
@@ -72,9 +73,12 @@ def test_shard_to_s3_then_inspect_index_and_verify(
     assert main(["index", url, "--verify"]) == 0
     said = capsys.readouterr().out
     assert f"indexed {url}/manifest.json: 7 samples in 3 shards" in said and "verify: OK" in said
-    assert _labels(url) == LABELS
     tars = [p for m, p, _ in s3.proxy.faults.log if m == "GET" and p.endswith(".tar")]
-    assert sorted(tars) == [f"/{BUCKET}/sharded/shard-00000{n}.tar" for n in range(3)]
+    assert sorted(tars) == [f"/{BUCKET}/sharded/shard-00000{n}.tar" for n in range(3)]  # once
+    s3.reset()
+    assert _labels(url) == LABELS
+    opening = [p for m, p, _ in s3.proxy.faults.log if m == "GET" and not p.endswith(".tar")]
+    assert opening == [f"/{BUCKET}/sharded/manifest.json", f"/{BUCKET}/sharded/index-bundle.npy"]
 
 
 def test_parts_publish_the_manifest_when_the_last_part_is_done(s3: S3, table: Path) -> None:
@@ -86,6 +90,10 @@ def test_parts_publish_the_manifest_when_the_last_part_is_done(s3: S3, table: Pa
     assert _shard(table, url, "--part", "0/2") == 0
     assert "manifest.json" in s3.names("parts")
     assert _labels(url) == LABELS
+    # a stale consolidated index is never used: each shard's index is read, with a warning
+    s3.client().put_object(Bucket=BUCKET, Key="parts/index-bundle.npy", Body=b"stale")
+    with pytest.warns(BundleWarning, match="does not match the SHA-256"):
+        assert _labels(url) == LABELS
 
 
 def test_interrupted_upload_leaves_no_shard_a_reader_accepts(

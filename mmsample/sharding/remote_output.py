@@ -17,6 +17,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 
 from ..errors import StorageError
 from ..shards.format import MANIFEST, Manifest, index_name, shard_name
+from ..shards.index_bundle import BUNDLE, BUNDLE_KEY, bundle_entry, pack
+from ..shards.offsets import OffsetIndex, load_index
 from ..storage.location import parse_location
 from ..storage.store import Store, open_store
 from .finalise import write_manifest
@@ -133,10 +136,27 @@ def finalise_remote(store: Store, num_shards: int, job: str) -> Manifest | None:
             store.remove(name)  # a shard of an earlier, longer input
     with staging_folder(None) as tmp:
         manifest = write_manifest(tmp, sidecars)
+        with ThreadPoolExecutor(16) as pool:
+            raws = list(pool.map(lambda s: store.read(s.index), manifest.shards))
+        indexes = [load_index(store.url(s.index), raw) for s, raw in zip(manifest.shards, raws)]
+        publish_bundle(store, manifest, indexes, tmp)
         if (tmp / SKIPPED_REPORT).exists():
             store.put_file(SKIPPED_REPORT, str(tmp / SKIPPED_REPORT))
         store.put_file(MANIFEST, str(tmp / MANIFEST))
     return manifest
+
+
+def publish_bundle(
+    store: Store, manifest: Manifest, indexes: list[OffsetIndex], folder: Path
+) -> None:
+    """Upload the consolidated index of `indexes` and name it (with its digest) in
+    `manifest`, re-saved in `folder` for upload; nothing for indexes without keys."""
+    raw = pack(indexes)
+    if raw is None:
+        return
+    store.write_bytes(BUNDLE, raw)
+    manifest.extra[BUNDLE_KEY] = bundle_entry(raw)
+    manifest.save(folder)
 
 
 def shard_remote(
@@ -189,6 +209,8 @@ def index_remote(
         result = after(folder) if after is not None else None
         for info in manifest.shards:
             store.put_file(info.index, str(folder / info.index))
+        indexes = [load_index(folder / s.index) for s in manifest.shards]
+        publish_bundle(store, manifest, indexes, folder)
         if (folder / SKIPPED_REPORT).exists():
             store.put_file(SKIPPED_REPORT, str(folder / SKIPPED_REPORT))
         store.put_file(MANIFEST, str(folder / MANIFEST))

@@ -5,7 +5,7 @@ dataset loads every shard's offset index, checks it against the manifest and the
 keeps the rows of the requested split and ids; `ShardTable.read(row)` then reads that sample's
 byte range with `os.pread` and parses it (`tar_samples.parse_sample`). A dataset given as a URL
 (`s3://`, `gs://`, `https://`, `pipe:`) is read through `mmsample.storage`: the manifest and
-the indexes once at opening (the indexes concurrently, no per-shard stat: the manifest gives
+the consolidated index (`index_bundle`) once at opening (no per-shard stat: the manifest gives
 the tar sizes), each sample's bytes by `RemoteShards` (sequential chunks for the streamed
 reader, prefetched ranges for the indexed one, or the local cache).
 """
@@ -28,6 +28,7 @@ from ..storage.remote import ReadSettings, RemoteShards
 from ..storage.retry import TransientFailure, describe
 from ..storage.store import Store, open_store
 from .format import MANIFEST, Manifest, ShardInfo
+from .index_bundle import BUNDLE, BUNDLE_KEY, digest_matches, unpack, warn_fallback
 from .offsets import OffsetIndex, check_index, check_unique_ids, key_at, load_index
 from .tar_header import name_hint
 from .tar_samples import RawSample, parse_sample
@@ -188,14 +189,16 @@ class ShardTable:
         return index
 
     def _load_remote(self, store: Store) -> list[OffsetIndex]:
-        """Every shard's offset index from `store`, read concurrently (16 requests at a time),
-        each checked against the manifest (the tar sizes are the manifest's)."""
+        """Every shard's offset index from `store`: the consolidated index the manifest names
+        (one request), else each shard's (16 requests at a time, `BundleWarning`); each checked
+        against the manifest (the tar sizes are the manifest's)."""
         infos = self.manifest.shards
-        with ThreadPoolExecutor(16) as pool:
-            raws = list(pool.map(lambda info: store.read(info.index), infos))
-        out = []
-        for info, raw in zip(infos, raws):
-            index = load_index(store.url(info.index), raw)
+        indexes = self._bundled(store)
+        if indexes is None:
+            with ThreadPoolExecutor(16) as pool:
+                raws = list(pool.map(lambda info: store.read(info.index), infos))
+            indexes = [load_index(store.url(i.index), raw) for i, raw in zip(infos, raws)]
+        for info, index in zip(infos, indexes):
             check_index(
                 index,
                 shard=info.name,
@@ -206,8 +209,19 @@ class ShardTable:
                 tar_bytes=info.bytes,
                 id_space=self.manifest.id_space,
             )
-            out.append(index)
-        return out
+        return indexes
+
+    def _bundled(self, store: Store) -> list[OffsetIndex] | None:
+        """The indexes of the consolidated index the manifest names, if it matches its digest."""
+        entry = self.manifest.extra.get(BUNDLE_KEY)
+        if not isinstance(entry, dict) or entry.get("name") != BUNDLE:
+            warn_fallback(self.where, f"{MANIFEST} names no consolidated offset index")
+            return None
+        raw = store.read(BUNDLE)
+        if not digest_matches(raw, entry):
+            warn_fallback(store.url(BUNDLE), f"does not match the SHA-256 in {MANIFEST} (stale)")
+            return None
+        return unpack(raw, [s.count for s in self.manifest.shards], store.url(BUNDLE))
 
     def __len__(self) -> int:
         return len(self.ids)

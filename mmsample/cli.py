@@ -106,7 +106,9 @@ def _add_inspect_command(sub: argparse._SubParsersAction) -> None:
         description="Print the number of samples, shards and bytes, the fields, the class "
         "counts and the shape and dtype of every decoded modality of one sample.",
     )
-    inspect.add_argument("dir", type=Path, help="the shard folder (manifest.json)")
+    inspect.add_argument(
+        "dir", help="the shard folder (manifest.json), or a URL: s3://bucket/prefix, https://..."
+    )
     inspect.add_argument(
         "--id", type=int, default=None, metavar="N", help="sample id (default: the first)"
     )
@@ -125,7 +127,7 @@ def _add_query_command(sub: argparse._SubParsersAction) -> None:
         "contribution of the picks and writes a state file (every round's labeled ids) to "
         "--out. A budget over the pool's unlabeled samples is refused before the pass.",
     )
-    query.add_argument("shards", type=Path, help="the pool's shard folder")
+    query.add_argument("shards", help="the pool's shard folder, or a URL (s3://...)")
     query.add_argument(
         "--model",
         required=True,
@@ -185,7 +187,7 @@ def _add_subset_command(sub: argparse._SubParsersAction) -> None:
         description="Copy the samples whose ids IDS lists (a `query` state file: every labeled "
         "id; a JSON list; or one id a line) from SHARDS into OUT, keys and ids kept.",
     )
-    subset.add_argument("shards", type=Path, help="the source shard folder")
+    subset.add_argument("shards", help="the source shard folder, or a URL (s3://...)")
     subset.add_argument("ids", type=Path, help="a state file, a JSON id list or one id a line")
     subset.add_argument("out", type=Path, help="output directory (created)")
     subset.add_argument(

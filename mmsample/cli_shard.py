@@ -55,12 +55,17 @@ def positive_int(text: str) -> int:
     raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}")
 
 
-def describe_dataset(manifest: Any, root: Path) -> str:
-    """One line: where the manifest is, samples, shards, classes and fields."""
+def describe_dataset(manifest: Any, root: str | Path) -> str:
+    """One line: where the manifest is (a URL without its query string), samples, shards,
+    classes and fields."""
     from .shards.format import MANIFEST
+    from .storage.location import redact
 
+    where = (
+        f"{redact(str(root)).rstrip('/')}/{MANIFEST}" if isinstance(root, str) else root / MANIFEST
+    )
     return (
-        f"{root / MANIFEST}: {manifest.num_samples} samples in {len(manifest.shards)} shards, "
+        f"{where}: {manifest.num_samples} samples in {len(manifest.shards)} shards, "
         f"{len(manifest.classes)} classes, fields {', '.join(manifest.fields)}"
     )
 
@@ -76,15 +81,27 @@ def _report_problems(problems: Sequence[Any], what: str) -> int:
 
 
 def run_shard(args: argparse.Namespace) -> int:
-    """`mmsample shard`: write the shards, print what each column became, verify on request."""
+    """`mmsample shard`: write the shards, print what each column became, verify on request.
+    A URL `out` is written in a staging folder (`--staging`, default a temporary one) and
+    published shard by shard (`mmsample.sharding.remote_output`)."""
+    from .sharding.remote_output import is_remote, staging_folder
+
+    if not is_remote(str(args.out)):
+        return _shard(args, Path(args.out), None)
+    with staging_folder(args.staging) as folder:
+        return _shard(args, folder, str(args.out))
+
+
+def _shard(args: argparse.Namespace, out: Path, url: str | None) -> int:
     from .sharding.table import read_classes
     from .sharding.tool import shard_dataset
     from .sharding.verify import verify_dataset, verify_shards
     from .shards.format import MANIFEST
+    from .storage.location import redact
 
     report = shard_dataset(
         args.input,
-        args.out,
+        url if url is not None else out,
         samples_per_shard=args.samples_per_shard,
         workers=args.workers,
         part=args.part,
@@ -97,11 +114,15 @@ def run_shard(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         max_pixels=args.max_pixels or None,
         progress=not args.quiet and sys.stderr.isatty(),
+        staging=out if url is not None else None,
     )
+    where_out: str | Path = url if url is not None else report.out
     i, n = report.part
     where = f" (part {i}/{n})" if n > 1 else ""
+    published = f" and published them to {redact(url)}" if url is not None else ""
     print(
-        f"wrote {len(report.written)} shard(s), kept {len(report.kept)} from an earlier run{where}"
+        f"wrote {len(report.written)} shard(s), kept {len(report.kept)} from an earlier "
+        f"run{where}{published}"
     )
     print(f"classes: {report.classes.describe()}")
     print("columns:" + "".join(f"\n  {c.describe()}" for c in report.columns))
@@ -109,20 +130,21 @@ def run_shard(args: argparse.Namespace) -> int:
         skipped = len(report.skipped)
         line = f"skipped {skipped} of {report.rows} rows"
         if skipped and report.manifest is not None:
-            line += f" (see {report.out / SKIPPED_REPORT})"
+            line += f" (see {describe_where(where_out, SKIPPED_REPORT)})"
         elif skipped:
             line += f" (in the shard sidecars; {SKIPPED_REPORT} comes with {MANIFEST})"
         print(line)
     if report.manifest is None:
         print(
             f"{MANIFEST} not written yet: {report.missing} shard(s) of other parts are not done; "
-            f"the last part to finish writes it (or run `mmsample index {report.out}`)"
+            f"the last part to finish writes it (or run `mmsample index "
+            f"{redact(str(where_out))}`)"
         )
     else:
-        print(describe_dataset(report.manifest, report.out))
+        print(describe_dataset(report.manifest, where_out))
     if not args.verify:
         return 0
-    if report.manifest is not None:
+    if report.manifest is not None and url is None:
         return _report_problems(verify_dataset(report.out), f"{len(report.manifest.shards)} shards")
     ds = report.dataset
     _, problems = verify_shards(
@@ -132,16 +154,40 @@ def run_shard(args: argparse.Namespace) -> int:
         fields=ds["fields"],
         num_rows=ds["num_rows"],
     )
-    return _report_problems(problems, f"the {len(report.infos)} shards of part {i}/{n}")
+    what = "uploaded " if url is not None else ""
+    return _report_problems(problems, f"the {len(report.infos)} {what}shards of part {i}/{n}")
+
+
+def describe_where(root: str | Path, name: str) -> str:
+    """File `name` of folder `root` as printed (a URL without its query string)."""
+    from .storage.location import redact
+
+    return f"{redact(root).rstrip('/')}/{name}" if isinstance(root, str) else str(root / name)
 
 
 def run_index(args: argparse.Namespace) -> int:
-    """`mmsample index`: rebuild indexes and manifest from the tars; verify on request."""
+    """`mmsample index`: rebuild indexes and manifest from the tars; verify on request. A URL
+    folder is downloaded into a staging folder (each tar read once), indexed and verified
+    there, and its indexes and manifest published (`mmsample.sharding.remote_output`)."""
     from .sharding.rebuild import rebuild
+    from .sharding.remote_output import index_remote, is_remote
     from .sharding.table import read_classes
     from .sharding.verify import verify_dataset
 
-    manifest = rebuild(args.dir, read_classes(args.classes) if args.classes else None)
+    classes = read_classes(args.classes) if args.classes else None
+    if is_remote(str(args.dir)):
+        manifest, problems = index_remote(
+            rebuild,
+            str(args.dir),
+            args.staging,
+            after=verify_dataset if args.verify else None,
+            classes=classes,
+        )
+        print(f"indexed {describe_dataset(manifest, str(args.dir))}")
+        if args.verify:
+            return _report_problems(problems, f"{len(manifest.shards)} shards")
+        return 0
+    manifest = rebuild(args.dir, classes)
     print(f"indexed {describe_dataset(manifest, Path(args.dir))}")
     if args.verify:
         return _report_problems(verify_dataset(args.dir), f"{len(manifest.shards)} shards")
@@ -160,7 +206,9 @@ def add_shard_commands(sub: Any) -> None:
         "id r. Finished shards are kept when the command is run again.",
     )
     shard.add_argument("input", type=Path, help="the .csv or .jsonl input table")
-    shard.add_argument("out", type=Path, help="output directory (created)")
+    shard.add_argument(
+        "out", help="output directory (created), or a URL: s3://bucket/prefix, gs://..."
+    )
     shard.add_argument(
         "--samples-per-shard",
         type=positive_int,
@@ -199,13 +247,26 @@ def add_shard_commands(sub: Any) -> None:
         "Pillow's; 0: no limit; readers take Image(max_pixels=N))",
     )
     shard.add_argument("--quiet", action="store_true", help="no progress bar")
+    shard.add_argument(
+        "--staging",
+        metavar="DIR",
+        help="with a URL --out: the local folder the shards are written in before upload "
+        "(default: a temporary one; keep it to resume without re-sharding)",
+    )
     index = sub.add_parser(
         "index",
         help="rebuild offset indexes and manifest.json from the tars in DIR",
         description="Rebuild each tar's offset index and manifest.json from the tars in DIR "
         "(ids and labels from the .id / .cls members), e.g. after `shard --part` jobs.",
     )
-    index.add_argument("dir", type=Path, help="the folder of shard-NNNNNN.tar files")
+    index.add_argument(
+        "dir", help="the folder of shard-NNNNNN.tar files, or a URL (s3://bucket/prefix)"
+    )
+    index.add_argument(
+        "--staging",
+        metavar="DIR",
+        help="with a URL: the local folder the tars are downloaded to (default: a temporary one)",
+    )
     index.add_argument("--classes", type=Path, metavar="FILE", help="class names, one a line")
     index.add_argument("--verify", action="store_true", help="re-read every shard afterwards")
 

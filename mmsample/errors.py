@@ -44,3 +44,10 @@ class UnobservedWarning(MmsampleWarning):
 class ShortRunWarning(MmsampleWarning):
     """A method cannot act (fully) within the epochs of the run: SMV's warm-up lasts the whole
     run, a DUS schedule spans more epochs than run or changes no batch size within them."""
+
+
+class StorageError(OSError):
+    """A dataset's storage failed in a way that is not one sample's fault: a missing shard or
+    manifest, denied access, bad credentials, an unreachable endpoint after every retry, or an
+    operation the backend cannot do (writing to https://, ranges from pipe:). Never skipped by
+    `on_error="skip"`: it stops the run, naming the URL (without its query string)."""

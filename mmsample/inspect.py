@@ -7,13 +7,15 @@ shapes a model will get before writing any training code.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import ManifestError
-from .shards.format import Manifest
+from .shards.format import read_manifest
+from .storage.location import redact
 
 
 def _describe(value: Any) -> dict[str, Any]:
@@ -32,10 +34,10 @@ def inspect_dataset(
     from .decoding import DEFAULT_SPECS, default_spec
     from .shards.indexed import IndexedDataset
 
-    root = Path(root)
-    manifest = Manifest.load(root)
+    root = os.fspath(root)  # a folder or a URL
+    manifest = read_manifest(root)
     report: dict[str, Any] = {
-        "root": str(root),
+        "root": redact(root),
         "samples": manifest.num_samples,
         "rows": manifest.num_rows,
         "skipped": manifest.skipped,
@@ -63,7 +65,7 @@ def inspect_dataset(
     except KeyError:
         raise ManifestError(
             f"The 'sample_id' parameter must be a stored sample id: {sample_id} is not in "
-            f"{root} (ids are input rows 0..{manifest.num_rows - 1}; skipped rows have none)"
+            f"{redact(root)} (ids are input rows 0..{manifest.num_rows - 1}; skipped rows have none)"
         ) from None
     finally:
         dataset.close()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -84,7 +83,7 @@ def open_reader(
         raise ValueError(
             f"The 'modalities' parameter of {owner} is required when the source is a path."
         )
-    return IndexedDataset(Path(source), modalities)
+    return IndexedDataset(os.fspath(source), modalities)  # a path or a URL
 
 
 def pass_ids(

@@ -57,6 +57,7 @@ SHARDING = ("mmsample.sharding",)
 METHODS = ("mmsample.methods",)
 LOADER = ("mmsample.loader",)
 SIGNALS = ("mmsample.signals",)
+STORAGE = ("mmsample.storage",)
 
 # (who, may not import, why): the directions docs/ARCHITECTURE.md draws
 RULES = [
@@ -69,10 +70,16 @@ RULES = [
     (DECODING, SHARDING, "decoding turns bytes into tensors; it knows nothing of writing shards"),
     (DECODING, READERS, "decoding is handed bytes; the readers call it, never the reverse"),
     (SIGNALS, ("mmsample",), "signals are pure tensor functions: they import only mmsample.errors"),
+    (
+        STORAGE,
+        ("mmsample",),
+        "storage moves bytes: it knows nothing of shards, decoding or loading",
+    ),
 ]
 ALLOWED = {
     "mmsample.schedule": ("mmsample.plan", "mmsample.schedule"),
     "mmsample.signals": ("mmsample.signals", "mmsample.errors"),
+    "mmsample.storage": ("mmsample.storage", "mmsample.errors"),
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..shards.format import Manifest
+from ..shards.format import read_manifest
 from ..shards.indexed import IndexedDataset
 from .pool import Pool
 from .query import MC_PASSES, pool_pass, select_split
@@ -97,7 +97,7 @@ def pool_reader(
     have splits (a test split is never pooled unasked), every sample when they have none.
     ValueError naming `--split` for a split the shards do not have, or for shards whose
     splits include no "train" when `--split` is not given."""
-    known = Manifest.load(Path(shards)).split_counts()
+    known = read_manifest(shards).split_counts()
     if split is None and known:
         if "train" not in known:
             raise ValueError(
@@ -108,7 +108,7 @@ def pool_reader(
     if split is not None and split not in known:
         have = f"the splits {sorted(known)}" if known else "no split column"
         raise ValueError(f"--split {split!r}: the shards have {have}.")
-    return IndexedDataset(Path(shards), modalities, split=split)
+    return IndexedDataset(os.fspath(shards), modalities, split=split)
 
 
 def check_budget(budget: int, reader: IndexedDataset, labeled: np.ndarray) -> None:
@@ -165,5 +165,5 @@ def run_query(
     ids = select_split(chosen, pool, budget, parts, labeled=state.labeled(), generator=gen)
     state.add_round(ids.tolist())
     state.save(out)
-    classes = Manifest.load(Path(shards)).classes
+    classes = read_manifest(shards).classes
     return state, summary(pool, ids, classes, list(modalities))

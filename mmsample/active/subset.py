@@ -18,7 +18,6 @@ import numpy as np
 
 from ..sharding import ShardWriter
 from ..shards.format import META_FIELD, Manifest, shard_name
-from ..shards.offsets import load_index
 from ..shards.shard_table import ShardTable
 
 
@@ -34,7 +33,7 @@ def write_subset(
     keys, ids, labels, fields, metadata and splits; the manifest keeps the classes and the id
     space. Returns the saved manifest. Raises ValueError for ids the source does not have
     (listing some), an `out` that already holds a manifest, or `samples_per_shard < 1`."""
-    table = ShardTable(Path(source), ids=ids, owner="write_subset")
+    table = ShardTable(os.fspath(source), ids=ids, owner="write_subset")  # a path or a URL
     manifest = table.manifest
     per = manifest.samples_per_shard if samples_per_shard is None else samples_per_shard
     if isinstance(per, bool) or not isinstance(per, int) or per < 1:
@@ -49,10 +48,8 @@ def write_subset(
         )
     root.mkdir(parents=True, exist_ok=True)
     splits: dict[int, str] = {}
-    for info in manifest.shards:
-        index = load_index(Path(source) / info.index)
-        if index.splits is not None:
-            splits.update(zip(index.rows[:, 0].tolist(), index.splits.tolist()))
+    if table.splits is not None:
+        splits.update(zip(table.ids.tolist(), table.splits.tolist()))
     infos = []
     writer: ShardWriter | None = None
     try:
@@ -87,7 +84,10 @@ def write_subset(
         shards=infos,
         num_rows=manifest.num_rows,
         samples_per_shard=per,
-        extra={**manifest.extra, "subset_of": str(Path(source).resolve())},
+        extra={
+            **manifest.extra,
+            "subset_of": table.where if table.root is None else str(table.root.resolve()),
+        },
     )
     subset.save(root)
     return subset

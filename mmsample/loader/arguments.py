@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,7 +52,7 @@ class ReaderSettings:
     ids: Iterable[int] | np.ndarray | None
 
 
-def _streamed(path: Path, s: ReaderSettings) -> StreamedDataset:
+def _streamed(path: str, s: ReaderSettings) -> StreamedDataset:
     assert s.modalities is not None  # open_reader checked it
     if not isinstance(s.shuffle_buffer, int) or s.shuffle_buffer < 0:
         raise ValueError(
@@ -74,7 +73,7 @@ def _streamed(path: Path, s: ReaderSettings) -> StreamedDataset:
     )
 
 
-def _indexed(path: Path, s: ReaderSettings) -> IndexedDataset:
+def _indexed(path: str, s: ReaderSettings) -> IndexedDataset:
     assert s.modalities is not None  # open_reader checked it
     return IndexedDataset(
         path, s.modalities, seed=s.seed, on_error=s.on_error, split=s.split, ids=s.ids
@@ -82,7 +81,7 @@ def _indexed(path: Path, s: ReaderSettings) -> IndexedDataset:
 
 
 # the reader `balanced_loader` opens on a shard path, by mode
-READERS: dict[str, Callable[[Path, ReaderSettings], StreamedDataset | IndexedDataset]] = {
+READERS: dict[str, Callable[[str, ReaderSettings], StreamedDataset | IndexedDataset]] = {
     "streamed": _streamed,
     "indexed": _indexed,
 }
@@ -128,7 +127,7 @@ def open_reader(
                 f"The 'mode' parameter of balanced_loader must be one of {list(READERS)}; "
                 f"got {mode!r}."
             )
-        reader = READERS[mode](Path(source), settings)
+        reader = READERS[mode](os.fspath(source), settings)  # a path or a URL
     if isinstance(reader, StreamedDataset) and (reader.rank, reader.world_size) != (
         settings.rank,
         settings.world_size,

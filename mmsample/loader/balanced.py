@@ -41,6 +41,10 @@ class IndexedFetch:
     ) -> dict[str, Any]:
         return self.reader.get(sample_id, mask, item, fallback, epoch)
 
+    def prefetch(self, ids: np.ndarray) -> None:
+        """Start reading these samples ahead (a remote dataset; see IndexedDataset.prefetch)."""
+        self.reader.prefetch(ids)
+
 
 def balanced_loader(
     source: str | os.PathLike[str] | StreamedDataset | IndexedDataset,

@@ -248,8 +248,17 @@ class BalancedDataset(IterableDataset[MultimodalBatch]):
     ) -> Iterator[list[dict[str, Any]]]:
         seq, k, masks, mine, bounds = self._sequence(epoch, self.shared.plan())
         rows, sizes, total = self.shared.rows(), self.shared.sizes(), len(seq)
-        for b in worker_batches(len(bounds) - 1, worker, workers)[start:].tolist():
-            pos = mine[bounds[b] : bounds[b + 1]]
+        batches = worker_batches(len(bounds) - 1, worker, workers)[start:].tolist()
+        prefetch = getattr(self.fetch, "prefetch", None)  # remote shards read ahead
+
+        def positions(b: int) -> np.ndarray:
+            return mine[bounds[b] : bounds[b + 1]]
+
+        for j, b in enumerate(batches):
+            pos = positions(b)
+            if prefetch is not None:  # this batch (the first) and the next two, concurrently
+                for c in batches[j : j + 3] if j == 0 else batches[j + 2 : j + 3]:
+                    prefetch(seq[positions(c)])
             if sizes is not None:
                 restrict = dus_row_masks(sizes, rows, self.seed, epoch, self.rank, b)[: len(pos)]
             else:

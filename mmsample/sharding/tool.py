@@ -29,6 +29,7 @@ from .classes import ClassOrder
 from .columns import Column
 from .finalise import finalise
 from .output_files import remove_stale, write_atomic
+from .remote_output import is_remote, shard_remote
 from .sidecars import SIDECAR_FORMAT, complete_sidecar, job_sidecar, sidecar_name
 from .table import (
     BadRow,
@@ -273,6 +274,7 @@ def shard_dataset(
     overwrite: bool = False,
     progress: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    staging: str | Path | None = None,
 ) -> ShardReport:
     """Shard the rows of a CSV/JSONL table into `out`; raise BadRowsError listing every bad row
     (unless `skip_bad`), keep shards finished by an earlier run, write manifest.json when done.
@@ -283,7 +285,29 @@ def shard_dataset(
     `split`); other columns are typed by their cells. Images over `max_pixels` pixels (from the
     header; None: no limit) are bad rows: shards come from strangers, and the readers refuse
     them too. Raises ManifestError (a ValueError) for a malformed table or a parameter naming no
-    column, BadRowsError for bad rows."""
+    column, BadRowsError for bad rows.
+
+    `out` may be a writable URL (`s3://bucket/prefix`, `gs://...`): the shards are written in
+    `staging` (default: a temporary folder, removed after) and published one shard at a time,
+    atomically, manifest.json last (`mmsample.sharding.remote_output`); the report's `out` is
+    then the staging folder and its `manifest` the published one (None until every part is)."""
+    if is_remote(out):
+        remote: dict[str, Any] = dict(
+            samples_per_shard=samples_per_shard,
+            workers=workers,
+            part=part,
+            skip_bad=skip_bad,
+            classes=classes,
+            text_fields=text_fields,
+            fields=fields,
+            meta=meta,
+            split_column=split_column,
+            overwrite=overwrite,
+            progress=progress,
+            max_pixels=max_pixels,
+        )
+        report: ShardReport = shard_remote(shard_dataset, input, str(out), staging, **remote)[0]
+        return report
     _check_parameters(samples_per_shard, workers, part)
     check_max_pixels(max_pixels, "shard_dataset (--max-pixels: 0 for no limit)")
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ManifestError
+from ..storage.location import parse_location
+from ..storage.retry import RetryPolicy
+from ..storage.store import open_store
 from .offsets import INDEX_COLUMNS as INDEX_COLUMNS
 from .offsets import read_index as read_index
 from .offsets import write_index as write_index
@@ -31,6 +34,20 @@ META_FIELD = "json"  # per-sample metadata columns (and the split) as one JSON o
 RESERVED_FIELDS = frozenset({ID_FIELD, LABEL_FIELD, META_FIELD})
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-]+$")
 FIELD_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)?$")  # `mp4`, or `NAME.EXT`: `image.png`
+
+
+def read_manifest(
+    root: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
+) -> Manifest:
+    """The manifest of the dataset at `root`: a local folder (`Manifest.load`) or a URL
+    (`s3://`, `gs://`, `https://`, `pipe:`; one read through `mmsample.storage`)."""
+    location = parse_location(root)
+    if location.is_local:
+        return Manifest.load(location.local_path())
+    store = open_store(location, storage_options, retry)
+    return Manifest.parse(store.read(MANIFEST), store.url(MANIFEST))
 
 
 def shard_name(number: int) -> str:
@@ -171,13 +188,18 @@ class Manifest:
                 f"{path} is a shard, not a dataset: give the directory that holds it and its "
                 f"{MANIFEST} ({path.parent})"
             )
+        return cls.parse(path.read_bytes(), str(path))
+
+    @classmethod
+    def parse(cls, raw: bytes, where: str) -> Manifest:
+        """The manifest in the bytes `raw` of file `where` (named in errors)."""
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ManifestError(
-                f"{path} is not a {MANIFEST}: not valid JSON in UTF-8 ({err}); give the dataset "
+                f"{where} is not a {MANIFEST}: not valid JSON in UTF-8 ({err}); give the dataset "
                 "directory"
             ) from err
         if not isinstance(data, dict):
-            raise ManifestError(f"{path} is not a {MANIFEST} (not a JSON object)")
-        return cls.from_json(data, str(path))
+            raise ManifestError(f"{where} is not a {MANIFEST} (not a JSON object)")
+        return cls.from_json(data, where)

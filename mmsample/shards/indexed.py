@@ -19,7 +19,9 @@ from torch.utils.data import Dataset
 from ..decoding.decoder import MAIN_PROCESS_DECODE_THREADS, check_decode_threads
 from ..errors import SampleError
 from ..schedule import replacement_positions, skip_start
-from .source import ShardSource
+from ..storage.cache import ShardCache
+from ..storage.retry import RetryPolicy
+from .source import ShardSource, remote_settings
 
 if TYPE_CHECKING:
     from ..decoding import Spec
@@ -39,6 +41,11 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     and counted in `skipped`, over this process and its DataLoader workers.
     `decode_threads` (default 1; None: torch's own count): torch intra-op threads while an item
     decodes in the main process (num_workers=0); the caller's count is restored after each item.
+    `root` may be a URL (`s3://`, `gs://`, `https://`; see `mmsample.storage`): each sample is
+    one byte-range request, retried under `retry` (a `mmsample.storage.RetryPolicy`);
+    `prefetch(ids)` (the loader calls it) reads the next samples ahead, `prefetch` requests at
+    a time, adjacent ones coalesced; `storage_options` go to the fsspec backend; `cache` (a
+    `mmsample.storage.ShardCache`) keeps whole shards on a local disk.
     """
 
     def __init__(
@@ -51,9 +58,16 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
         split: str | None = None,
         ids: Iterable[int] | np.ndarray | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+        cache: ShardCache | None = None,
+        prefetch: int = 32,
     ) -> None:
         threads = check_decode_threads(decode_threads, "IndexedDataset")
-        self._open(root, modalities, seed, on_error, split, ids)
+        remote = remote_settings(
+            root, "IndexedDataset", "random", storage_options, retry, cache, prefetch
+        )
+        self._open(root, modalities, seed, on_error, split, ids, remote)
         self.decoder.threads = threads
         ids = self.table.ids
         # rows in id order and their (unique: checked by the table) ids: id -> row by binary
@@ -113,6 +127,15 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
         full = self.decoder.full if mask is None else int(mask)
         raw = self.table.read(int(self._sorted_rows[pos]))
         return self.decode(raw, full, epoch=epoch, item=item, fallback=fallback)
+
+    def prefetch(self, ids: np.ndarray) -> None:
+        """Start reading the samples `ids` ahead of their `get` (a remote dataset: concurrent,
+        coalesced range requests; a local one: nothing to do). Ids in no shard are left out."""
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self._sorted_ids, ids)
+        ok = pos < len(self._sorted_ids)
+        ok[ok] = self._sorted_ids[pos[ok]] == ids[ok]
+        self.table.prefetch(self._sorted_rows[pos[ok]])
 
     def close(self) -> None:
         """Close the shard files this process opened (they reopen on the next read)."""

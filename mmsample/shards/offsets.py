@@ -16,6 +16,7 @@ ordered, overlapping, or past the end of the tar, before any memory is sized by 
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,11 +89,12 @@ def write_index(
     os.replace(tmp, path)
 
 
-def load_index(path: str | Path) -> OffsetIndex:
+def load_index(path: str | Path, raw: bytes | None = None) -> OffsetIndex:
     """Read an offset index in either layout (never unpickles); raise ManifestError if it is
-    neither."""
+    neither. `raw`: the file's bytes, already read (a remote index; `path` then only names
+    it in messages)."""
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(path if raw is None else io.BytesIO(raw), allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ManifestError(f"{path}: unreadable offset index ({err})") from err
     names = data.dtype.names

@@ -3,7 +3,11 @@
 Place in the data flow: under `ShardSource` (both readers' raw-sample source). Opening a
 dataset loads every shard's offset index, checks it against the manifest and the tar sizes, and
 keeps the rows of the requested split and ids; `ShardTable.read(row)` then reads that sample's
-byte range with `os.pread` and parses it (`tar_samples.parse_sample`).
+byte range with `os.pread` and parses it (`tar_samples.parse_sample`). A dataset given as a URL
+(`s3://`, `gs://`, `https://`, `pipe:`) is read through `mmsample.storage`: the manifest and
+the consolidated index (`index_bundle`) once at opening (no per-shard stat: the manifest gives
+the tar sizes), each sample's bytes by `RemoteShards` (sequential chunks for the streamed
+reader, prefetched ranges for the indexed one, or the local cache).
 """
 
 from __future__ import annotations
@@ -12,13 +16,19 @@ import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ManifestError, SampleError
-from .format import Manifest, ShardInfo
+from ..storage.location import parse_location
+from ..storage.remote import ReadSettings, RemoteShards
+from ..storage.retry import TransientFailure, describe
+from ..storage.store import Store, open_store
+from .format import MANIFEST, Manifest, ShardInfo
+from .index_bundle import BUNDLE, BUNDLE_KEY, digest_matches, unpack, warn_fallback
 from .offsets import OffsetIndex, check_index, check_unique_ids, key_at, load_index
 from .tar_header import name_hint
 from .tar_samples import RawSample, parse_sample
@@ -104,12 +114,28 @@ class ShardTable:
         split: str | None = None,
         owner: str = "ShardTable",
         ids: Iterable[int] | np.ndarray | None = None,
+        remote: ReadSettings | None = None,
     ) -> None:
-        self.root = Path(root)
-        self.manifest = Manifest.load(self.root)
-        self.split = check_split(self.manifest, split, owner)
-        self.names = [s.name for s in self.manifest.shards]
-        indexes = [self._load(info) for info in self.manifest.shards]
+        location = parse_location(root)
+        self.where = location.display
+        self.remote: RemoteShards | None = None
+        self.root: Path | None = None  # a local dataset's folder
+        if location.is_local:
+            self.root = location.local_path()
+            self.manifest = Manifest.load(self.root)
+            self.split = check_split(self.manifest, split, owner)
+            self.names = [s.name for s in self.manifest.shards]
+            indexes = [self._load(info) for info in self.manifest.shards]
+        else:
+            settings = remote or ReadSettings()
+            store = open_store(location, settings.storage_options, settings.retry)
+            store.check_access(settings.access)
+            self.manifest = Manifest.parse(store.read(MANIFEST), store.url(MANIFEST))
+            self.split = check_split(self.manifest, split, owner)
+            self.names = [s.name for s in self.manifest.shards]
+            indexes = self._load_remote(store)
+            sizes = [s.bytes for s in self.manifest.shards]
+            self.remote = RemoteShards(store, self.names, sizes, settings)
         check_unique_ids(indexes, self.names)
         if split is not None:
             indexes = [
@@ -125,7 +151,7 @@ class ShardTable:
                 where = f" of split {split!r}" if split is not None else ""
                 raise ValueError(
                     f"The 'ids' parameter of {owner} holds {len(missing)} ids that are in no "
-                    f"shard{where} of {self.root}, e.g. {missing[:8].tolist()}; pass ids of this "
+                    f"shard{where} of {self.where}, e.g. {missing[:8].tolist()}; pass ids of this "
                     "dataset (a labeled set written for another dataset?)."
                 )
         rows = [i.rows for i in indexes]
@@ -133,6 +159,10 @@ class ShardTable:
         self.ids = np.ascontiguousarray(table[:, 0])
         self.starts = np.ascontiguousarray(table[:, 1])
         self.ends = np.ascontiguousarray(table[:, 2])
+        # each row's split ("" for none); None when no index has a split column
+        split_cols = [i.splits if i.splits is not None else np.full(len(i), "") for i in indexes]
+        has_splits = any(i.splits is not None for i in indexes)
+        self.splits = np.concatenate(split_cols) if has_splits and indexes else None
         keyed = all(i.keys is not None for i in indexes)
         self.keys = np.concatenate([i.keys for i in indexes]) if keyed and indexes else None
         counts = np.array([len(r) for r in rows], dtype=np.int64)
@@ -144,6 +174,7 @@ class ShardTable:
 
     def _load(self, info: ShardInfo) -> OffsetIndex:
         """One shard's offset index, checked against the manifest and the tar's size."""
+        assert self.root is not None  # a local dataset
         index = load_index(self.root / info.index)
         check_index(
             index,
@@ -157,6 +188,41 @@ class ShardTable:
         )
         return index
 
+    def _load_remote(self, store: Store) -> list[OffsetIndex]:
+        """Every shard's offset index from `store`: the consolidated index the manifest names
+        (one request), else each shard's (16 requests at a time, `BundleWarning`); each checked
+        against the manifest (the tar sizes are the manifest's)."""
+        infos = self.manifest.shards
+        indexes = self._bundled(store)
+        if indexes is None:
+            with ThreadPoolExecutor(16) as pool:
+                raws = list(pool.map(lambda info: store.read(info.index), infos))
+            indexes = [load_index(store.url(i.index), raw) for i, raw in zip(infos, raws)]
+        for info, index in zip(infos, indexes):
+            check_index(
+                index,
+                shard=info.name,
+                name=info.index,
+                count=info.count,
+                first_id=info.first_id,
+                last_id=info.last_id,
+                tar_bytes=info.bytes,
+                id_space=self.manifest.id_space,
+            )
+        return indexes
+
+    def _bundled(self, store: Store) -> list[OffsetIndex] | None:
+        """The indexes of the consolidated index the manifest names, if it matches its digest."""
+        entry = self.manifest.extra.get(BUNDLE_KEY)
+        if not isinstance(entry, dict) or entry.get("name") != BUNDLE:
+            warn_fallback(self.where, f"{MANIFEST} names no consolidated offset index")
+            return None
+        raw = store.read(BUNDLE)
+        if not digest_matches(raw, entry):
+            warn_fallback(store.url(BUNDLE), f"does not match the SHA-256 in {MANIFEST} (stale)")
+            return None
+        return unpack(raw, [s.count for s in self.manifest.shards], store.url(BUNDLE))
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -166,6 +232,7 @@ class ShardTable:
             self._pid = os.getpid()
         fd = self._fds.get(shard)
         if fd is None:
+            assert self.root is not None  # a local dataset
             fd = os.open(self.root / self.names[shard], os.O_RDONLY)
             self._fds[shard] = fd
             if len(self._fds) > self.max_open:
@@ -179,10 +246,14 @@ class ShardTable:
         return key_at(self.keys, row)
 
     def read(self, row: int) -> RawSample:
-        """The raw sample at `row`, parsed from its indexed byte range."""
+        """The raw sample at `row`, parsed from its indexed byte range. SampleError for a
+        sample that does not read (for a remote shard: after every retry, naming the URL and
+        the last error); StorageError (never skipped) for a missing shard or denied access."""
         shard = int(self.shard_of_row[row])
         name = self.names[shard]
         start, end = int(self.starts[row]), int(self.ends[row])
+        if self.remote is not None:
+            return self._read_remote(row, shard, start, end)
         try:
             data = os.pread(self._fd(shard), end - start, start)
         except OSError as err:
@@ -194,6 +265,44 @@ class ShardTable:
         return parse_sample(
             data, name, expect_id=int(self.ids[row]), expect_key=self.key(row), at=start
         )
+
+    def _read_remote(self, row: int, shard: int, start: int, end: int) -> RawSample:
+        assert self.remote is not None
+        name = self.names[shard]
+        url = self.remote.store.url(name)
+        try:
+            data = self.remote.read(shard, start, end)
+        except TransientFailure as err:
+            raise SampleError(
+                f"cannot read {url} bytes {start}..{end}: {err.attempts} attempts failed, the "
+                f"last with {describe(err.last)}",
+                shard=name,
+                key=self.key(row),
+            ) from err
+        if len(data) < end - start:
+            raise SampleError(
+                f"{url} is truncated: the sample needs bytes {start}..{end}, the object ends at "
+                f"byte {start + len(data)}; re-create or re-upload the shard",
+                shard=name,
+                key=self.key(row),
+            )
+        return parse_sample(
+            data, name, expect_id=int(self.ids[row]), expect_key=self.key(row), at=start
+        )
+
+    def prefetch(self, rows: np.ndarray) -> None:
+        """Start reading these rows' bytes ahead (a remote dataset read by random access:
+        concurrent, coalesced range requests); nothing to do for a local dataset."""
+        if self.remote is not None and len(rows):
+            rows = np.asarray(rows, dtype=np.int64)
+            self.remote.prefetch(self.shard_of_row[rows], self.starts[rows], self.ends[rows])
+
+    def expect(self, rows: np.ndarray) -> None:
+        """The rows about to be read, in order (the streamed reader's walk): a remote dataset
+        fetches the next shard's first chunks while one shard streams; a local one ignores it."""
+        if self.remote is not None and len(rows):
+            rows = np.asarray(rows, dtype=np.int64)
+            self.remote.expect(self.shard_of_row[rows], self.starts[rows])
 
     def _truncated(self, row: int, size: int) -> None:
         """Raise for a row whose range passes the end of its (truncated) file, naming the key of
@@ -217,7 +326,9 @@ class ShardTable:
         )
 
     def close(self) -> None:
-        """Close this process's open shard files."""
+        """Close this process's open shard files (and a remote dataset's streams)."""
+        if self.remote is not None:
+            self.remote.close()
         if self._pid == os.getpid():
             for fd in self._fds.values():
                 os.close(fd)

@@ -17,11 +17,47 @@ import numpy as np
 from ..decoding.decoder import Decoder, check_modalities, check_on_error, report_skip
 from ..errors import SampleError
 from ..skips import SkipCounter
+from ..storage.cache import ShardCache
+from ..storage.location import parse_location
+from ..storage.remote import ReadSettings
+from ..storage.retry import RetryPolicy
 from .shard_table import ShardTable
 from .tar_samples import RawSample
 
 if TYPE_CHECKING:
     from ..decoding import Spec
+
+
+def remote_settings(
+    root: str | Path,
+    owner: str,
+    access: str,
+    storage_options: Mapping[str, Any] | None,
+    retry: RetryPolicy | None,
+    cache: ShardCache | None,
+    prefetch: int = 0,
+) -> ReadSettings | None:
+    """The remote-reading settings of a reader opened on `root` (None for a local path, where
+    they are refused: ValueError naming the parameter, since they would do nothing)."""
+    if parse_location(root).is_local:
+        given = [
+            n
+            for n, v in (("storage_options", storage_options), ("retry", retry), ("cache", cache))
+            if v is not None
+        ]
+        if given:
+            raise ValueError(
+                f"The {given[0]!r} parameter of {owner} applies to a dataset given as a URL "
+                f"(s3://, gs://, https://, pipe:); {root} is a local path: leave it out."
+            )
+        return None
+    return ReadSettings(
+        access=access,
+        prefetch=prefetch,
+        cache=cache,
+        retry=RetryPolicy() if retry is None else retry,
+        storage_options=storage_options,
+    )
 
 
 class ShardSource:
@@ -38,12 +74,13 @@ class ShardSource:
         on_error: str,
         split: str | None = None,
         ids: Iterable[int] | np.ndarray | None = None,
+        remote: ReadSettings | None = None,
     ) -> None:
         owner = type(self).__name__
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"The 'seed' parameter of {owner} must be an int >= 0; got {seed!r}.")
         self.on_error = check_on_error(on_error, owner)
-        self.table = ShardTable(root, split=split, owner=owner, ids=ids)
+        self.table = ShardTable(root, split=split, owner=owner, ids=ids, remote=remote)
         specs = check_modalities(modalities, owner, self.table.manifest.fields)
         self.decoder = Decoder(specs, seed)
         self.seed = seed

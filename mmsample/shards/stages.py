@@ -138,6 +138,7 @@ def streamed_samples(
             f"{n} items in epoch {layout.epoch}: the plan or dataset changed"
         )
     rows = layout.rows
+    reader.table.expect(rows[sl.reads])  # a remote dataset streams the next shard ahead
     raws = read_ahead(sl.samples[start:], sl.reads, lambda s: reader.read_row(int(rows[s])))
     cum = np.cumsum(layout.counts)
     for step, raw in zip(range(start, n), raws):

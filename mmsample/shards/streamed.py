@@ -19,7 +19,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..decoding.decoder import MAIN_PROCESS_DECODE_THREADS, check_decode_threads
 from ..schedule import Consumer, consumer_range, resolve_world
-from .source import ShardSource
+from ..storage.cache import ShardCache
+from ..storage.retry import RetryPolicy
+from .source import ShardSource, remote_settings
 from .stages import streamed_epoch, streamed_samples
 
 if TYPE_CHECKING:
@@ -51,6 +53,11 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     process and its DataLoader workers.
     `decode_threads` (default 1; None: torch's own count): torch intra-op threads while an item
     decodes in the main process (num_workers=0); the caller's count is restored after each item.
+    `root` may be a URL (`s3://`, `gs://`, `https://`, `pipe:CMD`; see `mmsample.storage`):
+    each shard is then read forward in large chunks (one request each, retried under `retry`,
+    a `mmsample.storage.RetryPolicy`) with two chunks read ahead; `storage_options` go to the
+    fsspec backend; `cache` (a `mmsample.storage.ShardCache`) keeps whole shards on a local
+    disk.
     """
 
     def __init__(
@@ -68,6 +75,9 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
         decode_threads: int | None = MAIN_PROCESS_DECODE_THREADS,
         split: str | None = None,
         ids: Iterable[int] | np.ndarray | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        retry: RetryPolicy | None = None,
+        cache: ShardCache | None = None,
     ) -> None:
         if not isinstance(shuffle, int) or isinstance(shuffle, bool) or shuffle < 0:
             raise ValueError(
@@ -75,7 +85,10 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
                 f"0 = no shuffle); got {shuffle!r}."
             )
         threads = check_decode_threads(decode_threads, "StreamedDataset")
-        self._open(root, modalities, seed, on_error, split, ids)
+        remote = remote_settings(
+            root, "StreamedDataset", "sequential", storage_options, retry, cache
+        )
+        self._open(root, modalities, seed, on_error, split, ids, remote)
         self.decoder.threads = threads
         self.shuffle = shuffle
         self.shuffle_shards = bool(shuffle_shards)

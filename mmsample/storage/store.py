@@ -1,0 +1,279 @@
+"""The files of a remote dataset folder: whole reads, byte ranges, sequential chunks, atomic
+writes, each request under the retry policy and every error naming the URL without secrets.
+
+Place in the data flow: under the readers' remote shards (`mmsample.storage.remote`), the
+manifest and index reads of `ShardTable`, and the sharding tool's uploads. Two stores, by
+protocol (`STORES`): `FsspecStore` (s3://, gs://, http(s)://, any fsspec protocol; http(s) is
+read-only) and `PipeStore` (`pipe:CMD`, read-only and streamed-only, as in WebDataset). Local
+paths never come here: the readers keep `os.pread`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from ..errors import StorageError
+from .filesystem import ProcessFilesystem
+from .location import Location, parse_location, scrub
+from .retry import RetryPolicy, ShortReadError, TransientFailure, describe, with_retries
+
+__all__ = ["STORES", "FsspecStore", "PipeStore", "Store", "open_store"]
+
+T = TypeVar("T")
+CHUNK_BYTES = 8 << 20  # one sequential request of the streamed reader
+
+
+class Store:
+    """A dataset folder on some storage. `location.display` names it in every message."""
+
+    location: Location
+    policy: RetryPolicy
+    ranged = True  # byte-range reads (indexed mode) supported
+
+    def url(self, name: str) -> str:
+        """File `name` of the folder as it may be printed."""
+        return self.location.child(name).display
+
+    def check_access(self, access: str) -> None:
+        """StorageError if this store cannot be read the way `access` says ("sequential",
+        "random"), before anything is read."""
+
+    def read(self, name: str) -> bytes:
+        """The whole file `name` (manifest, offset index)."""
+        raise NotImplementedError
+
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of `name`; ShortReadError (transient) if fewer came back."""
+        raise NotImplementedError
+
+    def chunks(self, name: str, start: int, size: int, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """`name` from byte `start` to `size`, in sequential pieces of about `chunk` bytes."""
+        raise NotImplementedError
+
+    def sizes(self) -> dict[str, int]:
+        """{file name: bytes} of the folder (one listing)."""
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+    def put_file(self, name: str, local: str) -> None:
+        """Upload local file `local` as `name`, atomically (a temporary key, then a rename)."""
+        raise StorageError(self._read_only())
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write `data` as `name`, atomically (a temporary key, then a rename)."""
+        raise StorageError(self._read_only())
+
+    def remove(self, name: str) -> None:
+        raise StorageError(self._read_only())
+
+    def _read_only(self) -> str:
+        return (
+            f"{self.location.display} is read-only ({self.location.protocol}: cannot be written); "
+            "write shards to s3://, gs://, file:// or a local folder"
+        )
+
+
+class FsspecStore(Store):
+    """A folder of an fsspec filesystem, one client per process (`ProcessFilesystem`)."""
+
+    def __init__(
+        self, location: Location, policy: RetryPolicy, options: Mapping[str, Any] | None
+    ) -> None:
+        self.location = location
+        self.policy = policy
+        self.fs = ProcessFilesystem(location.protocol, policy, options)
+
+    def _path(self, name: str) -> str:
+        return self.location.child(name).path
+
+    def call(self, name: str, what: str, fn: Callable[[Any], T]) -> T:
+        """`fn(filesystem)` under the retry policy. Permanent faults become StorageError naming
+        the URL; TransientFailure (every attempt failed) passes through for the caller to name
+        (a sample's read: SampleError; anything else: StorageError)."""
+        url = self.url(name)
+        try:
+            return with_retries(lambda: fn(self.fs.get()), self.policy, f"{what} {url}")
+        except TransientFailure:
+            raise
+        except FileNotFoundError as err:
+            raise StorageError(f"{url} does not exist ({scrub(describe(err))})") from err
+        except PermissionError as err:
+            raise StorageError(
+                f"access to {url} was denied ({scrub(describe(err))}): check the credentials "
+                "(for S3: AWS_PROFILE / AWS_ACCESS_KEY_ID, the endpoint AWS_ENDPOINT_URL_S3, or "
+                "storage_options)"
+            ) from err
+        except StorageError:
+            raise
+        except Exception as err:
+            raise StorageError(f"{what} {url} failed: {scrub(describe(err))}") from err
+
+    def read(self, name: str) -> bytes:
+        try:
+            # start=0: one GET (a plain cat_file may first ask the size, a second request)
+            read = lambda fs: fs.cat_file(self._path(name), start=0)  # noqa: E731
+            return bytes(self.call(name, "reading", read))
+        except TransientFailure as err:
+            raise StorageError(scrub(str(err))) from err
+
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        def get(fs: Any) -> bytes:
+            data = bytes(fs.cat_file(self._path(name), start=start, end=end))
+            if len(data) < end - start:
+                raise ShortReadError(f"got {len(data)} of {end - start} bytes")
+            return data
+
+        return self.call(name, f"reading bytes {start}..{end} of", get)
+
+    def chunks(self, name: str, start: int, size: int, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+        pos = start
+        while pos < size:
+            end = min(size, pos + chunk)
+            yield self.read_range(name, pos, end)
+            pos = end
+
+    def sizes(self) -> dict[str, int]:
+        try:
+            found = self.call("", "listing", lambda fs: fs.ls(self.location.path, detail=True))
+        except TransientFailure as err:
+            raise StorageError(scrub(str(err))) from err
+        return {
+            str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in found
+        }
+
+    def exists(self, name: str) -> bool:
+        return bool(self.call(name, "checking", lambda fs: fs.exists(self._path(name))))
+
+    def _atomic(self, name: str, upload: Callable[[Any, str], None]) -> None:
+        if not self.location.writable:
+            raise StorageError(self._read_only())
+        tmp = f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            self.call(name, "writing", lambda fs: upload(fs, self._path(tmp)))
+            self.call(name, "renaming into", lambda fs: fs.mv(self._path(tmp), self._path(name)))
+        except TransientFailure as err:
+            raise StorageError(scrub(str(err))) from err
+        finally:
+            with contextlib.suppress(Exception):  # gone after the rename: nothing to clean
+                self.fs.get().rm_file(self._path(tmp))
+
+    def put_file(self, name: str, local: str) -> None:
+        self._atomic(name, lambda fs, tmp: fs.put_file(local, tmp))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self._atomic(name, lambda fs, tmp: fs.pipe_file(tmp, data))
+
+    def remove(self, name: str) -> None:
+        if not self.location.writable:
+            raise StorageError(self._read_only())
+        self.call(name, "removing", lambda fs: fs.rm_file(self._path(name)))
+
+
+class PipeStore(Store):
+    """`pipe:CMD`: each file is the stdout of CMD with `{name}` replaced by the file's name (as
+    in WebDataset). Read-only and streamed-only: no byte ranges, no listing."""
+
+    ranged = False
+
+    def __init__(self, location: Location, policy: RetryPolicy) -> None:
+        self.location = location
+        self.policy = policy
+
+    def _command(self, name: str) -> str:
+        return self.location.child(name).path
+
+    def _failed(self, name: str, code: int, stderr: bytes) -> StorageError:
+        tail = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no stderr"]
+        return StorageError(
+            f"pipe command for {name} ({scrub(self._command(name))}) exited with {code}: "
+            f"{scrub(tail[0])}"
+        )
+
+    def read(self, name: str) -> bytes:
+        run = subprocess.run(
+            self._command(name), shell=True, capture_output=True, timeout=self.policy.timeout
+        )
+        if run.returncode != 0:
+            raise self._failed(name, run.returncode, run.stderr)
+        return run.stdout
+
+    def read_range(self, name: str, start: int, end: int) -> bytes:
+        raise StorageError(
+            f"{self.location.display} is a pipe: source, streamed-only: reading one sample by "
+            "its byte range (IndexedDataset, mode='indexed') needs a URL (s3://, gs://, "
+            "https://) or a path; use StreamedDataset / mode='streamed' with pipe:"
+        )
+
+    def check_access(self, access: str) -> None:
+        if access != "sequential":
+            self.read_range("", 0, 0)
+
+    def chunks(self, name: str, start: int, size: int, chunk: int = CHUNK_BYTES) -> Iterator[bytes]:
+        proc = subprocess.Popen(
+            self._command(name), shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        try:
+            pos = 0
+            while pos < size:
+                data = proc.stdout.read(min(chunk, size - pos))
+                if not data:
+                    break
+                keep = data[max(0, start - pos) :]
+                pos += len(data)
+                if keep:
+                    yield keep
+        finally:
+            proc.stdout.close()
+            proc.kill() if proc.poll() is None else None
+            code = proc.wait()
+            err = proc.stderr.read()
+            proc.stderr.close()
+        if pos < size and code != 0:
+            raise self._failed(name, code, err)
+
+    def sizes(self) -> dict[str, int]:
+        raise StorageError(f"{self.location.display}: a pipe: source cannot be listed")
+
+    def exists(self, name: str) -> bool:
+        raise StorageError(f"{self.location.display}: a pipe: source cannot be listed")
+
+
+def _fsspec(location: Location, policy: RetryPolicy, options: Mapping[str, Any] | None) -> Store:
+    return FsspecStore(location, policy, options)
+
+
+def _pipe(location: Location, policy: RetryPolicy, options: Mapping[str, Any] | None) -> Store:
+    if options:
+        raise ValueError("storage_options do not apply to a pipe: source (its command has them)")
+    return PipeStore(location, policy)
+
+
+# protocol -> store; any protocol not named here goes through fsspec
+STORES: dict[str, Callable[[Location, RetryPolicy, Mapping[str, Any] | None], Store]] = {
+    "pipe": _pipe,
+}
+
+
+def open_store(
+    location: str | os.PathLike[str] | Location,
+    storage_options: Mapping[str, Any] | None = None,
+    retry: RetryPolicy | None = None,
+) -> Store:
+    """The store of a remote folder (ValueError for a local path: read it with the OS)."""
+    loc = parse_location(location)
+    if loc.is_local:
+        raise ValueError(f"{loc.display} is a local path, not a remote store")
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise ValueError(
+            f"The 'storage_options' parameter must be a dict of fsspec options; got "
+            f"{type(storage_options).__name__}."
+        )
+    return STORES.get(loc.protocol, _fsspec)(loc, retry or RetryPolicy(), storage_options)

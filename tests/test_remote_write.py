@@ -1,0 +1,125 @@
+"""`mmsample shard --out s3://...`, `mmsample index s3://... --verify` and `mmsample inspect
+s3://...` against a real local S3 server (moto behind a fault-injecting proxy): shards are
+published atomically one at a time, manifest.json last, so an interrupted or partial job leaves
+nothing a reader accepts; a rerun uploads only what is missing; read-only URLs are refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mmsample.cli import main
+from mmsample.decoding import Text
+from mmsample.errors import StorageError
+from mmsample.shards import IndexedDataset, StreamedDataset
+from mmsample.shards.index_bundle import BundleWarning
+
+from .remote_helpers import BUCKET, S3, local_s3
+
+LABELS = [0, 1, 2, 0, 1, 2, 1]  # 7 rows: 3 shards of 3, 3, 1
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3]:
+    with local_s3() as s3:
+        yield s3
+
+
+@pytest.fixture
+def s3(s3_server: S3) -> S3:
+    s3_server.reset()
+    return s3_server
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Path:
+    path = tmp_path / "table.csv"
+    rows = [f"r{i},{label},row {i}" for i, label in enumerate(LABELS)]
+    path.write_text("key,label,txt\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _labels(url: str) -> list[int]:
+    ds = IndexedDataset(url, {"text": Text(byte_ids=True, max_length=4)})
+    return [ds.get(i)["label"] for i in range(len(LABELS))]
+
+
+def _shard(table: Path, url: str, *more: str) -> int:
+    return main(["shard", str(table), url, "--workers", "1", "--samples-per-shard", "3", *more])
+
+
+def test_shard_to_s3_then_inspect_index_and_verify(
+    s3: S3, table: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = s3.url("sharded")
+    assert _shard(table, url, "--verify") == 0
+    said = capsys.readouterr().out
+    assert f"published them to {url}" in said and f"{url}/manifest.json: 7 samples" in said
+    assert "verify: OK" in said
+    names = s3.names("sharded")
+    assert names == sorted(
+        ["manifest.json", "index-bundle.npy"]
+        + [f"shard-00000{n}.{ext}" for n in range(3) for ext in ("tar", "idx.npy", "json")]
+    )  # no temporary key left behind
+    assert _labels(url) == LABELS
+    assert main(["inspect", url]) == 0
+    assert f"dataset {url}" in capsys.readouterr().out
+    client = s3.client()
+    for name in ("manifest.json", "shard-000000.idx.npy", "shard-000001.idx.npy"):
+        client.delete_object(Bucket=BUCKET, Key=f"sharded/{name}")
+    s3.reset()
+    assert main(["index", url, "--verify"]) == 0
+    said = capsys.readouterr().out
+    assert f"indexed {url}/manifest.json: 7 samples in 3 shards" in said and "verify: OK" in said
+    tars = [p for m, p, _ in s3.proxy.faults.log if m == "GET" and p.endswith(".tar")]
+    assert sorted(tars) == [f"/{BUCKET}/sharded/shard-00000{n}.tar" for n in range(3)]  # once
+    s3.reset()
+    assert _labels(url) == LABELS
+    opening = [p for m, p, _ in s3.proxy.faults.log if m == "GET" and not p.endswith(".tar")]
+    assert opening == [f"/{BUCKET}/sharded/manifest.json", f"/{BUCKET}/sharded/index-bundle.npy"]
+
+
+def test_parts_publish_the_manifest_when_the_last_part_is_done(s3: S3, table: Path) -> None:
+    url = s3.url("parts")
+    assert _shard(table, url, "--part", "1/2") == 0
+    assert "manifest.json" not in s3.names("parts")
+    with pytest.raises(StorageError, match=f"{url}/manifest.json does not exist"):
+        StreamedDataset(url, {"text": Text(byte_ids=True, max_length=4)})
+    assert _shard(table, url, "--part", "0/2") == 0
+    assert "manifest.json" in s3.names("parts")
+    assert _labels(url) == LABELS
+    # a stale consolidated index is never used: each shard's index is read, with a warning
+    s3.client().put_object(Bucket=BUCKET, Key="parts/index-bundle.npy", Body=b"stale")
+    with pytest.warns(BundleWarning, match="does not match the SHA-256"):
+        assert _labels(url) == LABELS
+
+
+def test_interrupted_upload_leaves_no_shard_a_reader_accepts(
+    s3: S3, table: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = s3.url("cut")
+    s3.proxy.faults.add("403", "shard-000001.tar", count=1, method="PUT")
+    assert _shard(table, url) == 1
+    err = capsys.readouterr().err
+    assert "denied" in err and f"{url}/shard-000001.tar" in err
+    names = s3.names("cut")
+    assert "manifest.json" not in names and "shard-000001.tar" not in names
+    assert "shard-000001.json" not in names and not [n for n in names if n.endswith(".tmp")]
+    with pytest.raises(StorageError, match=r"manifest\.json does not exist"):
+        IndexedDataset(url, {"text": Text(byte_ids=True, max_length=4)})
+    s3.reset()
+    assert _shard(table, url) == 0
+    puts = [p for m, p, _ in s3.proxy.faults.log if m == "PUT"]
+    assert not [p for p in puts if "shard-000000" in p]  # published before: not uploaded again
+    assert [p for p in puts if "shard-000001.tar" in p]
+    assert _labels(url) == LABELS
+
+
+def test_read_only_urls_are_refused_as_output(
+    table: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _shard(table, "https://example.invalid/data?sig=SECRET") == 1
+    err = capsys.readouterr().err
+    assert "read-only" in err and "https://example.invalid/data" in err and "SECRET" not in err

@@ -79,6 +79,12 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def _still_warming(run: Run, method: str, setting: str, epochs: int) -> str:
+    """Why a method with a warm-up never acted: it never passed it (its length from config)."""
+    warmup = run.config.get(setting, "its")
+    return f"{method} never passed its warm-up ({warmup} epoch(s)) in {_plural(epochs, 'epoch')}"
+
+
 def smv(run: Run) -> Activity:
     """SMV: past its warm-up and re-sampling."""
     rows = [r for r in run.stats if "ids" in r and "items" in r]
@@ -93,10 +99,7 @@ def smv(run: Run) -> Activity:
     if done.active:
         return done
     if all(warm):
-        warmup = run.config.get("smv_warmup", "its")
-        done.never = (
-            f"SMV never passed its warm-up ({warmup} epoch(s)) in {_plural(len(rows), 'epoch')}"
-        )
+        done.never = _still_warming(run, "SMV", "smv_warmup", len(rows))
     else:
         done.never = "SMV never re-sampled (no epoch had items beyond one per id)"
     return done
@@ -196,10 +199,7 @@ def remix(run: Run) -> Activity:
         return done
     done.active = [e for e, r in zip(epochs, rows) if _stat(r, "warmup") == 0]
     if not done.active:
-        warmup = run.config.get("remix_warmup", "its")
-        done.never = (
-            f"Remix never passed its warm-up ({warmup} epoch(s)) in {_plural(len(rows), 'epoch')}"
-        )
+        done.never = _still_warming(run, "Remix", "remix_warmup", len(rows))
     return done
 
 

@@ -4,16 +4,19 @@ writes, each request under the retry policy and every error naming the URL witho
 Place in the data flow: under the readers' remote shards (`mmsample.storage.remote`), the
 manifest and index reads of `ShardTable`, and the sharding tool's uploads. Two stores, by
 protocol (`STORES`): `FsspecStore` (s3://, gs://, http(s)://, any fsspec protocol; http(s) is
-read-only) and `PipeStore` (`pipe:CMD`, read-only and streamed-only, as in WebDataset). Local
-paths never come here: the readers keep `os.pread`.
+read-only) and `PipeStore` (`pipe:CMD`, read-only and streamed-only, as in WebDataset); s3://
+by the client chosen by name (`S3_CLIENTS`: "fsspec", or "obstore": `ObstoreStore`, byte
+ranges through Rust's object_store). Local paths never come here: the readers keep `os.pread`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -22,7 +25,15 @@ from .filesystem import ProcessFilesystem
 from .location import Location, parse_location, scrub
 from .retry import RetryPolicy, ShortReadError, TransientFailure, describe, with_retries
 
-__all__ = ["STORES", "FsspecStore", "PipeStore", "Store", "open_store"]
+__all__ = [
+    "S3_CLIENTS",
+    "STORES",
+    "ClientNotice",
+    "FsspecStore",
+    "PipeStore",
+    "Store",
+    "open_store",
+]
 
 T = TypeVar("T")
 CHUNK_BYTES = 8 << 20  # one sequential request of the streamed reader
@@ -94,12 +105,16 @@ class FsspecStore(Store):
         return self.location.child(name).path
 
     def call(self, name: str, what: str, fn: Callable[[Any], T]) -> T:
-        """`fn(filesystem)` under the retry policy. Permanent faults become StorageError naming
-        the URL; TransientFailure (every attempt failed) passes through for the caller to name
-        (a sample's read: SampleError; anything else: StorageError)."""
+        """`fn(filesystem)` under the retry policy (see `retried`)."""
+        return self.retried(name, what, lambda: fn(self.fs.get()))
+
+    def retried(self, name: str, what: str, thunk: Callable[[], T]) -> T:
+        """`thunk()` under the retry policy. Permanent faults become StorageError naming the
+        URL; TransientFailure (every attempt failed) passes through for the caller to name (a
+        sample's read: SampleError; anything else: StorageError)."""
         url = self.url(name)
         try:
-            return with_retries(lambda: fn(self.fs.get()), self.policy, f"{what} {url}")
+            return with_retries(thunk, self.policy, f"{what} {url}")
         except TransientFailure:
             raise
         except FileNotFoundError as err:
@@ -256,10 +271,66 @@ def _pipe(location: Location, policy: RetryPolicy, options: Mapping[str, Any] | 
     return PipeStore(location, policy)
 
 
+def _obstore(location: Location, policy: RetryPolicy, options: Mapping[str, Any] | None) -> Store:
+    from .obstore_client import ObstoreStore
+
+    return ObstoreStore(location, policy, options)
+
+
 # protocol -> store; any protocol not named here goes through fsspec
 STORES: dict[str, Callable[[Location, RetryPolicy, Mapping[str, Any] | None], Store]] = {
     "pipe": _pipe,
 }
+# the clients of s3:// by name: storage_options={"client": NAME} or MMSAMPLE_S3_CLIENT=NAME
+S3_CLIENTS: dict[str, Callable[[Location, RetryPolicy, Mapping[str, Any] | None], Store]] = {
+    "fsspec": _fsspec,
+    "obstore": _obstore,
+}
+S3_PROTOCOLS = frozenset({"s3", "s3a"})
+CLIENT_OPTION = "client"
+CLIENT_ENV = "MMSAMPLE_S3_CLIENT"
+_said: set[str] = set()
+
+
+class ClientNotice(UserWarning):
+    """Which client reads s3:// when none was chosen (said once per process)."""
+
+
+def _say_once(topic: str, text: str) -> None:
+    if topic not in _said:
+        _said.add(topic)
+        warnings.warn(text, ClientNotice, stacklevel=4)
+
+
+def obstore_installed() -> bool:
+    """True if obstore imports."""
+    return importlib.util.find_spec("obstore") is not None
+
+
+def _s3_client(options: dict[str, Any]) -> tuple[str, bool]:
+    """(the client's name, whether the user chose it) for an s3:// dataset; removes the
+    `client` storage option from `options`. ValueError for a name not in S3_CLIENTS."""
+    chosen = options.pop(CLIENT_OPTION, None)
+    source = f"The {CLIENT_OPTION!r} storage option"
+    if chosen is None and os.environ.get(CLIENT_ENV):
+        chosen, source = os.environ[CLIENT_ENV], f"The {CLIENT_ENV} environment variable"
+    if chosen is None:
+        return DEFAULT_S3_CLIENT if obstore_installed() else "fsspec", False
+    if chosen not in S3_CLIENTS:
+        raise ValueError(
+            f"{source} must be one of {sorted(S3_CLIENTS)} (the client that reads s3://); got "
+            f"{chosen!r}."
+        )
+    if chosen == "obstore" and not obstore_installed():
+        raise ImportError(
+            f"{source} asks for obstore, which is not installed: pip install 'mmsample[s3]' "
+            "(or pip install obstore), or choose 'fsspec' (s3fs)"
+        )
+    return str(chosen), True
+
+
+# the client of s3:// when obstore is installed and none is chosen (see docs/large_scale.md)
+DEFAULT_S3_CLIENT = "obstore"
 
 
 def open_store(
@@ -267,7 +338,12 @@ def open_store(
     storage_options: Mapping[str, Any] | None = None,
     retry: RetryPolicy | None = None,
 ) -> Store:
-    """The store of a remote folder (ValueError for a local path: read it with the OS)."""
+    """The store of a remote folder (ValueError for a local path: read it with the OS).
+
+    s3:// is read by the client `storage_options["client"]` names (else the environment
+    variable MMSAMPLE_S3_CLIENT; else DEFAULT_S3_CLIENT when obstore is installed, said once;
+    else "fsspec"): one of S3_CLIENTS. ValueError for another name or a `client` option on
+    another protocol, ImportError for "obstore" when it is not installed."""
     loc = parse_location(location)
     if loc.is_local:
         raise ValueError(f"{loc.display} is a local path, not a remote store")
@@ -276,4 +352,32 @@ def open_store(
             f"The 'storage_options' parameter must be a dict of fsspec options; got "
             f"{type(storage_options).__name__}."
         )
-    return STORES.get(loc.protocol, _fsspec)(loc, retry or RetryPolicy(), storage_options)
+    policy = retry or RetryPolicy()
+    options = dict(storage_options or {})
+    if loc.protocol not in S3_PROTOCOLS:
+        if CLIENT_OPTION in options:
+            raise ValueError(
+                f"The {CLIENT_OPTION!r} storage option chooses the client of s3:// URLs; "
+                f"{loc.display} is {loc.protocol}:, read through "
+                f"{'its command' if loc.protocol == 'pipe' else 'fsspec'}: leave it out."
+            )
+        return STORES.get(loc.protocol, _fsspec)(loc, policy, storage_options)
+    name, chosen = _s3_client(options)
+    if name == "obstore" and not chosen:
+        from .obstore_client import obstore_config
+
+        unknown = obstore_config(options)[1]
+        if unknown:
+            _say_once(
+                "options",
+                f"{loc.display} is read through s3fs: obstore (the default client when "
+                f"installed) takes no storage_options {unknown}",
+            )
+            return _fsspec(loc, policy, options or None)
+        _say_once(
+            "default",
+            "s3:// byte ranges are read through obstore (installed: the default client); "
+            f"storage_options={{{CLIENT_OPTION!r}: 'fsspec'}} or {CLIENT_ENV}=fsspec reads "
+            "through s3fs",
+        )
+    return S3_CLIENTS[name](loc, policy, options or None)

@@ -77,10 +77,12 @@ class Fault:
 
 @dataclass
 class Faults:
-    """The faults still to inject, and a log of every request (method, path, Range header)."""
+    """The faults still to inject, a log of every request (method, path, Range header) and the
+    User-Agent of each (`agents`, in the same order: which client sent it)."""
 
     pending: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str, str]] = field(default_factory=list)
+    agents: list[str] = field(default_factory=list)
     injected: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,10 +90,11 @@ class Faults:
         with self.lock:
             self.pending.append(Fault(kind, match, count, method))
 
-    def take(self, method: str, path: str, range_: str) -> str | None:
+    def take(self, method: str, path: str, range_: str, agent: str = "") -> str | None:
         """Log the request; the kind of fault to inject into it, or None."""
         with self.lock:
             self.log.append((method, path, range_))
+            self.agents.append(agent)
             for f in self.pending:
                 if f.count > 0 and f.method == method and f.match in path:
                     f.count -= 1
@@ -120,7 +123,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _fault(self) -> str | None:
         time.sleep(self.server.latency)
-        kind = self.server.faults.take(self.command, self.path, self.headers.get("Range", ""))
+        kind = self.server.faults.take(
+            self.command,
+            self.path,
+            self.headers.get("Range", ""),
+            self.headers.get("User-Agent", ""),
+        )
         if kind == "503":
             self._send(503, {"Content-Type": "application/xml"}, SLOW_DOWN)
         elif kind == "403":

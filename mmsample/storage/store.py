@@ -12,7 +12,6 @@ ranges through Rust's object_store). Local paths never come here: the readers ke
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import secrets
 import subprocess
@@ -304,7 +303,11 @@ def _say_once(topic: str, text: str) -> None:
 
 def obstore_installed() -> bool:
     """True if obstore imports."""
-    return importlib.util.find_spec("obstore") is not None
+    try:
+        import obstore  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _s3_client(options: dict[str, Any]) -> tuple[str, bool]:

@@ -342,4 +342,6 @@ def test_obstore_not_installed_is_named() -> None:
     run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
-    assert "asks for obstore, which is not installed: pip install 'mmsample[s3]'" in run.stdout
+    assert "'obstore' was chosen but obstore is not installed: pip install 'mmsample[s3]'" in (
+        run.stdout
+    )

@@ -32,13 +32,15 @@ from typing import Any
 
 from .location import Location
 from .retry import RetryPolicy, ShortReadError
-from .store import FsspecStore
+from .store import CLIENT_ENV, FsspecStore, Store, register_s3_client, say_once
 
 __all__ = [
     "ForkFallbackWarning",
     "ObstoreError",
     "ObstoreStore",
     "obstore_config",
+    "obstore_installed",
+    "open_obstore",
     "translate",
 ]
 
@@ -153,7 +155,8 @@ def obstore_config(options: Mapping[str, Any] | None) -> tuple[dict[str, Any], l
             unknown.append(name)
     endpoint = _endpoint(options or {})
     if endpoint:
-        config["endpoint"] = endpoint
+        # both keys: obstore's AWS_ENDPOINT_URL_S3 from the environment beats `endpoint`
+        config["endpoint"] = config["aws_endpoint_url_s3"] = endpoint
     return config, unknown
 
 
@@ -289,3 +292,43 @@ class ObstoreStore(FsspecStore):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+def obstore_installed() -> bool:
+    """True if obstore imports."""
+    try:
+        import obstore  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def open_obstore(
+    location: Location, policy: RetryPolicy, options: dict[str, Any], chosen: bool
+) -> Store:
+    """The "obstore" entry of `S3_CLIENTS`. Chosen: an ObstoreStore (ImportError naming the
+    extra without obstore; ValueError for options it cannot take). The default (installed):
+    an ObstoreStore, said once, or an s3fs store for options obstore cannot take, said once."""
+    if chosen and not obstore_installed():
+        raise ImportError(
+            "the s3:// client 'obstore' was chosen but obstore is not installed: pip install "
+            "'mmsample[s3]' (or pip install obstore), or choose 'fsspec' (s3fs)"
+        )
+    if not chosen:
+        unknown = obstore_config(options)[1]
+        if unknown:
+            say_once(
+                "options",
+                f"{location.display} is read through s3fs: obstore (the default client when "
+                f"installed) takes no storage_options {unknown}",
+            )
+            return FsspecStore(location, policy, options or None)
+        say_once(
+            "default",
+            "s3:// byte ranges are read through obstore (installed: the default client); "
+            f"storage_options={{'client': 'fsspec'}} or {CLIENT_ENV}=fsspec reads through s3fs",
+        )
+    return ObstoreStore(location, policy, options or None)
+
+
+register_s3_client("obstore", open_obstore, default=obstore_installed())

@@ -32,6 +32,7 @@ __all__ = [
     "PipeStore",
     "Store",
     "open_store",
+    "register_s3_client",
 ]
 
 T = TypeVar("T")
@@ -270,24 +271,22 @@ def _pipe(location: Location, policy: RetryPolicy, options: Mapping[str, Any] | 
     return PipeStore(location, policy)
 
 
-def _obstore(location: Location, policy: RetryPolicy, options: Mapping[str, Any] | None) -> Store:
-    from .obstore_client import ObstoreStore
-
-    return ObstoreStore(location, policy, options)
-
-
 # protocol -> store; any protocol not named here goes through fsspec
 STORES: dict[str, Callable[[Location, RetryPolicy, Mapping[str, Any] | None], Store]] = {
     "pipe": _pipe,
 }
-# the clients of s3:// by name: storage_options={"client": NAME} or MMSAMPLE_S3_CLIENT=NAME
-S3_CLIENTS: dict[str, Callable[[Location, RetryPolicy, Mapping[str, Any] | None], Store]] = {
-    "fsspec": _fsspec,
-    "obstore": _obstore,
+# an s3:// client: (location, policy, storage options without "client", whether the user chose
+# this client) -> its store
+S3Client = Callable[[Location, RetryPolicy, dict[str, Any], bool], Store]
+# the clients of s3:// by name: storage_options={"client": NAME} or MMSAMPLE_S3_CLIENT=NAME;
+# "obstore" is registered by `mmsample.storage.obstore_client` (imported with the package)
+S3_CLIENTS: dict[str, S3Client] = {
+    "fsspec": lambda location, policy, options, chosen: FsspecStore(location, policy, options)
 }
 S3_PROTOCOLS = frozenset({"s3", "s3a"})
 CLIENT_OPTION = "client"
 CLIENT_ENV = "MMSAMPLE_S3_CLIENT"
+_default = ["fsspec"]  # the client of s3:// when none is chosen
 _said: set[str] = set()
 
 
@@ -295,19 +294,18 @@ class ClientNotice(UserWarning):
     """Which client reads s3:// when none was chosen (said once per process)."""
 
 
-def _say_once(topic: str, text: str) -> None:
+def say_once(topic: str, text: str) -> None:
+    """Warn `text` (ClientNotice) the first time `topic` comes up in this process."""
     if topic not in _said:
         _said.add(topic)
-        warnings.warn(text, ClientNotice, stacklevel=4)
+        warnings.warn(text, ClientNotice, stacklevel=5)
 
 
-def obstore_installed() -> bool:
-    """True if obstore imports."""
-    try:
-        import obstore  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def register_s3_client(name: str, client: S3Client, default: bool = False) -> None:
+    """Add `client` to S3_CLIENTS as `name`; `default`: the client when none is chosen."""
+    S3_CLIENTS[name] = client
+    if default:
+        _default[0] = name
 
 
 def _s3_client(options: dict[str, Any]) -> tuple[str, bool]:
@@ -318,22 +316,13 @@ def _s3_client(options: dict[str, Any]) -> tuple[str, bool]:
     if chosen is None and os.environ.get(CLIENT_ENV):
         chosen, source = os.environ[CLIENT_ENV], f"The {CLIENT_ENV} environment variable"
     if chosen is None:
-        return DEFAULT_S3_CLIENT if obstore_installed() else "fsspec", False
+        return _default[0], False
     if chosen not in S3_CLIENTS:
         raise ValueError(
             f"{source} must be one of {sorted(S3_CLIENTS)} (the client that reads s3://); got "
             f"{chosen!r}."
         )
-    if chosen == "obstore" and not obstore_installed():
-        raise ImportError(
-            f"{source} asks for obstore, which is not installed: pip install 'mmsample[s3]' "
-            "(or pip install obstore), or choose 'fsspec' (s3fs)"
-        )
     return str(chosen), True
-
-
-# the client of s3:// when obstore is installed and none is chosen (see docs/large_scale.md)
-DEFAULT_S3_CLIENT = "obstore"
 
 
 def open_store(
@@ -344,9 +333,9 @@ def open_store(
     """The store of a remote folder (ValueError for a local path: read it with the OS).
 
     s3:// is read by the client `storage_options["client"]` names (else the environment
-    variable MMSAMPLE_S3_CLIENT; else DEFAULT_S3_CLIENT when obstore is installed, said once;
-    else "fsspec"): one of S3_CLIENTS. ValueError for another name or a `client` option on
-    another protocol, ImportError for "obstore" when it is not installed."""
+    variable MMSAMPLE_S3_CLIENT; else the default: "obstore" when installed, said once, else
+    "fsspec"): one of S3_CLIENTS. ValueError for another name or a `client` option on another
+    protocol; ImportError for "obstore" when it is not installed."""
     loc = parse_location(location)
     if loc.is_local:
         raise ValueError(f"{loc.display} is a local path, not a remote store")
@@ -366,21 +355,4 @@ def open_store(
             )
         return STORES.get(loc.protocol, _fsspec)(loc, policy, storage_options)
     name, chosen = _s3_client(options)
-    if name == "obstore" and not chosen:
-        from .obstore_client import obstore_config
-
-        unknown = obstore_config(options)[1]
-        if unknown:
-            _say_once(
-                "options",
-                f"{loc.display} is read through s3fs: obstore (the default client when "
-                f"installed) takes no storage_options {unknown}",
-            )
-            return _fsspec(loc, policy, options or None)
-        _say_once(
-            "default",
-            "s3:// byte ranges are read through obstore (installed: the default client); "
-            f"storage_options={{{CLIENT_OPTION!r}: 'fsspec'}} or {CLIENT_ENV}=fsspec reads "
-            "through s3fs",
-        )
-    return S3_CLIENTS[name](loc, policy, options or None)
+    return S3_CLIENTS[name](loc, policy, options, chosen)

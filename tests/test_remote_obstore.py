@@ -345,3 +345,32 @@ def test_obstore_not_installed_is_named() -> None:
     assert "'obstore' was chosen but obstore is not installed: pip install 'mmsample[s3]'" in (
         run.stdout
     )
+
+
+def test_obstore_takes_a_profile_from_the_shared_credentials_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmsample.storage.obstore_client import _credentials
+
+    creds = tmp_path / "credentials"
+    creds.write_text(
+        "[default]\naws_access_key_id = DEFAULTKEY\naws_secret_access_key = d\n"
+        "[team]\naws_access_key_id = TEAMKEY\naws_secret_access_key = t\n"
+        "aws_session_token = TEAMTOKEN\n"
+    )
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "team")
+    before = datetime.datetime.now(datetime.timezone.utc)
+    found = _credentials({}, {})()
+    expires = found.pop("expires_at")
+    assert found == {"access_key_id": "TEAMKEY", "secret_access_key": "t", "token": "TEAMTOKEN"}
+    assert datetime.timedelta(minutes=14) < expires - before <= datetime.timedelta(minutes=16)
+    assert _credentials({"profile": "default"}, {})()["access_key_id"] == "DEFAULTKEY"
+    # keys given (options or environment) or unsigned requests: obstore's own configuration
+    assert _credentials({}, {"access_key_id": "x"}) is None
+    assert _credentials({"anon": True}, {"skip_signature": True}) is None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    assert _credentials({}, {}) is None

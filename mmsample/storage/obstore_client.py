@@ -27,7 +27,7 @@ import re
 import threading
 import warnings
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .location import Location
@@ -57,6 +57,7 @@ CLIENT_KWARGS = {"endpoint_url": "endpoint", "region_name": "region"}
 # s3fs options with no bearing on reading ranges (accepted, used by s3fs only)
 S3FS_ONLY = frozenset({"config_kwargs", "use_listings_cache", "listings_expiry_time"})
 
+REFRESH = timedelta(minutes=15)  # how long obstore keeps credentials from botocore's chain
 _STATUS = re.compile(r"status code: (\d{3})")
 _CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 _KIND = re.compile(r"kind: (Connect|Request|Timeout|Interrupted)\b")
@@ -182,7 +183,8 @@ def _credentials(options: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
         out: dict[str, Any] = {
             "access_key_id": found.access_key,
             "secret_access_key": found.secret_key,
-            "expires_at": None,
+            # asked again after REFRESH (botocore renews expiring ones: roles, SSO)
+            "expires_at": datetime.now(timezone.utc) + REFRESH,
         }
         if found.token:
             out["token"] = found.token

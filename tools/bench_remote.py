@@ -12,11 +12,12 @@ here): plain HTTP with Range support, and the same files as a read-only S3 endpo
 items/s from local disk and from each server and client, with the same decoder
 (`Audio(field="wav", seconds=1.0)`, log spectrogram, and `Array(field="npy")`) through
 `balanced_loader`, and a raw-bytes run (each sample's bytes read and parsed, nothing decoded),
-median of `--repeats` epochs, the ratios to disk measured in the same run and obstore / s3fs.
+median of `--repeats` epochs (each round times every source once, in turn), the ratios to disk
+measured in the same run and obstore / s3fs.
 Goals: streamed >= 0.9x and indexed >= 0.5x at 20 ms. With `--workers` > 0 every source's
 DataLoader workers start by forkserver (obstore is not fork-safe once the main process used it).
 
-Run: `.venv/bin/python tools/bench_remote.py` (about a minute on 2 cores); `--help` for sizes.
+Run: `.venv/bin/python tools/bench_remote.py` (about six minutes on 2 cores); `--help` for sizes.
 """
 
 from __future__ import annotations
@@ -142,15 +143,18 @@ def serve(folder: str, latency: float, s3: bool = False) -> tuple[str, Any]:
     return f"http://127.0.0.1:{port.value}", proc
 
 
-def rate(run: Callable[[], int], repeats: int) -> float:
-    """Median items/s over `repeats` runs (after one warm-up run)."""
-    run()
-    speeds = []
+def rates(runs: list[Callable[[], int]], repeats: int) -> list[float]:
+    """Median items/s of each run over `repeats` rounds (after one warm-up round); a round
+    times every run once, in turn, so that a change in the machine's load meets them alike."""
+    for run in runs:
+        run()
+    speeds: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        start = time.perf_counter()
-        n = run()
-        speeds.append(n / (time.perf_counter() - start))
-    return statistics.median(speeds)
+        for run, out in zip(runs, speeds):
+            start = time.perf_counter()
+            n = run()
+            out.append(n / (time.perf_counter() - start))
+    return [statistics.median(s) for s in speeds]
 
 
 def main() -> None:
@@ -159,7 +163,7 @@ def main() -> None:
     parser.add_argument("--per-shard", type=int, default=60, help="samples a shard")
     parser.add_argument("--batch", type=int, default=16, help="batch size")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs (median)")
     parser.add_argument(
         "--latency", type=float, nargs="+", default=[0.0, 20.0], help="ms added to each request"
     )
@@ -199,14 +203,13 @@ def main() -> None:
             try:
                 for mode, goal in (("streamed", 0.9), ("indexed", 0.5)):
                     for what in ("decoded", "raw bytes"):
-                        speeds = []
-                        for source, options in sources:
-                            run = (
-                                decoded(source, mode, args.batch, args.workers, options)
-                                if what == "decoded"
-                                else raw(source, mode, args.batch, options)
-                            )
-                            speeds.append(rate(run, args.repeats))
+                        runs = [
+                            decoded(source, mode, args.batch, args.workers, options)
+                            if what == "decoded"
+                            else raw(source, mode, args.batch, options)
+                            for source, options in sources
+                        ]
+                        speeds = rates(runs, args.repeats)
                         disk, web_rate, s3fs_rate, obstore_rate = speeds
                         want = f">= {goal}x" if latency == 20.0 and what == "decoded" else ""
                         print(

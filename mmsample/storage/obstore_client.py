@@ -241,13 +241,13 @@ class ObstoreStore(FsspecStore):
     def client(self) -> Any:
         """This process's obstore S3Store (made on first use and after a fork)."""
         global _runtime_pid
+        if _runtime_pid is None:  # from here on, a fork's children must not use obstore
+            _runtime_pid = os.getpid()
         if self._client is None or self._pid != os.getpid():
             with self._lock:
                 if self._client is None or self._pid != os.getpid():
                     self._client = self._make()
                     self._pid = os.getpid()
-        if _runtime_pid is None:
-            _runtime_pid = os.getpid()
         return self._client
 
     def _key(self, name: str) -> str:

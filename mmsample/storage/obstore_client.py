@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..errors import MmsampleWarning
 from .location import Location
 from .retry import RetryPolicy, ShortReadError
 from .store import CLIENT_ENV, FsspecStore, Store, register_s3_client, say_once
@@ -76,7 +77,7 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-class ForkFallbackWarning(UserWarning):
+class ForkFallbackWarning(MmsampleWarning):
     """A process forked after its parent used obstore reads through s3fs."""
 
 

@@ -22,9 +22,10 @@ from mmsample.loader import BalancedLoader, balanced_loader, wrap
 from mmsample.methods import BSS, DUS, SMV, Remix
 from mmsample.position_scoring import PositionScorer
 from mmsample.scoring import Scorer
-from mmsample.shards.format import Manifest
+from mmsample.shards.format import read_manifest
 from mmsample.shards.indexed import IndexedDataset
 from mmsample.shards.streamed import StreamedDataset
+from mmsample.storage import ShardCache
 
 from ..models import LateFusion
 from .device import autocast
@@ -107,6 +108,14 @@ class ModelForward:
         return logits.float(), [u.float() for u in uni]
 
 
+def remote(args: argparse.Namespace) -> dict[str, Any]:
+    """The readers' remote-reading keywords: a `ShardCache` for `--cache-dir` (with `--data` a
+    URL), else none (credentials and endpoints come from the backend's own configuration)."""
+    if args.cache_dir is None:
+        return {}
+    return {"cache": ShardCache(args.cache_dir, max_bytes=int(args.cache_gb * 1e9))}
+
+
 def build_loader(
     args: argparse.Namespace,
     modalities: dict[str, Any],
@@ -122,7 +131,7 @@ def build_loader(
     names = list(modalities)
     split = args.train_split or None
     log = args.out / "stats.jsonl"
-    indexed = IndexedDataset(args.data, modalities, split=split, seed=args.seed)
+    indexed = IndexedDataset(args.data, modalities, split=split, seed=args.seed, **remote(args))
     if args.loader == "wrap":
         view = TupleView(indexed, names)
         plain = DataLoader(
@@ -163,7 +172,7 @@ def build_loader(
         )
     method = None
     if args.method not in UNPLANNED:
-        ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
+        ledger = Ledger(read_manifest(args.data).id_space, len(names), num_classes, names=names)
         method = build_method(args, ledger)
     scorer: Scorer | EvalScorer | None = None
     if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass,
@@ -173,7 +182,7 @@ def build_loader(
         )
     if isinstance(method, Remix):  # Remix scores the training split every epoch, in eval mode
         specs = scoring_modalities or modalities
-        reader = IndexedDataset(args.data, specs, split=split, seed=args.seed)
+        reader = IndexedDataset(args.data, specs, split=split, seed=args.seed, **remote(args))
         scorer = EvalScorer(
             Scorer(model, reader, ledger, device=device, progress=not args.no_progress), model
         )
@@ -186,7 +195,9 @@ def build_loader(
             stacklevel=2,
         )
     if args.mode == "streamed":
-        source = StreamedDataset(args.data, modalities, shuffle=1000, seed=args.seed, split=split)
+        source = StreamedDataset(
+            args.data, modalities, shuffle=1000, seed=args.seed, split=split, **remote(args)
+        )
     return balanced_loader(
         source,
         method,

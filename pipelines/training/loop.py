@@ -30,7 +30,7 @@ from mmsample.report.runs import RUN_FORMAT
 
 from .device import all_sum
 from .evaluate import evaluate
-from .options import build_parser
+from .options import build_parser, check_args
 from .runner import Run
 
 
@@ -177,7 +177,7 @@ def train(run: Run) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train (or resume) one run; see `pipelines.training`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = check_args(parser, parser.parse_args(argv))
     try:
         run = Run(args)
     except ValueError as err:  # a setting the run refuses: name the flag, exit 2

@@ -62,23 +62,6 @@ def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
     return None
 
 
-class EvalScorer:
-    """`scorer(ids)` with the model in eval mode (BatchNorm's running statistics, no dropout),
-    its mode restored after: every scoring pass of the loop (BSS's ranking, Remix's
-    assignment, as the Remix authors score the training split) is inference."""
-
-    def __init__(self, scorer: Any, model: torch.nn.Module) -> None:
-        self.scorer, self.model = scorer, model
-
-    def __call__(self, ids: np.ndarray) -> None:
-        was = self.model.training
-        self.model.eval()
-        try:
-            self.scorer(ids)
-        finally:
-            self.model.train(was)
-
-
 class TupleView(Dataset[tuple[Any, ...]]):
     """An ordinary map-style dataset (what a user already has): index k -> (one tensor per
     modality..., label) of the k-th sample of `reader`."""
@@ -147,7 +130,7 @@ def build_loader(
         if args.method not in UNPLANNED:
             ledger = Ledger(len(view), len(names), num_classes, names=names)
             method = build_method(args, ledger)
-        by_position: PositionScorer | EvalScorer | None = (
+        by_position = (  # every scoring pass is inference: the model in eval mode
             PositionScorer(
                 ModelForward(model, device),
                 view,
@@ -155,12 +138,11 @@ def build_loader(
                 fields=fields,
                 output="multimodal",
                 device=device,
+                model=model,
             )
             if isinstance(method, BSS | Remix)
             else None
         )
-        if by_position is not None:  # every scoring pass is inference: eval mode
-            by_position = EvalScorer(by_position, model)
         return wrap(
             plain,
             method,
@@ -174,18 +156,14 @@ def build_loader(
     if args.method not in UNPLANNED:
         ledger = Ledger(read_manifest(args.data).id_space, len(names), num_classes, names=names)
         method = build_method(args, ledger)
-    scorer: Scorer | EvalScorer | None = None
+    scorer: Scorer | None = None
     if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass,
         # in eval mode like every inference (BatchNorm's running statistics stay the training's)
-        scorer = EvalScorer(
-            Scorer(model, indexed, ledger, device=device, progress=not args.no_progress), model
-        )
+        scorer = Scorer(model, indexed, ledger, device=device, progress=not args.no_progress)
     if isinstance(method, Remix):  # Remix scores the training split every epoch, in eval mode
         specs = scoring_modalities or modalities
         reader = IndexedDataset(args.data, specs, split=split, seed=args.seed, **remote(args))
-        scorer = EvalScorer(
-            Scorer(model, reader, ledger, device=device, progress=not args.no_progress), model
-        )
+        scorer = Scorer(model, reader, ledger, device=device, progress=not args.no_progress)
     source: StreamedDataset | IndexedDataset = indexed
     if args.mode == "streamed" and isinstance(method, Remix):
         warnings.warn(

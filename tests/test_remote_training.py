@@ -157,3 +157,31 @@ def test_two_ranks_under_torchrun_read_s3_through_one_shared_cache(
     kept = list((cache / "objects").iterdir())
     assert len(kept) == len(list(shards.glob("*.tar")))
     assert not list((cache / "tmp").iterdir())  # no partial download left behind
+
+
+def test_training_from_a_signed_https_style_url_never_writes_its_signature(
+    shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A web server with Range support (a token in the query string, as a signed URL has):
+    the run trains the local copy's batches, and neither config.json, the logs, nor the
+    output hold the token; a folder that cannot be listed is fingerprinted by its manifest."""
+    from mmsample.storage.local_server import LocalServer
+    from pipelines.training import main
+
+    common = ["--method", "dus", "--epochs", "1", "--batch-size", "3", "--threads", "1"]
+    common += ["--trace", "--no-progress"]
+    with LocalServer(folder=shards.parent) as server:
+        url = f"{server.url}/{shards.name}?token=SECRET-7f3a"
+        assert main(["--data", url, "--out", str(tmp_path / "web"), *common]) == 0
+        fingerprint = data_fingerprint(url)
+    assert main(["--data", str(shards), "--out", str(tmp_path / "local"), *common]) == 0
+    web, local = tmp_path / "web", tmp_path / "local"
+    assert jsonl(web / "trace-0.jsonl") == jsonl(local / "trace-0.jsonl")
+    config = json.loads((web / "config.json").read_text())
+    assert config["data"] == f"{server.url}/{shards.name}"
+    assert config["data_fingerprint"] == fingerprint != data_fingerprint(shards)
+    for path in web.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".jsonl"}:
+            assert "SECRET-7f3a" not in path.read_text(), path
+    out = capsys.readouterr()
+    assert "SECRET-7f3a" not in out.out + out.err

@@ -27,6 +27,7 @@ from mmsample.decoding.backends.diagnosis import announce_decoders
 from mmsample.report.outcomes import write_outcomes
 from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
+from mmsample.storage import redact
 
 from .device import all_sum
 from .evaluate import evaluate
@@ -154,6 +155,7 @@ def train(run: Run) -> int:
         decoders = announce_decoders()
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
+        config["data"] = redact(args.data)  # a URL without its query string (a signature)
         config["data_fingerprint"] = data_fingerprint(args.data)
         config["num_classes"] = run.num_classes  # chance = 1 / num_classes in the report
         config["decoder"] = decoders  # the report says which decoder each run used

@@ -23,6 +23,7 @@ from mmsample.methods import OGMGE
 from mmsample.scoring import VALUES
 from mmsample.shards.format import Manifest, read_manifest
 from mmsample.shards.indexed import IndexedDataset
+from mmsample.storage import redact
 
 from ..models import MODELS
 from .data import build_loader, remote
@@ -38,12 +39,12 @@ def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
     have = f"its splits are {sorted(known)}" if known else "it has no split column"
     if args.train_split and args.train_split not in known:
         raise ValueError(
-            f"--train-split {args.train_split!r}: {args.data} has no such split ({have}); "
+            f"--train-split {args.train_split!r}: {redact(args.data)} has no such split ({have}); "
             "pass --train-split '' to train on every sample."
         )
     if args.test_split and args.test_split not in known:
         raise ValueError(
-            f"--test-split {args.test_split!r}: {args.data} has no such split ({have}); build "
+            f"--test-split {args.test_split!r}: {redact(args.data)} has no such split ({have}); build "
             "the data with a held-out split (e.g. `python -m pipelines.avmnist --test-fraction "
             "0.2`) or pass --test-split '' to skip evaluation."
         )

@@ -200,9 +200,17 @@ def add_shard_commands(sub: Any) -> None:
         "and metadata) into OUT. A column of paths ending in one extension EXT becomes field "
         "NAME.EXT (--field NAME=EXT to say so), txt and --text-field columns inline text, a "
         "split column each sample's split, other columns per-sample metadata. Row r gets global "
-        "id r. Finished shards are kept when the command is run again.",
+        "id r. Finished shards are kept when the command is run again. Media cells may be URLs "
+        "(s3://, gs://, http(s)://, file://): a missing object is a bad row (--skip-bad skips "
+        "it), any other failure (403, bad credentials) stops the run naming the row and URL; "
+        "credentials and endpoints come from each backend's own configuration.",
     )
-    shard.add_argument("input", type=Path, help="the .csv or .jsonl input table")
+    shard.add_argument(
+        "input",
+        help="the .csv or .jsonl input table: a path or a URL (s3://, gs://, https://, any "
+        "fsspec URL); its file cells may be paths (relative ones against the table's folder) "
+        "or URLs, read whole with retries",
+    )
     shard.add_argument(
         "out", help="output directory (created), or a URL: s3://bucket/prefix, gs://..."
     )

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mmsample.cli import main
@@ -21,6 +22,8 @@ from mmsample.sharding.rebuild import rebuild
 from mmsample.shards.format import MANIFEST, Manifest
 from mmsample.shards.index_bundle import BUNDLE, BUNDLE_KEY, pack
 from mmsample.shards.offsets import load_index
+from mmsample.storage.local_server import LocalServer
+from mmsample.testing import encode_npy, encode_wav
 
 from .remote_helpers import BUCKET, S3, local_s3
 
@@ -167,3 +170,171 @@ def test_index_url_verify_catches_a_corrupt_shard(
     assert wanted in remote
     assert main(["index", str(local), "--verify"]) == 1  # the same problems as on local disk
     assert remote[1:] == capsys.readouterr().err.splitlines()[1:]
+
+
+# --- media named by URLs --------------------------------------------------------------------
+
+ROWS = 6  # 2 shards of 3
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real encoded files: a wav and an npy per row (and one more), in `media/`."""
+    folder = tmp_path_factory.mktemp("src")
+    (folder / "media").mkdir()
+    for i in range(ROWS + 1):
+        tone = 0.3 * np.sin(2 * np.pi * (200 + 30 * i) * np.arange(2000) / 16000)
+        (folder / "media" / f"a{i}.wav").write_bytes(encode_wav(tone))
+        feats = np.random.default_rng(i).standard_normal(4).astype(np.float32)
+        (folder / "media" / f"f{i}.npy").write_bytes(encode_npy(feats))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def http_server(src: Path) -> Iterator[LocalServer]:
+    with LocalServer(folder=src) as server:
+        yield server
+
+
+@pytest.fixture
+def http(http_server: LocalServer) -> LocalServer:
+    """The file server over `src`, with no pending faults and an empty request log."""
+    with http_server.faults.lock:
+        http_server.faults.pending.clear()
+        http_server.faults.log.clear()
+        http_server.faults.injected.clear()
+    return http_server
+
+
+@pytest.fixture(scope="module")
+def media_s3(s3_server: S3, src: Path) -> str:
+    return s3_server.upload(src / "media", "media")
+
+
+def _csv(path: Path, wav: list[str], npy: list[str]) -> Path:
+    rows = [f"k{i},{CLASSES[i % 3]},{w},{n},clip {i}" for i, (w, n) in enumerate(zip(wav, npy))]
+    path.write_text("key,label,wav,npy,txt\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _local_table(src: Path) -> Path:
+    """Relative wav paths, absolute npy paths: the reference."""
+    wav = [f"media/a{i}.wav" for i in range(ROWS)]
+    npy = [str(src / "media" / f"f{i}.npy") for i in range(ROWS)]
+    return _csv(src / "local.csv", wav, npy)
+
+
+def _same_dataset(a: Path, b: Path) -> None:
+    """`a` and `b` hold byte-identical tars and indexes and the same manifest, but for what
+    names the input table (its path, hash and the job hash made from it)."""
+    names = sorted(p.name for p in a.iterdir() if p.suffix in (".tar", ".npy"))
+    assert names == sorted(p.name for p in b.iterdir() if p.suffix in (".tar", ".npy"))
+    assert len([n for n in names if n.endswith(".tar")]) == 2
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    ma, mb = Manifest.load(a), Manifest.load(b)
+    for m in (ma, mb):
+        for key in ("input", "input_sha256", "job"):
+            m.extra.pop(key)
+    assert ma == mb and ma.num_samples == ROWS and ma.skipped == 0
+
+
+def test_media_urls_shard_like_local_paths(
+    s3: S3, media_s3: str, src: Path, http: LocalServer, tmp_path: Path
+) -> None:
+    shard_dataset(_local_table(src), tmp_path / "local", samples_per_shard=3, workers=1)
+    web = f"{http.url}/media"
+    wav = [
+        f"{media_s3}/a0.wav",
+        f"{web}/a1.wav",
+        "media/a2.wav",  # still relative to the table's folder
+        f"{media_s3}/a3.wav",
+        f"{web}/a4.wav?sig=SECRET",  # a presigned-style query string, never printed
+        f"file://{src}/media/a5.wav",
+    ]
+    npy = [f"{web}/f{i}.npy" if i % 2 else f"{media_s3}/f{i}.npy" for i in range(ROWS)]
+    table = _csv(src / "urls.csv", wav, npy)
+    s3.proxy.faults.add("503", "media/a3.wav", count=1)  # transient: retried
+    http.faults.add("reset", "f1.npy", count=1)
+    report = shard_dataset(table, tmp_path / "urls", samples_per_shard=3, workers=2)
+    assert report.written == [0, 1] and not report.skipped
+    assert s3.proxy.faults.injected and http.faults.injected  # the faults did happen
+    _same_dataset(tmp_path / "local", tmp_path / "urls")
+    gets = s3.proxy.faults.requests("GET", "/media/a0.wav")
+    assert gets == 1  # read once, whole
+    # the same rows, the table itself given as a URL: relative cells resolve against its folder
+    assert "SECRET" not in json.dumps(report.dataset)
+    served = _csv(src / "served.csv", [f"media/a{i}.wav" for i in range(ROWS)], npy)
+    report = shard_dataset(
+        f"{http.url}/{served.name}?token=SECRET",
+        tmp_path / "served",
+        samples_per_shard=3,
+        workers=1,
+    )
+    assert report.dataset["extra"]["input"] == f"{http.url}/served.csv"
+    _same_dataset(tmp_path / "local", tmp_path / "served")
+
+
+def _one_bad(src: Path, cell: str, name: str) -> Path:
+    wav = [cell if i == 2 else f"media/a{i}.wav" for i in range(ROWS)]
+    npy = [str(src / "media" / f"f{i}.npy") for i in range(ROWS)]
+    return _csv(src / name, wav, npy)
+
+
+@pytest.mark.parametrize("where", ["s3", "http"])
+def test_a_missing_media_url_is_a_bad_row_like_a_missing_file(
+    s3: S3,
+    media_s3: str,
+    src: Path,
+    http: LocalServer,
+    tmp_path: Path,
+    where: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = f"{media_s3}/gone.wav" if where == "s3" else f"{http.url}/media/gone.wav"
+    table = _one_bad(src, url, f"missing-{where}.csv")
+    out = tmp_path / "out"
+    args = ["shard", str(table), str(out), "--samples-per-shard", "3", "--workers", "1"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"row 2 (line 4, key 'k2'): wav: file not found: {url}" in err
+    assert main([*args, "--skip-bad"]) == 0
+    assert "skipped 1 of 6 rows" in capsys.readouterr().out
+    # exactly what a missing local file gives, but for the name
+    local = _one_bad(src, "media/gone.wav", f"missing-local-{where}.csv")
+    ref = [*args[:2], str(tmp_path / "ref"), *args[3:]]
+    ref[1] = str(local)
+    assert main(ref) == 1
+    assert main([*ref, "--skip-bad"]) == 0
+    got = (out / "skipped.jsonl").read_text()
+    want = (tmp_path / "ref" / "skipped.jsonl").read_text()
+    assert got == want.replace(str(src / "media" / "gone.wav"), url)
+    assert Manifest.load(out).skipped == Manifest.load(tmp_path / "ref").skipped == 1
+
+
+@pytest.mark.parametrize("where", ["s3", "http"])
+def test_a_forbidden_media_url_stops_the_run_naming_row_and_url(
+    s3: S3,
+    media_s3: str,
+    src: Path,
+    http: LocalServer,
+    tmp_path: Path,
+    where: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if where == "s3":
+        url, shown = f"{media_s3}/a6.wav", f"{media_s3}/a6.wav"
+        s3.proxy.faults.add("403", "media/a6.wav", count=10, method="HEAD")
+    else:
+        url, shown = f"{http.url}/media/a6.wav?sig=SECRET", f"{http.url}/media/a6.wav"
+        http.faults.add("403", "a6.wav", count=10, method="HEAD")
+        http.faults.add("403", "a6.wav", count=10, method="GET")
+    table = _one_bad(src, url, f"forbidden-{where}.csv")
+    for more in ([], ["--skip-bad"]):  # not the row's fault: never skipped
+        out = str(tmp_path / "out")
+        code = main(["shard", str(table), out, "--samples-per-shard", "3", "--workers", "1", *more])
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "row 2 (line 4, key 'k2'), column wav: " in err and shown in err, err
+        assert "was denied" in err and "403" in err and "SECRET" not in err
+    assert not (tmp_path / "out" / "manifest.json").exists()

@@ -28,6 +28,7 @@ from ..shards.format import MANIFEST, Manifest, ShardInfo, index_name, shard_nam
 from .classes import ClassOrder
 from .columns import Column
 from .finalise import finalise
+from .media import stat_rows
 from .output_files import remove_stale, write_atomic
 from .remote_output import is_remote, shard_remote
 from .sidecars import SIDECAR_FORMAT, complete_sidecar, job_sidecar, sidecar_name
@@ -39,7 +40,6 @@ from .table import (
     bad_rows_jsonl,
     order_labels,
     read_input,
-    stat_files,
 )
 from .tasks import ShardTask, TaskResult, run_tasks
 
@@ -142,8 +142,7 @@ def _plan_shard(
     sidecar if an earlier run of the same job on the same rows finished it (the shard is kept)."""
     job = dataset["extra"]["job"]
     skip_bad, max_pixels = options
-    for row in rows:
-        stat_files(row, table.text_fields)
+    stat_rows(rows, table.text_fields)
     for name in (shard_name(number), index_name(shard_name(number)), sidecar_name(number)):
         remove_stale(out, name)
     rows_doc = [

@@ -183,9 +183,14 @@ def _stat_local(row: Row, name: str, path: str) -> None:
             row.problems.append((row.column(name), f"not a regular file: {path}"))
 
 
-def stat_rows(rows: Sequence[Row], text: Sequence[str], media: MediaFiles | None = None) -> None:
+def stat_rows(
+    rows: Sequence[Row],
+    text: Sequence[str],
+    media: MediaFiles | None = None,
+    threads: int = MEDIA_THREADS,
+) -> None:
     """Stat every file cell of `rows` (not the `text` fields): local files with the operating
-    system, URL files concurrently (`MEDIA_THREADS` at a time), in the main process. A missing
+    system, URL files concurrently (`threads` at a time), in the main process. A missing
     file or object is the row's problem (`file not found: ...`), a good one records (size,
     mtime or version) so that a rerun sees a change; any other failure of a URL raises
     StorageError naming the row, key, column and URL."""
@@ -200,7 +205,7 @@ def stat_rows(rows: Sequence[Row], text: Sequence[str], media: MediaFiles | None
             except FileNotFoundError:
                 return None
 
-        with ThreadPoolExecutor(min(MEDIA_THREADS, len(wanted))) as pool:
+        with ThreadPoolExecutor(max(1, min(threads, len(wanted)))) as pool:
             futures = {url: pool.submit(one, url) for url in wanted}
     for row in rows:
         for name, value in row.cells.items():
@@ -246,24 +251,27 @@ def read_row(
 
 
 def read_rows(
-    rows: Sequence[Row], text: Sequence[str], media: MediaFiles | None = None
+    rows: Sequence[Row],
+    text: Sequence[str],
+    media: MediaFiles | None = None,
+    threads: int = MEDIA_THREADS,
 ) -> Iterator[tuple[Row, dict[str, bytes | OSError]]]:
     """Each row with its files read (`read_row`), in order. When the rows name URL files, up
-    to `MEDIA_THREADS` rows ahead are read concurrently in threads (so that many small objects
+    to `threads` rows ahead are read concurrently in threads (so that many small objects
     do not wait on one another's latency); local-only rows are read one by one, as they come."""
     media = media or media_files()
     remote = any(n not in text and is_url(v) for r in rows for n, v in r.cells.items())
-    if not remote:
+    if not remote or threads <= 1:
         for row in rows:
             yield row, read_row(row, text, media)
         return
-    with ThreadPoolExecutor(MEDIA_THREADS) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         ahead: deque[tuple[Row, Future[dict[str, bytes | OSError]]]] = deque()
         pending = iter(rows)
         try:
             for row in pending:
                 ahead.append((row, pool.submit(read_row, row, text, media)))
-                if len(ahead) >= MEDIA_THREADS:
+                if len(ahead) >= threads:
                     done, future = ahead.popleft()
                     yield done, future.result()
             while ahead:

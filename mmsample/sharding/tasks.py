@@ -25,7 +25,7 @@ from ..decoding.image_header import DEFAULT_MAX_PIXELS
 from ..decoding.media_probe import probe
 from ..shards.format import ShardInfo, index_name, shard_name
 from ..storage.location import redact
-from .media import is_url, read_row, read_rows
+from .media import MEDIA_THREADS, is_url, read_row, read_rows
 from .output_files import remove_stale, unlink_all, write_atomic
 from .sidecars import sidecar_name
 from .table import BadRow, Row
@@ -51,6 +51,7 @@ class ShardTask:
     skip_bad: bool
     sidecar: dict[str, Any]
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    media_threads: int = MEDIA_THREADS
 
 
 def load_row(
@@ -112,7 +113,7 @@ def run_task(task: ShardTask) -> TaskResult:
     writer: ShardWriter | None = None
     bad: list[BadRow] = []
     try:
-        for row, files in read_rows(task.rows, task.text_fields):
+        for row, files in read_rows(task.rows, task.text_fields, threads=task.media_threads):
             payloads, problems = load_row(row, task.text_fields, task.max_pixels, files)
             if _PROGRESS is not None:
                 _PROGRESS(1)

@@ -66,7 +66,8 @@ def classes(tmp_path: Path) -> Path:
 
 
 class Watch:
-    """Polls a folder every millisecond from a thread: the most .tar files seen at once."""
+    """Polls a folder (and its subfolders) every millisecond from a thread: the most .tar files
+    seen at once."""
 
     def __init__(self, folder: Path) -> None:
         self.folder, self.most, self.looks = folder, 0, 0
@@ -76,8 +77,8 @@ class Watch:
     def _run(self) -> None:
         while not self.stop.is_set():
             try:
-                found = [p for p in self.folder.iterdir() if p.name.endswith(".tar")]
-            except FileNotFoundError:
+                found = list(self.folder.rglob("*.tar"))
+            except OSError:  # a subfolder removed while listed
                 found = []
             self.most, self.looks = max(self.most, len(found)), self.looks + 1
             self.stop.wait(0.001)
@@ -111,6 +112,9 @@ def test_index_url_holds_one_tar_and_matches_local_indexing(
     shutil.copytree(tars, local)
     expected = rebuild(local, CLASSES)  # the reference: indexing the same tars on local disk
     staging = tmp_path / "staging"
+    staging.mkdir()
+    kept = staging / "shard-000000.tar"  # a shard job's own copy: left alone
+    kept.write_bytes(b"mine")
     s3.reset()
     s3.proxy.set_latency(0.05)  # each tar's download spans >= 50 ms: the watch sees it
     with Watch(staging) as watch:
@@ -120,8 +124,8 @@ def test_index_url_holds_one_tar_and_matches_local_indexing(
     assert code == 0
     said = capsys.readouterr().out
     assert f"indexed {url}/manifest.json: 7 samples in 3 shards" in said and "verify: OK" in said
-    assert watch.looks > 100 and watch.most == 1  # seen, and never two tars at once
-    assert not list(staging.glob("*.tar"))  # the last one deleted too
+    assert watch.looks > 100 and watch.most == 2  # seen, and never two tars at once + `kept`
+    assert list(staging.rglob("*.tar")) == [kept] and kept.read_bytes() == b"mine"
     gets = [p for m, p, _ in s3.proxy.faults.log if m == "GET" and p.endswith(".tar")]
     assert sorted(gets) == [f"/{BUCKET}/copied/shard-00000{n}.tar" for n in range(3)]  # once each
     for n in range(3):

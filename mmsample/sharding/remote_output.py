@@ -57,14 +57,15 @@ def writable_store(out: str, what: str) -> Store:
 
 
 @contextmanager
-def staging_folder(staging: str | Path | None) -> Iterator[Path]:
-    """The local folder to work in: `staging` (kept) or a new temporary one (removed after)."""
+def staging_folder(staging: str | Path | None, parent: Path | None = None) -> Iterator[Path]:
+    """The local folder to work in: `staging` (kept) or a new temporary one (removed after),
+    in `parent` if given (else the system's temporary folder)."""
     if staging is not None:
         path = Path(staging)
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return
-    path = Path(tempfile.mkdtemp(prefix="mmsample-staging-"))
+    path = Path(tempfile.mkdtemp(prefix="mmsample-staging-", dir=parent))
     try:
         yield path
     finally:
@@ -197,8 +198,8 @@ def index_remote(
 ) -> tuple[Manifest, list[SampleError]]:
     """`mmsample index` on a remote folder, needing local room for one tar at a time: the
     sidecars and old manifest are downloaded into a staging folder, then each tar in name order
-    is downloaded there, scanned (and, with `verify`, its byte ranges and a plain webdataset
-    read checked), and deleted before the next; the indexes and manifest are rebuilt from the
+    is downloaded into a private subfolder of it, scanned (and, with `verify`, its byte ranges
+    and a plain webdataset read checked), and deleted before the next; the indexes and manifest are rebuilt from the
     scans (`rebuild_scanned`), checked against them (`verify_scanned`) and published, every
     index, the consolidated index, then manifest.json last. Each tar is read once.
     -> (the manifest, the problems `verify` found; [] without it). ManifestError (naming the
@@ -213,16 +214,18 @@ def index_remote(
             if name.endswith(".json") and not name.startswith("."):
                 (folder / name).write_bytes(store.read(name))
         scans, tar_problems = [], []
-        for name in tars:
-            path = folder / name
-            try:
-                _download(store, name, sizes[name], path)
-                scan = scan_shard(path)
-                if verify:
-                    tar_problems += check_tar_bytes(path, scan)
-            finally:
-                path.unlink(missing_ok=True)
-            scans.append(scan)
+        # a private subfolder: tars the staging folder already holds (a shard job's) are kept
+        with staging_folder(None, parent=folder) as room:
+            for name in tars:
+                path = room / name
+                try:
+                    _download(store, name, sizes[name], path)
+                    scan = scan_shard(path)
+                    if verify:
+                        tar_problems += check_tar_bytes(path, scan)
+                finally:
+                    path.unlink(missing_ok=True)
+                scans.append(scan)
         where = store.location.display
         manifest = rebuild_scanned(folder, scans, classes, where=where)
         problems = verify_scanned(folder, manifest, scans, tar_problems) if verify else []

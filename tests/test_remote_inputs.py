@@ -176,6 +176,25 @@ def test_index_url_verify_catches_a_corrupt_shard(
     assert remote[1:] == capsys.readouterr().err.splitlines()[1:]
 
 
+def test_a_corrupt_header_inside_a_tar_is_named_not_a_silent_end(
+    s3: S3, tars: Path, classes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # tarfile stops at a header whose checksum is wrong as if the archive ended there: without
+    # the trailing-data check, r4 and r5 would vanish from shard 1 without a word
+    tar = tars / "shard-000001.tar"
+    with tarfile.open(tar) as t:
+        offset = next(m.offset for m in t.getmembers() if m.name.startswith("r4."))
+    data = bytearray(tar.read_bytes())
+    data[offset + 148] ^= 0x01  # one bit of the header's checksum field
+    tar.write_bytes(bytes(data))
+    url = _upload_tars(s3, tars, "badheader")
+    for where in (str(tars), url):
+        assert main(["index", where, "--classes", str(classes)]) == 1
+        err = capsys.readouterr().err
+        assert f"cannot index {where}: 1 problem(s)" in err
+        assert f"shard-000001.tar: byte {offset} (after the last member read" in err
+
+
 # --- media named by URLs --------------------------------------------------------------------
 
 ROWS = 6  # 2 shards of 3

@@ -112,6 +112,34 @@ def test_one_attempt_is_one_request(gcs: GCS, uploaded: str) -> None:
     assert gcs.proxy.faults.requests("POST", "uploadType=multipart") == 2
     assert gcs.fs().cat_file(f"{BUCKET}/one/x.bin") == b"payload"
     assert gcs.names("one") == ["x.bin"]  # the temporary key renamed away
+    # the rename: the emulator has no moveTo (501, one request); gcsfs copies (rewriteTo) and
+    # deletes the temporary key; mmsample's own clean-up then finds it gone (404, ignored).
+    # (before them, gcsfs's mv asks about both keys: 6 GETs, left out here)
+    log = gcs.proxy.faults.log
+    calls = [(m, p) for m, p, _ in log if m != "GET" and "uploadType" not in p]
+    tmp = calls[0][1].split("/o/")[1].split("/")[0]
+    assert tmp.startswith("one%2F.x.bin.") and tmp.endswith(".tmp")
+    assert calls == [
+        ("POST", f"/storage/v1/b/{BUCKET}/o/{tmp}/moveTo/o/one%2Fx.bin"),
+        ("POST", f"/storage/v1/b/{BUCKET}/o/{tmp}/rewriteTo/b/{BUCKET}/o/one%2Fx.bin"),
+        ("DELETE", f"/storage/v1/b/{BUCKET}/o/{tmp}"),
+        ("DELETE", f"/storage/v1/b/{BUCKET}/o/{tmp}"),
+    ]
+
+
+def test_large_upload_is_resumable_and_whole(gcs: GCS, tmp_path: Path) -> None:
+    # gcsfs uploads a file of 5 MiB or more by a resumable session (start, then the bytes)
+    data = torch.randint(
+        0, 256, (6 << 20,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    local = tmp_path / "big.bin"
+    local.write_bytes(data.numpy().tobytes())
+    open_store(gcs.url("big"), retry=FAST).put_file("big.bin", str(local))
+    posts = [p for m, p, _ in gcs.proxy.faults.log if m == "POST" and "uploadType" in p]
+    assert len(posts) == 2 and all("uploadType=resumable" in p for p in posts)
+    assert "upload_id=" in posts[1]
+    assert gcs.fs().cat_file(f"{BUCKET}/big/big.bin") == local.read_bytes()
+    assert gcs.names("big") == ["big.bin"]
 
 
 def test_a_stalled_request_times_out(gcs: GCS, uploaded: str) -> None:
@@ -236,6 +264,44 @@ def test_shard_to_gs_then_inspect_index_and_verify(
         f"shard-00000{n}.tar" for n in range(3)
     ]  # each shard read once
     assert _labels(url) == LABELS
+
+
+def test_interrupted_shard_job_leaves_nothing_a_reader_accepts(
+    gcs: GCS, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "table.csv"
+    rows = [f"r{i},{label},row {i}" for i, label in enumerate(LABELS)]
+    table.write_text("key,label,txt\n" + "\n".join(rows) + "\n")
+    url = gcs.url("cut")
+    args = ["shard", str(table), url, "--workers", "1", "--samples-per-shard", "3"]
+    # the upload's object name travels in its body: deny shard 1's rename (moveTo, then the
+    # rewriteTo gcsfs falls back to), so its tar never appears under its name
+    gcs.proxy.faults.add("403", "shard-000001.tar", count=2, method="POST")
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "denied" in err and f"{url}/shard-000001.tar" in err
+    names = gcs.names("cut")
+    assert "manifest.json" not in names and "shard-000001.tar" not in names
+    assert not [n for n in names if n.endswith(".tmp")]  # the temporary key removed
+    with pytest.raises(StorageError, match=r"manifest\.json does not exist"):
+        IndexedDataset(url, {"text": Text(byte_ids=True, max_length=4)})
+    gcs.reset()
+    assert main(args) == 0
+    uploads = [p for m, p, _ in gcs.proxy.faults.log if m == "POST" and "moveTo" in p]
+    assert not [p for p in uploads if "shard-000000" in p]  # published before: not again
+    assert [p for p in uploads if "shard-000001.tar" in p]
+    assert _labels(url) == LABELS
+
+
+def test_forked_workers_read_gs(gcs: GCS, uploaded: str, local: Path) -> None:
+    def ids(root: str, workers: int) -> list[list[int]]:
+        loader = balanced_loader(
+            root, None, modalities=modalities(), batch_size=4, num_workers=workers
+        )
+        loader.set_epoch(1)
+        return [b.ids.tolist() for b in loader]
+
+    assert ids(uploaded, 2) == ids(str(local), 2)
 
 
 def test_resume_round_trip_on_gs(gcs: GCS, uploaded: str) -> None:

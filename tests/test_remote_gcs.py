@@ -86,6 +86,12 @@ def test_both_modes_equal_local_every_item_once(
     assert tars and all(r.startswith("bytes=") for _, r in tars)  # range reads only
     names = Counter(p.split("%2F")[-1].split("?")[0] for p, _ in tars)
     assert set(names) == {f"shard-00000{n}.tar" for n in range(5)}
+    # opening: the manifest and the five offset indexes (no bundle uploaded), no stat, no list
+    others = [(m, p.split("%2F")[-1].split("?")[0]) for m, p, _ in gcs.proxy.faults.log]
+    others = [x for x in others if not x[1].endswith(".tar")]
+    assert sorted(others) == [("GET", "manifest.json")] + [
+        ("GET", f"shard-00000{n}.idx.npy") for n in range(5)
+    ]
     if mode == "streamed":  # one sequential chunk per shard (each is far below 8 MiB)
         assert sorted(names.values()) == [1] * 5
     else:  # each sample by range, touching ranges asked together coalesced
@@ -326,5 +332,23 @@ def test_missing_gcsfs_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
             store.read("manifest.json")
         with pytest.raises(StorageError, match=r"pip install 'mmsample\[gcs\]'"):
             StreamedDataset("gs://some-bucket/data", modalities())
+    finally:
+        filesystem._gcs_class.cache_clear()
+
+
+def test_a_gcsfs_without_the_retry_decorator_is_said(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gcsfs.core import GCSFileSystem
+
+    from mmsample.storage import filesystem
+
+    # a gcsfs whose _request is no longer wrapped by retry_request: nothing to remove, said once
+    monkeypatch.setattr(GCSFileSystem, "_request", GCSFileSystem._request.__wrapped__)
+    filesystem._gcs_class.cache_clear()
+    try:
+        with pytest.warns(
+            RuntimeWarning, match=r"no retry_request decorator found on GCSFileSystem\._request \("
+        ):
+            cls = filesystem._gcs_class()
+        assert issubclass(cls, GCSFileSystem)
     finally:
         filesystem._gcs_class.cache_clear()

@@ -73,8 +73,8 @@ BACKEND_OPTIONS: dict[str, Callable[[RetryPolicy], dict[str, Any]]] = {
     "gcs": _gcs,
 }
 
-# gcsfs methods wrapped by its `retry_request` decorator (6 tries, 1-32 s waits, bound when the
-# class is defined: the instance's `retries` attribute does not change it)
+# gcsfs methods wrapped by its `retry_request` decorator (6 tries, waits of 1 to 17 s, bound when
+# the class is defined: the instance's `retries` attribute does not change it)
 GCS_RETRIED = ("_request", "_get_file_request", "_get_file_concurrent")
 
 
@@ -85,9 +85,9 @@ def _gcs_class() -> type:
     The class is gcsfs's JSON-API filesystem (`gcsfs.core.GCSFileSystem`), not the experimental
     `ExtendedGcsFileSystem` that fsspec's `gs` maps to by default: that one first asks each
     bucket's layout over gRPC (the storage-control API) under google-api-core's own retry (a
-    60 s deadline), a second retry loop; where the API does not answer (an emulator, a proxy, a
-    credential without that permission) every call waits the 60 s, as the result is not kept.
-    Zonal buckets (its gRPC reads) are therefore read through the JSON API.
+    60 s deadline), a second retry loop; where that API cannot be reached (an emulator, an HTTP
+    proxy) every call waits out the deadline (33 to 93 s a call against the emulator), as an
+    unknown layout is not kept. A zonal bucket is therefore not read over gRPC either.
 
     A 403 (which gcsfs raises as a plain `OSError("Forbidden: ...")`) is raised as
     `PermissionError`, so it is named as denied access. ImportError without gcsfs. Warns once if
@@ -102,9 +102,9 @@ def _gcs_class() -> type:
     missing = [name for name in GCS_RETRIED if name not in plain]
     if missing:
         warnings.warn(
-            f"gcsfs: GCSFileSystem.{', .'.join(missing)} no longer carry gcsfs's retry_request "
-            "decorator where mmsample removes it; gcsfs may retry requests inside each of "
-            "mmsample's attempts",
+            f"gcsfs: no retry_request decorator found on GCSFileSystem.{', .'.join(missing)} "
+            "(this gcsfs changed where it retries); mmsample could not turn those retries off, "
+            "so gcsfs may retry requests inside each of mmsample's attempts",
             RuntimeWarning,
             stacklevel=2,
         )

@@ -85,9 +85,6 @@ class Faults:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # TCP_NODELAY: headers and body go out as separate writes; with Nagle's algorithm the body
-    # waits for the client's delayed ACK of the headers, about 40 ms per keep-alive request
-    disable_nagle_algorithm = True
     server: _Server
     _body: bytes | None = None
 

@@ -89,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
     # second waits for the client's delayed ACK (40 ms on Linux) on every small GET
     disable_nagle_algorithm = True
     server: _Server
+    _body: bytes | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -125,6 +126,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
 
     def _handle(self) -> None:
+        # the request's body is read before any fault is answered: left unread on a keep-alive
+        # connection, it would be parsed as the next request
+        length = int(self.headers.get("Content-Length") or 0)
+        self._body = self.rfile.read(length) if length else None
         kind = self._fault()
         if kind in ("503", "403", "reset", "stall"):
             return
@@ -158,8 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self) -> tuple[int, dict[str, str], bytes]:
         host, port = self.server.upstream or ("", 0)
-        length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length) if length else None
+        data = self._body
         conn = http.client.HTTPConnection(host, port, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}

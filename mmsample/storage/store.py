@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ..errors import StorageError
-from .filesystem import ProcessFilesystem
+from .filesystem import CREDENTIALS_HINT, ProcessFilesystem
 from .location import Location, parse_location, scrub
 from .retry import RetryPolicy, ShortReadError, TransientFailure, describe, with_retries
 
@@ -114,10 +114,10 @@ class FsspecStore(Store):
         except FileNotFoundError as err:
             raise StorageError(f"{url} does not exist ({scrub(describe(err))})") from err
         except PermissionError as err:
+            hint = CREDENTIALS_HINT.get(self.location.protocol)
             raise StorageError(
                 f"access to {url} was denied ({scrub(describe(err))}): check the credentials "
-                "(for S3: AWS_PROFILE / AWS_ACCESS_KEY_ID, the endpoint AWS_ENDPOINT_URL_S3, or "
-                "storage_options)"
+                f"({hint + ', or ' if hint else ''}storage_options)"
             ) from err
         except StorageError:
             raise

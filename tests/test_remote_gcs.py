@@ -86,12 +86,11 @@ def test_both_modes_equal_local_every_item_once(
     assert tars and all(r.startswith("bytes=") for _, r in tars)  # range reads only
     names = Counter(p.split("%2F")[-1].split("?")[0] for p, _ in tars)
     assert set(names) == {f"shard-00000{n}.tar" for n in range(5)}
-    # opening: the manifest and the five offset indexes (no bundle uploaded), no stat, no list
+    # opening: the manifest and the consolidated index (the local folder's, uploaded as is),
+    # no per-shard index, no stat, no list
     others = [(m, p.split("%2F")[-1].split("?")[0]) for m, p, _ in gcs.proxy.faults.log]
     others = [x for x in others if not x[1].endswith(".tar")]
-    assert sorted(others) == [("GET", "manifest.json")] + [
-        ("GET", f"shard-00000{n}.idx.npy") for n in range(5)
-    ]
+    assert others == [("GET", "manifest.json"), ("GET", "index-bundle.npy")]
     if mode == "streamed":  # one sequential chunk per shard (each is far below 8 MiB)
         assert sorted(names.values()) == [1] * 5
     else:  # each sample by range, touching ranges asked together coalesced

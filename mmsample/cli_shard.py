@@ -166,9 +166,10 @@ def describe_where(root: str | Path, name: str) -> str:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    """`mmsample index`: rebuild indexes and manifest from the tars; verify on request. A URL
-    folder is downloaded into a staging folder (each tar read once), indexed and verified
-    there, and its indexes and manifest published (`mmsample.sharding.remote_output`)."""
+    """`mmsample index`: rebuild indexes and manifest from the tars; verify on request. The
+    tars of a URL folder are downloaded one at a time into a staging folder, each scanned (and
+    checked) once and deleted, and the indexes and manifest published
+    (`mmsample.sharding.remote_output.index_remote`)."""
     from .sharding.rebuild import rebuild
     from .sharding.remote_output import index_remote, is_remote
     from .sharding.table import read_classes
@@ -177,11 +178,7 @@ def run_index(args: argparse.Namespace) -> int:
     classes = read_classes(args.classes) if args.classes else None
     if is_remote(str(args.dir)):
         manifest, problems = index_remote(
-            rebuild,
-            str(args.dir),
-            args.staging,
-            after=verify_dataset if args.verify else None,
-            classes=classes,
+            str(args.dir), args.staging, verify=args.verify, classes=classes
         )
         print(f"indexed {describe_dataset(manifest, str(args.dir))}")
         if args.verify:
@@ -203,9 +200,17 @@ def add_shard_commands(sub: Any) -> None:
         "and metadata) into OUT. A column of paths ending in one extension EXT becomes field "
         "NAME.EXT (--field NAME=EXT to say so), txt and --text-field columns inline text, a "
         "split column each sample's split, other columns per-sample metadata. Row r gets global "
-        "id r. Finished shards are kept when the command is run again.",
+        "id r. Finished shards are kept when the command is run again. Media cells may be URLs "
+        "(s3://, gs://, http(s)://, file://): a missing object is a bad row (--skip-bad skips "
+        "it), any other failure (403, bad credentials) stops the run naming the row and URL; "
+        "credentials and endpoints come from each backend's own configuration.",
     )
-    shard.add_argument("input", type=Path, help="the .csv or .jsonl input table")
+    shard.add_argument(
+        "input",
+        help="the .csv or .jsonl input table: a path or a URL (s3://, gs://, https://, any "
+        "fsspec URL); its file cells may be paths (relative ones against the table's folder) "
+        "or URLs, read whole with retries",
+    )
     shard.add_argument(
         "out", help="output directory (created), or a URL: s3://bucket/prefix, gs://..."
     )
@@ -257,7 +262,9 @@ def add_shard_commands(sub: Any) -> None:
         "index",
         help="rebuild offset indexes and manifest.json from the tars in DIR",
         description="Rebuild each tar's offset index and manifest.json from the tars in DIR "
-        "(ids and labels from the .id / .cls members), e.g. after `shard --part` jobs.",
+        "(ids and labels from the .id / .cls members), e.g. after `shard --part` jobs. DIR may "
+        "be a URL (s3://, gs://, any writable fsspec URL): each tar is read once, one at a "
+        "time, and the indexes and manifest.json (last) are uploaded beside the tars.",
     )
     index.add_argument(
         "dir", help="the folder of shard-NNNNNN.tar files, or a URL (s3://bucket/prefix)"
@@ -265,7 +272,9 @@ def add_shard_commands(sub: Any) -> None:
     index.add_argument(
         "--staging",
         metavar="DIR",
-        help="with a URL: the local folder the tars are downloaded to (default: a temporary one)",
+        help="with a URL: the local folder each tar is downloaded to, one at a time (scanned, "
+        "checked, then deleted: room for the largest tar is enough), and the indexes and "
+        "manifest.json are written in before upload (default: a temporary one)",
     )
     index.add_argument("--classes", type=Path, metavar="FILE", help="class names, one a line")
     index.add_argument("--verify", action="store_true", help="re-read every shard afterwards")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data._utils.collate import default_collate
 
+from .eval_mode import eval_mode
 from .ledger import Ledger
 from .loader.wrap import LABEL, OUTPUTS, DatasetFetch
 from .schedule import resolve_world
@@ -34,13 +35,18 @@ class PositionScorer:
 
     Args:
         forward: batch -> subset logits `[B, 2**M, K]` (or `(subset logits, unimodal logits)`,
-            M tensors `[B, K]`; default unimodal: row `1 << j`), called under `torch.no_grad`.
+            M tensors `[B, K]`; default unimodal: row `1 << j`), called under `torch.no_grad`
+            with `model`'s modules in eval mode.
         dataset: the map-style Dataset `wrap` reads. fields: as in `wrap`.
         collate_fn: the user's collate (default: torch's default_collate).
         output: the batch `forward` gets, as in `wrap`: "dataset" (the user's structure,
             `TupleBatch` / `DictBatch`) or "multimodal" (`MultimodalBatch`).
         batch_size: items per forward. device: where batches go (None: where they are).
         values: the subset values recorded (`mmsample.scoring.VALUES`: "smv", "bmmal"; None).
+        model: what the pass puts in eval mode (dropout off, BatchNorm's running statistics
+            used, not updated; each module's mode restored after; `mmsample.eval_mode`): an
+            nn.Module or an object holding them. Default: `forward` itself when it is an
+            nn.Module or a bound method of one; give it when `forward` is a plain function.
 
     Under torch.distributed each rank scores a contiguous share of the positions, then the
     ledgers sync (every rank calls the scorer, as the loader does at `set_epoch`). Raises
@@ -59,6 +65,7 @@ class PositionScorer:
         batch_size: int = 64,
         device: torch.device | str | None = None,
         values: str | None = "smv",
+        model: Any = None,
     ) -> None:
         if output not in OUTPUTS:
             raise ValueError(
@@ -82,6 +89,7 @@ class PositionScorer:
         self.batch_size = batch_size
         self.device = None if device is None else torch.device(device)
         self.values = None if values is None else VALUES[values]
+        self.model = forward if model is None else model
 
     def __call__(self, positions: np.ndarray) -> None:
         positions = np.asarray(positions, dtype=np.int64)
@@ -95,7 +103,7 @@ class PositionScorer:
             batch = self.collate(samples)
             if self.device is not None:
                 batch = batch.to(self.device, non_blocking=True)
-            with torch.no_grad():
+            with torch.no_grad(), eval_mode(self.model):
                 out = self.forward(batch)
             subsets, unimodal = out if isinstance(out, tuple) else (out, None)
             subsets = subsets.float()

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .batch import Collate, MultimodalBatch
+from .eval_mode import eval_mode
 from .ledger import Ledger
 from .schedule import resolve_world
 from .shards.indexed import IdSubset, IndexedDataset
@@ -139,8 +140,10 @@ def model_pass(
 ) -> int:
     """The one loop of the scoring and pool passes: `ids` of `reader` (in the order given) in
     batches of `batch_size` -> `model.features(batch)` -> `on_batch(batch, features)`, all in
-    `torch.inference_mode`, batches moved to `device` (non-blocking, pinned on CUDA), autocast
-    on CUDA when `autocast`, a progress bar when `progress` (rank 0 only). Returns len(ids).
+    `torch.inference_mode` with the model's modules in eval mode (`mmsample.eval_mode`: dropout
+    off, BatchNorm's running statistics used, not updated; each module's mode restored after),
+    batches moved to `device` (non-blocking, pinned on CUDA), autocast on CUDA when `autocast`,
+    a progress bar when `progress` (rank 0 only). Returns len(ids).
     Raises ValueError for `batch_size < 1`."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(
@@ -158,7 +161,7 @@ def model_pass(
     rank, _ = resolve_world(None, None, desc)
     amp = torch.autocast(dev.type) if autocast and dev.type == "cuda" else contextlib.nullcontext()
     bar = tqdm(total=len(ids), desc=desc, unit="sample", disable=not progress or rank != 0)
-    with torch.inference_mode(), amp:
+    with torch.inference_mode(), amp, eval_mode(model):
         for batch in loader:
             batch = batch.to(dev, non_blocking=True)
             on_batch(batch, checked_features(model.features(batch), len(batch), names))
@@ -184,7 +187,8 @@ def score(
     """Run `model` over `ids` of `source` (default: all) and record every batch in `ledger`.
 
     Under torch.distributed each rank scores a contiguous share of the ids, then the ledger is
-    synced (every rank must call `score`). Runs in `torch.inference_mode`, with autocast on CUDA
+    synced (every rank must call `score`). Runs in `torch.inference_mode` with the model in eval
+    mode (its modules' modes restored after), with autocast on CUDA
     (`autocast=True`) and non-blocking copies; a progress bar on rank 0 (`progress`). Returns the
     number of samples this rank scored. Raises ValueError naming the argument for an unknown
     `values` kind, `batch_size < 1`, a path without `modalities`, or ids outside the dataset.

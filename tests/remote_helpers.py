@@ -1,6 +1,7 @@
-"""Real local servers for the remote-storage tests: moto's S3 server on 127.0.0.1 behind a
-fault-injecting proxy (`mmsample.storage.local_server.LocalServer`), credentials and endpoint
-through the standard AWS environment variables, and helpers to upload a dataset folder."""
+"""Real local servers for the remote-storage tests: moto's S3 server (`local_s3`) and the GCS
+JSON-API emulator of gcp-storage-emulator (`local_gcs`) on 127.0.0.1, each behind a
+fault-injecting proxy (`mmsample.storage.local_server.LocalServer`), endpoint and credentials
+through each backend's standard environment variables, and helpers to upload a dataset folder."""
 
 from __future__ import annotations
 
@@ -85,3 +86,74 @@ def local_s3(stall: float = 3.0) -> Iterator[S3]:
                 os.environ[k] = v
         proxy.stop()
         moto.stop()
+
+
+@dataclass
+class GCS:
+    """A running GCS emulator (in memory): `proxy` (faults, request log) in front of it;
+    `url(prefix)`; `fs()` a gcsfs client straight to the emulator (setting up and checking,
+    outside the code under test and the proxy's log)."""
+
+    emulator: Any
+    endpoint: str  # the emulator itself, http://127.0.0.1:PORT
+    proxy: LocalServer
+
+    def url(self, prefix: str) -> str:
+        return f"gs://{BUCKET}/{prefix}"
+
+    def fs(self) -> Any:
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(token="anon", endpoint_url=self.endpoint, skip_instance_cache=True)
+
+    def upload(self, folder: Path, prefix: str) -> str:
+        """Put every file of `folder` under `prefix`; the folder's URL."""
+        fs = self.fs()
+        for p in sorted(folder.iterdir()):
+            if p.is_file():
+                fs.put_file(str(p), f"{BUCKET}/{prefix}/{p.name}")
+        return self.url(prefix)
+
+    def names(self, prefix: str) -> list[str]:
+        found = self.fs().ls(f"{BUCKET}/{prefix}", detail=False)
+        return sorted(str(n).rstrip("/").rsplit("/", 1)[-1] for n in found)
+
+    def reset(self) -> None:
+        """No pending faults, an empty request log, no added latency."""
+        with self.proxy.faults.lock:
+            self.proxy.faults.pending.clear()
+            self.proxy.faults.log.clear()
+            self.proxy.faults.injected.clear()
+        self.proxy.set_latency(0.0)
+
+
+@contextmanager
+def local_gcs(stall: float = 3.0) -> Iterator[GCS]:
+    """Start gcp-storage-emulator (in memory, bucket `BUCKET`) and a proxy on 127.0.0.1, point
+    `STORAGE_EMULATOR_HOST` (gcsfs's standard endpoint variable) at the proxy, `NO_GCE_CHECK`
+    so the default credential chain ends in anonymous access at once (both restored after)."""
+    from gcp_storage_emulator.server import create_server
+
+    logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+    emulator = create_server("127.0.0.1", 0, in_memory=True, default_bucket=BUCKET)
+    emulator.start()
+    try:
+        # the emulator binds port 0 (a free one) and does not say which: ask its HTTP server
+        host, port = emulator._api._httpd.server_address[:2]
+        proxy = LocalServer(upstream=(host, port), stall=stall)
+    except BaseException:
+        emulator.stop()
+        raise
+    env = {"STORAGE_EMULATOR_HOST": proxy.url, "NO_GCE_CHECK": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield GCS(emulator, f"http://{host}:{port}", proxy)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proxy.stop()
+        emulator.stop()

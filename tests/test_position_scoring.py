@@ -111,3 +111,39 @@ def test_a_multimodal_forward_and_its_refusals() -> None:
         PositionScorer(forward, Plain(), led, fields=FIELDS, output="rows")
     with pytest.raises(ValueError, match="'batch_size' parameter of PositionScorer"):
         PositionScorer(forward, Plain(), led, fields=FIELDS, batch_size=0)
+
+
+def test_the_pass_puts_the_given_model_in_eval_mode_and_restores_it() -> None:
+    """A forward closing over a model with BatchNorm: with `model=` its statistics stay as they
+    were and the model is back in training mode after; an nn.Module given as `forward` is
+    switched by itself."""
+    norm = torch.nn.BatchNorm1d(2 * K)
+    seen: list[bool] = []
+
+    def normed(batch: Any) -> torch.Tensor:
+        audio, video, _ = batch
+        seen.append(norm.training)
+        x = norm(torch.cat([audio.float(), video.float()], 1))
+        return subset_logits([x[:, :K], x[:, K:]], lambda z: z[:, :K] + z[:, K:])
+
+    norm.train()
+    stats = norm.running_mean.clone(), norm.running_var.clone()
+    PositionScorer(normed, Plain(), ledger(), fields=FIELDS, model=norm)(np.arange(N))
+    assert seen and not any(seen) and norm.training
+    assert torch.equal(norm.running_mean, stats[0]) and torch.equal(norm.running_var, stats[1])
+
+    class Module(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.BatchNorm1d(2 * K)
+
+        def forward(self, batch: Any) -> torch.Tensor:
+            audio, video, _ = batch
+            seen.append(self.norm.training)
+            x = self.norm(torch.cat([audio.float(), video.float()], 1))
+            return subset_logits([x[:, :K], x[:, K:]], lambda z: z[:, :K] + z[:, K:])
+
+    module, seen[:] = Module(), []
+    PositionScorer(module, Plain(), ledger(), fields=FIELDS)(np.arange(N))
+    assert seen and not any(seen) and module.training
+    assert int(module.norm.num_batches_tracked) == 0

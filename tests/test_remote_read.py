@@ -6,6 +6,7 @@ errors never skipped; resume and two gloo ranks on s3://."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 from collections import Counter
@@ -22,6 +23,7 @@ from mmsample.errors import SampleError, StorageError
 from mmsample.loader import balanced_loader
 from mmsample.resume_check import check_resume
 from mmsample.shards import IndexedDataset, StreamedDataset
+from mmsample.shards.index_bundle import BUNDLE, BundleWarning
 from mmsample.storage import RetryPolicy
 from mmsample.storage.local_server import LocalServer
 
@@ -75,8 +77,43 @@ def test_streamed_s3_equals_local_and_streams_each_shard(
     # one sequential chunk request per shard (shards are far below the 16 MiB chunk), no stat
     assert sorted(Counter(tars).values()) == [1] * 5
     assert not [m for m, _, _ in log if m == "HEAD"]
-    # opening: the manifest and the five offset indexes, nothing per sample
-    assert len([p for m, p, _ in log if m == "GET" and not p.endswith(".tar")]) == 1 + 5
+    # opening: the manifest and the consolidated index, nothing per shard or sample
+    opening = [p.rsplit("/", 1)[-1] for m, p, _ in log if m == "GET" and not p.endswith(".tar")]
+    assert opening == ["manifest.json", "index-bundle.npy"]
+
+
+@pytest.mark.parametrize(
+    ("case", "said"),
+    [("unnamed", "names no consolidated offset index"), ("missing", "named in manifest.json but")],
+)
+def test_without_a_consolidated_index_each_shards_index_is_read_with_a_warning(
+    s3: S3, local: Path, tmp_path: Path, case: str, said: str
+) -> None:
+    """Shards whose manifest names no bundle (written by another tool), or whose bundle was
+    not copied: the manifest and the five per-shard indexes, the same samples, and a
+    BundleWarning naming the fix."""
+    bare = tmp_path / case
+    bare.mkdir()
+    for p in local.iterdir():
+        if p.name != BUNDLE:
+            (bare / p.name).write_bytes(p.read_bytes())
+    if case == "unnamed":
+        manifest = json.loads((bare / "manifest.json").read_text())
+        del manifest["extra"]["index_bundle"]
+        (bare / "manifest.json").write_text(json.dumps(manifest))
+    url = s3.upload(bare, case)
+    s3.reset()
+    with pytest.warns(BundleWarning, match=f"{said}.*`mmsample index URL`"):
+        there = list(StreamedDataset(url, modalities(), shuffle=4, seed=1))
+    here = list(StreamedDataset(str(local), modalities(), shuffle=4, seed=1))
+    assert len(here) == len(there) == N
+    for a, b in zip(here, there):
+        _same(a, b)
+    log = s3.proxy.faults.log
+    opening = [p.rsplit("/", 1)[-1] for m, p, _ in log if m == "GET" and not p.endswith(".tar")]
+    tried = ["index-bundle.npy"] if case == "missing" else []
+    indexes = [f"shard-00000{n}.idx.npy" for n in range(5)]
+    assert sorted(opening) == sorted(["manifest.json", *tried, *indexes])
 
 
 def test_indexed_http_prefetch_coalesces_ranges(local: Path) -> None:

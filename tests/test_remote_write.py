@@ -123,3 +123,46 @@ def test_read_only_urls_are_refused_as_output(
     assert _shard(table, "https://example.invalid/data?sig=SECRET") == 1
     err = capsys.readouterr().err
     assert "read-only" in err and "https://example.invalid/data" in err and "SECRET" not in err
+
+
+def test_a_local_folder_copied_as_is_opens_in_two_requests(
+    s3: S3, table: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`mmsample shard` into a local folder writes the consolidated index too (the per-shard
+    indexes packed, its SHA-256 in the manifest): the folder copied to S3 file by file (as
+    `aws s3 sync` does) opens with the manifest and the bundle, no per-shard request, no
+    warning; `mmsample index` of the folder and a subset of it write their own bundles."""
+    import warnings
+
+    from mmsample.active.subset import write_subset
+    from mmsample.shards.format import Manifest
+    from mmsample.shards.index_bundle import BUNDLE, BUNDLE_KEY, digest_matches, pack
+    from mmsample.shards.offsets import load_index
+
+    def own_bundle(folder: Path) -> bytes:
+        manifest = Manifest.load(folder)
+        raw = pack([load_index(folder / s.index) for s in manifest.shards])
+        assert raw is not None and (folder / BUNDLE).read_bytes() == raw
+        assert digest_matches(raw, manifest.extra[BUNDLE_KEY])
+        return raw
+
+    local = tmp_path / "local"
+    assert _shard(table, str(local)) == 0
+    first = own_bundle(local)
+    url = s3.upload(local, "synced")
+    s3.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BundleWarning)
+        assert _labels(url) == LABELS
+    opening = [p for m, p, _ in s3.proxy.faults.log if m == "GET" and not p.endswith(".tar")]
+    assert opening == [f"/{BUCKET}/synced/manifest.json", f"/{BUCKET}/synced/index-bundle.npy"]
+    # a stale entry never survives: `mmsample index` rewrites the bundle from the indexes
+    manifest = Manifest.load(local)
+    (local / BUNDLE).write_bytes(b"stale")
+    assert main(["index", str(local)]) == 0
+    assert own_bundle(local) == first
+    assert Manifest.load(local).extra[BUNDLE_KEY] == manifest.extra[BUNDLE_KEY]
+    part = tmp_path / "part"
+    write_subset(local, [0, 2, 5], part)
+    assert own_bundle(part) != first  # the subset's own shards, not the source's
+    capsys.readouterr()

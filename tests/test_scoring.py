@@ -113,3 +113,54 @@ def test_smv_reference_revaluates_each_epoch(root: Path) -> None:
     for epoch in range(3):
         loader.set_epoch(epoch)
     assert calls == [N, N]  # no valuation pass in the warm-up epoch, then every epoch
+
+
+class NormModel(torch.nn.Module):
+    """Audio features through BatchNorm and dropout (p=0.5), feat as is, a linear head; the
+    feat branch's own BatchNorm is kept in eval mode by its user (frozen statistics)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.BatchNorm1d(6)
+        self.drop = torch.nn.Dropout(0.5)
+        self.frozen = torch.nn.BatchNorm1d(8)
+        self.linear = torch.nn.Linear(14, 3)
+        self.modes: list[tuple[bool, bool]] = []
+
+    def features(self, batch: MultimodalBatch) -> list[torch.Tensor]:
+        self.modes.append((self.norm.training, self.drop.training))
+        spec = batch.dense("audio").float()
+        audio = spec.reshape(spec.shape[0], -1, spec.shape[-1])[:, :6, :].mean(-1)
+        return [self.drop(self.norm(audio)), self.frozen(batch.dense("feat").float())]
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def test_the_scoring_pass_runs_the_model_in_eval_mode_and_restores_each_modules_mode(
+    root: Path,
+) -> None:
+    """BatchNorm's running statistics are used, not updated; dropout is off (two passes record
+    the same values); every module's own mode comes back, also when the pass raises."""
+    model = NormModel()
+    model.train()
+    model.frozen.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reader = IndexedDataset(root, modalities())
+    leds = [Ledger(N, 2, 3, names=list(NAMES)) for _ in range(2)]
+    for led in leds:
+        Scorer(model, reader, led, batch_size=5, progress=False)(np.arange(N))
+    assert model.modes and all(m == (False, False) for m in model.modes)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # running_mean, running_var, num_batches_tracked
+    assert torch.equal(leds[0].true_prob, leds[1].true_prob)  # no dropout draw
+    assert model.training and model.norm.training and model.drop.training
+    assert not model.frozen.training  # the user's eval-mode module stays so
+
+    def broken(batch: MultimodalBatch) -> list[torch.Tensor]:
+        raise RuntimeError("model failed")
+
+    model.features = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="model failed"):
+        score(model, reader, leds[0], progress=False)
+    assert model.training and model.norm.training and not model.frozen.training

@@ -299,7 +299,7 @@ def test_never_writes_outside_the_output_directory(media: Path, tmp_path: Path) 
     assert victim.read_text() == "precious"
     assert {p: p.read_bytes() for p in media.rglob("*") if p.is_file()} == outside
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "victim.txt"]
-    allowed = re.compile(r"^(manifest\.json|shard-\d{6}\.(tar|idx\.npy|json))$")
+    allowed = re.compile(r"^(manifest\.json|index-bundle\.npy|shard-\d{6}\.(tar|idx\.npy|json))$")
     assert all(allowed.match(p.name) and not p.is_symlink() for p in out.iterdir())
 
 

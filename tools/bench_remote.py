@@ -41,9 +41,6 @@ from mmsample.decoding import Array, Audio
 from mmsample.loader import balanced_loader
 from mmsample.sharding import write_samples
 from mmsample.shards import IndexedDataset, StreamedDataset
-from mmsample.shards.format import Manifest
-from mmsample.shards.index_bundle import BUNDLE, BUNDLE_KEY, bundle_entry, pack
-from mmsample.shards.offsets import load_index
 from mmsample.storage.local_server import LocalServer
 from mmsample.storage.store import ClientNotice
 from mmsample.testing import encode_npy, encode_wav
@@ -61,14 +58,8 @@ def build(root: Path, samples: int, per_shard: int) -> None:
             feat = rng.normal(size=256).astype(np.float32)
             yield f"s{i:06d}", i % 10, {"wav": encode_wav(audio), "npy": encode_npy(feat)}
 
+    # with its consolidated offset index (opening a remote copy: two requests)
     write_samples(root, rows(), [f"c{c}" for c in range(10)], per_shard)
-    # the consolidated offset index a published remote dataset has (opening: two requests)
-    manifest = Manifest.load(root)
-    raw = pack([load_index(root / s.index) for s in manifest.shards])
-    assert raw is not None
-    (root / BUNDLE).write_bytes(raw)
-    manifest.extra[BUNDLE_KEY] = bundle_entry(raw)
-    manifest.save(root)
 
 
 def modalities() -> dict[str, Any]:

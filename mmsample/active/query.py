@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..batch import MultimodalBatch
+from ..eval_mode import modules_of
 from ..scoring import ScoringModel, model_pass, open_reader, pass_ids
 from ..shards.indexed import IndexedDataset
 from ..signals import subset_logits
@@ -30,37 +31,9 @@ from .strategies import Strategy, make_strategy, randperm
 MC_PASSES = 5  # BALD's MC-dropout passes (the MMAL papers' setting)
 
 
-def _modules(model: Any) -> list[nn.Module]:
-    """Every nn.Module of `model` (an nn.Module, or an object whose attributes are)."""
-    roots = (
-        [model] if isinstance(model, nn.Module) else list(getattr(model, "__dict__", {}).values())
-    )
-    found: dict[int, nn.Module] = {}
-    for root in roots:
-        if isinstance(root, nn.Module):
-            for mod in root.modules():
-                found[id(mod)] = mod
-    return list(found.values())
-
-
 def dropout_modules(model: Any) -> list[nn.Module]:
     """The dropout layers of `model` (an nn.Module, or an object whose attributes are)."""
-    return [m for m in _modules(model) if isinstance(m, nn.modules.dropout._DropoutNd)]
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Any) -> Any:
-    """The model's modules in eval mode (dropout off, batch-norm statistics frozen) for the
-    pass; their modes restored afterwards."""
-    mods = _modules(model)
-    modes = [m.training for m in mods]
-    for m in mods:
-        m.training = False
-    try:
-        yield
-    finally:
-        for m, mode in zip(mods, modes):
-            m.training = mode
+    return [m for m in modules_of(model) if isinstance(m, nn.modules.dropout._DropoutNd)]
 
 
 @contextlib.contextmanager
@@ -199,19 +172,18 @@ def pool_pass(
     _, mine = pass_ids(reader, ids, "pool_pass")
     dev = torch.device(device)
     collect = _Collector(model, len(mine), layers, mc_passes, seed, dev)
-    with _eval_mode(model):
-        model_pass(
-            model,
-            reader,
-            mine,
-            collect,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=dev,
-            progress=progress,
-            autocast=autocast,
-            desc="pool pass",
-        )
+    model_pass(  # in eval mode (MC-dropout's passes turn dropout back on for their draws)
+        model,
+        reader,
+        mine,
+        collect,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=dev,
+        progress=progress,
+        autocast=autocast,
+        desc="pool pass",
+    )
     if _world() > 1:
         _agree_dims(collect, m, dev)
     elif collect.probs is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..sharding import ShardWriter
+from ..sharding.finalise import save_manifest
 from ..shards.format import META_FIELD, Manifest, shard_name
 from ..shards.shard_table import ShardTable
 
@@ -89,5 +90,5 @@ def write_subset(
             "subset_of": table.where if table.root is None else str(table.root.resolve()),
         },
     )
-    subset.save(root)
+    save_manifest(subset, root)  # with its own consolidated index (the source's is not its)
     return subset

@@ -158,6 +158,7 @@ class Balancer:
                 collate_fn=collate,
                 batch_size=dataloader.batch_size,
                 device=self._device(),
+                model=model,
             )
         self.loader = wrap(
             dataloader,

@@ -9,32 +9,69 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from numpy.typing import ArrayLike
 
+from ..shards.format import MANIFEST
+from ..storage.location import parse_location
+from ..storage.store import open_store
 from .outcomes import check_outcomes, write_outcomes
 from .runs import RUN_FORMAT
 
 __all__ = ["RunLog", "data_fingerprint"]
 
 
-def data_fingerprint(folder: str | Path) -> str:
+METADATA = (".json", ".jsonl", ".idx", ".csv")  # files whose content enters the fingerprint
+METADATA_MAX = 1 << 20  # bytes: larger metadata files enter by name and size only
+
+
+def data_fingerprint(
+    folder: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> str:
     """A short hex digest (16 chars) of the data under `folder` (a shard folder or any data
-    folder), for a run's `data_fingerprint` setting: every file's relative path and size, plus
-    the content of its small metadata files (`.json`, `.jsonl`, `.idx`, `.csv`, up to 1 MiB
-    each); tar payloads are not read. Raises ValueError when `folder` is not a folder."""
-    base = Path(folder)
-    if not base.is_dir():
-        raise ValueError(f"data_fingerprint: {base} is not a folder")
+    folder, a path or a URL), for a run's `data_fingerprint` setting: every file's relative path
+    and size, plus the content of its small metadata files (`.json`, `.jsonl`, `.idx`, `.csv`,
+    up to 1 MiB each); tar payloads are not read. A folder and its copy on object storage
+    (`s3://`, `gs://`: one recursive listing and one read per metadata file, 16 at a time) have
+    the same fingerprint. A URL that cannot be listed (`https://`, `pipe:`) is fingerprinted by
+    its `manifest.json` alone (which names every shard, its size and sample count): a
+    different digest from its local copy's. `storage_options` go to the fsspec backend.
+
+    Raises ValueError when `folder` is not a folder (or a URL with no files under it),
+    `mmsample.errors.StorageError` when a remote folder cannot be read."""
+    location = parse_location(folder)
     digest = hashlib.sha256()
-    for path in sorted(p for p in base.rglob("*") if p.is_file()):
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(base).as_posix()}\0{size}\0".encode())
-        if path.suffix in {".json", ".jsonl", ".idx", ".csv"} and size <= 1 << 20:
-            digest.update(path.read_bytes())
+    if location.is_local:
+        base = location.local_path()
+        if not base.is_dir():
+            raise ValueError(f"data_fingerprint: {base} is not a folder")
+        files = {
+            p.relative_to(base).as_posix(): p.stat().st_size for p in base.rglob("*") if p.is_file()
+        }
+        read: Callable[[str], bytes] = lambda name: (base / name).read_bytes()  # noqa: E731
+    else:
+        store = open_store(location, storage_options)
+        if not store.listable:
+            digest.update(b"manifest.json only\0" + store.read(MANIFEST))
+            return digest.hexdigest()[:16]
+        files = store.tree()
+        if not files:
+            raise ValueError(f"data_fingerprint: no files under {location.display}")
+        read = store.read
+    # the order of sorted(Path): part by part (`a/x` before `a-b/x`)
+    names = sorted(files, key=lambda name: name.split("/"))
+    small = [n for n in names if Path(n).suffix in METADATA and files[n] <= METADATA_MAX]
+    with ThreadPoolExecutor(16 if not location.is_local else 1) as pool:
+        content = dict(zip(small, pool.map(read, small)))
+    for name in names:
+        digest.update(f"{name}\0{files[name]}\0".encode())
+        if name in content:
+            digest.update(content[name])
     return digest.hexdigest()[:16]
 
 

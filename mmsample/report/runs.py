@@ -49,6 +49,8 @@ NOT_SETTINGS = frozenset(
         "run_format",
         "decoder",
         "no_progress",
+        "cache_dir",
+        "cache_gb",
         "stop_after",
         "num_classes",
     }

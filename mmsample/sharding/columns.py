@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..decoding.extensions import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from ..errors import ManifestError
@@ -72,7 +73,10 @@ def field_name(column: str, ext: str) -> str:
 def _suffix(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
-    suffix = PurePath(value.strip()).suffix.lower()
+    value = value.strip()
+    if "://" in value:  # a URL: the suffix of its path, not of its query string
+        value = urlsplit(value).path
+    suffix = PurePath(value).suffix.lower()
     return suffix[1:] if suffix else ""
 
 

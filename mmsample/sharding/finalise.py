@@ -2,7 +2,8 @@
 
 Place in the data flow: the last step of `mmsample shard` (`mmsample.sharding.tool`), run by
 whichever `--part` job finishes last, and of `mmsample index` (`mmsample.sharding.rebuild`):
-manifest.json (what every reader starts from) and skipped.jsonl (the rows left out).
+manifest.json (what every reader starts from), index-bundle.npy (every shard's offset index in
+one file, for a copy on object storage) and skipped.jsonl (the rows left out).
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ..shards.format import MANIFEST, Manifest, ShardInfo
+from ..shards.index_bundle import BUNDLE, BUNDLE_KEY, bundle_entry, pack
+from ..shards.offsets import load_index
 from .output_files import remove_stale, unlink_all, write_atomic
 from .sidecars import job_sidecar, shard_file_number
 from .table import SKIPPED_REPORT, BadRow, bad_rows_jsonl
 
-__all__ = ["finalise", "save_manifest", "write_manifest"]
+__all__ = ["finalise", "save_manifest", "write_bundle", "write_manifest"]
 
 
 def write_manifest(out: Path, sidecars: list[dict[str, Any]]) -> Manifest:
@@ -44,9 +47,28 @@ def write_manifest(out: Path, sidecars: list[dict[str, Any]]) -> Manifest:
     return manifest
 
 
+def write_bundle(manifest: Manifest, out: Path) -> None:
+    """Write the consolidated offset index of `manifest`'s shards (`index-bundle.npy`, from
+    their index files in `out`) and name it with its SHA-256 in `manifest.extra`, so that a
+    copy of the folder on object storage (`aws s3 sync`, `gsutil rsync`) opens in two requests.
+    When a shard's index is not in `out` (a remote job's staging folder) or has no key column
+    (written before keys were stored), no bundle: an older entry is dropped with its file."""
+    manifest.extra.pop(BUNDLE_KEY, None)
+    paths = [out / s.index for s in manifest.shards]
+    raw = pack([load_index(p) for p in paths]) if all(p.is_file() for p in paths) else None
+    if raw is None:
+        unlink_all(out / BUNDLE)
+        return
+    remove_stale(out, BUNDLE)
+    write_atomic(out / BUNDLE, raw)
+    manifest.extra[BUNDLE_KEY] = bundle_entry(raw)
+
+
 def save_manifest(manifest: Manifest, out: Path) -> None:
-    """`Manifest.save` into a private new directory, then an atomic rename into `out`: never
-    through a planted link, and safe when two `--part` jobs finish at the same time."""
+    """The consolidated index (`write_bundle`), then `Manifest.save` into a private new
+    directory and an atomic rename into `out`: never through a planted link, and safe when
+    two `--part` jobs finish at the same time."""
+    write_bundle(manifest, out)
     remove_stale(out, MANIFEST)
     private = Path(tempfile.mkdtemp(dir=out, prefix=".manifest-"))
     try:

@@ -22,14 +22,16 @@ def unlink_all(*paths: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write through a new, uniquely named temporary file and an atomic rename: O_EXCL never
-    follows a planted link, and concurrent `--part` jobs never share a temporary file."""
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write `content` (text as UTF-8, or bytes) through a new, uniquely named temporary file
+    and an atomic rename: O_EXCL never follows a planted link, and concurrent `--part` jobs
+    never share a temporary file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    data = content.encode("utf-8") if isinstance(content, str) else content
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

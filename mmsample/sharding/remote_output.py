@@ -2,7 +2,8 @@
 fsspec URL): work in a local staging folder, then publish, one shard at a time, atomically.
 
 Place in the data flow: around `shard_dataset` (`mmsample.sharding.tool`) and `rebuild`
-(`mmsample.sharding.rebuild`) when their folder is a URL. Publishing uploads each file to a
+(`mmsample.sharding.rebuild`) when their folder is a URL; `mmsample index URL` needs local room
+for one tar at a time (each is downloaded, scanned, checked and deleted before the next). Publishing uploads each file to a
 temporary key and renames it (`Store.put_file`); a shard's tar and index go first and its
 sidecar last, and manifest.json only once every shard of the job is published (by whichever
 `--part` job finishes last), so an interrupted job leaves no shard that a reader would accept:
@@ -16,22 +17,24 @@ import json
 import math
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import StorageError
+from ..errors import ManifestError, SampleError, StorageError
 from ..shards.format import MANIFEST, Manifest, index_name, shard_name
 from ..shards.index_bundle import BUNDLE, BUNDLE_KEY, bundle_entry, pack
 from ..shards.offsets import OffsetIndex, load_index
 from ..storage.location import parse_location
 from ..storage.store import Store, open_store
 from .finalise import write_manifest
+from .rebuild import rebuild_scanned, scan_shard
 from .sidecars import SIDECAR_FORMAT, shard_file_number, sidecar_name
 from .table import SKIPPED_REPORT
+from .verify import check_tar_bytes, verify_scanned
 
 __all__ = ["index_remote", "is_remote", "publish_shards", "shard_remote", "staging_folder"]
 
@@ -54,14 +57,15 @@ def writable_store(out: str, what: str) -> Store:
 
 
 @contextmanager
-def staging_folder(staging: str | Path | None) -> Iterator[Path]:
-    """The local folder to work in: `staging` (kept) or a new temporary one (removed after)."""
+def staging_folder(staging: str | Path | None, parent: Path | None = None) -> Iterator[Path]:
+    """The local folder to work in: `staging` (kept) or a new temporary one (removed after),
+    in `parent` if given (else the system's temporary folder)."""
     if staging is not None:
         path = Path(staging)
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return
-    path = Path(tempfile.mkdtemp(prefix="mmsample-staging-"))
+    path = Path(tempfile.mkdtemp(prefix="mmsample-staging-", dir=parent))
     try:
         yield path
     finally:
@@ -186,27 +190,45 @@ def shard_remote(
 
 
 def index_remote(
-    rebuild: Callable[..., Manifest],
     root: str,
     staging: str | Path | None,
-    after: Callable[[Path], Any] | None = None,
-    **kw: Any,
-) -> tuple[Manifest, Any]:
-    """`mmsample index` on a remote folder: download its tars (each read once) and sidecars into
-    a staging folder, rebuild the indexes and manifest there, `after(folder)` (the verify),
-    then publish every index and the manifest last."""
+    *,
+    verify: bool = False,
+    classes: Sequence[str] | None = None,
+) -> tuple[Manifest, list[SampleError]]:
+    """`mmsample index` on a remote folder, needing local room for one tar at a time: the
+    sidecars and old manifest are downloaded into a staging folder, then each tar in name order
+    is downloaded into a private subfolder of it, scanned (and, with `verify`, its byte ranges
+    and a plain webdataset read checked), and deleted before the next; the indexes and manifest are rebuilt from the
+    scans (`rebuild_scanned`), checked against them (`verify_scanned`) and published, every
+    index, the consolidated index, then manifest.json last. Each tar is read once.
+    -> (the manifest, the problems `verify` found; [] without it). ManifestError (naming the
+    URL) for a tar that cannot be indexed, StorageError for a failed request."""
     store = writable_store(root, "mmsample index")
     with staging_folder(staging) as folder:
         sizes = store.sizes()
-        for name, size in sorted(sizes.items()):
-            if name.endswith(".tar"):
-                with open(folder / name, "wb") as f:
-                    for data in store.chunks(name, 0, size):
-                        f.write(data)
-            elif name.endswith(".json") and not name.startswith("."):
+        tars = sorted(n for n in sizes if n.endswith(".tar") and not n.startswith("."))
+        if not tars:
+            raise ManifestError(f"no .tar shards in {store.location.display}: nothing to index")
+        for name in sorted(sizes):
+            if name.endswith(".json") and not name.startswith("."):
                 (folder / name).write_bytes(store.read(name))
-        manifest = rebuild(folder, **kw)
-        result = after(folder) if after is not None else None
+        scans, tar_problems = [], []
+        # a private subfolder: tars the staging folder already holds (a shard job's) are kept
+        with staging_folder(None, parent=folder) as room:
+            for name in tars:
+                path = room / name
+                try:
+                    _download(store, name, sizes[name], path)
+                    scan = scan_shard(path)
+                    if verify:
+                        tar_problems += check_tar_bytes(path, scan)
+                finally:
+                    path.unlink(missing_ok=True)
+                scans.append(scan)
+        where = store.location.display
+        manifest = rebuild_scanned(folder, scans, classes, where=where)
+        problems = verify_scanned(folder, manifest, scans, tar_problems) if verify else []
         for info in manifest.shards:
             store.put_file(info.index, str(folder / info.index))
         indexes = [load_index(folder / s.index) for s in manifest.shards]
@@ -214,4 +236,11 @@ def index_remote(
         if (folder / SKIPPED_REPORT).exists():
             store.put_file(SKIPPED_REPORT, str(folder / SKIPPED_REPORT))
         store.put_file(MANIFEST, str(folder / MANIFEST))
-        return manifest, result
+        return manifest, problems
+
+
+def _download(store: Store, name: str, size: int, path: Path) -> None:
+    """File `name` of `store` (`size` bytes) into `path`, in sequential chunks."""
+    with open(path, "wb") as f:
+        for data in store.chunks(name, 0, size):
+            f.write(data)

@@ -13,8 +13,6 @@ file becomes a row problem, and a row with problems a `BadRow`, listed in `bad_r
 from __future__ import annotations
 
 import json
-import os
-import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from ..shards.format import check_key
 from .classes import ClassOrder, canonical_label, order_classes
 from .columns import DEFAULT_SPLIT_COLUMN, CellSuffixes, Column, classify_columns
 from .duplicates import KeyHashes, first_rows
+from .media import resolve_cell
 from .records import TableFile
 
 SKIPPED_REPORT = "skipped.jsonl"
@@ -62,7 +61,7 @@ class BadRow:
 class BadRowsError(ManifestError):
     """Rows of the input that cannot be sharded; the shards holding them were not written."""
 
-    def __init__(self, rows: list[BadRow], source: Path, report: Path) -> None:
+    def __init__(self, rows: list[BadRow], source: str | Path, report: Path) -> None:
         self.rows = rows
         self.report = report
         shown = "\n".join("  " + r.describe() for r in rows[:MAX_ERRORS_SHOWN])
@@ -78,7 +77,7 @@ class BadRowsError(ManifestError):
 @dataclass
 class Row:
     """One input row after parsing: field cells (by field name) hold inline text or a resolved
-    file path; `meta` the metadata cells (and the split, under "split"); `split` the split."""
+    file path or URL (`mmsample.sharding.media.resolve_cell`); `meta` the metadata cells (and the split, under "split"); `split` the split."""
 
     row: int
     line: int
@@ -107,7 +106,7 @@ class InputTable:
     the row count, the distinct labels and the rows whose key an earlier row has (row -> that
     row); its rows are made by `shard_rows`, a second pass over the file."""
 
-    path: Path
+    path: str | Path
     sha256: str
     fields: list[str]
     text_fields: list[str]
@@ -126,7 +125,7 @@ class InputTable:
         wanted = iter(sorted(numbers))
         number = next(wanted, None)
         rows: list[Row] = []
-        base, names = self.source.path.parent, set(order.names)  # as given: cells stay relative
+        base, names = self.source.base, set(order.names)  # as given: cells stay relative
         for n, (line, record, why) in enumerate(self.source.records()):
             if number is None:
                 return
@@ -168,7 +167,9 @@ def _label_of(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _make_row(n: int, line: int, record: dict[str, Any], columns: list[Column], base: Path) -> Row:
+def _make_row(
+    n: int, line: int, record: dict[str, Any], columns: list[Column], base: str | Path
+) -> Row:
     problems: list[tuple[str, str]] = []
     key, key_problem = _key_of(record.get("key"))
     if key_problem is not None:
@@ -194,8 +195,7 @@ def _make_row(n: int, line: int, record: dict[str, Any], columns: list[Column], 
         elif column.kind == "text":
             cells[str(column.field)] = value
         else:
-            path = Path(value.strip())
-            cells[str(column.field)] = str(path if path.is_absolute() else base / path)
+            cells[str(column.field)] = resolve_cell(value, base)
         if column.field is not None and column.field != name:
             filled[column.field] = name
     modal = {c.name for c in columns if c.field is not None}
@@ -244,7 +244,7 @@ def read_input(
         if source.header is None:
             seen.update(dict.fromkeys(record))
     if not len(hashes):
-        raise ManifestError(f"{source.path}: the input has no rows")
+        raise ManifestError(f"{source.shown}: the input has no rows")
     columns = classify_columns(
         list(seen),
         cells,
@@ -252,12 +252,12 @@ def read_input(
         text_fields=text_fields,
         meta=meta,
         split_column=split_column,
-        where=str(source.path),
+        where=source.shown,
     )
     field_names = sorted(str(c.field) for c in columns if c.field is not None)
     text = sorted(str(c.field) for c in columns if c.kind == "text")
     return InputTable(
-        path=source.path.resolve(),
+        path=source.where,
         sha256=source.sha256(),
         fields=field_names,
         text_fields=text,
@@ -315,22 +315,3 @@ def _check_row(row: Row, first: int | None, order: ClassOrder, names: set[str]) 
         count = len(order.names)
         why = f"{row.label!r} is not one of the {count} classes ({shown}{more})"
         row.problems.append(("label", why))
-
-
-def stat_files(row: Row, text: Sequence[str]) -> None:
-    """Stat every file cell of `row`: a missing, unreadable or non-regular file is a row problem;
-    a good one records (size, mtime) so that a rerun sees a changed file."""
-    for name, value in row.cells.items():
-        if name in text:
-            continue
-        try:
-            st = os.stat(value)
-        except FileNotFoundError:
-            row.problems.append((row.column(name), f"file not found: {value}"))
-        except OSError as err:
-            row.problems.append((row.column(name), f"cannot access {value}: {err.strerror or err}"))
-        else:
-            if stat.S_ISREG(st.st_mode):
-                row.stats[name] = (st.st_size, st.st_mtime_ns)
-            else:
-                row.problems.append((row.column(name), f"not a regular file: {value}"))

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from ..errors import SampleError
 from ..shards.format import (
@@ -185,6 +186,29 @@ def _sparse_members(tar: tarfile.TarFile, shard: str) -> list[SampleError]:
     ]
 
 
+def _trailing_data(f: BinaryIO, tar: tarfile.TarFile, shard: str) -> list[SampleError]:
+    """A problem if anything but zeros follows the last member: `tarfile` ends an archive
+    silently at a header whose checksum is wrong, so a corrupt header would otherwise drop
+    every member after it without a word."""
+    members = tar.getmembers()
+    end = max((m.offset_data + -(-m.size // BLOCK) * BLOCK for m in members), default=0)
+    f.seek(end)
+    pos = end
+    for block in iter(lambda: f.read(1 << 16), b""):
+        if block.strip(b"\0"):
+            at = pos + len(block) - len(block.lstrip(b"\0"))
+            return [
+                SampleError(
+                    f"byte {at} (after the last member read, which ends at byte {end}) is not "
+                    "the end of the archive: the tar header there is corrupt, and every "
+                    "member from there on is unreadable; shard the data again",
+                    shard=shard,
+                )
+            ]
+        pos += len(block)
+    return []
+
+
 def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:
     """List the samples of one tar (grouped by key, with byte ranges, ids and labels) and every
     structural problem found (a sparse member among them), each naming the shard and key."""
@@ -194,6 +218,7 @@ def scan_tar(path: str | Path) -> tuple[list[TarSample], list[SampleError]]:
             return [], []  # a 0-byte file is an empty archive, as for GNU tar
         with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
             samples, problems = _scan(tar, path.name)
+            problems += _trailing_data(f, tar, path.name)
             return samples, _sparse_members(tar, path.name) + problems
     except (tarfile.TarError, OSError, EOFError) as err:
         return [], [SampleError(f"not a readable tar file ({err})", shard=path.name)]

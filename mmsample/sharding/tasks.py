@@ -1,7 +1,8 @@
 """Shard tasks: read, probe and write the rows of one shard, in parallel worker processes.
 
 Place in the data flow: the middle of `mmsample shard` (`mmsample.sharding.tool` plans one
-`ShardTask` per shard to write). A task reads each row's files, probes them the way the readers
+`ShardTask` per shard to write). A task reads each row's files (local paths or URLs, several
+rows ahead in threads when they are URLs: `mmsample.sharding.media`), probes them the way the readers
 decode them (`mmsample.decoding.media_probe`), writes the tar and offset index
 (`mmsample.sharding.writer`) and, last, the shard's sidecar (`mmsample.sharding.sidecars`), so
 a shard counts as done only when all three are in place. Rows are counted on one progress bar
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import pickle
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 from ..decoding.image_header import DEFAULT_MAX_PIXELS
 from ..decoding.media_probe import probe
 from ..shards.format import ShardInfo, index_name, shard_name
+from ..storage.location import redact
+from .media import MEDIA_THREADS, is_url, read_row, read_rows
 from .output_files import remove_stale, unlink_all, write_atomic
 from .sidecars import sidecar_name
 from .table import BadRow, Row
@@ -48,16 +51,23 @@ class ShardTask:
     skip_bad: bool
     sidecar: dict[str, Any]
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    media_threads: int = MEDIA_THREADS
 
 
 def load_row(
-    row: Row, text: Sequence[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
+    row: Row,
+    text: Sequence[str],
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    files: Mapping[str, bytes | OSError] | None = None,
 ) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
     """(field -> payload bytes, problems as (column, reason)) of one row: inline text encoded,
-    files read and probed; a cell that fails becomes a problem, never an exception (except
-    ImportError: a missing decoder is the installation's fault, not the row's)."""
+    files (read by `mmsample.sharding.media.read_row` unless `files` holds them) probed; a
+    cell that fails becomes a problem, never an exception (except ImportError: a missing
+    decoder is the installation's fault, not the row's; and StorageError: a URL that cannot be
+    read for any reason but a missing object)."""
     problems = list(row.problems)
     failed = {col for col, _ in problems}
+    files = read_row(row, text) if files is None else files
     payloads: dict[str, bytes] = {}
     for name, value in row.cells.items():
         column = row.column(name)
@@ -69,11 +79,13 @@ def load_row(
             except UnicodeEncodeError as err:
                 problems.append((column, f"text is not valid unicode ({err.reason})"))
             continue
-        try:
-            with open(value, "rb") as f:
-                data = f.read()
-        except OSError as err:
-            problems.append((column, f"cannot read {value}: {err.strerror or err}"))
+        data = files[name]
+        shown = redact(value)
+        if isinstance(data, FileNotFoundError) and is_url(value):
+            problems.append((column, f"file not found: {shown}"))
+            continue
+        if isinstance(data, OSError):
+            problems.append((column, f"cannot read {shown}: {data.strerror or data}"))
             continue
         try:
             probe(data, name, max_pixels=max_pixels)
@@ -81,7 +93,7 @@ def load_row(
             raise
         except Exception as err:
             ext = name.rsplit(".", 1)[-1]
-            problems.append((column, f"unreadable .{ext} file {value}: {err}"))
+            problems.append((column, f"unreadable .{ext} file {shown}: {err}"))
             continue
         payloads[name] = data
     return payloads, problems
@@ -101,8 +113,8 @@ def run_task(task: ShardTask) -> TaskResult:
     writer: ShardWriter | None = None
     bad: list[BadRow] = []
     try:
-        for row in task.rows:
-            payloads, problems = load_row(row, task.text_fields, task.max_pixels)
+        for row, files in read_rows(task.rows, task.text_fields, threads=task.media_threads):
+            payloads, problems = load_row(row, task.text_fields, task.max_pixels, files)
             if _PROGRESS is not None:
                 _PROGRESS(1)
             if problems:

@@ -28,6 +28,7 @@ from ..shards.format import MANIFEST, Manifest, ShardInfo, index_name, shard_nam
 from .classes import ClassOrder
 from .columns import Column
 from .finalise import finalise
+from .media import MEDIA_THREADS, stat_rows
 from .output_files import remove_stale, write_atomic
 from .remote_output import is_remote, shard_remote
 from .sidecars import SIDECAR_FORMAT, complete_sidecar, job_sidecar, sidecar_name
@@ -39,7 +40,6 @@ from .table import (
     bad_rows_jsonl,
     order_labels,
     read_input,
-    stat_files,
 )
 from .tasks import ShardTask, TaskResult, run_tasks
 
@@ -136,14 +136,14 @@ def _plan_shard(
     rows: list[Row],
     table: InputTable,
     dataset: dict[str, Any],
-    options: tuple[bool, int | None],
+    options: tuple[bool, int | None, int],
 ) -> ShardTask | dict[str, Any]:
-    """The task that writes shard `number` of `rows` (`options`: skip_bad, max_pixels), or its
-    sidecar if an earlier run of the same job on the same rows finished it (the shard is kept)."""
+    """The task that writes shard `number` of `rows` (`options`: skip_bad, max_pixels,
+    media_threads), or its sidecar if an earlier run of the same job on the same rows finished
+    it (the shard is kept)."""
     job = dataset["extra"]["job"]
-    skip_bad, max_pixels = options
-    for row in rows:
-        stat_files(row, table.text_fields)
+    skip_bad, max_pixels, threads = options
+    stat_rows(rows, table.text_fields, threads=threads)
     for name in (shard_name(number), index_name(shard_name(number)), sidecar_name(number)):
         remove_stale(out, name)
     rows_doc = [
@@ -163,7 +163,7 @@ def _plan_shard(
     sidecar.update(fingerprint=fingerprint, dataset=dataset)
     names = dataset["classes"]
     return ShardTask(
-        str(out), number, rows, names, table.text_fields, skip_bad, sidecar, max_pixels
+        str(out), number, rows, names, table.text_fields, skip_bad, sidecar, max_pixels, threads
     )
 
 
@@ -173,7 +173,7 @@ def _shard_tasks(
     order: ClassOrder,
     dataset: dict[str, Any],
     numbers: range,
-    options: tuple[bool, int | None],
+    options: tuple[bool, int | None, int],
     kept: dict[int, dict[str, Any]],
     advance: Callable[[int], object],
 ) -> Iterator[ShardTask]:
@@ -203,11 +203,11 @@ def _run_part(
     numbers: range,
     workers: int,
     progress: bool,
-    options: tuple[bool, int | None],
+    options: tuple[bool, int | None, int],
 ) -> tuple[dict[int, TaskResult], dict[int, dict[str, Any]]]:
-    """Write or keep the shards `numbers` (`options`: skip_bad, max_pixels), with a progress
-    bar over their rows on stderr if `progress` -> (number -> result of each shard written,
-    number -> sidecar of each kept)."""
+    """Write or keep the shards `numbers` (`options`: skip_bad, max_pixels, media_threads),
+    with a progress bar over their rows on stderr if `progress` -> (number -> result of each
+    shard written, number -> sidecar of each kept)."""
     from tqdm import tqdm
 
     per_shard = dataset["samples_per_shard"]
@@ -275,6 +275,7 @@ def shard_dataset(
     progress: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     staging: str | Path | None = None,
+    media_threads: int = MEDIA_THREADS,
 ) -> ShardReport:
     """Shard the rows of a CSV/JSONL table into `out`; raise BadRowsError listing every bad row
     (unless `skip_bad`), keep shards finished by an earlier run, write manifest.json when done.
@@ -290,7 +291,15 @@ def shard_dataset(
     `out` may be a writable URL (`s3://bucket/prefix`, `gs://...`): the shards are written in
     `staging` (default: a temporary folder, removed after) and published one shard at a time,
     atomically, manifest.json last (`mmsample.sharding.remote_output`); the report's `out` is
-    then the staging folder and its `manifest` the published one (None until every part is)."""
+    then the staging folder and its `manifest` the published one (None until every part is).
+
+    File cells (and `input` itself) may be URLs (`s3://`, `gs://`, `http(s)://`, `file://`, any
+    fsspec URL; relative cells resolve against the table's folder or URL), read through
+    `mmsample.storage` (`mmsample.sharding.media`): `media_threads` requests at a time per
+    process (stats while planning a shard, whole reads a window of rows ahead while writing
+    it). A missing object is a bad row like a missing file; any other failure (403, bad
+    credentials, a server that keeps failing) raises StorageError naming the row, key and URL,
+    even under `skip_bad`."""
     if is_remote(out):
         remote: dict[str, Any] = dict(
             samples_per_shard=samples_per_shard,
@@ -305,10 +314,15 @@ def shard_dataset(
             overwrite=overwrite,
             progress=progress,
             max_pixels=max_pixels,
+            media_threads=media_threads,
         )
         report: ShardReport = shard_remote(shard_dataset, input, str(out), staging, **remote)[0]
         return report
     _check_parameters(samples_per_shard, workers, part)
+    if isinstance(media_threads, bool) or not isinstance(media_threads, int) or media_threads < 1:
+        raise ValueError(
+            f"The 'media_threads' parameter must be an int >= 1; got {media_threads!r}."
+        )
     check_max_pixels(max_pixels, "shard_dataset (--max-pixels: 0 for no limit)")
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     table = read_input(input, text_fields, fields=fields, meta=meta, split_column=split_column)
@@ -322,7 +336,7 @@ def shard_dataset(
     )
     bad_report.unlink(missing_ok=True)
     numbers = range(index, math.ceil(table.num_rows / samples_per_shard), count)
-    options = (skip_bad, max_pixels)
+    options = (skip_bad, max_pixels, media_threads)
     results, kept = _run_part(out, table, order, dataset, numbers, workers, progress, options)
     # Without skip_bad every bad row is an error, whether or not its shard was written: no row
     # is ever left out silently.

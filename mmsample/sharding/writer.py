@@ -34,6 +34,7 @@ from ..shards.format import (
     shard_name,
     write_index,
 )
+from .finalise import save_manifest
 
 
 class ShardWriter:
@@ -169,5 +170,5 @@ def write_samples(
         num_rows=rows,
         samples_per_shard=samples_per_shard,
     )
-    manifest.save(root)
+    save_manifest(manifest, Path(root))  # with the consolidated index, as `mmsample shard`
     return manifest

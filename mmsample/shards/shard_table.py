@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ManifestError, SampleError
+from ..errors import ManifestError, SampleError, StorageError
 from ..storage.location import parse_location
 from ..storage.remote import ReadSettings, RemoteShards
 from ..storage.retry import TransientFailure, describe
@@ -217,7 +217,13 @@ class ShardTable:
         if not isinstance(entry, dict) or entry.get("name") != BUNDLE:
             warn_fallback(self.where, f"{MANIFEST} names no consolidated offset index")
             return None
-        raw = store.read(BUNDLE)
+        try:
+            raw = store.read(BUNDLE)
+        except StorageError as err:  # copied without it: the per-shard indexes still serve
+            if not isinstance(err.__cause__, FileNotFoundError):
+                raise
+            warn_fallback(store.url(BUNDLE), f"is named in {MANIFEST} but missing")
+            return None
         if not digest_matches(raw, entry):
             warn_fallback(store.url(BUNDLE), f"does not match the SHA-256 in {MANIFEST} (stale)")
             return None

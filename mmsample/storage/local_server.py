@@ -110,16 +110,14 @@ class Faults:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the headers and the body go out in two writes; with Nagle's algorithm the
+    # second waits for the client's delayed ACK (40 ms on Linux) on every small GET
+    disable_nagle_algorithm = True
     server: _Server
+    _body: bytes | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
-
-    def setup(self) -> None:
-        super().setup()
-        # headers and body go out as two writes: without TCP_NODELAY the body waits for the
-        # client's delayed ACK of the headers (about 40 ms a request on Linux)
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def _fault(self) -> str | None:
         time.sleep(self.server.latency)
@@ -160,15 +158,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
 
     def _handle(self) -> None:
+        # the request's body is read before any fault is answered: left unread on a keep-alive
+        # connection, it would be parsed as the next request
+        length = int(self.headers.get("Content-Length") or 0)
+        self._body = self.rfile.read(length) if length else None
         kind = self._fault()
         if kind in ("503", "403", "reset", "stall"):
             return
         if self.server.upstream is not None:
             status, headers, body = self._forward()
         elif self.server.s3:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length:  # an upload's body: read it so that the connection stays in step
-                self.rfile.read(length)
             status, headers, body = self._s3()
         else:
             status, headers, body = self._file()
@@ -180,9 +179,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = (self.server.folder / rel).resolve()
         if self.server.folder not in path.parents or not path.is_file():
             return 404, {"Content-Type": "text/plain"}, b"not found"
-        return self._body(path, {})
+        return self._file_answer(path, {})
 
-    def _body(self, path: Path, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def _file_answer(
+        self, path: Path, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         """The file at `path` whole (200) or the single byte range the request asks (206,
         `Content-Range`; 416 past the end), with `headers` added."""
         size = path.stat().st_size
@@ -235,7 +236,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "Last-Modified": formatdate(stat.st_mtime, usegmt=True),
                 "x-amz-request-id": "0",
             }
-            return self._body(path, headers)
+            return self._file_answer(path, headers)
         what = f"{self.command} {parts.path}" + (f"?{'&'.join(sorted(query))}" if query else "")
         message = (
             f"LocalServer(s3=True) is a read-only S3 endpoint (GetObject, HeadObject, "
@@ -281,8 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _forward(self) -> tuple[int, dict[str, str], bytes]:
         host, port = self.server.upstream or ("", 0)
-        length = int(self.headers.get("Content-Length") or 0)
-        data = self.rfile.read(length) if length else None
+        data = self._body
         conn = http.client.HTTPConnection(host, port, timeout=60)
         try:
             headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}

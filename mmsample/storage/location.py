@@ -38,11 +38,15 @@ def redact(url: str) -> str:
 
 
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# a query string (`?k=v...`) right after a path without a scheme, as HTTP clients print them
+# ("Max retries exceeded with url: /tokeninfo?access_token=...")
+_QUERY_IN_TEXT = re.compile(r"(?<=[\w/.%-])\?[^\s'\"<>()]*=[^\s'\"<>()]*")
 
 
 def scrub(text: str) -> str:
-    """`text` (an error message, a command) with every URL in it redacted (`redact`)."""
-    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
+    """`text` (an error message, a command) with every URL in it redacted (`redact`) and
+    every query string after a relative path removed."""
+    return _QUERY_IN_TEXT.sub("", _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text))
 
 
 @dataclass(frozen=True)

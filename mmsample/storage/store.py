@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from ..errors import StorageError
-from .filesystem import ProcessFilesystem
+from .filesystem import CREDENTIALS_HINT, ProcessFilesystem
 from .location import Location, parse_location, scrub
 from .retry import RetryPolicy, ShortReadError, TransientFailure, describe, with_retries
 
@@ -45,6 +45,7 @@ class Store:
     location: Location
     policy: RetryPolicy
     ranged = True  # byte-range reads (indexed mode) supported
+    listable = True  # `sizes` and `tree` supported
 
     def url(self, name: str) -> str:
         """File `name` of the folder as it may be printed."""
@@ -68,6 +69,11 @@ class Store:
 
     def sizes(self) -> dict[str, int]:
         """{file name: bytes} of the folder (one listing)."""
+        raise NotImplementedError
+
+    def tree(self) -> dict[str, int]:
+        """{path relative to the folder, `/`-separated: bytes} of every file under the folder,
+        subfolders included (one recursive listing, paged by the backend)."""
         raise NotImplementedError
 
     def exists(self, name: str) -> bool:
@@ -100,6 +106,9 @@ class FsspecStore(Store):
         self.location = location
         self.policy = policy
         self.fs = ProcessFilesystem(location.protocol, policy, options)
+        # a web server's folders are HTML pages, if anything: never listed (the manifest names
+        # every file a reader needs)
+        self.listable = not location.protocol.startswith("http")
 
     def _path(self, name: str) -> str:
         return self.location.child(name).path
@@ -120,10 +129,10 @@ class FsspecStore(Store):
         except FileNotFoundError as err:
             raise StorageError(f"{url} does not exist ({scrub(describe(err))})") from err
         except PermissionError as err:
+            hint = CREDENTIALS_HINT.get(self.location.protocol)
             raise StorageError(
                 f"access to {url} was denied ({scrub(describe(err))}): check the credentials "
-                "(for S3: AWS_PROFILE / AWS_ACCESS_KEY_ID, the endpoint AWS_ENDPOINT_URL_S3, or "
-                "storage_options)"
+                f"({hint + ', or ' if hint else ''}storage_options)"
             ) from err
         except StorageError:
             raise
@@ -163,6 +172,19 @@ class FsspecStore(Store):
             str(e["name"]).rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in found
         }
 
+    def tree(self) -> dict[str, int]:
+        root = self.location.path.rstrip("/")
+        try:
+            found = self.call("", "listing", lambda fs: fs.find(root, detail=True, withdirs=False))
+        except TransientFailure as err:
+            raise StorageError(scrub(str(err))) from err
+        out = {}
+        for full, entry in found.items():
+            name = str(full).rstrip("/")
+            if name.startswith(root + "/") and entry.get("type", "file") == "file":
+                out[name[len(root) + 1 :]] = int(entry.get("size") or 0)
+        return out
+
     def exists(self, name: str) -> bool:
         return bool(self.call(name, "checking", lambda fs: fs.exists(self._path(name))))
 
@@ -196,6 +218,7 @@ class PipeStore(Store):
     in WebDataset). Read-only and streamed-only: no byte ranges, no listing."""
 
     ranged = False
+    listable = False
 
     def __init__(self, location: Location, policy: RetryPolicy) -> None:
         self.location = location
@@ -258,6 +281,9 @@ class PipeStore(Store):
         raise StorageError(f"{self.location.display}: a pipe: source cannot be listed")
 
     def exists(self, name: str) -> bool:
+        raise StorageError(f"{self.location.display}: a pipe: source cannot be listed")
+
+    def tree(self) -> dict[str, int]:
         raise StorageError(f"{self.location.display}: a pipe: source cannot be listed")
 
 

@@ -22,9 +22,10 @@ from mmsample.loader import BalancedLoader, balanced_loader, wrap
 from mmsample.methods import BSS, DUS, SMV, Remix
 from mmsample.position_scoring import PositionScorer
 from mmsample.scoring import Scorer
-from mmsample.shards.format import Manifest
+from mmsample.shards.format import read_manifest
 from mmsample.shards.indexed import IndexedDataset
 from mmsample.shards.streamed import StreamedDataset
+from mmsample.storage import ShardCache
 
 from ..models import LateFusion
 from .device import autocast
@@ -61,23 +62,6 @@ def build_method(args: argparse.Namespace, ledger: Ledger) -> Any:
     return None
 
 
-class EvalScorer:
-    """`scorer(ids)` with the model in eval mode (BatchNorm's running statistics, no dropout),
-    its mode restored after: every scoring pass of the loop (BSS's ranking, Remix's
-    assignment, as the Remix authors score the training split) is inference."""
-
-    def __init__(self, scorer: Any, model: torch.nn.Module) -> None:
-        self.scorer, self.model = scorer, model
-
-    def __call__(self, ids: np.ndarray) -> None:
-        was = self.model.training
-        self.model.eval()
-        try:
-            self.scorer(ids)
-        finally:
-            self.model.train(was)
-
-
 class TupleView(Dataset[tuple[Any, ...]]):
     """An ordinary map-style dataset (what a user already has): index k -> (one tensor per
     modality..., label) of the k-th sample of `reader`."""
@@ -107,6 +91,14 @@ class ModelForward:
         return logits.float(), [u.float() for u in uni]
 
 
+def remote(args: argparse.Namespace) -> dict[str, Any]:
+    """The readers' remote-reading keywords: a `ShardCache` for `--cache-dir` (with `--data` a
+    URL), else none (credentials and endpoints come from the backend's own configuration)."""
+    if args.cache_dir is None:
+        return {}
+    return {"cache": ShardCache(args.cache_dir, max_bytes=int(args.cache_gb * 1e9))}
+
+
 def build_loader(
     args: argparse.Namespace,
     modalities: dict[str, Any],
@@ -122,7 +114,7 @@ def build_loader(
     names = list(modalities)
     split = args.train_split or None
     log = args.out / "stats.jsonl"
-    indexed = IndexedDataset(args.data, modalities, split=split, seed=args.seed)
+    indexed = IndexedDataset(args.data, modalities, split=split, seed=args.seed, **remote(args))
     if args.loader == "wrap":
         view = TupleView(indexed, names)
         plain = DataLoader(
@@ -138,7 +130,7 @@ def build_loader(
         if args.method not in UNPLANNED:
             ledger = Ledger(len(view), len(names), num_classes, names=names)
             method = build_method(args, ledger)
-        by_position: PositionScorer | EvalScorer | None = (
+        by_position = (  # every scoring pass is inference: the model in eval mode
             PositionScorer(
                 ModelForward(model, device),
                 view,
@@ -146,12 +138,11 @@ def build_loader(
                 fields=fields,
                 output="multimodal",
                 device=device,
+                model=model,
             )
             if isinstance(method, BSS | Remix)
             else None
         )
-        if by_position is not None:  # every scoring pass is inference: eval mode
-            by_position = EvalScorer(by_position, model)
         return wrap(
             plain,
             method,
@@ -163,20 +154,16 @@ def build_loader(
         )
     method = None
     if args.method not in UNPLANNED:
-        ledger = Ledger(Manifest.load(args.data).id_space, len(names), num_classes, names=names)
+        ledger = Ledger(read_manifest(args.data).id_space, len(names), num_classes, names=names)
         method = build_method(args, ledger)
-    scorer: Scorer | EvalScorer | None = None
+    scorer: Scorer | None = None
     if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass,
         # in eval mode like every inference (BatchNorm's running statistics stay the training's)
-        scorer = EvalScorer(
-            Scorer(model, indexed, ledger, device=device, progress=not args.no_progress), model
-        )
+        scorer = Scorer(model, indexed, ledger, device=device, progress=not args.no_progress)
     if isinstance(method, Remix):  # Remix scores the training split every epoch, in eval mode
         specs = scoring_modalities or modalities
-        reader = IndexedDataset(args.data, specs, split=split, seed=args.seed)
-        scorer = EvalScorer(
-            Scorer(model, reader, ledger, device=device, progress=not args.no_progress), model
-        )
+        reader = IndexedDataset(args.data, specs, split=split, seed=args.seed, **remote(args))
+        scorer = Scorer(model, reader, ledger, device=device, progress=not args.no_progress)
     source: StreamedDataset | IndexedDataset = indexed
     if args.mode == "streamed" and isinstance(method, Remix):
         warnings.warn(
@@ -186,7 +173,9 @@ def build_loader(
             stacklevel=2,
         )
     if args.mode == "streamed":
-        source = StreamedDataset(args.data, modalities, shuffle=1000, seed=args.seed, split=split)
+        source = StreamedDataset(
+            args.data, modalities, shuffle=1000, seed=args.seed, split=split, **remote(args)
+        )
     return balanced_loader(
         source,
         method,

@@ -27,10 +27,11 @@ from mmsample.decoding.backends.diagnosis import announce_decoders
 from mmsample.report.outcomes import write_outcomes
 from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
+from mmsample.storage import redact
 
 from .device import all_sum
 from .evaluate import evaluate
-from .options import build_parser
+from .options import build_parser, check_args
 from .runner import Run
 
 
@@ -154,6 +155,7 @@ def train(run: Run) -> int:
         decoders = announce_decoders()
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
+        config["data"] = redact(args.data)  # a URL without its query string (a signature)
         config["data_fingerprint"] = data_fingerprint(args.data)
         config["num_classes"] = run.num_classes  # chance = 1 / num_classes in the report
         config["decoder"] = decoders  # the report says which decoder each run used
@@ -177,7 +179,7 @@ def train(run: Run) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train (or resume) one run; see `pipelines.training`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = check_args(parser, parser.parse_args(argv))
     try:
         run = Run(args)
     except ValueError as err:  # a setting the run refuses: name the flag, exit 2

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmsample.storage import parse_location
+
 from ..models import MODELS
 
 METHODS = ("plain", "dus", "dus-rl", "bss", "bss-learned", "smv", "smv-modality", "ogmge", "remix")
@@ -48,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .. import training  # the package's docstring is the command's help
 
     p = argparse.ArgumentParser(prog="python -m pipelines.train", description=training.__doc__)
-    p.add_argument("--data", type=Path, required=True, help="shard folder (manifest.json)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="shard folder (manifest.json): a path or a URL (s3://, gs://, https://; the "
+        "backend's own credentials and endpoint, e.g. AWS_PROFILE, AWS_ENDPOINT_URL_S3)",
+    )
     p.add_argument("--out", type=Path, required=True, help="run folder (logs, checkpoints)")
     p.add_argument("--method", choices=METHOD_CHOICES, default="plain", help="the balancing method")
     p.add_argument(
@@ -83,6 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch intra-op threads of the training process (default: torch's, one per core)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="--data URL: keep whole shards in this local folder (shared by the node's ranks "
+        "and workers; mmsample.storage.ShardCache)",
+    )
+    p.add_argument(
+        "--cache-gb",
+        type=RATE,
+        default=None,
+        help="--cache-dir: its size limit in GB (1e9 bytes); least recently used shards go",
+    )
     p.add_argument(
         "--train-split", default="train", help="the split to train on ('' for every sample)"
     )
@@ -140,4 +160,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The parsed command line; argparse reports misuse, naming the flag."""
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    return check_args(parser, parser.parse_args(argv))
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """`args` if the options agree with each other, else `parser.error` naming the flags."""
+    if (args.cache_dir is None) != (args.cache_gb is None):
+        parser.error("--cache-dir and --cache-gb go together: the folder and its size limit")
+    if args.cache_dir is not None and parse_location(args.data).is_local:
+        parser.error(
+            f"--cache-dir keeps shards read from a URL; --data {args.data} is a local path "
+            "(read in place): leave --cache-dir out"
+        )
+    return args

@@ -21,11 +21,12 @@ from mmsample.batch import MultimodalBatch
 from mmsample.ledger import Ledger
 from mmsample.methods import OGMGE
 from mmsample.scoring import VALUES
-from mmsample.shards.format import Manifest
+from mmsample.shards.format import Manifest, read_manifest
 from mmsample.shards.indexed import IndexedDataset
+from mmsample.storage import redact
 
 from ..models import MODELS
-from .data import build_loader
+from .data import build_loader, remote
 from .device import all_sum, autocast, distributed, setup
 from .losses import LOSSES
 from .test_set import test_key
@@ -38,12 +39,12 @@ def check_splits(args: argparse.Namespace, manifest: Manifest) -> None:
     have = f"its splits are {sorted(known)}" if known else "it has no split column"
     if args.train_split and args.train_split not in known:
         raise ValueError(
-            f"--train-split {args.train_split!r}: {args.data} has no such split ({have}); "
+            f"--train-split {args.train_split!r}: {redact(args.data)} has no such split ({have}); "
             "pass --train-split '' to train on every sample."
         )
     if args.test_split and args.test_split not in known:
         raise ValueError(
-            f"--test-split {args.test_split!r}: {args.data} has no such split ({have}); build "
+            f"--test-split {args.test_split!r}: {redact(args.data)} has no such split ({have}); build "
             "the data with a held-out split (e.g. `python -m pipelines.avmnist --test-fraction "
             "0.2`) or pass --test-split '' to skip evaluation."
         )
@@ -78,7 +79,7 @@ class Run:
             torch.set_num_threads(args.threads)
         self.rank, self.world, self.device = setup(args.device)
         torch.manual_seed(args.seed)
-        manifest = Manifest.load(args.data)
+        manifest = read_manifest(args.data)
         check_splits(args, manifest)
         self.num_classes = len(manifest.classes)
         given = (
@@ -133,7 +134,7 @@ class Run:
         # set's decode is the same for every run of the process, and kept once decoded
         test_specs = choice.test_modalities or choice.modalities
         self.test = (
-            IndexedDataset(args.data, test_specs, split=args.test_split)
+            IndexedDataset(args.data, test_specs, split=args.test_split, **remote(args))
             if args.test_split
             else None
         )

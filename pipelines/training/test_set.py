@@ -12,9 +12,9 @@ all its runs in one process, so it decodes its test set once. A test set larger 
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +26,7 @@ from mmsample.report.runlog import data_fingerprint
 from mmsample.schedule import resolve_world
 from mmsample.scoring import pass_ids
 from mmsample.shards.indexed import IdSubset, IndexedDataset
+from mmsample.storage import parse_location
 
 __all__ = ["TEST_SETS", "TestKey", "TestSets", "test_key"]
 
@@ -43,12 +44,15 @@ class TestKey:
     world: int
 
 
-def test_key(data: str | Path, split: str, specs: dict[str, Any], batch_size: int) -> TestKey:
+def test_key(
+    data: str | os.PathLike[str], split: str, specs: dict[str, Any], batch_size: int
+) -> TestKey:
     """The cache key of the test split `split` of the shard folder `data` read with `specs`
     (`{modality: Spec}`) in batches of `batch_size` by this rank."""
     rank, world = resolve_world(None, None, "evaluate")
+    where = parse_location(data)
     return TestKey(
-        str(Path(data).resolve()),
+        str(where.local_path().resolve()) if where.is_local else where.display,
         data_fingerprint(data),
         split,
         repr(sorted(specs.items())),

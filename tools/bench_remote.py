@@ -130,6 +130,8 @@ def serve(folder: str, latency: float, s3: bool = False) -> tuple[str, Any]:
     proc = ctx.Process(target=_serve, args=(folder, latency, s3, port), daemon=True)
     proc.start()
     while port.value == 0:
+        if not proc.is_alive():
+            raise RuntimeError(f"the benchmark's server exited with {proc.exitcode}")
         time.sleep(0.05)
     return f"http://127.0.0.1:{port.value}", proc
 

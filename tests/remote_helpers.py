@@ -56,6 +56,7 @@ class S3:
         with self.proxy.faults.lock:
             self.proxy.faults.pending.clear()
             self.proxy.faults.log.clear()
+            self.proxy.faults.agents.clear()
             self.proxy.faults.injected.clear()
         self.proxy.set_latency(0.0)
 

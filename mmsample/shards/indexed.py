@@ -44,8 +44,9 @@ class IndexedDataset(ShardSource, Dataset[dict[str, Any]]):
     `root` may be a URL (`s3://`, `gs://`, `https://`; see `mmsample.storage`): each sample is
     one byte-range request, retried under `retry` (a `mmsample.storage.RetryPolicy`);
     `prefetch(ids)` (the loader calls it) reads the next samples ahead, `prefetch` requests at
-    a time, adjacent ones coalesced; `storage_options` go to the fsspec backend; `cache` (a
-    `mmsample.storage.ShardCache`) keeps whole shards on a local disk.
+    a time, adjacent ones coalesced; `storage_options` go to the fsspec backend (for s3://,
+    `"client": "obstore" | "fsspec"` chooses the client: see `mmsample.storage.open_store`);
+    `cache` (a `mmsample.storage.ShardCache`) keeps whole shards on a local disk.
     """
 
     def __init__(

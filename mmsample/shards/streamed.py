@@ -56,7 +56,8 @@ class StreamedDataset(ShardSource, IterableDataset[dict[str, Any]]):
     `root` may be a URL (`s3://`, `gs://`, `https://`, `pipe:CMD`; see `mmsample.storage`):
     each shard is then read forward in large chunks (one request each, retried under `retry`,
     a `mmsample.storage.RetryPolicy`) with two chunks read ahead; `storage_options` go to the
-    fsspec backend; `cache` (a `mmsample.storage.ShardCache`) keeps whole shards on a local
+    fsspec backend (for s3://, `"client": "obstore" | "fsspec"` chooses the client: see
+    `mmsample.storage.open_store`); `cache` (a `mmsample.storage.ShardCache`) keeps whole shards on a local
     disk.
     """
 

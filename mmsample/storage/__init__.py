@@ -4,12 +4,15 @@ Place in the data flow: under the readers' shard table and the sharding tool's o
 dataset folder that is not a local path: `s3://`, `gs://`, `https://`, any fsspec protocol, or
 `pipe:CMD` (read-only, streamed-only). `location` parses and redacts URLs, `store` makes each
 request (retried by `retry`, with timeouts, through one client per process: `filesystem`),
-`remote` reads shards (sequential chunks with read-ahead, coalesced concurrent range prefetch),
-`cache` keeps whole shards on a local disk under a size limit, `ranges` coalesces byte ranges.
+`obstore_client` reads s3:// byte ranges through obstore (a client chosen by name in
+`store.S3_CLIENTS`; registered on import here), `remote` reads shards (sequential chunks with
+read-ahead, coalesced concurrent range prefetch), `cache` keeps whole shards on a local disk
+under a size limit, `ranges` coalesces byte ranges.
 """
 
 from .cache import CacheWarning, ShardCache
 from .location import Location, parse_location, redact
+from .obstore_client import ObstoreStore
 from .remote import ReadSettings, RemoteShards
 from .retry import RetryPolicy, is_transient
 from .store import FsspecStore, PipeStore, Store, open_store
@@ -18,6 +21,7 @@ __all__ = [
     "CacheWarning",
     "FsspecStore",
     "Location",
+    "ObstoreStore",
     "PipeStore",
     "ReadSettings",
     "RemoteShards",

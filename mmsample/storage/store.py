@@ -4,8 +4,9 @@ writes, each request under the retry policy and every error naming the URL witho
 Place in the data flow: under the readers' remote shards (`mmsample.storage.remote`), the
 manifest and index reads of `ShardTable`, and the sharding tool's uploads. Two stores, by
 protocol (`STORES`): `FsspecStore` (s3://, gs://, http(s)://, any fsspec protocol; http(s) is
-read-only) and `PipeStore` (`pipe:CMD`, read-only and streamed-only, as in WebDataset). Local
-paths never come here: the readers keep `os.pread`.
+read-only) and `PipeStore` (`pipe:CMD`, read-only and streamed-only, as in WebDataset); s3://
+by the client chosen by name (`S3_CLIENTS`: "fsspec", or "obstore": `ObstoreStore`, byte
+ranges through Rust's object_store). Local paths never come here: the readers keep `os.pread`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import os
 import secrets
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -22,7 +24,16 @@ from .filesystem import CREDENTIALS_HINT, ProcessFilesystem
 from .location import Location, parse_location, scrub
 from .retry import RetryPolicy, ShortReadError, TransientFailure, describe, with_retries
 
-__all__ = ["STORES", "FsspecStore", "PipeStore", "Store", "open_store"]
+__all__ = [
+    "S3_CLIENTS",
+    "STORES",
+    "ClientNotice",
+    "FsspecStore",
+    "PipeStore",
+    "Store",
+    "open_store",
+    "register_s3_client",
+]
 
 T = TypeVar("T")
 CHUNK_BYTES = 8 << 20  # one sequential request of the streamed reader
@@ -103,12 +114,16 @@ class FsspecStore(Store):
         return self.location.child(name).path
 
     def call(self, name: str, what: str, fn: Callable[[Any], T]) -> T:
-        """`fn(filesystem)` under the retry policy. Permanent faults become StorageError naming
-        the URL; TransientFailure (every attempt failed) passes through for the caller to name
-        (a sample's read: SampleError; anything else: StorageError)."""
+        """`fn(filesystem)` under the retry policy (see `retried`)."""
+        return self.retried(name, what, lambda: fn(self.fs.get()))
+
+    def retried(self, name: str, what: str, thunk: Callable[[], T]) -> T:
+        """`thunk()` under the retry policy. Permanent faults become StorageError naming the
+        URL; TransientFailure (every attempt failed) passes through for the caller to name (a
+        sample's read: SampleError; anything else: StorageError)."""
         url = self.url(name)
         try:
-            return with_retries(lambda: fn(self.fs.get()), self.policy, f"{what} {url}")
+            return with_retries(thunk, self.policy, f"{what} {url}")
         except TransientFailure:
             raise
         except FileNotFoundError as err:
@@ -286,6 +301,54 @@ def _pipe(location: Location, policy: RetryPolicy, options: Mapping[str, Any] | 
 STORES: dict[str, Callable[[Location, RetryPolicy, Mapping[str, Any] | None], Store]] = {
     "pipe": _pipe,
 }
+# an s3:// client: (location, policy, storage options without "client", whether the user chose
+# this client) -> its store
+S3Client = Callable[[Location, RetryPolicy, dict[str, Any], bool], Store]
+# the clients of s3:// by name: storage_options={"client": NAME} or MMSAMPLE_S3_CLIENT=NAME;
+# "obstore" is registered by `mmsample.storage.obstore_client` (imported with the package)
+S3_CLIENTS: dict[str, S3Client] = {
+    "fsspec": lambda location, policy, options, chosen: FsspecStore(location, policy, options)
+}
+S3_PROTOCOLS = frozenset({"s3", "s3a"})
+CLIENT_OPTION = "client"
+CLIENT_ENV = "MMSAMPLE_S3_CLIENT"
+_default = ["fsspec"]  # the client of s3:// when none is chosen
+_said: set[str] = set()
+
+
+class ClientNotice(UserWarning):
+    """Which client reads s3:// when none was chosen (said once per process)."""
+
+
+def say_once(topic: str, text: str) -> None:
+    """Warn `text` (ClientNotice) the first time `topic` comes up in this process."""
+    if topic not in _said:
+        _said.add(topic)
+        warnings.warn(text, ClientNotice, stacklevel=5)
+
+
+def register_s3_client(name: str, client: S3Client, default: bool = False) -> None:
+    """Add `client` to S3_CLIENTS as `name`; `default`: the client when none is chosen."""
+    S3_CLIENTS[name] = client
+    if default:
+        _default[0] = name
+
+
+def _s3_client(options: dict[str, Any]) -> tuple[str, bool]:
+    """(the client's name, whether the user chose it) for an s3:// dataset; removes the
+    `client` storage option from `options`. ValueError for a name not in S3_CLIENTS."""
+    chosen = options.pop(CLIENT_OPTION, None)
+    source = f"The {CLIENT_OPTION!r} storage option"
+    if chosen is None and os.environ.get(CLIENT_ENV):
+        chosen, source = os.environ[CLIENT_ENV], f"The {CLIENT_ENV} environment variable"
+    if chosen is None:
+        return _default[0], False
+    if chosen not in S3_CLIENTS:
+        raise ValueError(
+            f"{source} must be one of {sorted(S3_CLIENTS)} (the client that reads s3://); got "
+            f"{chosen!r}."
+        )
+    return str(chosen), True
 
 
 def open_store(
@@ -293,7 +356,12 @@ def open_store(
     storage_options: Mapping[str, Any] | None = None,
     retry: RetryPolicy | None = None,
 ) -> Store:
-    """The store of a remote folder (ValueError for a local path: read it with the OS)."""
+    """The store of a remote folder (ValueError for a local path: read it with the OS).
+
+    s3:// is read by the client `storage_options["client"]` names (else the environment
+    variable MMSAMPLE_S3_CLIENT; else the default: "obstore" when installed, said once, else
+    "fsspec"): one of S3_CLIENTS. ValueError for another name or a `client` option on another
+    protocol; ImportError for "obstore" when it is not installed."""
     loc = parse_location(location)
     if loc.is_local:
         raise ValueError(f"{loc.display} is a local path, not a remote store")
@@ -302,4 +370,15 @@ def open_store(
             f"The 'storage_options' parameter must be a dict of fsspec options; got "
             f"{type(storage_options).__name__}."
         )
-    return STORES.get(loc.protocol, _fsspec)(loc, retry or RetryPolicy(), storage_options)
+    policy = retry or RetryPolicy()
+    options = dict(storage_options or {})
+    if loc.protocol not in S3_PROTOCOLS:
+        if CLIENT_OPTION in options:
+            raise ValueError(
+                f"The {CLIENT_OPTION!r} storage option chooses the client of s3:// URLs; "
+                f"{loc.display} is {loc.protocol}:, read through "
+                f"{'its command' if loc.protocol == 'pipe' else 'fsspec'}: leave it out."
+            )
+        return STORES.get(loc.protocol, _fsspec)(loc, policy, storage_options)
+    name, chosen = _s3_client(options)
+    return S3_CLIENTS[name](loc, policy, options, chosen)

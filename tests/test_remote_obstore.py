@@ -374,3 +374,27 @@ def test_obstore_takes_a_profile_from_the_shared_credentials_file(
     assert _credentials({"anon": True}, {"skip_signature": True}) is None
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
     assert _credentials({}, {}) is None
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_one_attempt_of_the_policy_is_one_request(
+    files: LocalServer, local: Path, client: str
+) -> None:
+    """RetryPolicy(attempts=3) on a shard answering 503 (or stalling) every time: exactly 3
+    GETs of it, whichever client (botocore's own retries off: its `max_attempts` counts
+    retries, `total_max_attempts` attempts). A connection reset before any answer costs two
+    requests an attempt with s3fs: aiohttp re-sends an idempotent request once (RFC 9112
+    9.3.1), below every retry setting."""
+    policy = RetryPolicy(attempts=3, base_delay=0.0, max_delay=0.0, timeout=1.0)
+    reader = IndexedDataset(
+        "s3://shards", modalities(), storage_options=options(files, client), retry=policy
+    )
+    for kind, per_attempt in (("503", 1), ("stall", 1), ("reset", 2 if client == "fsspec" else 1)):
+        files.faults.add(kind, "shard-000002.tar", count=100)
+        start = len(files.faults.log)
+        with pytest.raises(SampleError, match="3 attempts"):
+            reader.get(10)  # shard 2 holds ids 10..14
+        with files.faults.lock:
+            files.faults.pending.clear()
+        gets = [p for m, p, _ in files.faults.log[start:] if m == "GET" and "000002" in p]
+        assert len(gets) == 3 * per_attempt, (kind, gets)

@@ -32,12 +32,13 @@ __all__ = [
 
 
 def _s3(policy: RetryPolicy) -> dict[str, Any]:
-    # botocore's own retries off (max_attempts 1): RetryPolicy is the one retry loop
+    # botocore's own retries off (total_max_attempts 1: the first attempt only; its
+    # max_attempts counts retries, so 1 there was a second request): RetryPolicy is the one loop
     return {
         "config_kwargs": {
             "connect_timeout": policy.timeout,
             "read_timeout": policy.timeout,
-            "retries": {"max_attempts": 1, "mode": "standard"},
+            "retries": {"total_max_attempts": 1, "mode": "standard"},
             "max_pool_connections": 64,  # concurrent range prefetches share one client
         }
     }

@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .cli_report import add_report_command, run_report
-from .cli_shard import add_shard_commands, describe_dataset, positive_int, run_index, run_shard
+from .cli_shard import (
+    add_shard_commands,
+    describe_dataset,
+    local_path,
+    positive_int,
+    run_index,
+    run_shard,
+)
 from .errors import ManifestError, SampleError
 
 __all__ = ["COMMANDS", "DESCRIPTION", "STRATEGY_NAMES", "build_parser", "main"]
@@ -113,7 +120,7 @@ def _add_inspect_command(sub: argparse._SubParsersAction) -> None:
         "--id", type=int, default=None, metavar="N", help="sample id (default: the first)"
     )
     inspect.add_argument(
-        "--tokenizer", type=Path, metavar="PATH", help="tokenizer directory for text fields"
+        "--tokenizer", type=local_path, metavar="PATH", help="tokenizer directory for text fields"
     )
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
 
@@ -145,10 +152,10 @@ def _add_query_command(sub: argparse._SubParsersAction) -> None:
         "--budget", type=positive_int, required=True, metavar="B", help="ids to pick this round"
     )
     query.add_argument(
-        "--labeled", type=Path, metavar="FILE", help="a state file or id list of labeled ids"
+        "--labeled", type=local_path, metavar="FILE", help="a state file or id list of labeled ids"
     )
     query.add_argument(
-        "--out", type=Path, required=True, metavar="FILE", help="the state file to write"
+        "--out", type=local_path, required=True, metavar="FILE", help="the state file to write"
     )
     query.add_argument(
         "--split",
@@ -188,8 +195,10 @@ def _add_subset_command(sub: argparse._SubParsersAction) -> None:
         "id; a JSON list; or one id a line) from SHARDS into OUT, keys and ids kept.",
     )
     subset.add_argument("shards", help="the source shard folder, or a URL (s3://...)")
-    subset.add_argument("ids", type=Path, help="a state file, a JSON id list or one id a line")
-    subset.add_argument("out", type=Path, help="output directory (created)")
+    subset.add_argument(
+        "ids", type=local_path, help="a state file, a JSON id list or one id a line"
+    )
+    subset.add_argument("out", type=local_path, help="output directory (created)")
     subset.add_argument(
         "--samples-per-shard",
         type=positive_int,

@@ -7,8 +7,9 @@ Kept apart from `mmsample.cli` so subcommands can be added there independently; 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
+
+from .cli_shard import local_path
 
 __all__ = ["add_report_command", "run_report"]
 
@@ -30,9 +31,11 @@ def add_report_command(sub: Any) -> None:
         "settings gets its own report, and report.md names the differing settings.",
     )
     report.add_argument(
-        "run_dir", type=Path, help="a run folder, or a folder of run folders (searched below)"
+        "run_dir", type=local_path, help="a run folder, or a folder of run folders (searched below)"
     )
-    report.add_argument("--out", type=Path, default=None, help="output folder (default RUN_DIR)")
+    report.add_argument(
+        "--out", type=local_path, default=None, help="output folder (default RUN_DIR)"
+    )
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -55,6 +55,15 @@ def positive_int(text: str) -> int:
     raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}")
 
 
+def local_path(text: str) -> Path:
+    """A local path (argparse type): a URL, where the option needs a folder or file on this
+    machine, is refused naming it (`mmsample.storage.location.local_path`, imported when the
+    arguments are parsed, not when the parser is built)."""
+    from .storage.location import local_path as checked
+
+    return checked(text)
+
+
 def describe_dataset(manifest: Any, root: str | Path) -> str:
     """One line: where the manifest is (a URL without its query string), samples, shards,
     classes and fields."""
@@ -276,7 +285,7 @@ def add_shard_commands(sub: Any) -> None:
         "checked, then deleted: room for the largest tar is enough), and the indexes and "
         "manifest.json are written in before upload (default: a temporary one)",
     )
-    index.add_argument("--classes", type=Path, metavar="FILE", help="class names, one a line")
+    index.add_argument("--classes", type=local_path, metavar="FILE", help="class names, one a line")
     index.add_argument("--verify", action="store_true", help="re-read every shard afterwards")
 
 
@@ -284,7 +293,7 @@ def _add_column_options(shard: argparse.ArgumentParser) -> None:
     """`mmsample shard`'s options saying what the input table's columns hold."""
     shard.add_argument(
         "--classes",
-        type=Path,
+        type=local_path,
         metavar="FILE",
         help="class names, one a line: class i is line i+1 (default: integer labels are "
         "their own class index, 0..max; other labels in sorted order)",

@@ -34,6 +34,7 @@ from mmsample.batch import Collate, MultimodalBatch
 from mmsample.decoding import Array, Image, Spec
 from mmsample.shards import IndexedDataset
 from mmsample.signals import subset_logits
+from mmsample.storage.location import local_path
 
 SPECS: dict[str, Spec] = {"image": Image(field="png"), "audio": Array(field="npy")}
 STRATEGIES = ("random", "entropy", "badge", "bmmal")
@@ -188,8 +189,8 @@ def plot(curves: dict[str, Any], path: Path, seeds: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.active_avmnist", description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path("runs/avmnist"), help="demo folder")
-    parser.add_argument("--out", type=Path, default=Path("runs/active"))
+    parser.add_argument("--data", type=local_path, default=Path("runs/avmnist"), help="demo folder")
+    parser.add_argument("--out", type=local_path, default=Path("runs/active"))
     parser.add_argument("--initial", type=int, default=40, help="random initial labels")
     parser.add_argument("--budget", type=int, default=40, help="labels per round")
     parser.add_argument("--rounds", type=int, default=5)

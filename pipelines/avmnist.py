@@ -25,6 +25,7 @@ import torch
 from mmsample.cli import name_the_flags
 from mmsample.demo.avmnist import DEFAULT_N, BuildInfo, build_avmnist, load_manifest
 from mmsample.shards.format import Manifest
+from mmsample.storage.location import local_path
 
 TEST_FRACTION = 0.2
 
@@ -32,7 +33,9 @@ TEST_FRACTION = 0.2
 def build_parser() -> argparse.ArgumentParser:
     """The command line of the demo builder."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.avmnist", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("runs/avmnist"), help="output directory")
+    parser.add_argument(
+        "--out", type=local_path, default=Path("runs/avmnist"), help="output directory"
+    )
     parser.add_argument(
         "--n", type=int, default=DEFAULT_N, help=f"samples, 1..3000 (default {DEFAULT_N})"
     )

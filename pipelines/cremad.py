@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmsample.errors import ManifestError
+from mmsample.storage.location import local_path
 
 from .recipe import Clip, Outcome, add_shard_arguments, run
 
@@ -144,9 +145,11 @@ def _fraction(text: str) -> float:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.cremad", description=__doc__)
-    parser.add_argument("--root", type=Path, required=True, help="holds VideoFlash/, AudioWAV/")
     parser.add_argument(
-        "--split-files", type=Path, nargs=2, metavar=("TRAIN", "TEST"), default=None
+        "--root", type=local_path, required=True, help="holds VideoFlash/, AudioWAV/"
+    )
+    parser.add_argument(
+        "--split-files", type=local_path, nargs=2, metavar=("TRAIN", "TEST"), default=None
     )
     parser.add_argument("--test-fraction", type=_fraction, default=0.1)
     parser.add_argument("--video-ext", choices=VIDEO_EXTS, default=None)

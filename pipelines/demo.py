@@ -30,6 +30,7 @@ from mmsample.decoding.backends.diagnosis import announce_decoders
 from mmsample.demo.avmnist import build_avmnist
 from mmsample.report import write_report
 from mmsample.report.markdown import ORDER
+from mmsample.storage.location import local_path
 
 from . import training
 from .demo_cost import print_cost
@@ -60,7 +61,7 @@ ACTIVE_COMMAND = (
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__)
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
+    p.add_argument("--out", type=local_path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--seeds", type=int, default=1, help="seeds per method (mean and spread)")
     p.add_argument("--epochs", type=int, default=5, help="training epochs per run")
     p.add_argument("--batch-size", type=int, default=16, help="rows per batch")

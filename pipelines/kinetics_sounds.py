@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmsample.errors import ManifestError
+from mmsample.storage.location import local_path
 
 from .recipe import Clip, Outcome, add_shard_arguments, find_file, run
 
@@ -139,9 +140,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="python -m pipelines.kinetics_sounds", description=__doc__
     )
     parser.add_argument(
-        "--csv", type=Path, nargs="+", required=True, help="Kinetics-400 CSV file(s)"
+        "--csv", type=local_path, nargs="+", required=True, help="Kinetics-400 CSV file(s)"
     )
-    parser.add_argument("--clips", type=Path, required=True, help="folder of downloaded clips")
+    parser.add_argument(
+        "--clips", type=local_path, required=True, help="folder of downloaded clips"
+    )
     add_shard_arguments(parser)
     return parser.parse_args(argv)
 

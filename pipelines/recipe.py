@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmsample.sharding import BadRow, BadRowsError, ShardReport, shard_dataset
+from mmsample.storage.location import local_path
 
 __all__ = [
     "Clip",
@@ -144,7 +145,7 @@ def parse_part(text: str) -> tuple[int, int]:
 
 def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every recipe passes on to the sharding tool."""
-    parser.add_argument("--out", type=Path, required=True, help="shard directory (created)")
+    parser.add_argument("--out", type=local_path, required=True, help="shard directory (created)")
     parser.add_argument("--samples-per-shard", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=None, help="sharding processes")
     parser.add_argument(

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mmsample.errors import ManifestError
+from mmsample.storage.location import local_path
 
 from .recipe import Clip, Outcome, add_shard_arguments, find_file, run
 
@@ -90,8 +91,10 @@ def shard(csv_path: Path, folder: Path, args: argparse.Namespace) -> Outcome:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pipelines.vggsound", description=__doc__)
-    parser.add_argument("--csv", type=Path, required=True, help="the public vggsound.csv")
-    parser.add_argument("--clips", type=Path, required=True, help="folder of downloaded clips")
+    parser.add_argument("--csv", type=local_path, required=True, help="the public vggsound.csv")
+    parser.add_argument(
+        "--clips", type=local_path, required=True, help="folder of downloaded clips"
+    )
     add_shard_arguments(parser)
     return parser.parse_args(argv)
 

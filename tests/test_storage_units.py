@@ -165,3 +165,45 @@ def test_cache_evicts_least_recently_used_and_skips_oversized(tmp_path: Path) ->
         ShardCache(tmp_path / "x", 0)
     with pytest.raises(StorageError, match="read-only"):
         store.write_bytes("x", b"")
+
+
+def test_a_url_is_never_taken_for_a_local_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What must be on this machine (output folders, the cache, staging, subset output)
+    refuses a URL naming the option; a URL that lost a slash (`s3:/b`, what pathlib.Path makes
+    of `s3://b`) is refused everywhere with the fix; nothing named `s3:` is ever created."""
+    from mmsample.active.subset import write_subset
+    from mmsample.cli import main as cli
+    from mmsample.sharding.remote_output import staging_folder
+    from mmsample.storage.location import require_local
+    from pipelines.training import main as train
+
+    monkeypatch.chdir(tmp_path)
+    for mangled in ("s3:/bucket/x", Path("s3://bucket/x"), "gs:/b"):
+        with pytest.raises(ValueError, match=r"lost a slash .*give it as a string, (s3|gs)://"):
+            parse_location(mangled)
+    assert parse_location("C:/data").is_local  # a drive letter stays a path
+    assert require_local("runs/x", "--out") == Path("runs/x")
+    with pytest.raises(ValueError, match=r"ShardCache's 'directory' must be a local path; s3://"):
+        ShardCache("s3://bucket/cache?token=SECRET", max_bytes=10)
+    with (
+        pytest.raises(ValueError, match=r"staging folder .* must be a local path"),
+        staging_folder("gs://bucket/stage"),
+    ):
+        pass
+    with pytest.raises(ValueError, match=r"'out' parameter of write_subset .* local path"):
+        write_subset(tmp_path / "nowhere", [0], "s3://bucket/subset")
+    commands = (
+        (cli, ["subset", "s3://bucket/data", "ids.json", "s3://bucket/subset"], "argument out"),
+        (cli, ["report", "s3://bucket/runs"], "argument run_dir"),
+        (train, ["--data", "s3://b/d", "--out", "s3://b/runs/x"], "argument --out"),
+        (train, ["--data", "s3://b/d", "--out", "r", "--cache-dir", "s3://b/c"], "--cache-dir"),
+    )
+    for run, argv, flag in commands:
+        with pytest.raises(SystemExit) as stop:
+            run(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert f"{flag}: must be a local path" in err and "s3://b" in err and "SECRET" not in err
+    assert list(tmp_path.iterdir()) == []  # no folder named `s3:` (nor anything else)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from ..sharding import ShardWriter
 from ..sharding.finalise import save_manifest
 from ..shards.format import META_FIELD, Manifest, shard_name
 from ..shards.shard_table import ShardTable
+from ..storage.location import require_local
 
 
 def write_subset(
@@ -34,6 +34,11 @@ def write_subset(
     keys, ids, labels, fields, metadata and splits; the manifest keeps the classes and the id
     space. Returns the saved manifest. Raises ValueError for ids the source does not have
     (listing some), an `out` that already holds a manifest, or `samples_per_shard < 1`."""
+    # a local folder; copied as is to object storage it opens like a published one (it
+    # carries its manifest and consolidated index)
+    root = require_local(
+        out, "The 'out' parameter of write_subset (write the subset here, then copy it as is)"
+    )
     table = ShardTable(os.fspath(source), ids=ids, owner="write_subset")  # a path or a URL
     manifest = table.manifest
     per = manifest.samples_per_shard if samples_per_shard is None else samples_per_shard
@@ -41,7 +46,6 @@ def write_subset(
         raise ValueError(
             f"The 'samples_per_shard' parameter of write_subset must be an int >= 1; got {per!r}."
         )
-    root = Path(out)
     if (root / "manifest.json").exists():
         raise ValueError(
             f"The 'out' parameter of write_subset names {root}, which already holds a dataset; "

@@ -28,7 +28,7 @@ from ..errors import ManifestError, SampleError, StorageError
 from ..shards.format import MANIFEST, Manifest, index_name, shard_name
 from ..shards.index_bundle import BUNDLE, BUNDLE_KEY, bundle_entry, pack
 from ..shards.offsets import OffsetIndex, load_index
-from ..storage.location import parse_location
+from ..storage.location import parse_location, require_local
 from ..storage.store import Store, open_store
 from .finalise import write_manifest
 from .rebuild import rebuild_scanned, scan_shard
@@ -61,7 +61,7 @@ def staging_folder(staging: str | Path | None, parent: Path | None = None) -> It
     """The local folder to work in: `staging` (kept) or a new temporary one (removed after),
     in `parent` if given (else the system's temporary folder)."""
     if staging is not None:
-        path = Path(staging)
+        path = require_local(staging, "The staging folder (--staging)")
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return

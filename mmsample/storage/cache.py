@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MmsampleWarning
+from .location import require_local
 
 if TYPE_CHECKING:
     from .store import Store
@@ -54,7 +55,7 @@ class ShardCache:
     def __init__(self, directory: str | os.PathLike[str], max_bytes: int) -> None:
         if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
             raise ValueError(f"ShardCache: 'max_bytes' must be an int > 0; got {max_bytes!r}")
-        self.directory = Path(directory)
+        self.directory = require_local(directory, "ShardCache's 'directory'")
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"ShardCache: 'directory' {self.directory} is a file, not a folder")
         self.max_bytes = max_bytes

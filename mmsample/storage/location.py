@@ -9,13 +9,14 @@ token never reaches a log, a state or an error message).
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["PIPE", "Location", "parse_location", "redact", "scrub"]
+__all__ = ["PIPE", "Location", "local_path", "parse_location", "redact", "require_local", "scrub"]
 
 PIPE = "pipe"
 NAME_SLOT = "{name}"  # where a pipe: command takes the file name (manifest.json, shard-*.tar)
@@ -37,6 +38,9 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+# `s3:/bucket/x`: a URL that lost a slash (through pathlib.Path, or a typo); a drive letter
+# (`C:/...`) has a one-letter scheme and stays a path
+_MANGLED_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)(.*)$", re.S)
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 # a query string (`?k=v...`) right after a path without a scheme, as HTTP clients print them
 # ("Max retries exceeded with url: /tokeninfo?access_token=...")
@@ -116,6 +120,7 @@ def parse_location(value: str | os.PathLike[str] | Location) -> Location:
         return value
     if isinstance(value, os.PathLike):
         text = os.fspath(value)
+        _refuse_mangled(text)
         return Location("file", text, text)
     if not isinstance(value, str):
         raise TypeError(f"a dataset location must be a path or a URL string; got {value!r}")
@@ -129,6 +134,7 @@ def parse_location(value: str | os.PathLike[str] | Location) -> Location:
             )
         return Location(PIPE, command, value)
     if "://" not in value:
+        _refuse_mangled(value)
         return Location("file", value, value)
     parts = urlsplit(value)
     scheme = parts.scheme.lower()
@@ -139,3 +145,43 @@ def parse_location(value: str | os.PathLike[str] | Location) -> Location:
         return Location(scheme, value, value)
     path = parts.netloc + parts.path
     return Location(scheme, path.rstrip("/") if path != "/" else path, value)
+
+
+def _refuse_mangled(text: str) -> None:
+    """ValueError for `s3:/bucket/x`: taken as a path it would become a local folder `s3:`."""
+    found = _MANGLED_URL.match(text)
+    if found:
+        scheme, rest = found.groups()
+        raise ValueError(
+            f"{redact(text)!r} looks like a URL that lost a slash ({scheme}:/ instead of "
+            f"{scheme}://, e.g. passed through pathlib.Path): give it as a string, "
+            f"{redact(f'{scheme}://{rest}')}"
+        )
+
+
+def require_local(value: str | os.PathLike[str], what: str) -> Path:
+    """`value` as a local `Path`, for what must be on this machine (an output folder, a cache,
+    a staging folder). ValueError naming `what` when `value` is a URL (or one that lost a
+    slash): never a local folder named `s3:`."""
+    location = parse_location(value)
+    if not location.is_local:
+        raise ValueError(
+            f"{what} must be a local path; {location.display} is a URL "
+            f"({location.protocol}): give a folder on this machine"
+        )
+    return location.local_path()
+
+
+def local_path(text: str) -> Path:
+    """argparse `type=` for an option that takes a local path: a URL is refused with
+    `argparse.ArgumentTypeError` (shown after the option's name)."""
+    try:
+        location = parse_location(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if not location.is_local:
+        raise argparse.ArgumentTypeError(
+            f"must be a local path (a folder or file on this machine); {location.display} is a "
+            f"URL ({location.protocol})"
+        )
+    return location.local_path()

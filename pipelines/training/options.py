@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from mmsample.storage import parse_location
+from mmsample.storage.location import local_path
 
 from ..models import MODELS
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shard folder (manifest.json): a path or a URL (s3://, gs://, https://; the "
         "backend's own credentials and endpoint, e.g. AWS_PROFILE, AWS_ENDPOINT_URL_S3)",
     )
-    p.add_argument("--out", type=Path, required=True, help="run folder (logs, checkpoints)")
+    p.add_argument("--out", type=local_path, required=True, help="run folder (logs, checkpoints)")
     p.add_argument("--method", choices=METHOD_CHOICES, default="plain", help="the balancing method")
     p.add_argument(
         "--model", choices=sorted(MODELS), default="small", help="the model (pipelines.models)"
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--cache-dir",
-        type=Path,
+        type=local_path,
         default=None,
         help="--data URL: keep whole shards in this local folder (shared by the node's ranks "
         "and workers; mmsample.storage.ShardCache)",

@@ -135,7 +135,7 @@ def test_backend_options_set_timeouts_under_the_users() -> None:
     s3 = merged_options("s3", policy, {"config_kwargs": {"read_timeout": 99}, "anon": True})
     assert s3["anon"] is True and s3["config_kwargs"]["read_timeout"] == 99
     assert s3["config_kwargs"]["connect_timeout"] == 7.0
-    assert s3["config_kwargs"]["retries"] == {"max_attempts": 1, "mode": "standard"}
+    assert s3["config_kwargs"]["retries"] == {"total_max_attempts": 1, "mode": "standard"}
     http = merged_options("https", policy, None)
     assert http["client_kwargs"]["timeout"].sock_read == 7.0
     assert merged_options("memory", policy, None) == {}

@@ -92,7 +92,7 @@ def _report_problems(problems: Sequence[Any], what: str) -> int:
 def run_shard(args: argparse.Namespace) -> int:
     """`mmsample shard`: write the shards, print what each column became, verify on request.
     A URL `out` is written in a staging folder (`--staging`, default a temporary one) and
-    published shard by shard (`mmsample.sharding.remote_output`)."""
+    published one shard at a time once all are written (`mmsample.sharding.remote_output`)."""
     from .sharding.remote_output import is_remote, staging_folder
 
     if not is_remote(str(args.out)):

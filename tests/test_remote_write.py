@@ -166,3 +166,17 @@ def test_a_local_folder_copied_as_is_opens_in_two_requests(
     write_subset(local, [0, 2, 5], part)
     assert own_bundle(part) != first  # the subset's own shards, not the source's
     capsys.readouterr()
+
+
+def test_another_jobs_dataset_is_named_by_its_url(
+    s3: S3, table: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sharding into a URL that holds another job's dataset is refused naming the URL (never
+    the temporary staging folder the user did not choose) and the fix."""
+    url = s3.url("other")
+    assert _shard(table, url) == 0
+    capsys.readouterr()
+    assert main(["shard", str(table), url, "--workers", "1", "--samples-per-shard", "2"]) == 1
+    err = capsys.readouterr().err
+    assert f"{url} already holds manifest.json of a different input" in err
+    assert "--overwrite" in err and "mmsample-staging" not in err

@@ -179,7 +179,10 @@ def shard_remote(
     with staging_folder(staging) as folder:
         if MANIFEST in _sizes(store) and not (folder / MANIFEST).exists():
             (folder / MANIFEST).write_bytes(store.read(MANIFEST))  # the other-job check
-        report = shard(input, folder, **kw)
+        try:
+            report = shard(input, folder, **kw)
+        except ManifestError as err:  # about the dataset: name its URL, not the staging folder
+            raise ManifestError(str(err).replace(str(folder), store.location.display)) from err
         result = check(report) if check is not None else None
         publish_shards(store, folder, sorted(report.written + report.kept))
         per, job = report.dataset["samples_per_shard"], report.dataset["extra"]["job"]

@@ -185,3 +185,30 @@ def test_training_from_a_signed_https_style_url_never_writes_its_signature(
             assert "SECRET-7f3a" not in path.read_text(), path
     out = capsys.readouterr()
     assert "SECRET-7f3a" not in out.out + out.err
+
+
+def test_training_from_a_pipe_source_streams_and_refuses_what_needs_byte_ranges(
+    shards: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--data 'pipe:cat DIR/{name}'` trains in streamed mode (the local copy's batches); the
+    options that read by id (indexed mode, wrap, a scoring pass, evaluation) are refused
+    together, naming each flag and the fix."""
+    from pipelines.training import main
+
+    common = ["--method", "dus", "--epochs", "1", "--batch-size", "3", "--threads", "1"]
+    common += ["--trace", "--no-progress", "--test-split", ""]
+    pipe = f"pipe:cat {shards}/{{name}}"
+    assert main(["--data", pipe, "--out", str(tmp_path / "pipe"), *common]) == 0
+    assert main(["--data", str(shards), "--out", str(tmp_path / "local"), *common]) == 0
+    trace = jsonl(tmp_path / "pipe" / "trace-0.jsonl")
+    assert trace and trace == jsonl(tmp_path / "local" / "trace-0.jsonl")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(
+            ["--data", pipe, "--out", str(tmp_path / "no"), "--mode", "indexed", "--method", "bss"]
+        )
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    for words in ("--mode indexed", "--method bss", "--test-split 'test'", "--mode streamed"):
+        assert words in err, words
+    assert not (tmp_path / "no").exists()

@@ -114,9 +114,12 @@ def build_loader(
     names = list(modalities)
     split = args.train_split or None
     log = args.out / "stats.jsonl"
-    indexed = IndexedDataset(args.data, modalities, split=split, seed=args.seed, **remote(args))
+
+    def indexed() -> IndexedDataset:  # opened only where needed (a pipe: source cannot be)
+        return IndexedDataset(args.data, modalities, split=split, seed=args.seed, **remote(args))
+
     if args.loader == "wrap":
-        view = TupleView(indexed, names)
+        view = TupleView(indexed(), names)
         plain = DataLoader(
             view,
             batch_size=args.batch_size,
@@ -159,12 +162,11 @@ def build_loader(
     scorer: Scorer | None = None
     if isinstance(method, BSS):  # BSS ranks every id once before training: a scoring pass,
         # in eval mode like every inference (BatchNorm's running statistics stay the training's)
-        scorer = Scorer(model, indexed, ledger, device=device, progress=not args.no_progress)
+        scorer = Scorer(model, indexed(), ledger, device=device, progress=not args.no_progress)
     if isinstance(method, Remix):  # Remix scores the training split every epoch, in eval mode
         specs = scoring_modalities or modalities
         reader = IndexedDataset(args.data, specs, split=split, seed=args.seed, **remote(args))
         scorer = Scorer(model, reader, ledger, device=device, progress=not args.no_progress)
-    source: StreamedDataset | IndexedDataset = indexed
     if args.mode == "streamed" and isinstance(method, Remix):
         warnings.warn(
             "--method remix with --mode streamed: the streamed reader keeps each sample's one "
@@ -172,10 +174,13 @@ def build_loader(
             "is computed per row). Pass --mode indexed for the authors' one-modality batches.",
             stacklevel=2,
         )
+    source: StreamedDataset | IndexedDataset
     if args.mode == "streamed":
         source = StreamedDataset(
             args.data, modalities, shuffle=1000, seed=args.seed, split=split, **remote(args)
         )
+    else:
+        source = indexed()
     return balanced_loader(
         source,
         method,

@@ -18,6 +18,7 @@ from ..models import MODELS
 METHODS = ("plain", "dus", "dus-rl", "bss", "bss-learned", "smv", "smv-modality", "ogmge", "remix")
 METHOD_CHOICES = (*METHODS, "ogmge+dus")
 LOADERS = ("shards", "wrap")
+SCORED = ("bss", "bss-learned", "remix")  # methods that run a scoring pass (by id)
 
 
 def _number(kind: type, low: float, high: float | None = None, low_open: bool = False) -> Any:
@@ -166,6 +167,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """`args` if the options agree with each other, else `parser.error` naming the flags."""
+    if parse_location(args.data).protocol == "pipe":  # stdout of a command: one pass, in order
+        needs = [
+            flag
+            for flag, on in (
+                ("--mode indexed", args.mode == "indexed"),
+                ("--loader wrap", args.loader == "wrap"),
+                (f"--method {args.method} (its scoring pass)", args.method in SCORED),
+                (f"--test-split {args.test_split!r} (evaluation reads by id)", args.test_split),
+            )
+            if on
+        ]
+        if needs:
+            parser.error(
+                f"--data pipe:... is read sequentially only; {', '.join(needs)} need reads "
+                "by byte range: give the shards as a URL (s3://, gs://, https://) or a path, "
+                "or train with --mode streamed --loader shards --test-split ''"
+            )
     if (args.cache_dir is None) != (args.cache_gb is None):
         parser.error("--cache-dir and --cache-gb go together: the folder and its size limit")
     if args.cache_dir is not None and parse_location(args.data).is_local:

@@ -187,6 +187,11 @@ def test_drop_last_in_balanced_loader(root: Path) -> None:
 def test_options_the_loader_owns_are_refused(root: Path) -> None:
     with pytest.raises(ValueError, match=r"forms batches itself: \['collate_fn'\]"):
         balanced_loader(root, None, modalities=modalities(), collate_fn=lambda b: b)
+    # the readers' remote parameters are named as theirs, with the call that takes them
+    with pytest.raises(ValueError, match=r"\['cache', 'storage_options'\] are parameters of the"):
+        balanced_loader(
+            "s3://bucket/data", None, modalities=modalities(), storage_options={}, cache=None
+        )
     with pytest.raises(ValueError, match="'batch_size' parameter of balanced_loader is 6"):
         balanced_loader(
             root, DUS(fed_ledger(), batch_size=4), modalities=modalities(), batch_size=6

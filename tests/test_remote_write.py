@@ -180,3 +180,19 @@ def test_another_jobs_dataset_is_named_by_its_url(
     err = capsys.readouterr().err
     assert f"{url} already holds manifest.json of a different input" in err
     assert "--overwrite" in err and "mmsample-staging" not in err
+
+
+def test_a_missing_dataset_or_shard_is_named_with_the_fix(
+    s3: S3, table: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo'd prefix: the manifest's URL and how a folder gets one; a shard gone from a
+    published folder: its URL and how to publish again."""
+    assert main(["inspect", s3.url("no-such-prefix")]) == 1
+    err = capsys.readouterr().err
+    assert f"{s3.url('no-such-prefix')}/manifest.json does not exist" in err
+    assert "check the bucket and prefix" in err and "mmsample index URL" in err
+    url = s3.url("gone")
+    assert _shard(table, url) == 0
+    s3.client().delete_object(Bucket=BUCKET, Key="gone/shard-000001.tar")
+    with pytest.raises(StorageError, match=r"shard-000001.tar does not exist .*publish it again"):
+        _labels(url)

@@ -27,8 +27,21 @@ FORMED_HERE = frozenset(
 )
 
 
+# the readers' remote-reading parameters: given to the reader, not to the DataLoader
+READER_ONLY = frozenset({"storage_options", "retry", "cache", "prefetch"})
+
+
 def check_dataloader_kwargs(kwargs: Mapping[str, Any], owner: str) -> None:
-    """Refuse the DataLoader options the loader forms itself."""
+    """Refuse the DataLoader options the loader forms itself, and the readers' own parameters
+    (which the DataLoader would reject with a TypeError of its own)."""
+    reader = sorted(set(kwargs) & READER_ONLY)
+    if reader:
+        raise ValueError(
+            f"{owner}: {reader} are parameters of the shard readers, not of the DataLoader: "
+            f"open the reader yourself and give it to {owner}, e.g. {owner}(StreamedDataset("
+            "url, modalities, storage_options=..., cache=ShardCache(dir, max_bytes), retry="
+            "RetryPolicy(...)), method)."
+        )
     taken = sorted(set(kwargs) & FORMED_HERE)
     if taken:
         raise ValueError(

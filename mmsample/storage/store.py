@@ -39,6 +39,21 @@ T = TypeVar("T")
 CHUNK_BYTES = 8 << 20  # one sequential request of the streamed reader
 
 
+def missing_hint(name: str) -> str:
+    """What to do when file `name` of a dataset folder is missing ("" for other files)."""
+    if name == "manifest.json":
+        return (
+            ": check the bucket and prefix; a dataset folder holds manifest.json (write one "
+            "with `mmsample shard TABLE URL`, or `mmsample index URL` for tars already there)"
+        )
+    if name.endswith((".tar", ".idx.npy")):
+        return (
+            ": manifest.json names it, so the folder is incomplete or was changed after it was "
+            "published; publish it again (`mmsample shard TABLE URL`, or `mmsample index URL`)"
+        )
+    return ""
+
+
 class Store:
     """A dataset folder on some storage. `location.display` names it in every message."""
 
@@ -127,7 +142,9 @@ class FsspecStore(Store):
         except TransientFailure:
             raise
         except FileNotFoundError as err:
-            raise StorageError(f"{url} does not exist ({scrub(describe(err))})") from err
+            raise StorageError(
+                f"{url} does not exist ({scrub(describe(err))}){missing_hint(name)}"
+            ) from err
         except PermissionError as err:
             hint = CREDENTIALS_HINT.get(self.location.protocol)
             raise StorageError(

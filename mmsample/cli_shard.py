@@ -94,10 +94,12 @@ def run_shard(args: argparse.Namespace) -> int:
     A URL `out` is written in a staging folder (`--staging`, default a temporary one) and
     published one shard at a time once all are written (`mmsample.sharding.remote_output`)."""
     from .sharding.remote_output import is_remote, staging_folder
+    from .sharding.table import BadRowsError
 
     if not is_remote(str(args.out)):
         return _shard(args, Path(args.out), None)
-    with staging_folder(args.staging) as folder:
+    # bad rows: the temporary folder is kept (its shards and report serve the rerun)
+    with staging_folder(args.staging, keep_on=(BadRowsError,)) as folder:
         return _shard(args, folder, str(args.out))
 
 

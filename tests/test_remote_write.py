@@ -196,3 +196,35 @@ def test_a_missing_dataset_or_shard_is_named_with_the_fix(
     s3.client().delete_object(Bucket=BUCKET, Key="gone/shard-000001.tar")
     with pytest.raises(StorageError, match=r"shard-000001.tar does not exist .*publish it again"):
         _labels(url)
+
+
+def test_bad_rows_with_a_url_output_keep_the_staging_folder_and_say_so(
+    s3: S3, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad row stops a job whose output is a URL before anything is published: the message
+    says so and names the temporary staging folder, which is kept (the shards written so far
+    and bad_rows.jsonl), with the rerun that keeps them; the rerun with it and the row fixed
+    publishes the dataset."""
+    import re
+    import shutil
+
+    table = tmp_path / "table.csv"
+    rows = [f"r{i},{label},row {i}" for i, label in enumerate(LABELS)]
+    rows[4] = "r.4,1,row 4"  # a key with a dot: a bad row
+    table.write_text("key,label,txt\n" + "\n".join(rows) + "\n")
+    url = s3.url("badrows")
+    assert _shard(table, url) == 1
+    err = capsys.readouterr().err
+    assert "1 bad row(s)" in err and f"Nothing was published to {url}" in err
+    found = re.search(r"rerun with the same arguments and --staging (\S+) to keep them", err)
+    assert found is not None
+    staging = Path(found.group(1))
+    try:
+        assert (staging / "bad_rows.jsonl").is_file() and list(staging.glob("shard-*.tar"))
+        assert s3.names("badrows") == []
+        rows[4] = "r4,1,row 4"
+        table.write_text("key,label,txt\n" + "\n".join(rows) + "\n")
+        assert _shard(table, url, "--staging", str(staging)) == 0
+        assert "manifest.json" in s3.names("badrows") and _labels(url) == LABELS
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -28,12 +28,12 @@ from ..errors import ManifestError, SampleError, StorageError
 from ..shards.format import MANIFEST, Manifest, index_name, shard_name
 from ..shards.index_bundle import BUNDLE, BUNDLE_KEY, bundle_entry, pack
 from ..shards.offsets import OffsetIndex, load_index
-from ..storage.location import parse_location, require_local
+from ..storage.location import parse_location, redact, require_local
 from ..storage.store import Store, open_store
 from .finalise import write_manifest
 from .rebuild import rebuild_scanned, scan_shard
 from .sidecars import SIDECAR_FORMAT, shard_file_number, sidecar_name
-from .table import SKIPPED_REPORT
+from .table import SKIPPED_REPORT, BadRowsError
 from .verify import check_tar_bytes, verify_scanned
 
 __all__ = ["index_remote", "is_remote", "publish_shards", "shard_remote", "staging_folder"]
@@ -57,19 +57,29 @@ def writable_store(out: str, what: str) -> Store:
 
 
 @contextmanager
-def staging_folder(staging: str | Path | None, parent: Path | None = None) -> Iterator[Path]:
-    """The local folder to work in: `staging` (kept) or a new temporary one (removed after),
-    in `parent` if given (else the system's temporary folder)."""
+def staging_folder(
+    staging: str | Path | None,
+    parent: Path | None = None,
+    keep_on: tuple[type[BaseException], ...] = (),
+) -> Iterator[Path]:
+    """The local folder to work in: `staging` (kept) or a new temporary one (removed after,
+    unless the block raises one of `keep_on`: then its work is kept for a rerun), in `parent`
+    if given (else the system's temporary folder)."""
     if staging is not None:
         path = require_local(staging, "The staging folder (--staging)")
         path.mkdir(parents=True, exist_ok=True)
         yield path
         return
     path = Path(tempfile.mkdtemp(prefix="mmsample-staging-", dir=parent))
+    keep = False
     try:
         yield path
+    except keep_on:
+        keep = True
+        raise
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _published(store: Store, local: Path, name: str, sizes: dict[str, int]) -> bool:
@@ -176,11 +186,19 @@ def shard_remote(
     `out` and manifest.json when every shard of the job is published. Returns (the report,
     with the remote manifest or None and the shards still missing; the check's result)."""
     store = writable_store(out, "mmsample shard --out")
-    with staging_folder(staging) as folder:
+    with staging_folder(staging, keep_on=(BadRowsError,)) as folder:
         if MANIFEST in _sizes(store) and not (folder / MANIFEST).exists():
             (folder / MANIFEST).write_bytes(store.read(MANIFEST))  # the other-job check
         try:
             report = shard(input, folder, **kw)
+        except BadRowsError as err:  # nothing published; the rows' report is in staging
+            named = BadRowsError(err.rows, redact(str(input)), err.report)
+            named.args = (
+                f"{named}\nNothing was published to {store.location.display}; the shards "
+                f"written so far and the report are in the staging folder {folder}: rerun with "
+                f"the same arguments and --staging {folder} to keep them.",
+            )
+            raise named from err
         except ManifestError as err:  # about the dataset: name its URL, not the staging folder
             raise ManifestError(str(err).replace(str(folder), store.location.display)) from err
         result = check(report) if check is not None else None

@@ -191,9 +191,9 @@ def test_a_missing_dataset_or_shard_is_named_with_the_fix(
     err = capsys.readouterr().err
     assert f"{s3.url('no-such-prefix')}/manifest.json does not exist" in err
     assert "check the bucket and prefix" in err and "mmsample index URL" in err
-    url = s3.url("gone")
+    url = s3.url("shard-gone")
     assert _shard(table, url) == 0
-    s3.client().delete_object(Bucket=BUCKET, Key="gone/shard-000001.tar")
+    s3.client().delete_object(Bucket=BUCKET, Key="shard-gone/shard-000001.tar")
     with pytest.raises(StorageError, match=r"shard-000001.tar does not exist .*publish it again"):
         _labels(url)
 

@@ -161,6 +161,13 @@ def test_cache_evicts_least_recently_used_and_skips_oversized(tmp_path: Path) ->
     assert cache.used() == 900
     with pytest.warns(UserWarning, match="larger than the cache"):
         assert cache.fetch(store, "big.tar", 2000) is None
+    (src / "huge.tar").write_bytes(b"h" * 3000)
+    import warnings
+
+    with warnings.catch_warnings():  # said once per process: not again for another shard
+        warnings.simplefilter("error")
+        assert cache.fetch(store, "huge.tar", 3000) is None
+        assert cache.fetch(store, "big.tar", 2000) is None
     with pytest.raises(ValueError, match="max_bytes"):
         ShardCache(tmp_path / "x", 0)
     with pytest.raises(StorageError, match="read-only"):

@@ -59,7 +59,7 @@ class ShardCache:
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"ShardCache: 'directory' {self.directory} is a file, not a folder")
         self.max_bytes = max_bytes
-        self._warned: set[str] = set()
+        self._warned = False  # the oversized-shard warning, once per process
 
     def _dirs(self) -> tuple[Path, Path, Path]:
         objects, tmp, locks = (self.directory / d for d in ("objects", "tmp", "locks"))
@@ -74,14 +74,16 @@ class ShardCache:
 
     def fetch(self, store: Store, name: str, size: int) -> Path | None:
         """The local path of shard `name` (`size` bytes) of `store`, downloaded if absent;
-        None (warned once) when it is larger than the cache."""
+        None when it is larger than the cache (a CacheWarning, once per process for every such
+        shard)."""
         url = store.url(name)
         if size > self.max_bytes:
-            if url not in self._warned:
-                self._warned.add(url)
+            if not self._warned:
+                self._warned = True
                 warnings.warn(
                     f"ShardCache: {url} ({size} bytes) is larger than the cache "
-                    f"({self.max_bytes} bytes): read without caching",
+                    f"({self.max_bytes} bytes): read without caching, as is every shard larger "
+                    "than max_bytes (said once per process)",
                     CacheWarning,
                     stacklevel=3,
                 )

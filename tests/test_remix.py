@@ -194,5 +194,7 @@ def test_bad_settings_name_the_parameter() -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match=r"never observed with some modality.*ids \[0, 1"):
             Remix(led, warmup=0, source="ledger").plan(0)
-    with pytest.warns(ShortRunWarning, match="every epoch is warm-up"):
-        Remix(ledger(), warmup=5).set_run(epochs=5)
+    # the suggestion fits the run: a quarter of it, at least 1 epoch if the run has 2
+    for warmup, epochs, fits in ((5, 5, 1), (1, 1, 0), (12, 8, 2), (2, 2, 1)):
+        with pytest.warns(ShortRunWarning, match=rf"every epoch is warm-up.*\(e\.g\. {fits}\)"):
+            Remix(ledger(), warmup=warmup).set_run(epochs=epochs)

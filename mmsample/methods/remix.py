@@ -70,7 +70,8 @@ class Remix(Method):
     def _set_run(self, epochs: int | None, batch_size: int | None) -> None:
         if epochs is not None and self.warmup >= epochs:
             why = f"Remix(warmup={self.warmup}) remixes nothing in a {epochs}-epoch run: every "
-            why += f"epoch is warm-up. Give warmup < {epochs} (e.g. {max(1, epochs // 4)})."
+            fits = min(epochs - 1, max(1, epochs // 4))  # a quarter of the run, at least 1 if any
+            why += f"epoch is warm-up. Give warmup < {epochs} (e.g. {fits})."
             warnings.warn(why, ShortRunWarning, stacklevel=3)
 
     def _reads_observations(self, epoch: int) -> bool:

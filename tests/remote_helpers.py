@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from mmsample.storage.local_server import LocalServer
 
@@ -53,12 +54,7 @@ class S3:
 
     def reset(self) -> None:
         """No pending faults, an empty request log, no added latency."""
-        with self.proxy.faults.lock:
-            self.proxy.faults.pending.clear()
-            self.proxy.faults.log.clear()
-            self.proxy.faults.agents.clear()
-            self.proxy.faults.injected.clear()
-        self.proxy.set_latency(0.0)
+        self.proxy.reset()
 
 
 @contextmanager
@@ -72,18 +68,12 @@ def local_s3(stall: float = 3.0) -> Iterator[S3]:
     moto.start()
     proxy = LocalServer(upstream=moto.get_host_and_port(), stall=stall)
     env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": proxy.url, "AWS_ENDPOINT_URL": proxy.url}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        s3 = S3(moto, proxy)
-        s3.client().create_bucket(Bucket=BUCKET)
-        yield s3
+        with patch.dict(os.environ, env):  # restored after, as it was
+            s3 = S3(moto, proxy)
+            s3.client().create_bucket(Bucket=BUCKET)
+            yield s3
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         proxy.stop()
         moto.stop()
 
@@ -120,11 +110,7 @@ class GCS:
 
     def reset(self) -> None:
         """No pending faults, an empty request log, no added latency."""
-        with self.proxy.faults.lock:
-            self.proxy.faults.pending.clear()
-            self.proxy.faults.log.clear()
-            self.proxy.faults.injected.clear()
-        self.proxy.set_latency(0.0)
+        self.proxy.reset()
 
 
 @contextmanager
@@ -145,15 +131,9 @@ def local_gcs(stall: float = 3.0) -> Iterator[GCS]:
         emulator.stop()
         raise
     env = {"STORAGE_EMULATOR_HOST": proxy.url, "NO_GCE_CHECK": "true"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield GCS(emulator, f"http://{host}:{port}", proxy)
+        with patch.dict(os.environ, env):  # restored after, as it was
+            yield GCS(emulator, f"http://{host}:{port}", proxy)
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         proxy.stop()
         emulator.stop()

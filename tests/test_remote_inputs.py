@@ -223,10 +223,7 @@ def http_server(src: Path) -> Iterator[LocalServer]:
 @pytest.fixture
 def http(http_server: LocalServer) -> LocalServer:
     """The file server over `src`, with no pending faults and an empty request log."""
-    with http_server.faults.lock:
-        http_server.faults.pending.clear()
-        http_server.faults.log.clear()
-        http_server.faults.injected.clear()
+    http_server.faults.clear()
     return http_server
 
 

@@ -55,10 +55,7 @@ def endpoint(local: Path) -> Iterator[LocalServer]:
 
 @pytest.fixture
 def files(endpoint: LocalServer) -> LocalServer:
-    with endpoint.faults.lock:
-        endpoint.faults.pending.clear()
-        endpoint.faults.log.clear()
-        endpoint.faults.agents.clear()
+    endpoint.faults.clear()
     return endpoint
 
 
@@ -214,7 +211,7 @@ def test_permanent_faults_named_alike_by_both_clients(files: LocalServer, local:
         )
         with pytest.raises(SampleError) as raised:
             reader.get(5)  # shard 1 holds ids 5..9
-        files.faults.pending.clear()
+        files.faults.cancel()
         text = texts[client] = str(raised.value)
         assert "s3://shards/shard-000001.tar" in text and raised.value.key == "s000005"
         assert "2 attempts" in text and "[SlowDown, HTTP 503]" in text
@@ -394,7 +391,6 @@ def test_one_attempt_of_the_policy_is_one_request(
         start = len(files.faults.log)
         with pytest.raises(SampleError, match="3 attempts"):
             reader.get(10)  # shard 2 holds ids 10..14
-        with files.faults.lock:
-            files.faults.pending.clear()
+        files.faults.cancel()
         gets = [p for m, p, _ in files.faults.log[start:] if m == "GET" and "000002" in p]
         assert len(gets) == 3 * per_attempt, (kind, gets)

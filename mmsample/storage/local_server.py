@@ -102,6 +102,19 @@ class Faults:
                     return f.kind
         return None
 
+    def cancel(self) -> None:
+        """Drop the faults still pending (the log is kept)."""
+        with self.lock:
+            self.pending.clear()
+
+    def clear(self) -> None:
+        """No pending fault, an empty log (requests, agents, faults injected)."""
+        with self.lock:
+            self.pending.clear()
+            self.log.clear()
+            self.agents.clear()
+            self.injected.clear()
+
     def requests(self, method: str = "GET", match: str = "") -> int:
         """Requests logged so far of `method` whose path contains `match`."""
         with self.lock:
@@ -363,6 +376,11 @@ class LocalServer:
 
     def set_latency(self, seconds: float) -> None:
         self.server.latency = seconds
+
+    def reset(self) -> None:
+        """No pending fault, an empty request log, no added latency (between tests)."""
+        self.faults.clear()
+        self.set_latency(0.0)
 
     def stop(self) -> None:
         self.server.shutdown()

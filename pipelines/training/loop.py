@@ -25,7 +25,6 @@ from mmsample.cli import name_the_flags
 from mmsample.decoding import decode_count
 from mmsample.decoding.backends.diagnosis import announce_decoders
 from mmsample.report.outcomes import write_outcomes
-from mmsample.report.runlog import data_fingerprint
 from mmsample.report.runs import RUN_FORMAT
 from mmsample.storage import redact
 
@@ -156,7 +155,7 @@ def train(run: Run) -> int:
         config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         config.update(world_size=run.world, device=str(run.device), run_format=RUN_FORMAT)
         config["data"] = redact(args.data)  # a URL without its query string (a signature)
-        config["data_fingerprint"] = data_fingerprint(args.data)
+        config["data_fingerprint"] = run.fingerprint
         config["num_classes"] = run.num_classes  # chance = 1 / num_classes in the report
         config["decoder"] = decoders  # the report says which decoder each run used
         (args.out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True))

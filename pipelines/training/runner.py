@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mmsample.batch import MultimodalBatch
 from mmsample.ledger import Ledger
 from mmsample.methods import OGMGE
+from mmsample.report.runlog import data_fingerprint
 from mmsample.scoring import VALUES
 from mmsample.shards.format import Manifest, read_manifest
 from mmsample.shards.indexed import IndexedDataset
@@ -82,6 +83,9 @@ class Run:
         manifest = read_manifest(args.data)
         check_splits(args, manifest)
         self.num_classes = len(manifest.classes)
+        # what data this is (config.json, the test-set cache key): once per run (for a URL a
+        # listing and the metadata files)
+        self.fingerprint = data_fingerprint(args.data)
         given = (
             ("preset", args.preset),
             ("size", args.size),
@@ -139,7 +143,9 @@ class Run:
             else None
         )
         self.test_key = (
-            test_key(args.data, args.test_split, test_specs, 64) if args.test_split else None
+            test_key(args.data, args.test_split, test_specs, 64, self.fingerprint)
+            if args.test_split
+            else None
         )
         # OGM-GE's coefficients this epoch, per encoder (on the device: no sync per step):
         # their sum and the count of steps with k < 1, over `ogm_steps` steps

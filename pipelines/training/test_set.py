@@ -45,15 +45,20 @@ class TestKey:
 
 
 def test_key(
-    data: str | os.PathLike[str], split: str, specs: dict[str, Any], batch_size: int
+    data: str | os.PathLike[str],
+    split: str,
+    specs: dict[str, Any],
+    batch_size: int,
+    fingerprint: str | None = None,
 ) -> TestKey:
     """The cache key of the test split `split` of the shard folder `data` read with `specs`
-    (`{modality: Spec}`) in batches of `batch_size` by this rank."""
+    (`{modality: Spec}`) in batches of `batch_size` by this rank; `fingerprint`: the data's
+    `data_fingerprint` when the caller has it (else computed here: a listing for a URL)."""
     rank, world = resolve_world(None, None, "evaluate")
     where = parse_location(data)
     return TestKey(
         str(where.local_path().resolve()) if where.is_local else where.display,
-        data_fingerprint(data),
+        data_fingerprint(data) if fingerprint is None else fingerprint,
         split,
         repr(sorted(specs.items())),
         batch_size,

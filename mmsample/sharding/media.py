@@ -31,6 +31,7 @@ from ..errors import StorageError
 from ..storage.filesystem import ProcessFilesystem
 from ..storage.location import parse_location, redact, scrub
 from ..storage.retry import RetryPolicy, TransientFailure, describe, with_retries
+from ..storage.store import denied, denied_error
 
 if TYPE_CHECKING:
     from .table import Row
@@ -49,7 +50,6 @@ __all__ = [
 T = TypeVar("T")
 MEDIA_THREADS = 16  # concurrent requests for one shard's URL files (stats, then reads)
 _MISSING = (404, 410)  # HTTP statuses of a missing object
-_DENIED = (401, 403)  # HTTP statuses of refused access
 _VERSION_KEYS = ("ETag", "etag", "LastModified", "Last-Modified", "mtime", "generation")
 
 
@@ -106,12 +106,9 @@ class MediaFiles:
         except StorageError:
             raise
         except Exception as err:
-            if isinstance(err, PermissionError) or getattr(err, "status", None) in _DENIED:
-                raise StorageError(
-                    f"access to {loc.display} was denied ({scrub(describe(err))}): check the "
-                    "credentials (for S3: AWS_PROFILE / AWS_ACCESS_KEY_ID, the endpoint "
-                    "AWS_ENDPOINT_URL_S3), the URL's signature, or remove the row"
-                ) from err
+            if denied(err):
+                other = "the URL's signature, or remove the row"
+                raise denied_error(loc.display, loc.protocol, err, other) from err
             raise StorageError(f"{what} {loc.display} failed: {scrub(describe(err))}") from err
 
     def stat(self, url: str) -> tuple[int, int]:

@@ -39,6 +39,26 @@ T = TypeVar("T")
 CHUNK_BYTES = 8 << 20  # one sequential request of the streamed reader
 
 
+DENIED_STATUS = (401, 403)  # HTTP statuses of refused access (fsspec's HTTP errors carry one)
+
+
+def denied(err: BaseException) -> bool:
+    """True if `err` says the request was refused (PermissionError, or HTTP 401/403)."""
+    return isinstance(err, PermissionError) or getattr(err, "status", None) in DENIED_STATUS
+
+
+def denied_error(
+    display: str, protocol: str, err: BaseException, other: str = "storage_options"
+) -> StorageError:
+    """The error for refused access to `display` (a printable URL): the backend's credential
+    settings (`CREDENTIALS_HINT`), or `other`."""
+    hint = CREDENTIALS_HINT.get(protocol)
+    return StorageError(
+        f"access to {display} was denied ({scrub(describe(err))}): check the credentials "
+        f"({hint + ', or ' if hint else ''}{other})"
+    )
+
+
 def missing_hint(name: str) -> str:
     """What to do when file `name` of a dataset folder is missing ("" for other files)."""
     if name == "manifest.json":
@@ -145,15 +165,11 @@ class FsspecStore(Store):
             raise StorageError(
                 f"{url} does not exist ({scrub(describe(err))}){missing_hint(name)}"
             ) from err
-        except PermissionError as err:
-            hint = CREDENTIALS_HINT.get(self.location.protocol)
-            raise StorageError(
-                f"access to {url} was denied ({scrub(describe(err))}): check the credentials "
-                f"({hint + ', or ' if hint else ''}storage_options)"
-            ) from err
         except StorageError:
             raise
         except Exception as err:
+            if denied(err):
+                raise denied_error(url, self.location.protocol, err) from err
             raise StorageError(f"{what} {url} failed: {scrub(describe(err))}") from err
 
     def read(self, name: str) -> bytes:
